@@ -1,0 +1,1 @@
+"""Allocation: capacity-pool policy, the pure planner, the cost model and the action ledger."""

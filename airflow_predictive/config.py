@@ -1,0 +1,161 @@
+"""The ``[predictive]`` configuration section: one table of options, read through Airflow's config.
+
+The same table feeds ``get_provider_info()`` (so ``airflow config get-value predictive <key>`` shows the
+defaults) and :func:`get`, which refuses unknown keys with a message naming the key, so a typo in
+``airflow.cfg`` or an ``AIRFLOW__PREDICTIVE__*`` variable fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SECTION = "predictive"
+
+
+@dataclass(frozen=True)
+class Option:
+    description: str
+    default: str
+    type: str = "string"
+    example: str | None = None
+
+
+OPTIONS: dict[str, Option] = {
+    "store_conn_id": Option(
+        "Airflow connection id of the profile store (any SQLAlchemy URL; PostgreSQL for production). "
+        "Empty: a SQLite file at store_path.",
+        "",
+        example="predictive_store_default",
+    ),
+    "store_path": Option(
+        "SQLite file of the profile store when store_conn_id is empty. Relative paths are under AIRFLOW_HOME.",
+        "predictive/profile.db",
+    ),
+    "pools_file": Option(
+        "YAML file with the capacity pools (where each queue's tasks run on Compute Engine). "
+        "Relative paths are under AIRFLOW_HOME.",
+        "predictive/pools.yaml",
+    ),
+    "templates_folder": Option(
+        "Folder with user workflow templates (*.yaml) added to the built-in ones. Empty: built-ins only.",
+        "",
+    ),
+    "gce_conn_id": Option(
+        "Airflow connection id used by GceAllocatorHook (conn type predictive_gce or google_cloud_platform).",
+        "predictive_gce_default",
+    ),
+    "api_conn_id": Option(
+        "Airflow connection id of the Airflow REST API the profiler reads (conn type predictive_airflow_api).",
+        "predictive_airflow_api_default",
+    ),
+    "interval_minutes": Option("Bucket width of every demand series, in minutes.", "5", "integer"),
+    "horizon_minutes": Option("How far ahead each forecast reaches, in minutes.", "1440", "integer"),
+    "quantiles": Option(
+        "Forecast quantiles stored per step (comma-separated).", "0.5,0.8,0.9,0.95,0.99"
+    ),
+    "default_mode": Option(
+        "Mode of a pool that does not set one: forecast_only (plan and record) or forecast_and_scale.",
+        "forecast_only",
+    ),
+    "series_per_chunk": Option(
+        "Series per mapped forecast task; a chunk should take a few seconds.", "200", "integer"
+    ),
+    "sample_interval_seconds": Option(
+        "How often the worker listener samples a running task's process tree.", "5", "float"
+    ),
+    "forecast_retention_hours": Option(
+        "Forecasts older than this are pruned after evaluation.", "72", "integer"
+    ),
+    "emulator_url": Option(
+        "If set, GceAllocatorHook talks to this Compute Engine emulator (http://127.0.0.1:PORT) "
+        "instead of Google Cloud.",
+        "",
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or malformed; the message names it."""
+
+
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")).expanduser()
+
+
+def _conf():
+    try:
+        from airflow.configuration import conf
+    except Exception:  # airflow missing or half-configured: defaults still work for the pure core
+        return None
+    return conf
+
+
+def get(key: str) -> str:
+    """Return the value of ``[predictive] key`` (config, env var, or the documented default)."""
+    if key not in OPTIONS:
+        raise ConfigError(
+            f"unknown config key [predictive] {key!r}; known keys: {', '.join(sorted(OPTIONS))}"
+        )
+    env = os.environ.get(f"AIRFLOW__PREDICTIVE__{key.upper()}")
+    if env is not None:
+        return env
+    conf = _conf()
+    if conf is not None:
+        try:
+            return str(conf.get(SECTION, key, fallback=OPTIONS[key].default))
+        except Exception:
+            pass
+    return OPTIONS[key].default
+
+
+def get_int(key: str) -> int:
+    value = get(key)
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"[predictive] {key} must be an integer, got {value!r}") from None
+
+
+def get_float(key: str) -> float:
+    value = get(key)
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"[predictive] {key} must be a number, got {value!r}") from None
+
+
+def get_path(key: str) -> Path:
+    path = Path(get(key)).expanduser()
+    return path if path.is_absolute() else airflow_home() / path
+
+
+def quantiles() -> tuple[float, ...]:
+    raw = get("quantiles")
+    try:
+        levels = tuple(sorted(float(q) for q in raw.split(",") if q.strip()))
+    except ValueError:
+        raise ConfigError(f"[predictive] quantiles must be comma-separated numbers, got {raw!r}") from None
+    if not levels or any(not 0 < q < 1 for q in levels):
+        raise ConfigError(f"[predictive] quantiles must lie strictly between 0 and 1, got {raw!r}")
+    return levels
+
+
+def validate() -> None:
+    """Fail with one clear message if airflow.cfg or the environment sets an unknown [predictive] key."""
+    unknown = sorted(
+        k[len("AIRFLOW__PREDICTIVE__") :].lower()
+        for k in os.environ
+        if k.startswith("AIRFLOW__PREDICTIVE__") and k[len("AIRFLOW__PREDICTIVE__") :].lower() not in OPTIONS
+    )
+    conf = _conf()
+    if conf is not None and conf.has_section(SECTION):
+        unknown += [
+            k for k in conf.getsection(SECTION) or {} if k not in OPTIONS and k not in unknown
+        ]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) in [predictive]: {', '.join(unknown)}; "
+            f"known keys: {', '.join(sorted(OPTIONS))}"
+        )

@@ -1,0 +1,1 @@
+"""Forecasting: auto-ARIMA engine, baselines, structural forecast, combination and accuracy metrics."""

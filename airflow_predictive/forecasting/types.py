@@ -1,0 +1,21 @@
+"""The forecast contract: what every forecaster returns and what the planner and the UI read.
+
+A forecast is a long data frame, one row per ``(series_id, ts)`` future bucket, with the mean, one
+column per quantile level named by :func:`quantile_column` (``q0.95``), the model that made it, the
+fallback used (empty when none) and when it was issued.
+"""
+
+from __future__ import annotations
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
+def quantile_column(level: float) -> str:
+    """Column name of a quantile level: ``0.95 -> 'q0.95'``."""
+    if not 0 < level < 1:
+        raise ValueError(f"quantile level must lie strictly between 0 and 1, got {level}")
+    return f"q{level:g}"
+
+
+def forecast_columns(quantiles: tuple[float, ...] = DEFAULT_QUANTILES) -> list[str]:
+    return ["series_id", "ts", "mean", *(quantile_column(q) for q in quantiles), "model", "fallback", "issued_at"]
