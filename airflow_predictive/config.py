@@ -52,9 +52,7 @@ OPTIONS: dict[str, Option] = {
     ),
     "interval_minutes": Option("Bucket width of every demand series, in minutes.", "5", "integer"),
     "horizon_minutes": Option("How far ahead each forecast reaches, in minutes.", "1440", "integer"),
-    "quantiles": Option(
-        "Forecast quantiles stored per step (comma-separated).", "0.5,0.8,0.9,0.95,0.99"
-    ),
+    "quantiles": Option("Forecast quantiles stored per step (comma-separated).", "0.5,0.8,0.9,0.95,0.99"),
     "default_mode": Option(
         "Mode of a pool that does not set one: forecast_only (plan and record) or forecast_and_scale.",
         "forecast_only",
@@ -151,9 +149,7 @@ def validate() -> None:
     )
     conf = _conf()
     if conf is not None and conf.has_section(SECTION):
-        unknown += [
-            k for k in conf.getsection(SECTION) or {} if k not in OPTIONS and k not in unknown
-        ]
+        unknown += [k for k in conf.getsection(SECTION) or {} if k not in OPTIONS and k not in unknown]
     if unknown:
         raise ConfigError(
             f"unknown config key(s) in [predictive]: {', '.join(unknown)}; "

@@ -8,6 +8,7 @@ children on SIGTERM (see AIRFLOW3-NOTES.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -241,9 +242,7 @@ def _stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=10)
     # Children that left the group (none expected) are not ours to hunt; the group is gone.

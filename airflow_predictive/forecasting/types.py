@@ -18,4 +18,12 @@ def quantile_column(level: float) -> str:
 
 
 def forecast_columns(quantiles: tuple[float, ...] = DEFAULT_QUANTILES) -> list[str]:
-    return ["series_id", "ts", "mean", *(quantile_column(q) for q in quantiles), "model", "fallback", "issued_at"]
+    return [
+        "series_id",
+        "ts",
+        "mean",
+        *(quantile_column(q) for q in quantiles),
+        "model",
+        "fallback",
+        "issued_at",
+    ]

@@ -118,7 +118,9 @@ class ProfileStore:
             with self.engine.connect().execution_options(predictive_write=True) as conn, conn.begin():
                 yield conn
         except sa.exc.OperationalError as exc:
-            raise StoreError(f"profile store {self.display_url} is unreachable or locked: {exc.orig}") from exc
+            raise StoreError(
+                f"profile store {self.display_url} is unreachable or locked: {exc.orig}"
+            ) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
@@ -207,10 +209,14 @@ class ProfileStore:
     def _rows(self, table: sa.Table, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         rows = []
         names = set(table.c.keys())
-        for record in records:
+        keys = [c.name for c in table.primary_key.columns if not c.default]
+        for number, record in enumerate(records, start=1):
             unknown = set(record) - names
             if unknown:
                 raise ValueError(f"unknown field(s) for {table.name}: {', '.join(sorted(unknown))}")
+            missing = [k for k in keys if record.get(k) is None or record.get(k) == ""]
+            if missing:
+                raise ValueError(f"{table.name} record {number} lacks its key field(s) {', '.join(missing)}")
             row = {}
             for name, value in record.items():
                 column_type = table.c[name].type
@@ -282,9 +288,7 @@ class ProfileStore:
             query = query.where(t.c.start_date < _to_utc(end))
         return self._frame(query.order_by(t.c.start_date), t)
 
-    def usage_samples(
-        self, *, start: datetime | None = None, end: datetime | None = None
-    ) -> pd.DataFrame:
+    def usage_samples(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         t = schema.usage_samples
         query = sa.select(t)
         if start is not None:
@@ -327,7 +331,9 @@ class ProfileStore:
     def series_ids(self, pools: Sequence[str] | None = None) -> list[str]:
         t = schema.demand
         with self._read() as conn:
-            ids = [row[0] for row in conn.execute(sa.select(t.c.series_id).distinct().order_by(t.c.series_id))]
+            ids = [
+                row[0] for row in conn.execute(sa.select(t.c.series_id).distinct().order_by(t.c.series_id))
+            ]
         if pools:
             prefixes = tuple(f"pool={p}/" for p in pools)
             ids = [i for i in ids if i.startswith(prefixes)]
@@ -374,7 +380,9 @@ class ProfileStore:
     ) -> pd.DataFrame:
         """The newest forecast of each series (all its future buckets)."""
         t = schema.forecasts
-        newest = sa.select(t.c.series_id, sa.func.max(t.c.issued_at).label("issued_at")).group_by(t.c.series_id)
+        newest = sa.select(t.c.series_id, sa.func.max(t.c.issued_at).label("issued_at")).group_by(
+            t.c.series_id
+        )
         if series_ids is not None:
             newest = newest.where(t.c.series_id.in_(list(series_ids)))
         if pools:
@@ -462,7 +470,9 @@ class ProfileStore:
             return 0
         with self._write() as conn:
             return conn.execute(
-                t.update().where(t.c.series_id.in_(list(series_ids))).values(needs_reselect=flag, updated_at=utcnow())
+                t.update()
+                .where(t.c.series_id.in_(list(series_ids)))
+                .values(needs_reselect=flag, updated_at=utcnow())
             ).rowcount
 
     # ----------------------------------------------------------------- plans and the action ledger
@@ -594,7 +604,12 @@ class ProfileStore:
         """Replace the behaviour summaries of one kind (``{key: JSON-able payload}``)."""
         now = utcnow()
         rows = [
-            {"kind": kind, "key": key, "computed_at": now, "payload": json.dumps(payload, sort_keys=True, default=str)}
+            {
+                "kind": kind,
+                "key": key,
+                "computed_at": now,
+                "payload": json.dumps(payload, sort_keys=True, default=str),
+            }
             for key, payload in payloads.items()
         ]
         t = schema.summaries

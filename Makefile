@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` (the main job on embedded defaults) and `make test`.
+# Both create the project-local virtual environment on first use and reinstall when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench backtest clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/airflow-predictive demo
+
+test: $(STAMP)
+	bash scripts/ensure-chromium.sh
+	$(BIN)/ruff check airflow_predictive dags plugins tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check airflow_predictive dags plugins tests
+	$(BIN)/ruff format --check airflow_predictive dags plugins tests
+
+clean:
+	rm -rf $(VENV) .demo artifacts build *.egg-info

@@ -1,0 +1,237 @@
+"""The ProfileStore on SQLite and PostgreSQL: schema upgrades, idempotent writes, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from airflow_predictive.allocation.types import Action, ActionKind, ActionStatus, Mode, Plan
+from airflow_predictive.store import ProfileStore, StoreError, schema
+from tests.services import postgres_database
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    if request.param == "sqlite":
+        store = ProfileStore.sqlite(tmp_path / "profile.db")
+        yield store
+        store.dispose()
+    else:
+        with postgres_database() as url:
+            store = ProfileStore(url)
+            yield store
+            store.dispose()
+
+
+def _task_run(**overrides):
+    run = {
+        "dag_id": "etl",
+        "run_id": "scheduled__2026-11-02",
+        "task_id": "extract",
+        "map_index": -1,
+        "try_number": 1,
+        "state": "success",
+        "queue": "etl",
+        "start_date": T0,
+        "end_date": T0 + timedelta(minutes=7),
+        "duration": 420.0,
+        "hints": {"cpus": 2, "ram_mb": 4096},
+    }
+    run.update(overrides)
+    return run
+
+
+def test_fresh_store_is_at_the_current_schema_version(any_store):
+    assert any_store.schema_version() == schema.SCHEMA_VERSION
+    tables = set(sa.inspect(any_store.engine).get_table_names())
+    assert {"task_runs", "demand", "forecasts", "actions", "evaluations", "capacity"} <= tables
+
+
+def test_old_store_is_upgraded_in_place_without_losing_rows(tmp_path):
+    path = tmp_path / "old.db"
+    old = ProfileStore.sqlite(path, upgrade=False)
+    old.upgrade(target=1)
+    assert old.schema_version() == 1
+    assert not sa.inspect(old.engine).has_table("capacity")
+    old.write_demand(pd.DataFrame({"series_id": ["pool=etl/resource=cpu"], "ts": [T0], "value": [3.5]}))
+    old.dispose()
+
+    upgraded = ProfileStore.sqlite(path)
+    assert upgraded.schema_version() == schema.SCHEMA_VERSION
+    assert upgraded.demand()["value"].tolist() == [3.5]
+    upgraded.record_capacity([{"pool": "etl", "resource": "cpu", "ts": T0, "value": 8}])
+    assert upgraded.capacity(pool="etl")["value"].tolist() == [8.0]
+
+
+def test_store_newer_than_the_package_is_refused(tmp_path):
+    store = ProfileStore.sqlite(tmp_path / "p.db")
+    with store.engine.begin() as conn:
+        conn.execute(schema.meta.update().values(value=str(schema.SCHEMA_VERSION + 1)))
+    store.dispose()
+    with pytest.raises(StoreError, match="newer than this airflow-predictive"):
+        ProfileStore.sqlite(tmp_path / "p.db")
+
+
+def test_reingesting_a_task_run_stores_it_once_and_retries_are_separate_tries(any_store):
+    any_store.upsert_task_runs([_task_run(), _task_run()])
+    any_store.upsert_task_runs([_task_run(state="success", duration=421.0)])
+    any_store.upsert_task_runs([_task_run(try_number=2, start_date=T0 + timedelta(minutes=10))])
+    runs = any_store.task_runs()
+    assert len(runs) == 2
+    first = runs[runs.try_number == 1].iloc[0]
+    assert first.duration == 421.0  # the re-ingest updated the row, it did not add one
+    assert first.start_date == pd.Timestamp(T0)
+    assert runs.start_date.dt.tz is not None
+
+
+def test_usage_samples_and_demand_are_idempotent(any_store):
+    sample = {
+        "dag_id": "etl",
+        "run_id": "r1",
+        "task_id": "t",
+        "map_index": -1,
+        "try_number": 1,
+        "ts": T0,
+        "hostname": "w1",
+        "cpu_cores": 1.5,
+        "rss_mb": 300.0,
+    }
+    assert any_store.add_usage_samples([sample]) == 1
+    any_store.add_usage_samples([sample, {**sample, "ts": T0 + timedelta(seconds=5)}])
+    assert len(any_store.usage_samples()) == 2
+
+    frame = pd.DataFrame(
+        {
+            "series_id": ["pool=etl/resource=cpu"] * 3,
+            "ts": pd.date_range(T0, periods=3, freq="5min"),
+            "value": [1.0, float("nan"), 3.0],
+        }
+    )
+    any_store.write_demand(frame)
+    any_store.write_demand(frame.assign(value=[1.0, float("nan"), 4.0]))
+    stored = any_store.demand(["pool=etl/resource=cpu"])
+    assert len(stored) == 3
+    assert pd.isna(stored["value"].iloc[1])  # a gap stays a gap, not zero demand
+    assert stored["value"].iloc[2] == 4.0
+
+
+def test_forecasts_round_trip_with_quantiles_and_latest_wins(any_store):
+    def forecast(issued, level):
+        return pd.DataFrame(
+            {
+                "series_id": "pool=etl/resource=cpu",
+                "ts": pd.date_range(issued + timedelta(minutes=5), periods=4, freq="5min"),
+                "mean": [level] * 4,
+                "q0.5": [level] * 4,
+                "q0.95": [level + 2] * 4,
+                "model": "arima",
+                "fallback": "",
+                "issued_at": issued,
+            }
+        )
+
+    any_store.write_forecasts(forecast(T0, 1.0))
+    any_store.write_forecasts(forecast(T0 + timedelta(minutes=5), 5.0))
+    any_store.write_forecasts(forecast(T0 + timedelta(minutes=5), 5.0))
+    latest = any_store.latest_forecasts(pools=["etl"])
+    assert len(latest) == 4
+    assert latest["q0.95"].tolist() == [7.0] * 4
+    assert list(latest.columns[-2:]) == ["q0.5", "q0.95"]
+    assert len(any_store.forecasts()) == 8
+    assert any_store.prune_forecasts(T0 + timedelta(minutes=1)) == 4
+
+
+def test_recording_a_plan_again_never_resets_an_applied_action(any_store):
+    action = Action(
+        pool="etl", kind=ActionKind.RESIZE_GROUP, amount=3, reason="q0.9 at now+lead", request_id="req-1"
+    )
+    plan = Plan(plan_id="p1", pool="etl", created_at=T0, mode=Mode.FORECAST_AND_SCALE, actions=[action])
+    any_store.record_plan(plan)
+    any_store.update_action("req-1", ActionStatus.APPLIED, details={"operation": "123"})
+    any_store.record_plan(plan)
+    ledger = any_store.actions(pool="etl")
+    assert ledger["status"].tolist() == ["applied"]
+    with pytest.raises(StoreError, match="no action with request id nope"):
+        any_store.update_action("nope", ActionStatus.FAILED)
+
+
+def test_a_bad_batch_writes_nothing(any_store):
+    good = _task_run()
+    with pytest.raises(ValueError, match="task_runs record 2 lacks its key field"):
+        any_store.upsert_task_runs([good, _task_run(task_id=None)])
+    with pytest.raises(ValueError, match="unknown field"):
+        any_store.upsert_task_runs([{**good, "colour": "blue"}])
+    assert any_store.task_runs().empty
+
+    # A plan whose second action the database rejects leaves neither the plan nor the first action.
+    ok = Action(pool="etl", kind=ActionKind.RELEASE, amount=1, reason="idle", request_id="a")
+    broken = Action(pool="etl", kind=ActionKind.RELEASE, amount=1, reason=None, request_id="b")
+    plan = Plan(plan_id="p", pool="etl", created_at=T0, mode=Mode.FORECAST_ONLY, actions=[ok, broken])
+    with pytest.raises(sa.exc.IntegrityError):
+        any_store.record_plan(plan)
+    assert any_store.plans().empty and any_store.actions().empty
+
+
+def _writer(url: str, worker: int, batches: int) -> None:
+    store = ProfileStore(url)
+    for batch in range(batches):
+        store.upsert_task_runs(
+            [
+                _task_run(run_id=f"w{worker}", task_id=f"b{batch}", map_index=i, start_date=T0)
+                for i in range(10)
+            ]
+        )
+        store.write_demand(
+            pd.DataFrame(
+                {
+                    "series_id": [f"pool=w{worker}/resource=cpu"],
+                    "ts": [T0 + timedelta(minutes=5 * batch)],
+                    "value": [1.0],
+                }
+            )
+        )
+    store.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_writers_lose_no_rows(backend, tmp_path):
+    def run(url: str) -> ProfileStore:
+        ProfileStore(url).dispose()  # schema first, as the DAG's first task would
+        ctx = multiprocessing.get_context("spawn")
+        workers = [ctx.Process(target=_writer, args=(url, w, 25)) for w in range(4)]
+        for proc in workers:
+            proc.start()
+        for proc in workers:
+            proc.join(120)
+            assert proc.exitcode == 0
+        return ProfileStore(url)
+
+    if backend == "sqlite":
+        store = run(f"sqlite:///{tmp_path / 'shared.db'}")
+        assert len(store.task_runs()) == 4 * 25 * 10
+        assert len(store.demand()) == 4 * 25
+        store.dispose()
+    else:
+        with postgres_database() as url:
+            store = run(url)
+            assert len(store.task_runs()) == 4 * 25 * 10
+            assert len(store.demand()) == 4 * 25
+            store.dispose()
+
+
+def test_unreachable_store_fails_with_one_clear_message():
+    with pytest.raises(
+        StoreError, match=r"profile store postgresql\+psycopg2://predictive:\*\*\*@127.0.0.1:9/"
+    ):
+        ProfileStore("postgresql+psycopg2://predictive:secret@127.0.0.1:9/nowhere")
+
+
+def test_password_never_appears_in_the_store_description():
+    store = ProfileStore("postgresql+psycopg2://predictive:s3cret@127.0.0.1:9/x", upgrade=False)
+    assert "s3cret" not in repr(store) and "s3cret" not in store.display_url
