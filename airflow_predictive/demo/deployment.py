@@ -1,0 +1,247 @@
+"""Run a real, short-lived Airflow whose processes the caller owns (tests and ``make demo``).
+
+``AirflowDeployment`` starts the components one by one (api-server, scheduler, dag-processor,
+triggerer; optionally Celery workers) bound to 127.0.0.1 on free ports, each in its own process group,
+and stops each by its PID: ``airflow standalone`` ignores SIGINT in the background and orphans its
+children on SIGTERM (see AIRFLOW3-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    # Components start further `airflow ...` processes from PATH: make it this venv's.
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def airflow_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 600, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``airflow ARGS`` from this venv; on failure raise with its output so the test log shows why."""
+    proc = subprocess.run(
+        [str(BIN / "airflow"), *args], env=_env(env), capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"airflow {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
+            f"\n--- stderr\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+class AirflowDeployment:
+    """A real Airflow on 127.0.0.1 for one test module: start it, use its REST API, stop every PID.
+
+    :param home: an empty folder for AIRFLOW_HOME (metadata DB, logs, passwords file).
+    :param dags_folder: the DAGs folder the dag-processor parses.
+    :param components: which ``airflow`` components to run.
+    :param executor: the core executor (LocalExecutor by default; CeleryExecutor for scale-out tests).
+    :param parallelism: kept low: LocalExecutor pre-forks this many workers (~140 MB each).
+    :param env: extra environment (e.g. ``AIRFLOW__PREDICTIVE__STORE_PATH``).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        dags_folder: Path,
+        *,
+        components: Iterable[str] = ("api-server", "scheduler", "dag-processor", "triggerer"),
+        executor: str = "LocalExecutor",
+        parallelism: int = 4,
+        env: Mapping[str, str] | None = None,
+        sql_alchemy_conn: str | None = None,
+    ) -> None:
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.components = list(components)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.password = secrets.token_urlsafe(12)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._token: str | None = None
+        passwords = self.home / "passwords.json"
+        passwords.write_text(json.dumps({"admin": self.password}))
+        self.env = {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__CORE__EXECUTOR": executor,
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            # Every component must sign and check task tokens with the same secret.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        }
+        if sql_alchemy_conn:
+            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = sql_alchemy_conn
+        self.env.update(env or {})
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> AirflowDeployment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 180) -> None:
+        airflow_cli("db", "migrate", env=self.env)
+        for component in self.components:
+            self.start_component(component)
+        self.wait_healthy(timeout)
+
+    def start_component(self, component: str, *args: str, name: str | None = None) -> subprocess.Popen:
+        name = name or component
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        proc = subprocess.Popen(
+            [str(BIN / "airflow"), *component.split(), *args],
+            env=_env(self.env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop() can end the component and its children
+        )
+        proc._log_file = log  # type: ignore[attr-defined]
+        self.processes[name] = proc
+        return proc
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.processes.items())):
+            _stop_group(proc)
+            proc._log_file.close()  # type: ignore[attr-defined]
+            del self.processes[name]
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise AssertionError(f"airflow {name} exited {proc.returncode}:\n{self.log_tail(name)}")
+            try:
+                response = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(1)
+        raise AssertionError(f"Airflow API server not healthy after {timeout}s: {last}")
+
+    def log_tail(self, name: str, chars: int = 4000) -> str:
+        path = self.home / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    # ----------------------------------------------------------------- REST API
+
+    def token(self) -> str:
+        if self._token is None:
+            response = httpx.post(
+                f"{self.base_url}/auth/token",
+                json={"username": "admin", "password": self.password},
+                timeout=30,
+            )
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
+        )
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                response = client.get(f"/api/v2/dags/{dag_id}")
+                if response.status_code == 200:
+                    return response.json()
+                time.sleep(1)
+            errors = client.get("/api/v2/importErrors").text
+        raise AssertionError(f"DAG {dag_id} not parsed after {timeout}s; import errors: {errors[:3000]}")
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
+        with self.client() as client:
+            client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+            response = client.post(
+                f"/api/v2/dags/{dag_id}/dagRuns",
+                json={"logical_date": None, "conf": dict(conf or {})},
+            )
+            response.raise_for_status()
+            return response.json()["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        state = "unknown"
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                response = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+                response.raise_for_status()
+                state = response.json()["state"]
+                if state in ("success", "failed"):
+                    return state
+                time.sleep(2)
+        raise AssertionError(
+            f"run {dag_id}/{run_id} still {state} after {timeout}s\n{self.log_tail('scheduler')}"
+        )
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    # Children that left the group (none expected) are not ours to hunt; the group is gone.
