@@ -135,12 +135,15 @@ class AirflowDeployment:
             self.start_component(component)
         self.wait_healthy(timeout)
 
-    def start_component(self, component: str, *args: str, name: str | None = None) -> subprocess.Popen:
+    def start_component(
+        self, component: str, *args: str, name: str | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start ``airflow COMPONENT ARGS`` (e.g. ``"celery worker"``) with this deployment's environment."""
         name = name or component
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         proc = subprocess.Popen(
             [str(BIN / "airflow"), *component.split(), *args],
-            env=_env(self.env),
+            env=_env({**self.env, **(env or {})}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: stop() can end the component and its children
