@@ -1,0 +1,1 @@
+"""Replay of demand traces through the production forecaster and planner (the backtest)."""
