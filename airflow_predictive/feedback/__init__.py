@@ -1,0 +1,1 @@
+"""Feedback loop: score past forecasts against what happened, recalibrate, alert, emit metrics, report."""
