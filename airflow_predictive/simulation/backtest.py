@@ -1,0 +1,252 @@
+"""The backtest: replay a demand trace under each policy and score what each would have cost and missed.
+
+``backtest_trace(series, options)`` returns the JSON contract of ``airflow-predictive backtest``
+(one object per trace) plus a private ``_series`` entry with per-step capacity for the HTML report.
+One "instance" serves the trace's 99th percentile / ``peak_instances``; the first ``history`` of the
+trace is warm-up (forecaster history, never scored).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airflow_predictive.simulation import metrics
+from airflow_predictive.simulation.replay import ReplayContext, replay
+from airflow_predictive.simulation.traces import TraceError, load_trace, parse_interval
+
+ALL_POLICIES: tuple[str, ...] = ("reactive", "seasonal", "predictive", "oracle")
+
+
+@dataclass(frozen=True)
+class BacktestOptions:
+    """Simulation parameters shared by every policy of one backtest.
+
+    :param peak_instances: one instance serves the trace's 99th percentile divided by this.
+    :param boot_delay: a scale-out decided at ``t`` serves from ``t + boot_delay``.
+    :param history: warm-up at the start of the trace (forecaster history, not scored).
+    :param max_instances: the pool's maximum size.
+    :param policies: policies to run, among ``reactive``, ``seasonal``, ``predictive``, ``oracle``.
+    :param sweep: also trace each policy's (capacity-hours, unmet) frontier over its main knob.
+    :param machine_type: Compute Engine machine type whose standard and spot prices give ``cost``.
+    """
+
+    peak_instances: int = 20
+    boot_delay: str = "5min"
+    history: str = "3d"
+    max_instances: int = 40
+    policies: tuple[str, ...] = ALL_POLICIES
+    sweep: bool = False
+    machine_type: str = "n2-standard-4"
+
+    def validated(self) -> BacktestOptions:
+        """Check every option; raise ``ValueError`` naming the option that is wrong."""
+        if self.peak_instances < 1:
+            raise ValueError(f"--peak-instances must be >= 1, got {self.peak_instances}")
+        if self.max_instances < 1:
+            raise ValueError(f"--max-instances must be >= 1, got {self.max_instances}")
+        unknown = [p for p in self.policies if p not in ALL_POLICIES]
+        if unknown or not self.policies:
+            raise ValueError(
+                f"--policies: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(ALL_POLICIES)}"
+            )
+        for name, value in (("--boot-delay", self.boot_delay), ("--history", self.history)):
+            try:
+                delta = pd.Timedelta(value)
+            except ValueError:
+                raise ValueError(f"{name}: {value!r} is not a duration like 5min, 3d, 90s") from None
+            if delta < pd.Timedelta(0):
+                raise ValueError(f"{name} must not be negative, got {value!r}")
+        return self
+
+
+@dataclass
+class _Detail:
+    ts: list[str] = field(default_factory=list)
+    demand: list[float] = field(default_factory=list)
+    capacity: dict[str, list[float]] = field(default_factory=dict)
+
+
+def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
+    """The replay context of one trace: instance capacity, boot steps and scored range.
+
+    :param series: a trace from :func:`~.traces.load_trace`.
+    :param options: backtest options.
+    """
+    name = series.name
+    source = series.attrs.get("source", name)
+    interval_s = int(series.attrs.get("interval_s") or _infer_interval_s(series))
+    values = series.to_numpy(dtype=float)
+    history = math.ceil(pd.Timedelta(options.history).total_seconds() / interval_s)
+    if len(values) <= history:
+        raise TraceError(
+            f"{source}: {len(values)} points of {interval_s} s, not more than the history "
+            f"({options.history} = {history} points); use a shorter --history or a longer trace"
+        )
+    peak = float(np.percentile(values, 99))
+    if peak <= 0:
+        raise TraceError(f"{source}: the 99th percentile of demand is 0, nothing to provision for")
+    # Align the grid with the epoch bucket grid the forecaster uses (at most one interval's shift).
+    start = series.index[0].floor(f"{interval_s}s")
+    index = pd.date_range(start, periods=len(values), freq=f"{interval_s}s", tz="UTC")
+    return ReplayContext(
+        demand=values,
+        index=index,
+        interval_s=interval_s,
+        instance_capacity=peak / options.peak_instances,
+        boot_steps=math.ceil(pd.Timedelta(options.boot_delay).total_seconds() / interval_s),
+        max_instances=options.max_instances,
+        start=history,
+    )
+
+
+def _infer_interval_s(series: pd.Series) -> int:
+    steps = np.diff(series.index.asi8)
+    return int(np.median(steps) // 10**9) if len(steps) else 0
+
+
+def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) -> dict[str, Any]:
+    """Replay one trace under each policy and return its result object (the JSON contract).
+
+    :param series: a trace from :func:`~.traces.load_trace`.
+    :param options: backtest options (defaults: the issue's defaults).
+    """
+    from airflow_predictive.simulation.policies import build_policy, pool_prices, sweep_knobs
+
+    options = (options or BacktestOptions()).validated()
+    context = context_for(series, options)
+    price_standard, price_spot = pool_prices(options.machine_type)
+    scored = context.demand[context.start :]
+    detail = _Detail(
+        ts=[t.isoformat() for t in context.index[context.start :]],
+        demand=[float(v) for v in scored],
+    )
+    result: dict[str, Any] = {
+        "trace": str(series.name),
+        "interval_s": int(context.interval_s),
+        "scored_steps": int(len(scored)),
+        "boot_delay_s": int(pd.Timedelta(options.boot_delay).total_seconds()),
+        "peak_instances": int(options.peak_instances),
+        "instance_capacity": float(context.instance_capacity),
+        "policies": {},
+    }
+
+    def run(policy) -> dict[str, Any]:
+        outcome = replay(policy, context)
+        scores = metrics.score(
+            scored,
+            outcome.running,
+            outcome.targets,
+            instance_capacity=context.instance_capacity,
+            interval_s=context.interval_s,
+            price_standard=price_standard,
+            price_spot=price_spot,
+            previous_target=outcome.previous_target,
+        )
+        return {"outcome": outcome, "metrics": scores}
+
+    policies = {}
+    for name in options.policies:
+        policy = build_policy(name, options)
+        policies[name] = policy
+        done = run(policy)
+        result["policies"][name] = {**done["metrics"].to_dict(), "settings": done["outcome"].settings}
+        detail.capacity[name] = [float(r) * context.instance_capacity for r in done["outcome"].running]
+    if options.sweep:
+        frontiers: dict[str, list[dict[str, Any]]] = {}
+        for name, policy in policies.items():
+            points = []
+            for knob in sweep_knobs(name):
+                variant = policy.with_knob(**knob) if knob else policy
+                m = run(variant)["metrics"]
+                points.append(
+                    {
+                        "knob": knob,
+                        "capacity_hours": round(m.capacity_hours, 4),
+                        "unmet_pct": round(m.unmet_pct, 4),
+                    }
+                )
+            frontiers[name] = sorted(points, key=lambda p: p["capacity_hours"])
+        result["frontiers"] = frontiers
+        result["headline"] = headline(result)
+    result["_series"] = detail.__dict__
+    return result
+
+
+def headline(result: dict[str, Any], policy: str = "predictive") -> dict[str, Any]:
+    """The two comparisons against reactive: unmet at reactive's capacity-hours, capacity at its unmet.
+
+    Both read the policy's frontier by linear interpolation (``None`` outside its range).
+
+    :param result: a trace result with ``frontiers``.
+    :param policy: the policy compared with reactive.
+    """
+    reactive = result["policies"].get("reactive")
+    points = result.get("frontiers", {}).get(policy)
+    if not reactive or not points:
+        return {}
+    hours = np.array([p["capacity_hours"] for p in points])
+    unmet = np.array([p["unmet_pct"] for p in points])
+    order = np.argsort(hours)
+    at_hours = _interp(reactive["capacity_hours"], hours[order], unmet[order])
+    order = np.argsort(unmet)
+    at_unmet = _interp(reactive["unmet_pct"], unmet[order], hours[order])
+    return {
+        "policy": policy,
+        "reactive_capacity_hours": reactive["capacity_hours"],
+        "reactive_unmet_pct": reactive["unmet_pct"],
+        "unmet_pct_at_reactive_capacity_hours": at_hours,
+        "capacity_hours_at_reactive_unmet_pct": at_unmet,
+    }
+
+
+def _interp(x: float, xs: np.ndarray, ys: np.ndarray) -> float | None:
+    if len(xs) == 0 or x < xs[0] or x > xs[-1]:
+        return None
+    return round(float(np.interp(x, xs, ys)), 4)
+
+
+def backtest(
+    paths: Sequence[str | Path] | Iterable[str | Path],
+    options: BacktestOptions | None = None,
+    *,
+    time_column: str | None = None,
+    value_column: str | None = None,
+    sep: str | None = None,
+    interval: str | None = None,
+) -> list[dict[str, Any]]:
+    """Load each trace and backtest it (the importable form of ``airflow-predictive backtest``).
+
+    :param paths: trace files.
+    :param options: backtest options.
+    :param time_column: see :func:`~.traces.load_trace`.
+    :param value_column: see :func:`~.traces.load_trace`.
+    :param sep: see :func:`~.traces.load_trace`.
+    :param interval: see :func:`~.traces.load_trace`.
+    """
+    from airflow_predictive.simulation.traces import load_traces
+
+    parse_interval(interval)
+    traces = load_traces(
+        paths, time_column=time_column, value_column=value_column, sep=sep, interval=interval
+    )
+    return [backtest_trace(series, options) for series in traces]
+
+
+def with_policies(options: BacktestOptions, policies: Sequence[str]) -> BacktestOptions:
+    """A copy of ``options`` running only ``policies``.
+
+    :param options: backtest options.
+    :param policies: policy names.
+    """
+    return replace(options, policies=tuple(policies))
+
+
+__all__ = ["BacktestOptions", "backtest", "backtest_trace", "headline", "load_trace"]

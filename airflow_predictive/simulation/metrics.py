@@ -1,0 +1,125 @@
+"""Backtest metrics: unmet and idle demand, capacity-hours, cost and changes over the scored steps.
+
+Definitions (the JSON contract of ``airflow-predictive backtest``):
+
+- ``unmet_pct`` = 100 * sum(max(demand - capacity, 0)) / sum(demand)
+- ``idle_pct`` = 100 * sum(max(capacity - demand, 0)) / sum(demand)
+- ``capacity_hours`` = sum over steps of running instances * interval (hours); booting instances
+  are not capacity
+- ``cost`` = capacity_hours * the pool's standard hourly price of one instance (``cost_spot`` with
+  its spot price)
+- ``changes`` = steps whose target size differs from the previous step's
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What one policy did over the scored part of a trace.
+
+    :param unmet_pct: demand not served, percent of total demand.
+    :param idle_pct: capacity not used, percent of total demand.
+    :param capacity_hours: running instance-hours.
+    :param cost: capacity-hours at the standard hourly price.
+    :param cost_spot: capacity-hours at the spot hourly price.
+    :param changes: steps where the target size changed.
+    """
+
+    unmet_pct: float
+    idle_pct: float
+    capacity_hours: float
+    cost: float
+    cost_spot: float
+    changes: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "unmet_pct": round(self.unmet_pct, 4),
+            "idle_pct": round(self.idle_pct, 4),
+            "capacity_hours": round(self.capacity_hours, 4),
+            "cost": round(self.cost, 4),
+            "cost_spot": round(self.cost_spot, 4),
+            "changes": int(self.changes),
+        }
+
+
+def unmet_pct(demand: np.ndarray, capacity: np.ndarray) -> float:
+    """100 * sum(max(demand - capacity, 0)) / sum(demand) (0 when there is no demand).
+
+    :param demand: demand per step.
+    :param capacity: served capacity per step (running instances * capacity of one).
+    """
+    total = float(np.sum(demand))
+    return 100.0 * float(np.sum(np.maximum(demand - capacity, 0.0))) / total if total > 0 else 0.0
+
+
+def idle_pct(demand: np.ndarray, capacity: np.ndarray) -> float:
+    """100 * sum(max(capacity - demand, 0)) / sum(demand) (0 when there is no demand).
+
+    :param demand: demand per step.
+    :param capacity: served capacity per step.
+    """
+    total = float(np.sum(demand))
+    return 100.0 * float(np.sum(np.maximum(capacity - demand, 0.0))) / total if total > 0 else 0.0
+
+
+def capacity_hours(running: np.ndarray, interval_s: float) -> float:
+    """Running instances times the interval, summed, in hours.
+
+    :param running: running (booted) instances per step.
+    :param interval_s: step length in seconds.
+    """
+    return float(np.sum(running)) * interval_s / 3600.0
+
+
+def changes(targets: np.ndarray, previous: int | None = None) -> int:
+    """Steps whose target size differs from the step before.
+
+    :param targets: target size per step.
+    :param previous: the target before the first step (``None``: the first step is not a change).
+    """
+    targets = np.asarray(targets)
+    if previous is not None:
+        targets = np.concatenate([[previous], targets])
+    return int(np.count_nonzero(np.diff(targets)))
+
+
+def score(
+    demand: np.ndarray,
+    running: np.ndarray,
+    targets: np.ndarray,
+    *,
+    instance_capacity: float,
+    interval_s: float,
+    price_standard: float,
+    price_spot: float,
+    previous_target: int | None = None,
+) -> Metrics:
+    """All metrics of one policy over the scored steps.
+
+    :param demand: demand per scored step.
+    :param running: running instances per scored step.
+    :param targets: target size per scored step.
+    :param instance_capacity: demand one running instance serves.
+    :param interval_s: step length in seconds.
+    :param price_standard: standard price of one instance-hour.
+    :param price_spot: spot price of one instance-hour.
+    :param previous_target: the target just before the first scored step.
+    """
+    demand = np.asarray(demand, dtype=float)
+    running = np.asarray(running, dtype=float)
+    capacity = running * instance_capacity
+    hours = capacity_hours(running, interval_s)
+    return Metrics(
+        unmet_pct=unmet_pct(demand, capacity),
+        idle_pct=idle_pct(demand, capacity),
+        capacity_hours=hours,
+        cost=hours * price_standard,
+        cost_spot=hours * price_spot,
+        changes=changes(targets, previous_target),
+    )

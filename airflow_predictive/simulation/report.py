@@ -1,0 +1,199 @@
+"""Backtest outputs: the JSON contract, a Markdown table and a self-contained HTML report (plotly).
+
+The HTML embeds plotly.js once (works offline) and shows, per trace: demand with each policy's
+served capacity, unmet demand per policy, and with ``--sweep`` the (capacity-hours, unmet) frontier.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+POLICY_ORDER = ("predictive", "seasonal", "reactive", "oracle")
+_COLORS = {
+    "predictive": "#1f77b4",
+    "seasonal": "#2ca02c",
+    "reactive": "#d62728",
+    "oracle": "#7f7f7f",
+}
+
+
+def write_json(results: list[dict[str, Any]], path: str | Path) -> None:
+    """Write one object for a single trace, else a list (the ``--json`` contract).
+
+    :param results: one result per trace, as returned by :func:`~.backtest.backtest_trace`.
+    :param path: output file.
+    """
+    payload = [_public(r) for r in results]
+    Path(path).write_text(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2) + "\n")
+
+
+def _public(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One Markdown table: per trace and policy, unmet, idle, capacity-hours (and x reactive), cost.
+
+    :param results: one result per trace.
+    """
+    lines = [
+        "| trace | policy | unmet % | idle % | capacity-hours | x reactive | cost | changes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        policies = result["policies"]
+        reactive = policies.get("reactive", {}).get("capacity_hours")
+        for name in _ordered(policies):
+            m = policies[name]
+            ratio = f"{m['capacity_hours'] / reactive:.2f}" if reactive else "-"
+            lines.append(
+                f"| {result['trace']} | {name} | {m['unmet_pct']:.2f} | {m['idle_pct']:.1f} | "
+                f"{m['capacity_hours']:.1f} | {ratio} | {m['cost']:.2f} | {m['changes']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def text_table(results: list[dict[str, Any]]) -> str:
+    """A plain-text table for the terminal (same columns as :func:`markdown_table`).
+
+    :param results: one result per trace.
+    """
+    rows = [("trace", "policy", "unmet%", "idle%", "cap-hours", "x react", "cost", "changes")]
+    for result in results:
+        policies = result["policies"]
+        reactive = policies.get("reactive", {}).get("capacity_hours")
+        for name in _ordered(policies):
+            m = policies[name]
+            rows.append(
+                (
+                    result["trace"],
+                    name,
+                    f"{m['unmet_pct']:.2f}",
+                    f"{m['idle_pct']:.1f}",
+                    f"{m['capacity_hours']:.1f}",
+                    f"{m['capacity_hours'] / reactive:.2f}" if reactive else "-",
+                    f"{m['cost']:.2f}",
+                    str(m["changes"]),
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return (
+        "\n".join(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+            )
+            for row in rows
+        )
+        + "\n"
+    )
+
+
+def _ordered(policies: dict[str, Any]) -> list[str]:
+    return [p for p in POLICY_ORDER if p in policies] + [p for p in policies if p not in POLICY_ORDER]
+
+
+def write_html(results: list[dict[str, Any]], path: str | Path) -> None:
+    """A self-contained HTML report: per trace, demand vs capacity per policy, unmet, frontier.
+
+    :param results: one result per trace, with the ``_series`` detail kept by the backtest.
+    :param path: output file.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>airflow-predictive backtest</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>",
+        "<h1>Backtest: predictive vs seasonal vs reactive vs oracle</h1>",
+        _html_table(results),
+    ]
+    first = True
+    for result in results:
+        detail = result.get("_series")
+        parts.append(f"<h2>{html.escape(str(result['trace']))}</h2>")
+        if detail is None:
+            continue
+        with_frontier = bool(result.get("frontiers"))
+        rows = 3 if with_frontier else 2
+        fig = make_subplots(
+            rows=rows,
+            cols=1,
+            shared_xaxes=False,
+            vertical_spacing=0.08,
+            subplot_titles=(
+                "demand and served capacity",
+                "unmet demand",
+                *(("frontier: unmet % vs capacity-hours",) if with_frontier else ()),
+            ),
+        )
+        ts = detail["ts"]
+        fig.add_trace(
+            go.Scatter(x=ts, y=detail["demand"], name="demand", line={"color": "black", "width": 1}),
+            row=1,
+            col=1,
+        )
+        for name in _ordered(detail["capacity"]):
+            color = _COLORS.get(name)
+            fig.add_trace(
+                go.Scatter(
+                    x=ts,
+                    y=detail["capacity"][name],
+                    name=f"{name} capacity",
+                    line={"color": color, "width": 1, "shape": "hv"},
+                    legendgroup=name,
+                ),
+                row=1,
+                col=1,
+            )
+            unmet = [
+                max(d - c, 0.0) for d, c in zip(detail["demand"], detail["capacity"][name], strict=False)
+            ]
+            fig.add_trace(
+                go.Scatter(
+                    x=ts,
+                    y=unmet,
+                    name=f"{name} unmet",
+                    line={"color": color, "width": 1},
+                    legendgroup=name,
+                    showlegend=False,
+                ),
+                row=2,
+                col=1,
+            )
+        if with_frontier:
+            for name, points in result["frontiers"].items():
+                fig.add_trace(
+                    go.Scatter(
+                        x=[p["capacity_hours"] for p in points],
+                        y=[p["unmet_pct"] for p in points],
+                        mode="lines+markers",
+                        name=f"{name} frontier",
+                        line={"color": _COLORS.get(name)},
+                        legendgroup=name,
+                        showlegend=False,
+                        text=[json.dumps(p.get("knob", {})) for p in points],
+                    ),
+                    row=3,
+                    col=1,
+                )
+            fig.update_xaxes(title_text="capacity-hours", row=3, col=1)
+            fig.update_yaxes(title_text="unmet %", row=3, col=1)
+        fig.update_layout(height=350 * rows, margin={"l": 40, "r": 20, "t": 40, "b": 30})
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=bool(first)))
+        first = False
+    parts.append("</body></html>")
+    Path(path).write_text("\n".join(parts))
+
+
+def _html_table(results: list[dict[str, Any]]) -> str:
+    md = markdown_table(results).strip().splitlines()
+    header = [c.strip() for c in md[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"

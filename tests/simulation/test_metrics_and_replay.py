@@ -1,0 +1,146 @@
+"""Metric definitions and the replay fleet, on hand-made traces with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_predictive.simulation import metrics
+from airflow_predictive.simulation.backtest import BacktestOptions, backtest_trace, headline
+from airflow_predictive.simulation.policies import OraclePolicy
+from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
+from airflow_predictive.simulation.report import markdown_table, write_html, write_json
+
+
+def test_unmet_and_idle_are_percent_of_total_demand():
+    demand = np.array([10.0, 10.0, 20.0, 0.0])
+    capacity = np.array([5.0, 15.0, 20.0, 4.0])
+    # unmet: 5 at step 0; idle: 5 at step 1 and 4 at step 3; total demand 40.
+    assert metrics.unmet_pct(demand, capacity) == pytest.approx(12.5)
+    assert metrics.idle_pct(demand, capacity) == pytest.approx(22.5)
+
+
+def test_capacity_hours_count_running_instances_times_interval():
+    assert metrics.capacity_hours(np.array([2, 2, 4, 0]), 900) == pytest.approx(2.0)
+
+
+def test_changes_count_steps_where_the_target_differs_from_the_previous_step():
+    assert metrics.changes(np.array([3, 3, 4, 4, 2, 2])) == 2
+    assert metrics.changes(np.array([3, 3, 4]), previous=1) == 2
+
+
+def test_score_prices_capacity_hours_at_standard_and_spot_prices():
+    m = metrics.score(
+        np.array([1.0, 1.0]),
+        np.array([2, 2]),
+        np.array([2, 2]),
+        instance_capacity=1.0,
+        interval_s=3600,
+        price_standard=0.5,
+        price_spot=0.1,
+    )
+    assert (m.capacity_hours, m.cost, m.cost_spot) == (4.0, 2.0, pytest.approx(0.4))
+    assert m.idle_pct == pytest.approx(100.0)
+    assert m.unmet_pct == 0.0
+
+
+def test_fleet_scale_out_serves_after_the_boot_delay_and_scale_in_cancels_booting_first():
+    fleet = Fleet(running=1)
+    fleet.resize(4, step=10, boot_steps=2)
+    assert (fleet.running, fleet.booting_count) == (1, 3)
+    fleet.advance(11)
+    assert fleet.running == 1  # still booting: not capacity
+    fleet.resize(2, step=11, boot_steps=2)
+    assert (fleet.running, fleet.booting_count) == (1, 1)
+    fleet.advance(12)
+    assert (fleet.running, fleet.booting_count) == (2, 0)
+    fleet.resize(0, step=12, boot_steps=2)
+    assert fleet.running == 0
+
+
+class _StepTo:
+    """Target 1 instance, then 3 from step 5 on."""
+
+    name = "step"
+
+    def settings(self):
+        return {}
+
+    def prepare(self, context):
+        pass
+
+    def decide(self, step, fleet):
+        return 3 if step >= 5 else 1
+
+
+def _context(demand, *, start=2, boot_steps=1, capacity=1.0, max_instances=40):
+    index = pd.date_range("2024-01-01", periods=len(demand), freq="5min", tz="UTC")
+    return ReplayContext(
+        demand=np.asarray(demand, dtype=float),
+        index=index,
+        interval_s=300,
+        instance_capacity=capacity,
+        boot_steps=boot_steps,
+        max_instances=max_instances,
+        start=start,
+    )
+
+
+def test_replay_records_running_instances_after_boot_delay():
+    context = _context([1.0] * 10, start=2, boot_steps=2)
+    result = replay(_StepTo(), context)
+    # Scored steps 2..9; the scale-out decided at step 5 serves from step 7.
+    assert list(result.targets) == [1, 1, 1, 3, 3, 3, 3, 3]
+    assert list(result.running) == [1, 1, 1, 1, 1, 3, 3, 3]
+
+
+def test_oracle_meets_all_demand_with_the_fewest_instances():
+    demand = [1.0, 1.0, 1.0, 3.0, 3.0, 1.0, 1.0, 2.5, 1.0, 1.0]
+    result = replay(OraclePolicy(), _context(demand, start=2, boot_steps=1))
+    running = result.running
+    assert list(running) == [1, 3, 3, 1, 1, 3, 1, 1]
+    assert metrics.unmet_pct(np.array(demand[2:]), running * 1.0) == 0.0
+
+
+def test_backtest_of_a_known_trace_returns_the_json_contract(tmp_path):
+    index = pd.date_range("2024-01-01", periods=4 * 288, freq="5min", tz="UTC")
+    demand = pd.Series(10 + 5 * np.sin(np.arange(len(index)) * 2 * np.pi / 288), index=index)
+    demand.name = "sine"
+    demand.attrs.update(interval_s=300, source="sine.csv")
+    options = BacktestOptions(policies=("oracle",), sweep=True, history="3d")
+    result = backtest_trace(demand, options)
+    assert result["trace"] == "sine"
+    assert (result["interval_s"], result["scored_steps"], result["boot_delay_s"]) == (300, 288, 300)
+    oracle = result["policies"]["oracle"]
+    assert set(oracle) >= {"unmet_pct", "idle_pct", "capacity_hours", "cost", "changes", "settings"}
+    assert oracle["unmet_pct"] == 0.0
+    # One instance = p99 / 20; the oracle holds ceil(demand / instance) for 24 h.
+    instance = float(np.percentile(demand, 99)) / 20
+    need = np.ceil(demand.to_numpy()[864:] / instance)
+    assert oracle["capacity_hours"] == pytest.approx(need.sum() / 12, rel=0.02)
+    write_json([result], tmp_path / "one.json")
+    assert json.loads((tmp_path / "one.json").read_text())["trace"] == "sine"
+    write_json([result, result], tmp_path / "two.json")
+    assert isinstance(json.loads((tmp_path / "two.json").read_text()), list)
+    assert "| sine | oracle |" in markdown_table([result])
+    write_html([result], tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "plotly" in page.lower() and "sine" in page
+
+
+def test_headline_interpolates_the_frontier_at_reactive_capacity_and_unmet():
+    result = {
+        "policies": {"reactive": {"capacity_hours": 150.0, "unmet_pct": 2.0}},
+        "frontiers": {
+            "predictive": [
+                {"capacity_hours": 100.0, "unmet_pct": 4.0},
+                {"capacity_hours": 200.0, "unmet_pct": 0.0},
+            ]
+        },
+    }
+    line = headline(result)
+    assert line["unmet_pct_at_reactive_capacity_hours"] == pytest.approx(2.0)
+    assert line["capacity_hours_at_reactive_unmet_pct"] == pytest.approx(150.0)
