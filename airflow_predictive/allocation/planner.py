@@ -540,6 +540,8 @@ def _scale_in(
         return []  # no forecast for this pool: never shrink blind
     u = pool.policy.target_utilization
     keep = {r: (hold[r].value + pool.thresholds.for_resource(r)) / u for r in COUNT_RESOURCES if r in hold}
+    if not keep:
+        return []  # no cpu/memory/network forecast for this pool: never shrink blind
     remaining = dict(cap)
     count = current
     chosen: list[InstanceState] = []

@@ -1,0 +1,277 @@
+"""The planner as a specification: lead time, binding resource, safe scale-in, caps, spot split, storage,
+network, vertical resize, the reactive policy, and properties over random forecasts and states."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_predictive.allocation.planner import ForecastView, plan, planned_capacity
+from airflow_predictive.allocation.pool import CapacityPool
+from airflow_predictive.allocation.state import DiskState, InstanceState, PoolState
+from airflow_predictive.allocation.types import ActionKind, Provisioning
+from tests.allocation.conftest import NOW, SPREAD, forecast_frame
+
+
+def make_pool(**overrides) -> CapacityPool:
+    settings_ = {
+        "name": "etl",
+        "project": "demo-project",
+        "zone": "us-central1-a",
+        "machine_type": "n2-standard-8",
+        "min_instances": 0,
+        "max_instances": 20,
+        "thresholds": {"storage": 0},
+        "spot": {"mode": "none"},
+    }
+    settings_.update(overrides)
+    return CapacityPool(**settings_)
+
+
+def vm(
+    name: str, *, spot: bool = False, status: str = "RUNNING", machine: str = "n2-standard-8", minutes_ago=60
+):
+    return InstanceState(
+        name=name,
+        status=status,
+        provisioning=Provisioning.SPOT if spot else Provisioning.STANDARD,
+        machine_type=machine,
+        created=NOW - timedelta(minutes=minutes_ago),
+    )
+
+
+def kinds(p) -> list[str]:
+    return [str(a.kind) for a in p.actions]
+
+
+def test_capacity_is_ordered_for_the_demand_at_now_plus_boot_lead():
+    pool = make_pool(lead_time_minutes={"boot": 10})
+    # median cpu 8 now, 40 from 12:10 on (q0.9 = 48 vCPU = 6 x n2-standard-8)
+    frame = forecast_frame("etl", {"cpu": [8, 8, 40, 40, 40, 40]})
+    p = plan(frame, PoolState(instances=(vm("etl-a"),)), pool, NOW)
+    assert kinds(p) == ["launch_instances"]
+    assert p.actions[0].amount == 5
+    assert "now+10 min boot lead" in p.actions[0].reason and "q0.9 at 12:10" in p.actions[0].reason
+    # with a 0-minute lead the same forecast asks for nothing yet: 8 x 1.2 = 9.6 vCPU needs 2 VMs
+    p0 = plan(frame, PoolState(instances=(vm("etl-a"),)), make_pool(lead_time_minutes={"boot": 0}), NOW)
+    assert [a.amount for a in p0.actions] == [1]
+
+
+def test_memory_binds_when_it_needs_more_instances_than_cpu():
+    frame = forecast_frame("etl", {"cpu": [4] * 6, "memory": [100] * 6})  # q0.9: 4.8 vCPU, 120 GiB
+    p = plan(frame, PoolState(), make_pool(), NOW)
+    assert p.actions[0].amount == 4  # 120 GiB / 32 GiB per n2-standard-8
+    assert "memory" in p.actions[0].reason and "(binds)" in p.actions[0].reason
+    assert p.actions[0].resource == "memory"
+
+
+def test_scale_in_releases_only_idle_instances_spot_first_when_the_upper_bound_stays_low():
+    state = PoolState(
+        instances=(
+            vm("std-busy"),
+            vm("std-idle", minutes_ago=30),
+            vm("spot-idle", spot=True),
+            vm("spot-busy", spot=True),
+        )
+    )
+    frame = forecast_frame("etl", {"cpu": [4] * 12})  # q0.95 = 5.2 vCPU: one VM is enough
+    p = plan(
+        frame,
+        state,
+        make_pool(),
+        NOW,
+        busy_instances={"std-busy.us-central1-a.c.demo-project.internal", "spot-busy"},
+    )
+    released = [a.target for a in p.actions if a.kind == ActionKind.RELEASE]
+    assert released == ["spot-idle", "std-idle"]
+    assert all("idle instance" in a.reason for a in p.actions)
+
+
+def test_no_scale_in_while_the_forecast_upper_bound_rises_within_the_stabilisation_window():
+    state = PoolState(instances=(vm("a"), vm("b"), vm("c")))
+    # low now, high in 10 minutes: within lead + stabilisation, so nothing is given back
+    frame = forecast_frame("etl", {"cpu": [2, 2, 15, 15, 2, 2, 2, 2]})
+    p = plan(
+        frame, state, make_pool(lead_time_minutes={"boot": 3}, scale_in={"stabilization_minutes": 10}), NOW
+    )
+    assert ActionKind.RELEASE not in [a.kind for a in p.actions]
+
+
+def test_max_instances_and_budget_caps_hold_and_say_why():
+    frame = forecast_frame("etl", {"cpu": [200] * 6})
+    p = plan(frame, PoolState(), make_pool(max_instances=5), NOW)
+    assert sum(a.amount for a in p.actions) == 5
+    assert any("max_instances 5" in c for c in p.capped)
+    pool = make_pool(budget_per_hour=1.0)  # n2-standard-8 standard is ~0.39/h
+    p = plan(frame, PoolState(), pool, NOW)
+    assert p.summary["cost_after"] <= 1.0
+    assert sum(a.amount for a in p.actions) == 2
+    assert any("budget_per_hour 1" in c for c in p.capped)
+
+
+def test_min_instances_is_a_floor_even_without_a_forecast():
+    p = plan(None, PoolState(), make_pool(min_instances=2), NOW)
+    assert kinds(p) == ["launch_instances"] and p.actions[0].amount == 2
+    assert "min_instances 2" in p.actions[0].reason
+    # and a pool at its floor with no demand releases nothing
+    p = plan(
+        forecast_frame("etl", {"cpu": [0] * 6}),
+        PoolState(instances=(vm("a"), vm("b"))),
+        make_pool(min_instances=2),
+        NOW,
+    )
+    assert p.actions == []
+
+
+def test_standard_carries_the_baseline_and_spot_the_rest():
+    pool = make_pool(spot={"mode": "above_baseline", "baseline_quantile": 0.5})
+    # flat forecast: not a low-demand period; q0.5 = 32 vCPU -> 4 standard; q0.9 = 38.4 -> 5 in total
+    frame = forecast_frame("etl", {"cpu": [32] * 12})
+    p = plan(frame, PoolState(), pool, NOW)
+    by_kind = {str(a.provisioning): a.amount for a in p.actions}
+    assert by_kind == {"standard": 4, "spot": 1}
+    assert p.summary["standard_after"] == 4 and p.summary["spot_after"] == 1
+
+
+def test_interruptible_work_goes_to_spot_above_min_standard():
+    pool = make_pool(spot={"mode": "above_baseline", "interruptible": True, "min_standard": 1})
+    p = plan(forecast_frame("etl", {"cpu": [32] * 6}), PoolState(), pool, NOW)
+    assert {str(a.provisioning): a.amount for a in p.actions} == {"standard": 1, "spot": 4}
+
+
+def test_managed_instance_group_resizes_to_an_absolute_size_and_releases_by_name():
+    pool = make_pool(backend="managed_instance_group", group="etl-std", max_instances=10)
+    state = PoolState(
+        instances=tuple(
+            InstanceState(n, group="etl-std", machine_type="n2-standard-8") for n in ("m1", "m2")
+        ),
+        target_sizes={"etl-std": 2},
+    )
+    p = plan(forecast_frame("etl", {"cpu": [30] * 6}), state, pool, NOW)
+    assert kinds(p) == ["resize_group"]
+    assert p.actions[0].amount == 5 and p.actions[0].target == "etl-std"
+    assert p.actions[0].details == {"group": "etl-std", "from": 2, "to": 5, "zone": "us-central1-a"}
+    p = plan(forecast_frame("etl", {"cpu": [1] * 12}), state, pool, NOW, busy_instances={"m1"})
+    assert [(str(a.kind), a.target) for a in p.actions] == [("release", "m2")]
+
+
+def test_reactive_policy_follows_the_autoscaler_rule():
+    pool = make_pool(policy={"signal": "recent_demand", "target_utilization": 0.6})
+    recent = {"cpu": [10.0, 12.0, 20.0]}  # newest last: 20 / (0.6 x 8) = 4.17 -> 5 VMs
+    p = plan(None, PoolState(), pool, NOW, recent_demand=recent)
+    assert p.actions[0].amount == 5 and "target utilisation 0.6" in p.actions[0].reason
+    # scale-in waits for the stabilisation window's peak: peak 20 still needs 5 of 6 VMs
+    state = PoolState(instances=tuple(vm(f"v{i}") for i in range(6)))
+    p = plan(None, state, pool, NOW, recent_demand={"cpu": [20.0, 5.0]})
+    assert [a.kind for a in p.actions] == [ActionKind.RELEASE]
+
+
+def test_storage_grows_the_largest_disk_then_creates_new_ones():
+    pool = make_pool(storage={"max_disk_gib": 500})
+    state = PoolState(instances=(vm("a"),), disks=(DiskState("etl-data-1", 300, "a"),))
+    p = plan(forecast_frame("etl", {"storage": [1000 / SPREAD[0.9]] * 6}), state, pool, NOW)
+    storage = [a for a in p.actions if a.kind == ActionKind.ALLOCATE_STORAGE]
+    assert storage[0].details == {"disk": "etl-data-1", "size_gib": 500, "grow": True}
+    assert storage[1].details["size_gib"] == 500 and storage[1].details["attach_to"] == "a"
+    assert planned_capacity(p, state, pool)["storage"] == 1000
+
+
+def test_network_raises_bandwidth_with_tier_1_on_idle_vms():
+    pool = make_pool(machine_type="n2-standard-32", max_instances=2)
+    state = PoolState(instances=(vm("a", machine="n2-standard-32"), vm("b", machine="n2-standard-32")))
+    # 2 VMs x 32 Gbit/s default egress; forecast needs 90 Gbit/s at q0.9
+    frame = forecast_frame("etl", {"cpu": [10] * 6, "network": [75000] * 6})
+    p = plan(frame, state, pool, NOW, busy_instances={"b"})
+    bw = [a for a in p.actions if a.kind == ActionKind.RAISE_BANDWIDTH]
+    assert [(a.target, a.details["tier"]) for a in bw] == [("a", "TIER_1")]
+
+
+def test_vertical_resize_grows_an_idle_vm_when_the_pool_is_at_max():
+    pool = make_pool(max_instances=1)
+    state = PoolState(instances=(vm("solo"),))
+    p = plan(forecast_frame("etl", {"cpu": [20] * 6}), state, pool, NOW)  # q0.9 = 24 vCPU
+    resize = [a for a in p.actions if a.kind == ActionKind.RESIZE_INSTANCE]
+    assert resize and resize[0].details["machine_type"] == "n2-standard-32"
+    assert planned_capacity(p, state, pool)["cpu"] == 32
+    # a busy VM is never stopped for a resize
+    p = plan(forecast_frame("etl", {"cpu": [20] * 6}), state, pool, NOW, busy_instances={"solo"})
+    assert not [a for a in p.actions if a.kind == ActionKind.RESIZE_INSTANCE]
+    assert any("every VM runs a task" in c for c in p.capped)
+
+
+def test_same_inputs_give_the_same_request_ids_and_a_prebuilt_view_gives_the_same_plan():
+    frame = forecast_frame("etl", {"cpu": [30] * 6, "memory": [50] * 6})
+    a = plan(frame, PoolState(), make_pool(), NOW)
+    b = plan(ForecastView.from_frame(frame, "etl"), PoolState(), make_pool(), NOW + timedelta(minutes=2))
+    assert [x.request_id for x in a.actions] == [x.request_id for x in b.actions]
+    assert a.actions[0].details["names"] == b.actions[0].details["names"]
+
+
+# ----------------------------------------------------------------------------------------- properties
+
+instances_st = st.lists(
+    st.tuples(
+        st.booleans(),  # spot
+        st.sampled_from(["RUNNING", "RUNNING", "PROVISIONING", "STAGING", "TERMINATED"]),
+        st.booleans(),  # busy
+        st.integers(0, 600),  # minutes since creation
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cpu=st.lists(st.floats(0, 300), min_size=1, max_size=40),
+    mem_factor=st.floats(0, 8),
+    vms=instances_st,
+    min_max=st.tuples(st.integers(0, 6), st.integers(1, 16)).filter(lambda t: t[0] <= t[1]),
+    budget=st.one_of(st.none(), st.floats(0.2, 8)),
+    spot_mode=st.sampled_from(["none", "above_baseline", "all"]),
+    lead=st.floats(0, 30),
+    offset=st.integers(-10, 200),
+)
+def test_plans_respect_caps_never_release_busy_and_cover_the_forecast(
+    cpu, mem_factor, vms, min_max, budget, spot_mode, lead, offset
+):
+    pool = make_pool(
+        min_instances=min_max[0],
+        max_instances=min_max[1],
+        budget_per_hour=budget,
+        spot={"mode": spot_mode},
+        lead_time_minutes={"boot": lead},
+        scale_in={"max_release_per_cycle": 20},
+    )
+    instances = tuple(
+        vm(f"vm-{i}", spot=spot, status=status, minutes_ago=age)
+        for i, (spot, status, _busy, age) in enumerate(vms)
+    )
+    busy = {f"vm-{i}" for i, (_s, status, b, _a) in enumerate(vms) if b and status == "RUNNING"}
+    state = PoolState(instances=instances)
+    frame = forecast_frame("etl", {"cpu": cpu, "memory": [c * mem_factor for c in cpu]})
+    now = NOW + timedelta(minutes=offset)
+    p = plan(frame, state, pool, now, busy_instances=busy)
+
+    released = {a.target for a in p.actions if a.kind == ActionKind.RELEASE}
+    assert not released & busy, "a VM running a task was released"
+    after = planned_capacity(p, state, pool)
+    n_after = int(after["instances"])
+    live_busy = len([i for i in state.live() if i.name in busy])
+    assert n_after >= pool.min_instances
+    assert n_after <= max(
+        pool.max_instances, live_busy + pool.min_instances, len(state.live()) - len(released)
+    )
+    if len(state.live()) <= pool.max_instances:
+        assert n_after <= pool.max_instances
+    if budget is not None and p.summary["cost_after"] > budget + 1e-6:
+        assert not [a for a in p.actions if a.kind == ActionKind.LAUNCH_INSTANCES]
+        assert any("budget_per_hour" in c for c in p.capped) or n_after <= pool.min_instances + live_busy
+
+    if not p.capped:  # no cap cut: the forecast quantile at now + lead is covered, per resource
+        target = now + timedelta(minutes=lead)
+        k = int((target - NOW).total_seconds() // 300)
+        k = min(max(k, 0), len(cpu) - 1)
+        assert after["cpu"] >= cpu[k] * SPREAD[0.9] - 1e-6
+        assert after["memory"] >= cpu[k] * mem_factor * SPREAD[0.9] - 1e-6

@@ -1,0 +1,74 @@
+"""Pool configuration: the example file loads; each kind of mistake is one error naming file and field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from airflow_predictive.allocation.pool import EXAMPLE_POOLS, Backend, PoolConfigError, load_pools
+
+
+def _write(tmp_path, pools: dict) -> str:
+    path = tmp_path / "pools.yaml"
+    path.write_text(yaml.safe_dump({"pools": pools}))
+    return str(path)
+
+
+GOOD = {"project": "demo-project", "zone": "us-central1-a", "machine_type": "n2-standard-8"}
+
+
+def test_example_pools_load_with_machine_specs_and_default_prices():
+    pools = load_pools(EXAMPLE_POOLS)
+    etl = pools["etl-workers"]
+    assert etl.backend is Backend.INSTANCES
+    assert (etl.machine.vcpus, etl.machine.memory_gib) == (8.0, 32.0)
+    assert 0 < etl.price(spot=True) < etl.price(spot=False)
+    assert pools["ml-training"].group == "ml-training-std"
+    assert str(etl.mode) == "forecast_and_scale" and str(pools["ml-training"].mode) == "forecast_only"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "words"),
+    [
+        ({"machine_type": "n9-mega-7"}, "pools.etl", "unknown machine_type 'n9-mega-7'"),
+        ({"min_instances": 5, "max_instances": 2}, "pools.etl", "min_instances (5) > max_instances (2)"),
+        (
+            {"lead_time_minutes": {"boot": -1}},
+            "pools.etl.lead_time_minutes.boot",
+            "greater than or equal to 0",
+        ),
+        ({"zone": "uscentral1"}, "pools.etl.zone", "not a Compute Engine zone"),
+        ({"backend": "managed_instance_group"}, "pools.etl", "needs 'group'"),
+        ({"policy": {"quantile": 1.5}}, "pools.etl.policy.quantile", "less than 1"),
+        ({"colour": "blue"}, "pools.etl.colour", "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_pool_settings_fail_with_one_message_naming_the_field(tmp_path, settings, field, words):
+    path = _write(tmp_path, {"etl": {**GOOD, **settings}})
+    with pytest.raises(PoolConfigError) as info:
+        load_pools(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {field}")
+    assert words in message
+
+
+def test_custom_machine_types_and_explicit_shapes_are_accepted(tmp_path):
+    path = _write(
+        tmp_path,
+        {
+            "a": {**GOOD, "machine_type": "n2-custom-6-24576"},
+            "b": {**GOOD, "machine_type": "a3-megagpu-8g", "vcpus": 208, "memory_gib": 1872},
+        },
+    )
+    pools = load_pools(path)
+    assert pools["a"].machine.vcpus == 6 and pools["a"].machine.memory_gib == 24
+    assert pools["b"].machine.vcpus == 208
+
+
+def test_missing_file_and_wrong_shape_are_clear(tmp_path):
+    with pytest.raises(PoolConfigError, match="pools file not found"):
+        load_pools(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(PoolConfigError, match="top-level 'pools:' mapping"):
+        load_pools(bad)
