@@ -1,0 +1,234 @@
+"""ARIMA with Fourier (or seasonal) terms as plain numbers: filter, forecast, re-estimate, calibrate.
+
+The model is a regression with ARIMA errors on the series divided by a robust level ``scale``:
+``z_t = x_t' beta + u_t`` with ``phi(B) Phi(B^m) (1-B)^d (1-B^m)^D u_t = theta(B) Theta(B^m) e_t``.
+``x_t`` holds a constant (when undifferenced) and daily Fourier terms evaluated at absolute time
+(epoch bucket number), so a stored state applies to any window. Everything here is numpy/scipy on
+arrays (``scipy.signal.lfilter`` runs the recursions), so a warm forecast costs about a millisecond;
+pmdarima is only used for order selection (:mod:`airflow_predictive.forecasting.selection`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import optimize, signal
+
+# Horizons (in buckets) at which forecast errors are measured for calibration and combination;
+# values in between are interpolated.
+KNOTS_MINUTES = (5, 15, 30, 60, 120, 240, 360, 720, 1080, 1440)
+
+
+def knots(interval_s: int, horizon: int) -> np.ndarray:
+    """Calibration horizons in buckets for a bucket width and a horizon (always includes 1 and ``horizon``)."""
+    steps = {max(1, round(m * 60 / interval_s)) for m in KNOTS_MINUTES}
+    steps = sorted(s for s in steps if s < horizon) + [horizon]
+    return np.array(sorted(set([1, *steps])), dtype=np.int64)
+
+
+def exog(buckets: np.ndarray, state: dict) -> np.ndarray:
+    """Regressors at the given bucket numbers: constant (if ``d == D == 0``) and Fourier pairs."""
+    columns = []
+    if state["order"][1] == 0 and state["seasonal_order"][1] == 0:
+        columns.append(np.ones(buckets.size))
+    period, k = state["fourier"]["period"], state["fourier"]["k"]
+    if k:
+        phase = 2 * np.pi * (buckets % period) / period
+        for j in range(1, k + 1):
+            columns += [np.sin(j * phase), np.cos(j * phase)]
+    return np.column_stack(columns) if columns else np.zeros((buckets.size, 0))
+
+
+def polynomials(state: dict, params: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, ma, delta)``: the integrated AR polynomial, the MA polynomial and the differencing polynomial."""
+    params = params or state
+    m = state["seasonal_order"][3]
+    ar = np.r_[1.0, -np.asarray(params["ar"], dtype=float)]
+    ma = np.r_[1.0, np.asarray(params["ma"], dtype=float)]
+    if m and (params["sar"] or params["sma"]):
+        sar = np.zeros(m * len(params["sar"]) + 1)
+        sar[0] = 1.0
+        sar[m::m] = -np.asarray(params["sar"], dtype=float)
+        sma = np.zeros(m * len(params["sma"]) + 1)
+        sma[0] = 1.0
+        sma[m::m] = np.asarray(params["sma"], dtype=float)
+        ar, ma = np.convolve(ar, sar), np.convolve(ma, sma)
+    delta = np.array([1.0])
+    for _ in range(state["order"][1]):
+        delta = np.convolve(delta, [1.0, -1.0])
+    if m:
+        seasonal_diff = np.zeros(m + 1)
+        seasonal_diff[[0, m]] = [1.0, -1.0]
+        for _ in range(state["seasonal_order"][1]):
+            delta = np.convolve(delta, seasonal_diff)
+    return np.convolve(ar, delta), ma, delta
+
+
+def innovations(z: np.ndarray, buckets: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One-step innovations ``e`` of the scaled window and the regression residual ``u`` (CSS recursion)."""
+    a, ma, _ = polynomials(state)
+    u = z - exog(buckets, state) @ np.asarray(state["beta"], dtype=float)
+    e = signal.lfilter(a, ma, u)
+    # The first len(a)-1 innovations lack their past (zero initial conditions): treat them as unknown.
+    e[: len(a) - 1] = 0.0
+    return e, u
+
+
+def point_forecast(z: np.ndarray, buckets: np.ndarray, state: dict, steps: int) -> np.ndarray:
+    """Mean forecast of the scaled series for the ``steps`` buckets after the window."""
+    a, ma, _ = polynomials(state)
+    e, u = innovations(z, buckets, state)
+    zi = signal.lfiltic(ma, a, u[::-1][: len(a)], e[::-1][: len(ma)])
+    future_u = signal.lfilter(ma, a, np.zeros(steps), zi=zi)[0]
+    future = np.arange(buckets[-1] + 1, buckets[-1] + 1 + steps, dtype=np.int64)
+    return exog(future, state) @ np.asarray(state["beta"], dtype=float) + future_u
+
+
+def psi_weights(state: dict, steps: int) -> np.ndarray:
+    """Impulse response of ``theta/a``: ``err_h = sum_{j<h} psi_j e_{t+h-j}``."""
+    a, ma, _ = polynomials(state)
+    impulse = np.zeros(steps)
+    impulse[0] = 1.0
+    return signal.lfilter(ma, a, impulse)
+
+
+# ------------------------------------------------------------------ parameter vector helpers
+
+
+def _pack(state: dict) -> np.ndarray:
+    return np.r_[state["beta"], state["ar"], state["ma"], state["sar"], state["sma"]].astype(float)
+
+
+def _unpack(vector: np.ndarray, state: dict) -> dict:
+    out, i = {}, 0
+    for name in ("beta", "ar", "ma", "sar", "sma"):
+        n = len(state[name])
+        out[name] = vector[i : i + n].tolist()
+        i += n
+    return out
+
+
+def is_stable(state: dict, params: dict | None = None) -> bool:
+    """AR part stationary and MA part invertible (all roots outside the unit circle)."""
+    params = params or state
+    for name, sign in (("ar", -1.0), ("ma", 1.0), ("sar", -1.0), ("sma", 1.0)):
+        coeffs = params[name]
+        if coeffs and np.any(np.abs(np.roots(np.r_[1.0, sign * np.asarray(coeffs)][::-1])) <= 1.0001):
+            return False
+    return True
+
+
+def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int = 40) -> dict:
+    """Re-estimate beta and the ARMA coefficients by conditional least squares, warm-started from ``state``.
+
+    Returns a new state (orders unchanged); keeps the old parameters if the optimum is unstable.
+    """
+    x0 = _pack(state)
+    if x0.size == 0:
+        return dict(state)
+    X = exog(buckets, state)
+    burn = len(polynomials(state)[0]) - 1
+
+    def loss(vector: np.ndarray) -> float:
+        params = _unpack(vector, state)
+        a, ma, _ = polynomials(state, params)
+        e = signal.lfilter(a, ma, z - X @ np.asarray(params["beta"]))[burn:]
+        value = float(e @ e) / max(1, e.size)
+        return value if math.isfinite(value) else 1e300
+
+    start = loss(x0)
+    result = optimize.minimize(loss, x0, method="L-BFGS-B", options={"maxiter": maxiter})
+    params = _unpack(result.x, state)
+    new = dict(state)
+    if result.fun < start and is_stable(state, params):
+        new.update(params)
+        new["sigma2"] = float(result.fun)
+    else:
+        new["sigma2"] = float(start)
+    return new
+
+
+# ------------------------------------------------------------------ calibration and combination
+
+
+def calibrate(
+    z: np.ndarray,
+    raw: np.ndarray,
+    buckets: np.ndarray,
+    state: dict,
+    *,
+    levels: tuple[float, ...],
+    horizon: int,
+    period: int,
+    combine: bool = True,
+) -> dict:
+    """Learn, from the window's own forecast errors, the seasonal-naive weight and error quantiles per horizon.
+
+    For every knot ``h`` the exact ``h``-step errors of the ARIMA forecast (``psi`` convolution of the
+    innovations) and of the seasonal naive forecast are computed at every origin of the window; the
+    combination weight minimising the mean absolute error is chosen on a grid, and the empirical
+    quantiles of the combined error (against the raw, unclipped series) become the quantile offsets.
+
+    :param z: the scaled, cleaned window the model filters.
+    :param raw: the scaled window before outlier clipping (what the forecast is judged against).
+    :param buckets: bucket numbers of the window.
+    :param state: the model state.
+    :param levels: quantile levels.
+    :param horizon: forecast steps.
+    :param period: buckets per day (seasonal naive lag).
+    :param combine: allow mixing in the seasonal naive forecast.
+    """
+    hs = knots(state["interval_s"], horizon)
+    e, _ = innovations(z, buckets, state)
+    psi = psi_weights(state, int(hs[-1]))
+    burn = len(polynomials(state)[0]) - 1 + 1
+    clip_gap = raw - z
+    weights, offsets = [], []
+    for h in hs:
+        h = int(h)
+        arima_err = np.convolve(e[burn:], psi[:h], mode="valid") if e.size - burn >= h else np.empty(0)
+        # error of the forecast made at origin t for bucket t+h, against the raw actual
+        targets = np.arange(burn + h - 1, e.size)
+        arima_err = arima_err + clip_gap[targets]
+        lag = period * math.ceil(h / period)
+        weight = 1.0
+        err = arima_err
+        if combine and period > 1:
+            ok = targets - lag >= 0
+            if ok.sum() >= max(50, period // 2):
+                naive_err = raw[targets[ok]] - raw[targets[ok] - lag]
+                a_err = arima_err[ok]
+                grid = np.linspace(0.0, 1.0, 11)
+                mae = [np.mean(np.abs(w * a_err + (1 - w) * naive_err)) for w in grid]
+                weight = float(grid[int(np.argmin(mae))])
+                err = weight * a_err + (1 - weight) * naive_err
+        weights.append(weight)
+        offsets.append(_quantiles(err, levels))
+    return {
+        "h": hs.tolist(),
+        "weight": weights,
+        "levels": list(levels),
+        "offsets": offsets,
+        "n": int(e.size - burn),
+    }
+
+
+def _quantiles(err: np.ndarray, levels: tuple[float, ...]) -> list[float]:
+    err = err[np.isfinite(err)]
+    if err.size < 20:
+        return [float("nan")] * len(levels)
+    # conformal finite-sample correction: the ceil((n+1)q)/n empirical quantile
+    n = err.size
+    adjusted = [min(1.0, math.ceil((n + 1) * q) / n) for q in levels]
+    return np.quantile(err, adjusted, method="higher").astype(float).tolist()
+
+
+def interpolate(calibration: dict, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step seasonal-naive weight ``(steps,)`` and quantile offsets ``(steps, levels)``."""
+    hs = np.asarray(calibration["h"], dtype=float)
+    at = np.arange(1, steps + 1, dtype=float)
+    weight = np.interp(at, hs, calibration["weight"])
+    offsets = np.asarray(calibration["offsets"], dtype=float)
+    table = np.column_stack([np.interp(at, hs, offsets[:, j]) for j in range(offsets.shape[1])])
+    return weight, table
