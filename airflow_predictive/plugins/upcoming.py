@@ -191,6 +191,8 @@ def upcoming_runs(
         runs.append(
             {
                 "run_after": _iso(info.run_after),
+                # Due but not created yet (the scheduler is behind or down): runs as soon as it can.
+                "overdue": info.run_after < now,
                 "data_interval_start": _iso(interval.start) if interval else None,
                 "data_interval_end": _iso(interval.end) if interval else None,
             }
