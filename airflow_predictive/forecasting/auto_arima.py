@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -49,24 +50,24 @@ def clip_bounds(z: np.ndarray, sigmas: float) -> tuple[float, float]:
     return median - sigmas * spread, median + sigmas * spread
 
 
-def _fourier_k(z: np.ndarray, buckets: np.ndarray, period: int, max_k: int) -> tuple[int, np.ndarray]:
-    """Number of daily Fourier pairs by BIC of the OLS fit; returns (k, residual)."""
-    best = (math.inf, 0, z - z.mean())
+def _fourier_k(
+    z: np.ndarray, buckets: np.ndarray, period: int, max_k: int
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Number of daily Fourier pairs by BIC of the OLS fit (with a constant); returns (k, beta, residual)."""
+    best = (math.inf, 0, np.array([z.mean()]), z - z.mean())
     n = z.size
     for k in FOURIER_CHOICES:
         if k > max_k or (k and n < 1.5 * period):
             continue
-        X = arima.exog(
-            buckets,
-            {"order": [0, 0, 0], "seasonal_order": [0, 0, 0, 0], "fourier": {"period": period, "k": k}},
-        )
+        spec = {"order": [0, 0, 0], "seasonal_order": [0, 0, 0, 0], "fourier": {"period": period, "k": k}}
+        X = arima.exog(buckets, spec)
         beta, *_ = np.linalg.lstsq(X, z, rcond=None)
         resid = z - X @ beta
         rss = float(resid @ resid) or 1e-12
         bic = n * math.log(rss / n) + X.shape[1] * math.log(n)
         if bic < best[0]:
-            best = (bic, k, resid)
-    return best[1], best[2]
+            best = (bic, k, beta, resid)
+    return best[1], best[2], best[3]
 
 
 def _params(fitted, order: tuple, seasonal_order: tuple) -> dict:
@@ -80,6 +81,38 @@ def _params(fitted, order: tuple, seasonal_order: tuple) -> dict:
         "sar": [values.get(f"ar.S.L{m * i}", 0.0) for i in range(1, seasonal_order[0] + 1)],
         "sma": [values.get(f"ma.S.L{m * i}", 0.0) for i in range(1, seasonal_order[2] + 1)],
     }
+
+
+@dataclass
+class Selection:
+    """What order selection found.
+
+    :param state: the JSON state (orders, parameters, scaling, exogenous spec), without calibration.
+    :param model: the pmdarima model ``auto_arima`` chose, fitted to ``residual``.
+    :param beta: OLS coefficients of constant + Fourier terms (the first stage).
+    :param residual: the scaled, clipped selection window minus the first stage.
+    """
+
+    state: dict
+    model: object
+    beta: np.ndarray
+    residual: np.ndarray
+
+    def refit_exact(self):
+        """The chosen orders re-fitted by exact maximum likelihood (pmdarima defaults), for its own predict."""
+        import pmdarima as pm
+
+        seasonal = self.state["seasonal_order"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pm.ARIMA(
+                order=tuple(self.state["order"]),
+                seasonal_order=tuple(seasonal) if seasonal[3] else (0, 0, 0, 0),
+                with_intercept=False,
+                method="lbfgs",
+                maxiter=50,
+                suppress_warnings=True,
+            ).fit(self.residual)
 
 
 class AutoArima(SeriesModel):
@@ -126,8 +159,8 @@ class AutoArima(SeriesModel):
 
     # ---------------------------------------------------------------- selection
 
-    def select(self, window: SeriesWindow, *, refine: bool = True) -> tuple[dict, object]:
-        """Run ``auto_arima`` on the scaled recent window; return ``(state without calibration, pmdarima model)``.
+    def select(self, window: SeriesWindow, *, refine: bool = True) -> Selection:
+        """Run ``auto_arima`` on the scaled recent window; return the state (without calibration) and more.
 
         :param window: the history (at least two days is sensible).
         :param refine: re-estimate all parameters jointly by CSS on the calibration window afterwards.
@@ -161,9 +194,9 @@ class AutoArima(SeriesModel):
             sarimax_kwargs={"simple_differencing": True, "concentrate_scale": True},
         )
         if seasonal:
-            k, resid = 0, z - z.mean()
+            k, beta, resid = 0, np.array([z.mean()]), z - z.mean()
         else:
-            k, resid = _fourier_k(z, buckets, period, self.max_fourier)
+            k, beta, resid = _fourier_k(z, buckets, period, self.max_fourier)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             d = int(pm.arima.ndiffs(resid, test="kpss", max_d=1))
@@ -186,22 +219,20 @@ class AutoArima(SeriesModel):
             "training_buckets": int(z.size),
         }
         state.update(_params(fitted, order, seasonal_order))
-        # beta from OLS on the same regressors the filter uses (no constant once differenced)
-        X = arima.exog(buckets, state)
-        state["beta"] = np.linalg.lstsq(X, z, rcond=None)[0].tolist() if X.shape[1] else []
-        if d or seasonal_order[1]:
-            # a differenced model with pmdarima's ARMA fitted on the residual of the full OLS
-            pass
+        # Two-stage regression with ARIMA errors: pmdarima modelled the OLS residual; a differenced
+        # model drops the constant (differencing removes it), keeping the Fourier coefficients.
+        differenced = d > 0 or seasonal_order[1] > 0
+        state["beta"] = (beta[1:] if differenced else beta).tolist()
         if refine:
             zc, bc = self._recent(window, state, self.calibration_days)
             state = arima.css_refit(zc, bc, state)
-        return state, fitted
+        return Selection(state, fitted, np.asarray(beta, dtype=float), resid)
 
     # ---------------------------------------------------------------- SeriesModel interface
 
     def fit(self, window: SeriesWindow, *, steps: int, levels: tuple[float, ...]) -> dict:
         """Select orders with ``auto_arima``, refine by CSS and calibrate; return the JSON state."""
-        state, _ = self.select(window)
+        state = self.select(window).state
         return self.calibrated(window, state, steps=steps, levels=levels)
 
     def refit(self, window: SeriesWindow, state: dict, *, steps: int, levels: tuple[float, ...]) -> dict:

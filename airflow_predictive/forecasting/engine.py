@@ -120,7 +120,12 @@ class Forecaster:
             return out
         seconds = to_epoch_seconds(history["ts"])
         values = pd.to_numeric(history["value"], errors="coerce").to_numpy(dtype=float)
-        for sid, idx in history.groupby("series_id", sort=False).indices.items():
+        ids = history["series_id"].to_numpy()
+        if ids.size and (ids == ids[0]).all():  # one series (the backtest's case): skip the groupby
+            groups = {ids[0]: np.arange(ids.size)}
+        else:
+            groups = history.groupby("series_id", sort=False).indices
+        for sid, idx in groups.items():
             try:
                 out[sid] = regular_window(
                     sid,
@@ -270,22 +275,23 @@ class Forecaster:
         n = len(parts)
         ends = np.array([w.end for _, w, _ in parts], dtype=np.int64)
         buckets = (ends[:, None] + np.arange(1, steps + 1)[None, :]).ravel()
+        stamps = (buckets * self.interval_s).astype("datetime64[s]").astype("datetime64[ns]")
+        issued = pd.Timestamp(now)
+        issued = issued.tz_localize("UTC") if issued.tzinfo is None else issued.tz_convert("UTC")
+        qs = np.concatenate([p.quantiles for _, _, p in parts])
         data: dict[str, object] = {
-            "series_id": np.repeat([sid for sid, _, _ in parts], steps),
-            "ts": pd.to_datetime(buckets * self.interval_s, unit="s", utc=True),
+            "series_id": np.repeat(np.array([sid for sid, _, _ in parts], dtype=object), steps),
+            "ts": pd.DatetimeIndex(stamps).tz_localize("UTC"),
             "mean": np.concatenate([p.mean for _, _, p in parts]),
         }
-        qs = np.concatenate([p.quantiles for _, _, p in parts])
         for j, level in enumerate(self.quantiles):
             data[quantile_column(level)] = qs[:, j]
-        data["model"] = np.repeat([p.model for _, _, p in parts], steps)
-        data["fallback"] = np.repeat([p.fallback for _, _, p in parts], steps)
-        data["issued_at"] = (
-            pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
-        )
-        frame = pd.DataFrame(data)
-        assert len(frame) == n * steps
-        return frame[columns]
+        data["model"] = np.repeat(np.array([p.model for _, _, p in parts], dtype=object), steps)
+        data["fallback"] = np.repeat(np.array([p.fallback for _, _, p in parts], dtype=object), steps)
+        data["issued_at"] = pd.DatetimeIndex(
+            np.full(n * steps, issued.value, dtype="datetime64[ns]")
+        ).tz_localize("UTC")
+        return pd.DataFrame(data, copy=False)
 
 
 def _select_one(
