@@ -1,0 +1,169 @@
+"""``airflow-predictive`` commands of the profiling room: seed-history, profile, bench sampler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any, bench: Any) -> None:
+    """Add ``seed-history``, ``profile`` and ``bench sampler``.
+
+    :param commands: top-level sub-parsers.
+    :param bench: ``bench`` sub-parsers.
+    """
+    seed = commands.add_parser(
+        "seed-history",
+        help="write a GENERATED organisation history (weeks of runs) to the profile store, then build "
+        "its demand series and behaviour summaries",
+    )
+    _store_arg(seed)
+    seed.add_argument("--days", type=int, default=28, help="length of the history in days (default 28)")
+    seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    seed.add_argument("--now", help="end of the history, ISO timestamp (default: now)")
+    seed.add_argument("--interval-minutes", type=int, help="demand bucket width (default: config)")
+    seed.add_argument("--no-demand", action="store_true", help="write the history only")
+    seed.set_defaults(func=_seed_history)
+
+    profile = commands.add_parser(
+        "profile", help="ingest task history from an Airflow REST API, then rebuild demand and summaries"
+    )
+    _store_arg(profile)
+    source = profile.add_mutually_exclusive_group(required=True)
+    source.add_argument("--conn-id", help="Airflow connection of the API (conn type predictive_airflow_api)")
+    source.add_argument("--api-url", help="API server base URL, e.g. http://127.0.0.1:8080")
+    profile.add_argument("--username", help="user for POST /auth/token (with --api-url)")
+    profile.add_argument(
+        "--password-env",
+        default="AIRFLOW_PREDICTIVE_API_PASSWORD",
+        help="environment variable holding the password (never pass secrets on the command line)",
+    )
+    profile.add_argument("--token-env", help="environment variable holding a pre-issued access token")
+    profile.add_argument(
+        "--queue-pool", action="append", default=[], metavar="QUEUE=POOL", help="map a queue to a pool"
+    )
+    profile.add_argument("--interval-minutes", type=int, help="demand bucket width (default: config)")
+    profile.add_argument("--days", type=int, default=28, help="history the demand and summaries cover")
+    profile.set_defaults(func=_profile)
+
+    sampler = bench.add_parser(
+        "sampler", help="overhead of the worker usage sampler on a CPU-bound task (medians, ratio)"
+    )
+    sampler.add_argument("--json", dest="json_out", help="write the result to this JSON file")
+    sampler.add_argument("--seconds", type=float, default=2.0, help="approximate task length (default 2)")
+    sampler.add_argument("--repeats", type=int, default=5, help="runs per variant (default 5)")
+    sampler.add_argument(
+        "--intervals", default="5,0.5", help="sampler intervals to measure, seconds (default 5,0.5)"
+    )
+    sampler.set_defaults(func=_bench_sampler)
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        help="profile store: a SQLite file path or a SQLAlchemy URL (default: [predictive] store settings)",
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"airflow-predictive: {message}", file=sys.stderr)
+    return 2
+
+
+def _open_store(value: str | None):
+    from airflow_predictive.store import ProfileStore
+
+    if not value:
+        return ProfileStore.from_config()
+    if "://" in value:
+        return ProfileStore(value)
+    return ProfileStore.sqlite(Path(value))
+
+
+def _interval(minutes: int | None) -> timedelta | None:
+    if minutes is None:
+        return None
+    if minutes <= 0:
+        raise ValueError(f"--interval-minutes must be positive, got {minutes}")
+    return timedelta(minutes=minutes)
+
+
+def _seed_history(args: argparse.Namespace) -> int:
+    from airflow_predictive.profiling.history import generate_history
+    from airflow_predictive.profiling.pipeline import refresh_profile
+    from airflow_predictive.store import StoreError
+
+    try:
+        now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+        now = now if now.tzinfo else now.replace(tzinfo=UTC)
+        interval = _interval(args.interval_minutes)
+        if args.days < 1:
+            raise ValueError(f"--days must be at least 1, got {args.days}")
+        store = _open_store(args.store)
+        summary = generate_history(store, days=args.days, now=now, seed=args.seed)
+        if not args.no_demand:
+            summary["demand"] = refresh_profile(
+                store, interval=interval, now=now, end=now, summary_days=args.days
+            )
+    except (ValueError, StoreError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from airflow_predictive.profiling.api_client import AirflowApiClient, AirflowApiError
+    from airflow_predictive.profiling.collector import TaskHistoryCollector
+    from airflow_predictive.profiling.pipeline import refresh_profile
+    from airflow_predictive.store import StoreError
+
+    try:
+        queue_pools = {}
+        for item in args.queue_pool:
+            queue, sep, pool = item.partition("=")
+            if not sep or not queue or not pool:
+                raise ValueError(f"--queue-pool expects QUEUE=POOL, got {item!r}")
+            queue_pools[queue] = pool
+        interval = _interval(args.interval_minutes)
+        if args.conn_id:
+            from airflow_predictive.hooks.airflow_api import AirflowApiHook
+
+            client = AirflowApiHook(args.conn_id).get_client()
+        else:
+            token = os.environ.get(args.token_env) if args.token_env else None
+            password = os.environ.get(args.password_env)
+            client = AirflowApiClient(args.api_url, username=args.username, password=password, token=token)
+        store = _open_store(args.store)
+        with client:
+            result = TaskHistoryCollector(client, store).collect()
+        refreshed = refresh_profile(
+            store, interval=interval, queue_pools=queue_pools or None, summary_days=args.days
+        )
+    except (ValueError, StoreError, AirflowApiError) as exc:
+        return _fail(str(exc))
+    print(json.dumps({"ingested": result.as_dict(), "demand": refreshed}, indent=2, default=str))
+    return 0
+
+
+def _bench_sampler(args: argparse.Namespace) -> int:
+    from airflow_predictive.profiling.bench import sampler_overhead
+
+    try:
+        intervals = [float(v) for v in args.intervals.split(",") if v.strip()]
+        if not intervals or any(v <= 0 for v in intervals):
+            raise ValueError(f"--intervals must be positive numbers, got {args.intervals!r}")
+        if args.repeats < 1 or args.seconds <= 0:
+            raise ValueError("--repeats must be >= 1 and --seconds > 0")
+    except ValueError as exc:
+        return _fail(str(exc))
+    result = sampler_overhead(seconds=args.seconds, repeats=args.repeats, intervals=intervals)
+    text = json.dumps(result, indent=2)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    print(text)
+    return 0

@@ -1,0 +1,169 @@
+"""The profiler against a real Airflow: api-server, scheduler, dag-processor and triggerer on 127.0.0.1.
+
+A workload DAG burns known CPU and memory under LocalExecutor; the worker listener (loaded through the
+provider's plugin) samples each task's process tree; the REST collector and the sensor (in poke mode
+and deferred to the triggerer) ingest the history. The records must match what the tasks measured
+from inside, and every Airflow process started here must be gone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import psutil
+import pytest
+
+from airflow_predictive.profiling.api_client import AirflowApiClient
+from airflow_predictive.profiling.collector import TaskHistoryCollector
+from airflow_predictive.store import ProfileStore
+from tests.airflow_harness import AirflowDeployment
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BURN = 8.0
+
+
+def _wait_for_run(dep: AirflowDeployment, dag_id: str, run_id: str, timeout: float = 420) -> str:
+    """Like ``dep.wait_for_run`` but patient with an API server slowed down by a busy 2-core machine."""
+    deadline = time.monotonic() + timeout
+    state = "unknown"
+    with httpx.Client(
+        base_url=dep.base_url, headers={"Authorization": f"Bearer {dep.token()}"}, timeout=90
+    ) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+                response.raise_for_status()
+                state = response.json()["state"]
+            except httpx.TimeoutException:
+                continue
+            if state in ("success", "failed"):
+                return state
+            time.sleep(2)
+    raise AssertionError(f"{dag_id}/{run_id} still {state}\n{dep.log_tail('scheduler')}")
+
+
+def _xcom(dep: AirflowDeployment, dag_id: str, run_id: str, task_id: str) -> dict:
+    with httpx.Client(
+        base_url=dep.base_url, headers={"Authorization": f"Bearer {dep.token()}"}, timeout=90
+    ) as client:
+        response = client.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"deserialize": True},
+        )
+        response.raise_for_status()
+    value = response.json()["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_profiler_records_a_real_workload_within_tolerance(tmp_path: Path) -> None:
+    store_path = tmp_path / "profile.db"
+    dep = AirflowDeployment(
+        tmp_path / "home",
+        REPO / "tests" / "dags",
+        parallelism=4,
+        env={
+            "AIRFLOW__PREDICTIVE__STORE_PATH": str(store_path),
+            "AIRFLOW__PREDICTIVE__SAMPLE_INTERVAL_SECONDS": "1",
+            "PREDICTIVE_TEST_BURN_SECONDS": str(BURN),
+        },
+    )
+    # The sensor reads the REST API through an Airflow connection (conn type predictive_airflow_api).
+    dep.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "predictive_airflow_api",
+            "host": dep.base_url,
+            "login": "admin",
+            "password": dep.password,
+        }
+    )
+    pids: list[int] = []
+    with dep:
+        pids = [proc.pid for proc in dep.processes.values()]
+        dep.wait_for_dag("workload_profiler")
+        run_id = dep.trigger("workload_profiler")
+        assert _wait_for_run(dep, "workload_profiler", run_id) == "success", dep.log_tail("scheduler")
+        truth = {
+            task: _xcom(dep, "workload_profiler", run_id, task)
+            for task in ("burn_cpu", "hold_memory", "burn_in_child")
+        }
+
+        store = ProfileStore.sqlite(store_path)
+        with AirflowApiClient(
+            dep.base_url, username="admin", password=dep.password, page_size=2, timeout=90
+        ) as client:
+            first = TaskHistoryCollector(client, store, name="test").collect()
+            again = TaskHistoryCollector(client, store, name="test").collect()
+        assert first.task_runs >= 5, first.as_dict()
+        assert again.since is not None  # the second pass starts from the watermark
+
+        dep.wait_for_dag("profiler_sensor")
+        sensor_run = dep.trigger("profiler_sensor")
+        state = _wait_for_run(dep, "profiler_sensor", sensor_run)
+        assert state == "success", dep.log_tail("scheduler") + dep.log_tail("triggerer")
+        poked = _xcom(dep, "profiler_sensor", sensor_run, "profile_poke")
+        deferred = _xcom(dep, "profiler_sensor", sensor_run, "profile_deferred")
+
+    # Every component (and its children) is stopped.
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    runs = store.task_runs()
+    mine = runs[(runs["dag_id"] == "workload_profiler") & (runs["run_id"] == run_id)]
+    by_task = {row.task_id: row for row in mine[mine["try_number"] == 1].itertuples()}
+
+    # Retries are separate tries, each stored once.
+    flaky = mine[mine["task_id"] == "flaky"].sort_values("try_number")
+    assert flaky["try_number"].tolist() == [1, 2]
+    assert flaky["state"].tolist()[0] in ("failed", "up_for_retry")
+    assert flaky["state"].tolist()[1] == "success"
+    assert not runs.duplicated(["dag_id", "run_id", "task_id", "map_index", "try_number"]).any()
+
+    # Durations: the REST API's duration covers the work the task timed from inside.
+    for task, measured in truth.items():
+        duration = by_task[task].duration
+        assert measured["wall"] - 0.5 <= duration <= measured["wall"] + 20, (task, duration, measured)
+
+    # Queues and users.
+    assert by_task["burn_cpu"].queue == "cpu-bound"
+    assert by_task["hold_memory"].queue == "memory-bound"
+    dag_runs = store.dag_runs()
+    workload_run = dag_runs[
+        (dag_runs["dag_id"] == "workload_profiler") & (dag_runs["run_id"] == run_id)
+    ].iloc[0]
+    assert workload_run["triggered_by"] == "admin"
+    assert workload_run["run_type"] == "manual"
+
+    # Resource usage from the worker listener's samples.
+    samples = store.usage_samples()
+    for task in ("burn_cpu", "hold_memory", "burn_in_child"):
+        assert len(samples[(samples["task_id"] == task) & (samples["run_id"] == run_id)]) >= 3, task
+    burn = by_task["burn_cpu"]
+    cores = truth["burn_cpu"]["cpu"] / truth["burn_cpu"]["wall"]  # what the task really got
+    assert abs(burn.cpu_mean - cores) <= max(0.3 * cores, 0.15), (burn.cpu_mean, cores)
+    assert burn.cpu_peak >= 0.5 * cores
+    assert 300 <= by_task["hold_memory"].rss_peak_mb <= 300 + 700
+    assert by_task["burn_cpu"].rss_peak_mb < 300
+    # The child process's CPU is seen through the process tree.
+    child = by_task["burn_in_child"]
+    sampled_cpu_seconds = child.cpu_mean * child.duration
+    assert sampled_cpu_seconds == pytest.approx(truth["burn_in_child"]["cpu"], rel=0.4), child
+    assert json.loads(burn.hints)["cpus"] == 1
+
+    # The sensor, in poke mode and deferred, saw a complete window and built demand.
+    for summary in (poked, deferred):
+        assert summary["complete"] is True
+        assert summary["task_runs"] >= 5
+        assert "admin" in summary["users"]
+    demand = store.demand()
+    cpu = demand[demand["series_id"] == "pool=cpu-workers/resource=cpu"]
+    assert not cpu.empty and cpu["value"].max() > 0.05
+    memory = demand[demand["series_id"] == "pool=memory-bound/resource=memory"]
+    assert memory["value"].max() > 0.05
+    assert pd.notna(store.get_watermark("profiler:test:updated_at"))
+    store.dispose()
