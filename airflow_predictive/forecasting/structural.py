@@ -141,10 +141,8 @@ def task_model(
     :param default_duration_s: duration of a task with neither profile nor template.
     """
     queue = hints.get("queue") or "default"
-    if queue_pools and queue in queue_pools:
-        pool = queue_pools[queue]
-    else:
-        pool = hints.get("capacity_pool") or queue
+    # The pools configuration decides where a queue runs; the template's capacity pool is the fallback.
+    pool = (queue_pools or {}).get(queue) or hints.get("capacity_pool") or queue
     hinted = {
         "cpu": float(hints.get("cpu", 1.0)),
         "memory": float(hints.get("memory_gib", 0.5)),
@@ -545,9 +543,8 @@ def structural_forecast(
             if start is not None and start <= end:
                 runs.append(_Run(f"upcoming-{i}", dag_id, "scheduled", start, models[dag_id]))
     markov = _markov_runs(dag_runs, users, models, now, end) if dag_runs is not None else []
-    known = [r for r in runs]
-    p50 = simulate(known, limits, t_now, quantile="p50")
-    p90 = simulate(known, limits, t_now, quantile="p90")
+    p50 = simulate(runs, limits, t_now, quantile="p50")
+    p90 = simulate(runs, limits, t_now, quantile="p90")
     # Predicted triggers are possibilities, not work: they do not take slots from known work.
     unlimited = Limits(parallelism=10**9)
     p50 += simulate(markov, unlimited, t_now, quantile="p50")
@@ -608,10 +605,8 @@ def _accumulate(
     """Time-weighted demand per bucket (a task using 2 vCPU for half a bucket adds 1.0)."""
     out = {(p, r): np.zeros(len(grid)) for p in pools for r in RESOURCES}
     for item in intervals:
-        if weighted == "mean":
-            weight = item.weight
-        else:  # a quantile: the run counts fully when it happens with probability above 1 - level
-            weight = 1.0 if item.weight >= 1.0 - float(weighted) else 0.0
+        # For a quantile, a predicted run counts fully when it happens with probability above 1 - level.
+        weight = item.weight if weighted == "mean" else float(item.weight >= 1.0 - float(weighted))
         if weight == 0.0 or item.end <= grid[0]:
             continue
         lo = np.clip(item.start, grid, grid + step)
