@@ -128,7 +128,11 @@ class TaskHistoryCollector:
         if dag_runs:
             self.store.upsert_dag_runs(dag_runs)
         starts = [r["start_date"] for r in task_runs if r.get("start_date")]
-        coverage_start = since or (min(starts) if starts else pass_start)
+        # First pass: history is observed from the hour of the first recorded try (nothing ran
+        # earlier in that hour), so the bucket holding it is not a gap. Later passes continue the
+        # previous coverage seamlessly: the API keeps the history between passes.
+        first = min(starts).replace(minute=0, second=0, microsecond=0) if starts else pass_start
+        coverage_start = since or first
         extend_coverage(self.store, self.name, coverage_start, pass_start)
         self.store.set_watermark(WATERMARK.format(name=self.name), _iso(pass_start))
         result = CollectResult(

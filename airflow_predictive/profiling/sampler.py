@@ -65,6 +65,7 @@ class ProcessTreeSampler:
         self._root = psutil.Process(self.pid)
         self._children: dict[int, psutil.Process] = {}
         self._last: Reading | None = None
+        self._cpu_high = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.hostname = _hostname()
@@ -88,7 +89,7 @@ class ProcessTreeSampler:
             try:
                 with proc.oneshot():
                     t = proc.cpu_times()
-                    child_cpu = t.user + t.system
+                    child_cpu = t.user + t.system + t.children_user + t.children_system
                     rss += float(proc.memory_info().rss)
                 r, w = _io(proc)
             except psutil.Error:
@@ -100,8 +101,9 @@ class ProcessTreeSampler:
         for pid in list(self._children):
             if pid not in seen:
                 del self._children[pid]
-        # A child that exited and was waited for moves into the root's children_user/system, so
-        # the tree's CPU total stays continuous without tracking the dead.
+        # A child that exited and was waited for moves into its parent's children_user/system, so
+        # the total is continuous, except between exit and wait (a zombie reads as gone): sample()
+        # keeps a high-water mark so that dip and the jump back are not counted twice.
         return Reading(wall, datetime.now(UTC), cpu, rss, read, write, _net())
 
     def sample(self) -> dict[str, Any] | None:
@@ -109,13 +111,16 @@ class ProcessTreeSampler:
         reading = self.read()
         previous, self._last = self._last, reading
         if previous is None:
+            self._cpu_high = reading.cpu_seconds
             return None
         elapsed = max(reading.wall - previous.wall, 1e-6)
+        cpu_used = max(reading.cpu_seconds - self._cpu_high, 0.0)
+        self._cpu_high = max(self._cpu_high, reading.cpu_seconds)
         sample = {
             "ts": reading.ts,
             "elapsed": elapsed,
             "hostname": self.hostname,
-            "cpu_cores": max(reading.cpu_seconds - previous.cpu_seconds, 0.0) / elapsed,
+            "cpu_cores": cpu_used / elapsed,
             "rss_mb": reading.rss_bytes / 2**20,
             "read_bytes": max(reading.read_bytes - previous.read_bytes, 0.0),
             "write_bytes": max(reading.write_bytes - previous.write_bytes, 0.0),

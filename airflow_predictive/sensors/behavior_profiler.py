@@ -22,6 +22,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
     :param window_end: override the window end (ISO timestamp, templated); default data interval end.
     :param queue_pools: ``{queue: capacity pool}`` (other queues: pool = queue name).
     :param collector_name: names the watermark, one per profiled deployment.
+    :param interval: demand bucket width; default ``[predictive] interval_minutes``.
     :param deferrable: wait in the triggerer instead of a worker slot.
     """
 
@@ -37,6 +38,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
         window_end: str | None = None,
         queue_pools: dict[str, str] | None = None,
         collector_name: str = "default",
+        interval: timedelta | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -51,6 +53,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
         self.window_end = window_end
         self.queue_pools = queue_pools
         self.collector_name = collector_name
+        self.interval = interval
         self.deferrable = deferrable
         self._last_api_error = ""
 
@@ -83,6 +86,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
                     window_end=end.isoformat(),
                     queue_pools=self.queue_pools,
                     collector_name=self.collector_name,
+                    interval_minutes=self.interval.total_seconds() / 60 if self.interval else None,
                     poke_interval=float(self.poke_interval),
                     timeout=float(self.timeout),
                 ),
@@ -116,6 +120,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
                     end=end,
                     queue_pools=self.queue_pools,
                     collector_name=self.collector_name,
+                    interval=self.interval,
                 )
         except AirflowApiError as exc:
             self._last_api_error = str(exc)

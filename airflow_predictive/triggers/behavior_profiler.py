@@ -23,6 +23,7 @@ class BehaviorProfilerTrigger(BaseTrigger):
     :param window_end: ISO timestamp, window end.
     :param queue_pools: ``{queue: pool}``.
     :param collector_name: names the watermark.
+    :param interval_minutes: demand bucket width (default ``[predictive] interval_minutes``).
     :param poke_interval: seconds between passes.
     :param timeout: seconds after which to give up.
     """
@@ -36,6 +37,7 @@ class BehaviorProfilerTrigger(BaseTrigger):
         store_conn_id: str | None = None,
         queue_pools: dict[str, str] | None = None,
         collector_name: str = "default",
+        interval_minutes: float | None = None,
         poke_interval: float = 60.0,
         timeout: float = 3600.0,
     ) -> None:
@@ -46,6 +48,7 @@ class BehaviorProfilerTrigger(BaseTrigger):
         self.window_end = window_end
         self.queue_pools = dict(queue_pools or {})
         self.collector_name = collector_name
+        self.interval_minutes = interval_minutes
         self.poke_interval = float(poke_interval)
         self.timeout = float(timeout)
 
@@ -59,6 +62,7 @@ class BehaviorProfilerTrigger(BaseTrigger):
                 "window_end": self.window_end,
                 "queue_pools": self.queue_pools,
                 "collector_name": self.collector_name,
+                "interval_minutes": self.interval_minutes,
                 "poke_interval": self.poke_interval,
                 "timeout": self.timeout,
             },
@@ -79,6 +83,7 @@ class BehaviorProfilerTrigger(BaseTrigger):
                     end=datetime.fromisoformat(self.window_end),
                     queue_pools=self.queue_pools or None,
                     collector_name=self.collector_name,
+                    interval=timedelta(minutes=self.interval_minutes) if self.interval_minutes else None,
                 )
         finally:
             store.dispose()

@@ -14,20 +14,24 @@ def profiler_sensor():
     BehaviorProfilerSensor(
         task_id="profile_poke",
         window=timedelta(minutes=30),
-        window_end="{{ dag_run.run_after }}",
+        # A minute past the trigger: the first pokes find the window incomplete and keep polling.
+        window_end="{{ dag_run.run_after + macros.timedelta(minutes=1) }}",
+        interval=timedelta(minutes=1),
         queue_pools={"cpu-bound": "cpu-workers"},
         poke_interval=5,
-        timeout=180,
+        timeout=240,
         mode="poke",
     )
     BehaviorProfilerSensor(
         task_id="profile_deferred",
         window=timedelta(minutes=30),
-        window_end="{{ dag_run.run_after }}",
+        # A minute past the trigger: the first pokes find the window incomplete and keep polling.
+        window_end="{{ dag_run.run_after + macros.timedelta(minutes=1) }}",
+        interval=timedelta(minutes=1),
         queue_pools={"cpu-bound": "cpu-workers"},
         collector_name="deferred",
         poke_interval=5,
-        timeout=180,
+        timeout=240,
         deferrable=True,
     )
 

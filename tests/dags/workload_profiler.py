@@ -31,24 +31,29 @@ def _burn(seconds: float) -> None:
 def workload_profiler():
     @task(queue="cpu-bound", resources={"cpus": 1, "ram": 256})
     def burn_cpu() -> dict:
-        wall, cpu = time.monotonic(), time.process_time()
+        t0, wall, cpu = time.time(), time.monotonic(), time.process_time()
         _burn(BURN_SECONDS)
-        return {"wall": time.monotonic() - wall, "cpu": time.process_time() - cpu}
+        return {
+            "wall": time.monotonic() - wall,
+            "cpu": time.process_time() - cpu,
+            "t0": t0,
+            "t1": time.time(),
+        }
 
     @task(queue="memory-bound", resources={"cpus": 0.5, "ram": 1024})
     def hold_memory() -> dict:
-        wall = time.monotonic()
+        t0, wall = time.time(), time.monotonic()
         block = bytearray(300 * 2**20)
         for i in range(0, len(block), 4096):  # touch every page so it is resident
             block[i] = 1
         time.sleep(BURN_SECONDS)
         del block
-        return {"wall": time.monotonic() - wall, "mb": 300}
+        return {"wall": time.monotonic() - wall, "mb": 300, "t0": t0, "t1": time.time()}
 
     @task(queue="cpu-bound")
     def burn_in_child() -> dict:
         # The busy work runs in a child process: the sampler must follow the process tree.
-        wall = time.monotonic()
+        t0, wall = time.time(), time.monotonic()
         code = (
             f"import time\nend=time.monotonic()+{BURN_SECONDS}\nwhile time.monotonic()<end: sum(range(10000))"
         )
@@ -59,7 +64,7 @@ def workload_profiler():
         child_cpu = (after.children_user + after.children_system) - (
             before.children_user + before.children_system
         )
-        return {"wall": time.monotonic() - wall, "cpu": child_cpu}
+        return {"wall": time.monotonic() - wall, "cpu": child_cpu, "t0": t0, "t1": time.time()}
 
     @task(retries=1, retry_delay=timedelta(seconds=1))
     def flaky(**context) -> dict:

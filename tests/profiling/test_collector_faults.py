@@ -157,8 +157,8 @@ def test_watermark_makes_the_next_pass_incremental_and_updates_running_tries(sto
     assert len(runs) == 1 and runs["state"].tolist() == ["success"] and runs["duration"].tolist() == [840.0]
     last = [r for r in api.requests if r.url.path.endswith("taskInstances")][-1]
     assert last.url.params["updated_at_gte"] == (NOW - timedelta(minutes=2)).isoformat()
-    # observed time spans both passes without a hole
-    assert coverage(store) == [(NOW - timedelta(minutes=10), NOW + timedelta(minutes=5))]
+    # observed time: from the hour of the first try, across both passes without a hole
+    assert coverage(store) == [(datetime(2026, 3, 2, 11, 0, tzinfo=UTC), NOW + timedelta(minutes=5))]
 
 
 def test_retries_are_separate_tries_and_a_deleted_dag_is_counted(store) -> None:
