@@ -66,6 +66,8 @@ class ProcessTreeSampler:
         self._children: dict[int, psutil.Process] = {}
         self._last: Reading | None = None
         self._cpu_high = 0.0
+        #: CPU seconds the sampler itself spent reading (its own overhead, measured per thread).
+        self.cpu_spent = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.hostname = _hostname()
@@ -108,7 +110,9 @@ class ProcessTreeSampler:
 
     def sample(self) -> dict[str, Any] | None:
         """Take one reading; return the usage since the previous one (``None`` for the first)."""
+        spent = time.thread_time()
         reading = self.read()
+        self.cpu_spent += time.thread_time() - spent
         previous, self._last = self._last, reading
         if previous is None:
             self._cpu_high = reading.cpu_seconds
