@@ -28,6 +28,7 @@ def register(commands: Any, bench: Any) -> None:
     seed.add_argument("--now", help="end of the history, ISO timestamp (default: now)")
     seed.add_argument("--interval-minutes", type=int, help="demand bucket width (default: config)")
     seed.add_argument("--no-demand", action="store_true", help="write the history only")
+    _queue_pool_arg(seed)
     seed.set_defaults(func=_seed_history)
 
     profile = commands.add_parser(
@@ -44,9 +45,7 @@ def register(commands: Any, bench: Any) -> None:
         help="environment variable holding the password (never pass secrets on the command line)",
     )
     profile.add_argument("--token-env", help="environment variable holding a pre-issued access token")
-    profile.add_argument(
-        "--queue-pool", action="append", default=[], metavar="QUEUE=POOL", help="map a queue to a pool"
-    )
+    _queue_pool_arg(profile)
     profile.add_argument("--interval-minutes", type=int, help="demand bucket width (default: config)")
     profile.add_argument("--days", type=int, default=28, help="history the demand and summaries cover")
     profile.set_defaults(func=_profile)
@@ -61,6 +60,30 @@ def register(commands: Any, bench: Any) -> None:
         "--intervals", default="5,0.5", help="sampler intervals to measure, seconds (default 5,0.5)"
     )
     sampler.set_defaults(func=_bench_sampler)
+
+
+def _queue_pool_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queue-pool",
+        action="append",
+        default=[],
+        metavar="QUEUE=POOL",
+        help="map a queue to a pool (default: the queues of [predictive] pools_file; else pool = queue)",
+    )
+
+
+def _queue_pools(items: list[str]) -> dict[str, str] | None:
+    queue_pools = {}
+    for item in items:
+        queue, sep, pool = item.partition("=")
+        if not sep or not queue or not pool:
+            raise ValueError(f"--queue-pool expects QUEUE=POOL, got {item!r}")
+        queue_pools[queue] = pool
+    if queue_pools:
+        return queue_pools
+    from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
+
+    return configured_queue_pools()
 
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
@@ -102,13 +125,14 @@ def _seed_history(args: argparse.Namespace) -> int:
         now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
         interval = _interval(args.interval_minutes)
+        queue_pools = _queue_pools(args.queue_pool)
         if args.days < 1:
             raise ValueError(f"--days must be at least 1, got {args.days}")
         store = _open_store(args.store)
         summary = generate_history(store, days=args.days, now=now, seed=args.seed)
         if not args.no_demand:
             summary["demand"] = refresh_profile(
-                store, interval=interval, now=now, end=now, summary_days=args.days
+                store, interval=interval, now=now, end=now, summary_days=args.days, queue_pools=queue_pools
             )
     except (ValueError, StoreError) as exc:
         return _fail(str(exc))
@@ -123,12 +147,7 @@ def _profile(args: argparse.Namespace) -> int:
     from airflow_predictive.store import StoreError
 
     try:
-        queue_pools = {}
-        for item in args.queue_pool:
-            queue, sep, pool = item.partition("=")
-            if not sep or not queue or not pool:
-                raise ValueError(f"--queue-pool expects QUEUE=POOL, got {item!r}")
-            queue_pools[queue] = pool
+        queue_pools = _queue_pools(args.queue_pool)
         interval = _interval(args.interval_minutes)
         if args.conn_id:
             from airflow_predictive.hooks.airflow_api import AirflowApiHook
@@ -141,9 +160,7 @@ def _profile(args: argparse.Namespace) -> int:
         store = _open_store(args.store)
         with client:
             result = TaskHistoryCollector(client, store).collect()
-        refreshed = refresh_profile(
-            store, interval=interval, queue_pools=queue_pools or None, summary_days=args.days
-        )
+        refreshed = refresh_profile(store, interval=interval, queue_pools=queue_pools, summary_days=args.days)
     except (ValueError, StoreError, AirflowApiError) as exc:
         return _fail(str(exc))
     print(json.dumps({"ingested": result.as_dict(), "demand": refreshed}, indent=2, default=str))

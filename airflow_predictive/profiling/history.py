@@ -3,7 +3,7 @@
 THIS IS A GENERATOR, not observed data: ``make demo`` uses it so the forecaster has weeks to learn
 from on a fresh machine. It writes through the same store API as the REST collector and the worker
 listener (``upsert_dag_runs``/``upsert_task_runs`` with hints and aggregate usage), so the demand
-series come from the same builder as real data (:func:`build_demo_demand`).
+series come from the same builder as real data (:func:`~airflow_predictive.profiling.pipeline.refresh_profile`).
 
 The organisation: four teams whose members trigger workflows in office hours (09-18 UTC on
 weekdays) in sessions that follow habits ("after the ad-hoc query, refresh the dashboard"), hourly

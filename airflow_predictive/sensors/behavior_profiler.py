@@ -10,6 +10,18 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 
+def configured_queue_pools() -> dict[str, str] | None:
+    """``{queue: pool}`` from the capacity pools file (``[predictive] pools_file``), if it exists."""
+    from airflow_predictive import config
+
+    path = config.get_path("pools_file")
+    if not path.is_file():
+        return None
+    from airflow_predictive.allocation.pool import load_pools
+
+    return {pool.queue_name: name for name, pool in load_pools(path).items()}
+
+
 class BehaviorProfilerSensor(BaseSensorOperator):
     """Ingest what is new since the watermark each poke; succeed when the window ending at the data
     interval end is complete, returning a compact summary (XCom) after rebuilding its demand series.
@@ -20,7 +32,8 @@ class BehaviorProfilerSensor(BaseSensorOperator):
         (empty: the SQLite file at ``store_path``).
     :param window: length of the profiling window that ends at the data interval end.
     :param window_end: override the window end (ISO timestamp, templated); default data interval end.
-    :param queue_pools: ``{queue: capacity pool}`` (other queues: pool = queue name).
+    :param queue_pools: ``{queue: capacity pool}``; default: the queues of the pools file
+        (``[predictive] pools_file``); other queues: pool = queue name.
     :param collector_name: names the watermark, one per profiled deployment.
     :param interval: demand bucket width; default ``[predictive] interval_minutes``.
     :param deferrable: wait in the triggerer instead of a worker slot.
@@ -64,6 +77,9 @@ class BehaviorProfilerSensor(BaseSensorOperator):
 
         return config.get("api_conn_id")
 
+    def _queue_pools(self) -> dict[str, str] | None:
+        return self.queue_pools if self.queue_pools is not None else configured_queue_pools()
+
     def _window(self, context: Any) -> tuple[datetime, datetime]:
         end: Any = self.window_end or context.get("data_interval_end")
         if end is None:
@@ -84,7 +100,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
                     store_conn_id=self.store_conn_id,
                     window_start=start.isoformat(),
                     window_end=end.isoformat(),
-                    queue_pools=self.queue_pools,
+                    queue_pools=self._queue_pools(),
                     collector_name=self.collector_name,
                     interval_minutes=self.interval.total_seconds() / 60 if self.interval else None,
                     poke_interval=float(self.poke_interval),
@@ -118,7 +134,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
                     store,
                     start=start,
                     end=end,
-                    queue_pools=self.queue_pools,
+                    queue_pools=self._queue_pools(),
                     collector_name=self.collector_name,
                     interval=self.interval,
                 )

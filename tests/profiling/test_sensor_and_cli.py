@@ -109,3 +109,16 @@ def test_bad_input_is_one_clear_message_and_exit_code_2(argv, message, tmp_path:
         argv = [*argv, "--store", str(tmp_path / "s.db")]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_queues_map_to_the_pools_of_the_pools_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
+
+    pools_file = tmp_path / "pools.yaml"
+    example = Path(__file__).resolve().parents[2] / "airflow_predictive" / "allocation" / "example_pools.yaml"
+    pools_file.write_text(example.read_text())
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__POOLS_FILE", str(pools_file))
+    mapping = configured_queue_pools()
+    assert mapping and all(pool and queue for queue, pool in mapping.items())
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__POOLS_FILE", str(tmp_path / "missing.yaml"))
+    assert configured_queue_pools() is None
