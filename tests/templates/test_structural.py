@@ -1,0 +1,218 @@
+"""Structural forecast and combination: plain inputs (upcoming-work JSON, store rows) -> forecast frames."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_predictive.forecasting.combine import combine, known_work_demand, residual_demand
+from airflow_predictive.forecasting.structural import (
+    profiles_from_task_runs,
+    structural_forecast,
+    user_transitions,
+)
+from airflow_predictive.forecasting.types import forecast_columns
+
+NOW = datetime(2026, 3, 10, 5, 0, tzinfo=UTC)
+H = timedelta(hours=3)
+
+
+def task(task_id, upstream=(), cpu=1.0, duration=600.0, pool="default_pool", queue="work", **extra):
+    return {
+        "task_id": task_id,
+        "upstream": list(upstream),
+        "queue": queue,
+        "pool": pool,
+        "pool_slots": 1,
+        "source": "template",
+        "cpu": cpu,
+        "memory_gib": 2.0,
+        "storage_gib": 0.0,
+        "network_mbps": 0.0,
+        "duration_s": duration,
+        "parallelism": 1,
+        **extra,
+    }
+
+
+def dag(dag_id, tasks, upcoming=(), running=(), max_active_runs=16, max_active_tasks=16):
+    return {
+        "dag_id": dag_id,
+        "max_active_runs": max_active_runs,
+        "max_active_tasks": max_active_tasks,
+        "upcoming": [{"run_after": t.isoformat()} for t in upcoming],
+        "running": list(running),
+        "tasks": tasks,
+    }
+
+
+def work(*dags, pools=None, parallelism=32):
+    return {
+        "limits": {"parallelism": parallelism, "pools": pools or {"default_pool": 128}},
+        "dags": list(dags),
+    }
+
+
+def starts(fc, task_id):
+    return sorted(datetime.fromtimestamp(i.start, UTC) for i in fc.intervals if i.task_id == task_id)
+
+
+def cpu(frame, column="mean", pool="work"):
+    rows = frame[frame["series_id"] == f"pool={pool}/resource=cpu"]
+    return rows.set_index("ts")[column]
+
+
+def test_stages_start_after_upstream_and_demand_lands_in_their_buckets():
+    two = dag(
+        "two", [task("prep", duration=600), task("train", ["prep"], cpu=16, duration=1800)], upcoming=[NOW]
+    )
+    fc = structural_forecast(work(two), now=NOW, horizon=H)
+    assert starts(fc, "train") == [NOW + timedelta(minutes=10)]
+    total = fc.total()
+    assert list(total.columns) == forecast_columns()
+    series = cpu(total)
+    assert series[pd.Timestamp(NOW + timedelta(minutes=5))] == 1.0
+    assert series[pd.Timestamp(NOW + timedelta(minutes=15))] == 16.0
+    assert series[pd.Timestamp(NOW + timedelta(minutes=45))] == 0.0
+
+
+def test_running_run_continues_from_its_running_stage():
+    running = {
+        "run_id": "manual__x",
+        "run_type": "manual",
+        "tasks": {"prep": {"state": "running", "start_date": (NOW - timedelta(minutes=4)).isoformat()}},
+    }
+    two = dag("two", [task("prep", duration=600), task("train", ["prep"], cpu=16)], running=[running])
+    fc = structural_forecast(work(two), now=NOW, horizon=H)
+    assert starts(fc, "train") == [NOW + timedelta(minutes=6)]
+    assert fc.scheduled["mean"].sum() == 0  # a manual run is ad-hoc work
+    assert fc.adhoc["mean"].max() == 16.0
+
+
+def test_airflow_limits_delay_work():
+    at_once = [NOW, NOW]
+    one_slot = dag("a", [task("t", pool="tiny")], upcoming=at_once)
+    fc = structural_forecast(work(one_slot, pools={"tiny": 1}), now=NOW, horizon=H)
+    assert starts(fc, "t") == [NOW, NOW + timedelta(minutes=10)]  # pool slots
+    one_run = dag("b", [task("t")], upcoming=at_once, max_active_runs=1)
+    assert starts(structural_forecast(work(one_run), now=NOW, horizon=H), "t")[1] == NOW + timedelta(
+        minutes=10
+    )
+    three = dag("c", [task("x"), task("y"), task("z")], upcoming=[NOW])
+    assert starts(structural_forecast(work(three, parallelism=2), now=NOW, horizon=H), "z") == [
+        NOW + timedelta(minutes=10)
+    ]
+
+
+def test_p90_durations_widen_upper_quantiles():
+    history = pd.DataFrame(
+        {
+            "dag_id": "two",
+            "task_id": "prep",
+            "state": "success",
+            "duration": [300.0, 300.0, 300.0, 300.0, 1500.0],
+            "cpu_mean": 0.5,
+            "rss_peak_mb": 1024.0,
+        }
+    )
+    profiles = profiles_from_task_runs(history)
+    two = dag(
+        "two", [task("prep", duration=60), task("train", ["prep"], cpu=16, duration=600)], upcoming=[NOW]
+    )
+    fc = structural_forecast(work(two), now=NOW, horizon=H, profiles=profiles)
+    assert fc.sources[("two", "prep")] == "profile"  # 5 runs >= min_runs: overrides the template's 60 s
+    assert fc.sources[("two", "train")] == "template"
+    total = fc.total()
+    at = pd.Timestamp(NOW + timedelta(minutes=15))  # train ends at 15 min with p50, later with p90
+    assert cpu(total, "q0.5")[at] == 0.0
+    assert cpu(total, "q0.9")[at] >= 16.0  # train still running (and prep too) on p90 durations
+    quantiles = total[[c for c in total.columns if c.startswith("q")]].to_numpy()
+    assert (np.diff(quantiles, axis=1) >= 0).all()
+    assert cpu(total, "mean")[pd.Timestamp(NOW)] == 0.5  # profiled usage, not the template's cpu
+
+
+def manual_runs(pattern, start):
+    rows, t = [], start
+    for dag_id, gap in pattern:
+        t += gap
+        rows.append(
+            {"dag_id": dag_id, "run_id": f"manual__{t.isoformat()}", "triggered_by": "alice", "start_date": t}
+        )
+    return pd.DataFrame(rows)
+
+
+def test_markov_user_model_predicts_the_next_trigger():
+    day = [("explore", timedelta(hours=20)), ("report", timedelta(minutes=10))]
+    runs = manual_runs(day * 3 + [("explore", timedelta(hours=20))], NOW - timedelta(days=4))
+    runs = runs[runs["start_date"] <= NOW]
+    last = runs["start_date"].max()
+    model = user_transitions(runs)
+    (step,) = model["alice"]["explore"]
+    assert (step.dag_id, step.probability, step.delay_s) == ("report", 1.0, 600.0)
+    report = dag("report", [task("render", cpu=4, duration=300)])
+    now = last + timedelta(minutes=2)
+    fc = structural_forecast(work(report), now=now, horizon=H, dag_runs=runs)
+    assert starts(fc, "render") == [last + timedelta(minutes=10)]
+    assert fc.adhoc["mean"].max() > 0 and fc.scheduled["mean"].sum() == 0
+
+
+def test_combination_adds_known_work_back_without_double_counting():
+    two = dag("two", [task("big", cpu=16, duration=1800)], upcoming=[NOW])
+    fc = structural_forecast(work(two), now=NOW, horizon=timedelta(hours=1))
+    stat = fc.scheduled.copy()
+    for column in [c for c in stat.columns if c == "mean" or c.startswith("q")]:
+        stat[column] = 2.0
+    stat["model"] = "auto_arima"
+    combined = combine(stat, fc, method="residual")
+    assert list(combined.columns) == forecast_columns()
+    series = cpu(combined)
+    assert series[pd.Timestamp(NOW)] == 18.0  # residual (ad-hoc) level + scheduled work
+    assert series[pd.Timestamp(NOW + timedelta(minutes=45))] == 2.0
+    assert (combined["model"] == "combined").all()
+    assert cpu(combine(stat, fc, method="max"))[pd.Timestamp(NOW)] == 16.0
+    with pytest.raises(ValueError, match="unknown combination method 'avg'"):
+        combine(stat, fc, method="avg")
+
+
+def test_known_work_demand_is_the_scheduled_runs_share_of_history(store):
+    t0 = datetime(2026, 3, 9, 0, 0, tzinfo=UTC)
+    store.upsert_dag_runs(
+        [
+            {"dag_id": "etl", "run_id": "scheduled__1", "run_type": "scheduled", "start_date": t0},
+            {"dag_id": "adhoc", "run_id": "manual__1", "run_type": "manual", "start_date": t0},
+        ]
+    )
+    common = {"state": "success", "queue": "work", "hints": '{"cpus": 4, "ram": 1024}', "duration": 600.0}
+    store.upsert_task_runs(
+        [
+            {
+                "dag_id": "etl",
+                "run_id": "scheduled__1",
+                "task_id": "t",
+                "start_date": t0,
+                "end_date": t0 + timedelta(minutes=10),
+                **common,
+            },
+            {
+                "dag_id": "adhoc",
+                "run_id": "manual__1",
+                "task_id": "t",
+                "start_date": t0,
+                "end_date": t0 + timedelta(minutes=10),
+                **common,
+            },
+        ]
+    )
+    from airflow_predictive.profiling.demand_series import build_demand
+
+    task_runs, dag_runs = store.task_runs(), store.dag_runs()
+    window = {"start": t0, "end": t0 + timedelta(minutes=30), "pools": ["work"]}
+    total = build_demand(task_runs, **window)
+    known = known_work_demand(task_runs, dag_runs, **window)
+    residual = residual_demand(total, known)
+    first = residual[(residual["series_id"] == "pool=work/resource=cpu")].iloc[0]
+    assert total[total["series_id"] == "pool=work/resource=cpu"]["value"].iloc[0] == 8.0
+    assert first["value"] == 4.0  # only the manual run is left for the statistical model
