@@ -133,8 +133,9 @@ def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int =
     def loss(vector: np.ndarray) -> float:
         params = _unpack(vector, state)
         a, ma, _ = polynomials(state, params)
-        e = signal.lfilter(a, ma, z - X @ np.asarray(params["beta"]))[burn:]
-        value = float(e @ e) / max(1, e.size)
+        with np.errstate(all="ignore"):  # unstable trial points overflow; they just score badly
+            e = signal.lfilter(a, ma, z - X @ np.asarray(params["beta"]))[burn:]
+            value = float(e @ e) / max(1, e.size)
         return value if math.isfinite(value) else 1e300
 
     start = loss(x0)
@@ -162,6 +163,7 @@ def calibrate(
     horizon: int,
     period: int,
     combine: bool = True,
+    half_life: float | None = None,
 ) -> dict:
     """Learn, from the window's own forecast errors, the seasonal-naive weight and error quantiles per horizon.
 
@@ -178,6 +180,7 @@ def calibrate(
     :param horizon: forecast steps.
     :param period: buckets per day (seasonal naive lag).
     :param combine: allow mixing in the seasonal naive forecast.
+    :param half_life: weight errors by recency with this half-life in origins (``None``: equal weights).
     """
     hs = knots(state["interval_s"], horizon)
     e, _ = innovations(z, buckets, state)
@@ -204,7 +207,7 @@ def calibrate(
                 weight = float(grid[int(np.argmin(mae))])
                 err = weight * a_err + (1 - weight) * naive_err
         weights.append(weight)
-        offsets.append(_quantiles(err, levels))
+        offsets.append(_quantiles(err, levels, half_life))
     return {
         "h": hs.tolist(),
         "weight": weights,
@@ -214,14 +217,29 @@ def calibrate(
     }
 
 
-def _quantiles(err: np.ndarray, levels: tuple[float, ...]) -> list[float]:
+def _quantiles(err: np.ndarray, levels: tuple[float, ...], half_life: float | None = None) -> list[float]:
+    """Empirical error quantiles, the newest errors weighted most (half-life in origins).
+
+    Demand drifts, so errors are not exchangeable: weighting recent origins (non-exchangeable
+    conformal prediction) follows level and volatility changes within a day instead of a week.
+    """
     err = err[np.isfinite(err)]
     if err.size < 20:
         return [float("nan")] * len(levels)
-    # conformal finite-sample correction: the ceil((n+1)q)/n empirical quantile
     n = err.size
-    adjusted = [min(1.0, math.ceil((n + 1) * q) / n) for q in levels]
-    return np.quantile(err, adjusted, method="higher").astype(float).tolist()
+    if not half_life:
+        # conformal finite-sample correction: the ceil((n+1)q)/n empirical quantile
+        adjusted = [min(1.0, math.ceil((n + 1) * q) / n) for q in levels]
+        return np.quantile(err, adjusted, method="higher").astype(float).tolist()
+    weights = 0.5 ** ((n - 1 - np.arange(n)) / half_life)
+    order = np.argsort(err, kind="stable")
+    cum = np.cumsum(weights[order])
+    total = cum[-1] + weights[-1]  # one extra "test point" of the newest weight, as in conformal
+    out = []
+    for q in levels:
+        i = int(np.searchsorted(cum, q * total, side="left"))
+        out.append(float(err[order[min(i, n - 1)]]))
+    return out
 
 
 def interpolate(calibration: dict, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -128,6 +128,7 @@ class AutoArima(SeriesModel):
     :param maxiter: optimizer iterations per candidate in ``auto_arima``.
     :param clip_sigmas: robust SDs beyond which a value is clipped in the model input.
     :param combine: allow combining with seasonal naive where measured better.
+    :param calibration_half_life_days: recency weighting of the calibration errors (``None``: equal).
     """
 
     name = "auto_arima"
@@ -145,6 +146,7 @@ class AutoArima(SeriesModel):
         maxiter: int = 20,
         clip_sigmas: float = 10.0,
         combine: bool = True,
+        calibration_half_life_days: float | None = 1.0,
     ) -> None:
         self.select_days = select_days
         self.calibration_days = calibration_days
@@ -156,6 +158,7 @@ class AutoArima(SeriesModel):
         self.maxiter = maxiter
         self.clip_sigmas = clip_sigmas
         self.combine = combine
+        self.calibration_half_life_days = calibration_half_life_days
 
     # ---------------------------------------------------------------- selection
 
@@ -200,7 +203,19 @@ class AutoArima(SeriesModel):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             d = int(pm.arima.ndiffs(resid, test="kpss", max_d=1))
-            fitted = pm.auto_arima(resid, d=d, **kwargs)
+            try:
+                fitted = pm.auto_arima(resid, d=d, **kwargs)
+            except ValueError:
+                # "no viable model": every candidate failed to converge; a small fixed order always fits
+                fitted = pm.ARIMA(
+                    order=(1, d, 1),
+                    with_intercept=False,
+                    method="lbfgs",
+                    maxiter=self.maxiter,
+                    suppress_warnings=True,
+                    sarimax_kwargs=kwargs["sarimax_kwargs"],
+                ).fit(resid)
+                seasonal = False
         order = tuple(int(v) for v in fitted.order)
         seasonal_order = tuple(int(v) for v in fitted.seasonal_order) if seasonal else (0, 0, 0, 0)
         state = {
@@ -270,6 +285,7 @@ class AutoArima(SeriesModel):
             horizon=steps,
             period=period,
             combine=self.combine,
+            half_life=self.calibration_half_life_days * period if self.calibration_half_life_days else None,
         )
         new["calibrated_end_bucket"] = int(window.end)
         return new

@@ -341,6 +341,7 @@ def accuracy_trace(series: pd.Series, *, origins: int = 6, train_days: float = 3
     seconds = {m: 0.0 for m in scores}
     states: dict = {}
     fallbacks = []
+    failures = 0
     for k, origin in enumerate(points):
         now = stamps[origin].to_pydatetime()
         actual = values[origin + 1 : origin + 1 + steps]
@@ -360,7 +361,11 @@ def accuracy_trace(series: pd.Series, *, origins: int = 6, train_days: float = 3
         seconds["seasonal_naive"] += time.perf_counter() - started
         predictions["seasonal_naive"] = (naive.mean, naive.quantiles)
         started = time.perf_counter()
-        predictions["auto_arima"] = fresh_auto_arima_forecast(window, steps, levels, engine.model)
+        try:
+            predictions["auto_arima"] = fresh_auto_arima_forecast(window, steps, levels, engine.model)
+        except Exception:  # pmdarima found no viable model: scored as seasonal naive, and counted
+            failures += 1
+            predictions["auto_arima"] = (naive.mean, naive.quantiles)
         seconds["auto_arima"] += time.perf_counter() - started
         for method, (mean, quantiles) in predictions.items():
             score = scores[method]
@@ -374,6 +379,7 @@ def accuracy_trace(series: pd.Series, *, origins: int = 6, train_days: float = 3
         "interval_s": interval_s,
         "origins": len(points),
         "engine_fallbacks": sorted(set(fallbacks)),
+        "auto_arima_failures": failures,
         "engine_state": {k: states.get(sid, {}).get(k) for k in ("order", "seasonal_order", "fourier")},
     }
     for method, score in scores.items():

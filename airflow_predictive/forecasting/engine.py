@@ -326,7 +326,7 @@ def forecast_cycle(
     :param forecaster: the engine (default: ``Forecaster()``).
     :param refit_fraction: share of series re-estimated per cycle (default: interval / 1 hour).
     :param max_selections: cap on order selections in this cycle (selection is slow).
-    :returns: a JSON-able summary (counts, fallbacks, errors, seconds).
+    :returns: a JSON-able summary (counts, fallbacks, errors, seconds, ``per_series`` headline numbers).
     """
     started = time.perf_counter()
     forecaster = forecaster or Forecaster()
@@ -379,6 +379,7 @@ def forecast_cycle(
         else {}
     )
     return {
+        "per_series": per_series_summary(frame, forecaster),
         "issued_at": now.isoformat(),
         "series": len(series_ids),
         "forecasted": int(frame["series_id"].nunique()) if not frame.empty else 0,
@@ -388,3 +389,25 @@ def forecast_cycle(
         "errors": errors,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def per_series_summary(frame: pd.DataFrame, forecaster: Forecaster) -> dict[str, dict]:
+    """Headline numbers per series: model, fallback, next-hour mean and upper quantile, 24 h peak.
+
+    :param frame: a forecast frame.
+    :param forecaster: the engine that made it (interval and quantiles).
+    """
+    if frame.empty:
+        return {}
+    upper = quantile_column(0.95 if 0.95 in forecaster.quantiles else max(forecaster.quantiles))
+    hour = max(1, int(timedelta(hours=1) / forecaster.interval))
+    out = {}
+    for sid, rows in frame.groupby("series_id", sort=True):
+        out[str(sid)] = {
+            "model": str(rows["model"].iloc[0]),
+            "fallback": str(rows["fallback"].iloc[0]),
+            "next_hour_mean": round(float(rows["mean"].iloc[:hour].mean()), 4),
+            "next_hour_q95": round(float(rows[upper].iloc[:hour].max()), 4),
+            "peak_q95": round(float(rows[upper].max()), 4),
+        }
+    return out

@@ -1,0 +1,162 @@
+"""DemandForecastOperator: forecast a chunk of demand series and store forecasts + model state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_predictive import config
+
+log = logging.getLogger(__name__)
+
+#: How many per-series entries (fallbacks, errors) the XCom summary keeps; the log has them all.
+_SUMMARY_LIMIT = 20
+
+
+def series_chunks(
+    pools: Sequence[str] | None = None,
+    *,
+    chunk_size: int | None = None,
+    store_conn_id: str | None = None,
+) -> list[list[str]]:
+    """The store's series ids (optionally of some pools) split into chunks for ``.expand(series_ids=...)``.
+
+    :param pools: only series of these capacity pools (default: all).
+    :param chunk_size: series per chunk (default: ``[predictive] series_per_chunk``).
+    :param store_conn_id: profile store connection (default: ``[predictive] store_conn_id``).
+    """
+    from airflow_predictive.store import ProfileStore
+
+    size = chunk_size or config.get_int("series_per_chunk")
+    if size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {size}")
+    store = ProfileStore.from_config(store_conn_id)
+    try:
+        ids = store.series_ids(list(pools) if pools else None)
+    finally:
+        store.dispose()
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+class DemandForecastOperator(BaseOperator):
+    """Forecast demand series with the production Forecaster; write forecasts and model states to the store.
+
+    Meant to be mapped over a few chunks of series (``.partial(...).expand(series_ids=chunks)``):
+    importing pmdarima costs seconds per process, so one task per series would waste them. Series
+    lacking a model state get order selection (capped per run), a rotating share is re-estimated,
+    every series gets a forecast or a recorded fallback. Returns a compact summary for XCom.
+
+    :param series_ids: the series to forecast (``pool=<pool>/resource=<resource>``).
+    :param pools: forecast every series of these pools (used when ``series_ids`` is not given).
+    :param now: forecast origin (ISO timestamp, templated); default: the run's ``run_after``.
+    :param store_conn_id: profile store connection (default: ``[predictive] store_conn_id``).
+    :param interval_minutes: bucket width (default: ``[predictive] interval_minutes``).
+    :param horizon_minutes: horizon (default: ``[predictive] horizon_minutes``).
+    :param max_selections: order selections allowed in this run (selection is slow; others fall back).
+    :param refit_fraction: share of series re-estimated per run (default: interval / 1 hour).
+    :param select_workers: worker processes for order selection (recycled to bound memory).
+    """
+
+    template_fields: Sequence[str] = ("series_ids", "pools", "now")
+    ui_color = "#e6efff"
+
+    def __init__(
+        self,
+        *,
+        series_ids: Sequence[str] | None = None,
+        pools: Sequence[str] | None = None,
+        now: str | None = None,
+        store_conn_id: str | None = None,
+        interval_minutes: int | None = None,
+        horizon_minutes: int | None = None,
+        max_selections: int = 50,
+        refit_fraction: float | None = None,
+        select_workers: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.series_ids = series_ids
+        self.pools = pools
+        self.now = now
+        self.store_conn_id = store_conn_id
+        self.interval_minutes = interval_minutes
+        self.horizon_minutes = horizon_minutes
+        self.max_selections = max_selections
+        self.refit_fraction = refit_fraction
+        self.select_workers = select_workers
+
+    def _origin(self, context: Any) -> datetime:
+        if self.now:
+            origin = datetime.fromisoformat(str(self.now))
+        else:
+            dag_run = context.get("dag_run") if context else None
+            origin = getattr(dag_run, "run_after", None) or datetime.now(UTC)
+        return origin.replace(tzinfo=UTC) if origin.tzinfo is None else origin.astimezone(UTC)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_predictive.forecasting.engine import Forecaster, forecast_cycle
+        from airflow_predictive.store import ProfileStore
+
+        store = ProfileStore.from_config(self.store_conn_id)
+        try:
+            ids = (
+                list(self.series_ids) if self.series_ids else store.series_ids(list(self.pools or []) or None)
+            )
+            if not ids:
+                raise ValueError(
+                    "no series to forecast: give series_ids, or pools that have demand in the profile store"
+                )
+            forecaster = Forecaster(
+                interval=timedelta(minutes=self.interval_minutes or config.get_int("interval_minutes")),
+                horizon=timedelta(minutes=self.horizon_minutes or config.get_int("horizon_minutes")),
+                quantiles=config.quantiles(),
+                select_workers=self.select_workers,
+            )
+            summary = forecast_cycle(
+                store,
+                ids,
+                now=self._origin(context),
+                forecaster=forecaster,
+                refit_fraction=self.refit_fraction,
+                max_selections=self.max_selections,
+            )
+        finally:
+            store.dispose()
+        log.info("%s", format_table(summary.pop("per_series", {})))
+        for sid, error in summary["errors"].items():
+            log.error("%s: %s", sid, error)
+        return compact(summary)
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A readable per-series table for the task log.
+
+    :param rows: per-series entries of the forecast_cycle summary.
+    """
+    header = f"{'series':<48} {'model':<16} {'fallback':<28} {'next 1h mean':>12} {'1h q0.95':>10} {'24h q0.95 max':>14}"
+    lines = [header, "-" * len(header)]
+    for sid, row in rows.items():
+        lines.append(
+            f"{sid:<48} {row['model']:<16} {row['fallback'] or '-':<28} {row['next_hour_mean']:>12.3f} "
+            f"{row['next_hour_q95']:>10.3f} {row['peak_q95']:>14.3f}"
+        )
+    return "\n".join(lines)
+
+
+def compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """Keep the XCom small: counts, and at most a few ids per category.
+
+    :param summary: forecast_cycle summary.
+    """
+    out = dict(summary)
+    for key in ("selected", "refit"):
+        out[key] = len(summary[key])
+    for key in ("fallbacks", "errors"):
+        items = dict(sorted(summary[key].items())[:_SUMMARY_LIMIT])
+        out[key] = items
+        out[f"{key}_count"] = len(summary[key])
+    return out

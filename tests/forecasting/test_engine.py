@@ -1,0 +1,94 @@
+"""The forecaster's contract: frame shape, state round trip, warm refit, calibration."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from airflow_predictive.forecasting import arima
+from airflow_predictive.forecasting.auto_arima import Selection
+from airflow_predictive.forecasting.engine import Forecaster
+from airflow_predictive.forecasting.types import forecast_columns
+from tests.forecasting.conftest import SID
+
+
+def test_forecast_frame_follows_the_contract(demand, origin, selected):
+    forecaster, states = selected
+    frame, updated = forecaster.forecast(demand[demand["ts"] <= origin], states, now=origin)
+    assert list(frame.columns) == forecast_columns(forecaster.quantiles)
+    assert len(frame) == 288 and updated == {}
+    assert frame["ts"].iloc[0] == pd.Timestamp(origin).floor("5min") + pd.Timedelta(minutes=5)
+    assert (frame["ts"].diff().dropna() == pd.Timedelta(minutes=5)).all()
+    assert (frame["issued_at"] == pd.Timestamp(origin)).all()
+    assert set(frame["model"]) == {"auto_arima"} and set(frame["fallback"]) == {""}
+    qs = frame[["q0.5", "q0.8", "q0.9", "q0.95", "q0.99"]].to_numpy()
+    assert (np.diff(qs, axis=1) >= 0).all() and (qs >= 0).all()
+
+
+def test_state_is_small_json_and_round_trips_to_the_same_forecast(demand, origin, selected):
+    forecaster, states = selected
+    text = json.dumps(states[SID])
+    assert len(text) < 8000  # small JSON, not an 18-62 MB pickle
+    restored = {SID: json.loads(text)}
+    history = demand[demand["ts"] <= origin]
+    fresh, _ = forecaster.forecast(history, states, now=origin)
+    again, _ = Forecaster(select_workers=0).forecast(history, restored, now=origin)
+    pd.testing.assert_frame_equal(fresh, again)
+
+
+def test_stored_parameters_reproduce_pmdarimas_own_forecast(demand, origin, selected):
+    """The warm filter with an exactly fitted model's numbers gives the forecast pmdarima itself makes."""
+    forecaster, states = selected
+    window = forecaster.windows(demand[demand["ts"] <= origin], origin)[SID]
+    state = {k: v for k, v in states[SID].items() if k != "calibration"}
+    n = 2 * 288
+    z = np.clip(window.values[-n:] / state["scale"], *state["clip"])
+    buckets = window.buckets[-n:]
+    full = {**state, "order": [0, 0, 0], "seasonal_order": [0, 0, 0, 0]}  # constant + Fourier terms
+    beta = np.linalg.lstsq(arima.exog(buckets, full), z, rcond=None)[0]
+    residual = z - arima.exog(buckets, full) @ beta
+    exact = Selection(state, None, beta, residual).refit_exact()
+    values = dict(zip(exact.arima_res_.model.param_names, exact.params(), strict=True))
+    state["ar"] = [values[f"ar.L{i}"] for i in range(1, state["order"][0] + 1)]
+    state["ma"] = [values[f"ma.L{i}"] for i in range(1, state["order"][2] + 1)]
+    differenced = state["order"][1] > 0
+    state["beta"] = (beta[1:] if differenced else beta).tolist()
+    state = json.loads(json.dumps(state))
+    ours = arima.point_forecast(z, buckets, state, 288)
+    # pmdarima forecasts the first-stage residual; add back the regression at the future buckets
+    future = np.arange(window.end + 1, window.end + 289)
+    theirs = exact.predict(n_periods=288) + arima.exog(future, full) @ beta
+    np.testing.assert_allclose(ours, theirs, atol=0.02 * np.abs(theirs).mean())
+
+
+def test_refit_re_estimates_warm_and_keeps_the_orders(demand, origin, selected):
+    forecaster, states = selected
+    later = origin + timedelta(hours=6)
+    frame, updated = forecaster.forecast(demand[demand["ts"] <= later], states, now=later, refit=[SID])
+    new, old = updated[SID], states[SID]
+    assert new["order"] == old["order"] and new["fourier"] == old["fourier"]
+    assert "refit_at" in new and new["calibrated_end_bucket"] > old["calibrated_end_bucket"]
+    assert set(frame["fallback"]) == {""}
+
+
+def test_upper_quantiles_are_calibrated_on_held_out_days(demand, origin, selected):
+    """Across 24 hourly origins of the two held-out days the upper quantiles are exceeded near nominal."""
+    forecaster, states = selected
+    values = demand.set_index("ts")["value"]
+    hits = {0.8: [], 0.9: [], 0.95: []}
+    for k in range(24):
+        now = origin + timedelta(hours=k)
+        frame, updated = forecaster.forecast(
+            demand[demand["ts"] <= now], states, now=now, refit=[SID] if k % 6 == 0 else []
+        )
+        states = {**states, **updated}
+        actual = values.reindex(frame["ts"]).to_numpy()
+        ok = np.isfinite(actual)
+        for level in hits:
+            hits[level].append(actual[ok] > frame[f"q{level:g}"].to_numpy()[ok])
+    for level, rows in hits.items():
+        rate = float(np.concatenate(rows).mean())
+        assert abs(rate - (1 - level)) < 0.05, (level, rate)
