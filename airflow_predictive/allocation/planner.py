@@ -913,6 +913,11 @@ def _storage(
         (i.name for i in sorted(after_live, key=lambda i: (i.provisioning != Provisioning.STANDARD, i.name))),
         "",
     )
+    if not attach_to:  # no VM yet: attach to the first one this plan launches (launches are applied first)
+        launched = [
+            a for a in result.actions if a.kind == ActionKind.LAUNCH_INSTANCES and a.details.get("names")
+        ]
+        attach_to = launched[0].details["names"][0] if launched else ""
     index = 0
     while need > 0:
         size = int(min(pool.storage.max_disk_gib, max(10, need)))

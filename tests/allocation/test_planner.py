@@ -266,8 +266,9 @@ def test_plans_respect_caps_never_release_busy_and_cover_the_forecast(
     if len(state.live()) <= pool.max_instances:
         assert n_after <= pool.max_instances
     if budget is not None and p.summary["cost_after"] > budget + 1e-6:
-        assert not [a for a in p.actions if a.kind == ActionKind.LAUNCH_INSTANCES]
-        assert any("budget_per_hour" in c for c in p.capped) or n_after <= pool.min_instances + live_busy
+        # only min_instances (which wins over the budget) or VMs that cannot be released may exceed it
+        assert any("budget_per_hour" in c for c in p.capped)
+        assert n_after <= max(pool.min_instances, len(state.live()))
 
     if not p.capped:  # no cap cut: the forecast quantile at now + lead is covered, per resource
         target = now + timedelta(minutes=lead)
