@@ -190,6 +190,11 @@ class _Run:
     state: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # in-progress task states
     weight: float = 1.0
 
+    @property
+    def uid(self) -> str:
+        # Run ids are unique per DAG only ("scheduled__2026-03-10T06:00:00+00:00" in many DAGs).
+        return f"{self.dag_id}/{self.key}"
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -275,39 +280,39 @@ def simulate(runs: Sequence[_Run], limits: Limits, now: float, *, quantile: str)
         push(end, "end", (run, task))
 
     def make_ready(run: _Run, t: float) -> None:
-        done = finished[run.key]
+        done = finished[run.uid]
         for task in run.tasks.values():
-            if task.task_id in done or task.task_id in started[run.key]:
+            if task.task_id in done or task.task_id in started[run.uid]:
                 continue
             if all(u in done or u not in run.tasks for u in task.upstream):
-                started[run.key].add(task.task_id)
-                for _ in range(remaining[run.key][task.task_id]):
+                started[run.uid].add(task.task_id)
+                for _ in range(remaining[run.uid][task.task_id]):
                     ready.append((t, len(ready), run, task))
 
     started: dict[str, set[str]] = defaultdict(set)
 
     def activate(run: _Run, t: float) -> None:
-        active_runs[run.dag_id].add(run.key)
-        remaining[run.key] = {tid: task.instances for tid, task in run.tasks.items()}
-        finished[run.key] = set()
+        active_runs[run.dag_id].add(run.uid)
+        remaining[run.uid] = {tid: task.instances for tid, task in run.tasks.items()}
+        finished[run.uid] = set()
         for tid, info in run.state.items():
             if tid not in run.tasks:
                 continue
             state = info.get("state")
             task = run.tasks[tid]
             if state == "done":
-                finished[run.key].add(tid)
-                remaining[run.key][tid] = 0
+                finished[run.uid].add(tid)
+                remaining[run.uid][tid] = 0
             elif state == "running":
                 began = _epoch(info.get("start_date")) or t
                 elapsed = max(t - began, 0.0)
                 # Already past its typical duration: expect it to end within a tenth of it more.
                 end = t + max(duration(task) - elapsed, 0.1 * duration(task))
-                started[run.key].add(tid)
+                started[run.uid].add(tid)
                 for _ in range(task.instances):
                     occupy(run, task, t, end)
-        if not run.tasks or len(finished[run.key]) == len(run.tasks):
-            active_runs[run.dag_id].discard(run.key)
+        if not run.tasks or len(finished[run.uid]) == len(run.tasks):
+            active_runs[run.dag_id].discard(run.uid)
             return
         make_ready(run, t)
 
@@ -346,11 +351,11 @@ def simulate(runs: Sequence[_Run], limits: Limits, now: float, *, quantile: str)
             running_tasks -= 1
             dag_tasks[run.dag_id] -= 1
             pool_used[task.airflow_pool] -= task.pool_slots
-            remaining[run.key][task.task_id] -= 1
-            if remaining[run.key][task.task_id] == 0:
-                finished[run.key].add(task.task_id)
-                if len(finished[run.key]) == len(run.tasks):
-                    active_runs[run.dag_id].discard(run.key)
+            remaining[run.uid][task.task_id] -= 1
+            if remaining[run.uid][task.task_id] == 0:
+                finished[run.uid].add(task.task_id)
+                if len(finished[run.uid]) == len(run.tasks):
+                    active_runs[run.dag_id].discard(run.uid)
                     if waiting_runs[run.dag_id]:
                         activate(waiting_runs[run.dag_id].pop(0), t)
                 else:
@@ -628,10 +633,11 @@ def _to_frame(
     now: datetime,
 ) -> pd.DataFrame:
     step = interval.total_seconds()
-    by_task_p90 = {(i.run, i.task_id): i for i in p90}
+    by_task_p90 = {(i.dag_id, i.run, i.task_id): i for i in p90}
     # Envelope: from the earliest plausible start (p50 schedule) to the latest plausible end (p90).
     envelope = [
-        Interval(**{**i.__dict__, "end": max(i.end, by_task_p90.get((i.run, i.task_id), i).end)}) for i in p50
+        Interval(**{**i.__dict__, "end": max(i.end, by_task_p90.get((i.dag_id, i.run, i.task_id), i).end)})
+        for i in p50
     ]
     mean = _accumulate(p50, grid, step, pools, "mean")
     columns: dict[str, dict[tuple[str, str], np.ndarray]] = {}

@@ -34,6 +34,42 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     show.add_argument("--json", action="store_true", help="JSON instead of YAML")
     show.set_defaults(func=_show)
 
+    combination = bench.add_parser(
+        "combination",
+        help="backtest: statistical alone vs combined with the structural forecast (trace + synthetic schedule)",
+    )
+    combination.add_argument("--trace", type=Path, default=None, help="trace CSV (default: NAB RDS CPU)")
+    combination.add_argument("--history", default="3d", help="warm-up history (default 3d)")
+    combination.add_argument("--boot-delay", default="5min", help="lead time of new capacity (default 5min)")
+    combination.add_argument("--out", type=Path, help="also write the JSON here")
+    combination.set_defaults(func=_bench_combination)
+
+
+def default_trace() -> Path:
+    """The shared traces folder next to the repository (``../shared/data/traces``)."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo.parent / "shared" / "data" / "traces" / "nab_rds_cpu_utilization_e47b3b.csv"
+
+
+def _bench_combination(args: argparse.Namespace) -> int:
+    from airflow_predictive.simulation.backtest import BacktestOptions
+    from airflow_predictive.simulation.traces import TraceError, load_trace
+    from airflow_predictive.templates.backtest import combination_backtest
+
+    path = args.trace or default_trace()
+    try:
+        trace = load_trace(path)
+        options = BacktestOptions(history=args.history, boot_delay=args.boot_delay)
+        result = combination_backtest(trace, options)
+    except (TraceError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
 
 def _validate(args: argparse.Namespace) -> int:
     from airflow_predictive.templates.loader import (

@@ -216,3 +216,14 @@ def test_known_work_demand_is_the_scheduled_runs_share_of_history(store):
     first = residual[(residual["series_id"] == "pool=work/resource=cpu")].iloc[0]
     assert total[total["series_id"] == "pool=work/resource=cpu"]["value"].iloc[0] == 8.0
     assert first["value"] == 4.0  # only the manual run is left for the statistical model
+
+
+def test_runs_of_different_dags_with_the_same_run_id_are_kept_apart():
+    run_id = f"scheduled__{NOW.isoformat()}"
+    state = {"a": {"state": "running", "start_date": NOW.isoformat()}}
+    running = [{"run_id": run_id, "run_type": "scheduled", "tasks": state}]
+    one = dag("one", [task("a"), task("b", ["a"], cpu=4)], running=running)
+    two = dag("two", [task("a", cpu=2)], running=running)
+    fc = structural_forecast(work(one, two), now=NOW, horizon=H)
+    assert starts(fc, "b") == [NOW + timedelta(minutes=10)]
+    assert cpu(fc.scheduled)[pd.Timestamp(NOW)] == 3.0  # one's a (1) + two's a (2)
