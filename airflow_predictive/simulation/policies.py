@@ -91,12 +91,436 @@ def ceil_instances(demand: float, capacity: float) -> int:
     return max(0, math.ceil(demand / capacity - 1e-9))
 
 
+# --------------------------------------------------------------------------- the production planner
+
+
+def backtest_pool(
+    context: ReplayContext,
+    *,
+    machine_type: str = "n2-standard-4",
+    signal: str = "forecast",
+    quantile: float | None = None,
+    target_utilization: float | None = None,
+) -> Any:
+    """The simulated pool: one "instance" serves ``context.instance_capacity`` of demand (as vCPUs).
+
+    Everything not set here is the product's default :class:`CapacityPool` policy. The simulation only
+    fixes what describes the simulated fleet: instance size and prices, max size, boot delay as the
+    lead time, the decision step as the planning interval, standard VMs only (spot is priced in the
+    report, not simulated), no vertical resize or Tier_1 (one instance is one unit of capacity).
+
+    :param context: the replay context.
+    :param machine_type: machine type whose list prices the pool carries.
+    :param signal: ``forecast`` or ``recent_demand``.
+    :param quantile: forecast quantile (None: the product default).
+    :param target_utilization: planned utilisation (None: the product default for the signal).
+    """
+    from airflow_predictive.allocation.pool import (
+        CapacityPool,
+        LeadTimes,
+        Prices,
+        Signal,
+        SizingPolicy,
+        SpotMode,
+        SpotPolicy,
+    )
+    from airflow_predictive.allocation.types import Mode
+
+    standard, spot = pool_prices(machine_type)
+    sizing: dict[str, Any] = {
+        "signal": Signal(signal),
+        "planning_interval_minutes": context.interval_s / 60.0,
+    }
+    if quantile is not None:
+        sizing["quantile"] = quantile
+    if target_utilization is not None:
+        sizing["target_utilization"] = target_utilization
+    return CapacityPool(
+        name=POOL_NAME,
+        project="backtest-project",
+        zone="us-central1-a",
+        machine_type=machine_type,
+        vcpus=context.instance_capacity,
+        memory_gib=machines.lookup(machine_type).memory_gib,
+        min_instances=0,
+        max_instances=context.max_instances,
+        lead_time_minutes=LeadTimes(boot=context.boot_steps * context.interval_s / 60.0),
+        policy=SizingPolicy(**sizing),
+        spot=SpotPolicy(mode=SpotMode.NONE),
+        prices=Prices(standard=standard, spot=spot),
+        mode=Mode.FORECAST_AND_SCALE,
+        allow_vertical=False,
+        allow_tier_1=False,
+    )
+
+
+class FleetStates:
+    """Builds the planner's :class:`PoolState` from the simulated fleet (instances reused by name)."""
+
+    def __init__(self) -> None:
+        from airflow_predictive.allocation.state import InstanceState
+
+        self._make = InstanceState
+        self._cache: dict[tuple[int, str], Any] = {}
+
+    def state(self, fleet: Fleet, now: Any) -> Any:
+        """The pool state: running instances first (oldest), then booting ones (newest last).
+
+        :param fleet: the simulated fleet.
+        :param now: the decision time.
+        """
+        from airflow_predictive.allocation.state import PoolState
+
+        statuses = ["RUNNING"] * fleet.running + ["PROVISIONING"] * fleet.booting_count
+        instances = tuple(self._instance(i, status) for i, status in enumerate(statuses))
+        return PoolState(instances=instances, observed_at=now)
+
+    def _instance(self, i: int, status: str) -> Any:
+        key = (i, status)
+        if key not in self._cache:
+            from datetime import UTC, datetime, timedelta
+
+            created = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
+            self._cache[key] = self._make(name=f"sim-{i:03d}", status=status, created=created)
+        return self._cache[key]
+
+
+def planned_size(plan: Any) -> int:
+    """Instances (running + booting) once the plan is applied.
+
+    :param plan: a :class:`~airflow_predictive.allocation.types.Plan`.
+    """
+    return int(plan.summary["instances_after"])
+
+
+@dataclass
+class ReactivePolicy:
+    """Compute Engine's autoscaler rule, run by the production planner (``signal = recent_demand``).
+
+    :param target_utilization: GCE's target CPU utilisation (0.6 is its default).
+    :param stabilization_minutes: scale-in stabilisation window (GCE: 10 minutes).
+    """
+
+    target_utilization: float = 0.6
+    name: str = "reactive"
+    _context: ReplayContext | None = None
+    _pool: Any = None
+    _states: FleetStates | None = None
+    _window: int = 1
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "signal": "recent_demand",
+            "target_utilization": self.target_utilization,
+            "stabilization_minutes": self._pool.scale_in.stabilization_minutes if self._pool else 10.0,
+            "initialization_period": "boot delay",
+            "planner": "airflow_predictive.allocation.planner.plan",
+        }
+
+    def prepare(self, context: ReplayContext) -> None:
+        self._context = context
+        self._pool = backtest_pool(
+            context, signal="recent_demand", target_utilization=self.target_utilization
+        )
+        self._states = FleetStates()
+        stab_s = self._pool.scale_in.stabilization_minutes * 60.0
+        self._window = max(1, math.ceil(stab_s / context.interval_s))
+
+    def decide(self, step: int, fleet: Fleet) -> int:
+        from airflow_predictive.allocation.planner import plan
+
+        context = self._context
+        now = context.index[step].to_pydatetime()
+        recent = context.demand[max(0, step - self._window) : step]
+        result = plan(None, self._states.state(fleet, now), self._pool, now, recent_demand={"cpu": recent})
+        return planned_size(result)
+
+    def with_knob(self, target_utilization: float = 0.6, **_: Any) -> ReactivePolicy:
+        return ReactivePolicy(target_utilization=target_utilization)
+
+
 def build_policy(name: str, options: Any):
     """The policy called ``name`` with the product's default settings.
 
     :param name: ``reactive``, ``seasonal``, ``predictive`` or ``oracle``.
-    :param options: the backtest options (boot delay, max instances, machine type).
+    :param options: the backtest options.
     """
     if name == "oracle":
         return OraclePolicy()
+    if name == "reactive":
+        return ReactivePolicy()
+    if name == "seasonal":
+        return SeasonalPolicy()
+    if name == "predictive":
+        return PredictivePolicy()
     raise ValueError(f"policy {name!r} is not wired yet")
+
+
+# --------------------------------------------------------------------------- forecast-driven policies
+
+
+def demand_frame(context: ReplayContext, lo: int, hi: int) -> Any:
+    """Observed demand of steps ``lo .. hi-1`` as the long demand frame (``series_id, ts, value``).
+
+    :param context: the replay context.
+    :param lo: first step.
+    :param hi: one past the last step (the decision step: never observed yet).
+    """
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "series_id": SERIES_ID,
+            "ts": context.index[lo:hi],
+            "value": context.demand[lo:hi],
+        }
+    )
+
+
+SERIES_ID = f"pool={POOL_NAME}/resource=cpu"
+
+
+class ForecastPolicy:
+    """A predictive policy: the production planner on a forecast refreshed every ``refresh_steps``.
+
+    Subclasses say where the forecast comes from (:meth:`forecast_at`); the planner, the pool and the
+    fleet translation are shared, so ``seasonal`` and ``predictive`` differ only in their forecast.
+
+    :param quantile: forecast quantile the planner provisions for (None: the product default).
+    :param target_utilization: planned utilisation (None: the product default).
+    """
+
+    name = "forecast"
+
+    def __init__(self, quantile: float | None = None, target_utilization: float | None = None) -> None:
+        self.quantile = quantile
+        self.target_utilization = target_utilization
+        self.context: ReplayContext | None = None
+        self.pool: Any = None
+        self._states = FleetStates()
+        self._view: Any = None
+        self._view_step = -(10**9)
+        self.refresh_steps = 1
+        self._cache: dict[int, Any] = {}
+
+    def settings(self) -> dict[str, Any]:
+        pool = self.pool
+        return {
+            "signal": "forecast",
+            "quantile": pool.policy.quantile if pool else self.quantile,
+            "target_utilization": pool.policy.target_utilization if pool else self.target_utilization,
+            "scale_in_quantile": pool.scale_in.quantile if pool else None,
+            "stabilization_minutes": pool.scale_in.stabilization_minutes if pool else None,
+            "refresh_steps": self.refresh_steps,
+            "planner": "airflow_predictive.allocation.planner.plan",
+        }
+
+    def prepare(self, context: ReplayContext) -> None:
+        if self.context is not context:
+            self._cache = {}
+        self.context = context
+        self.pool = backtest_pool(
+            context, signal="forecast", quantile=self.quantile, target_utilization=self.target_utilization
+        )
+        self._view_step = -(10**9)
+
+    def horizon_steps(self) -> int:
+        """Buckets each forecast must cover: until the next refresh, plus lead time and stabilisation."""
+        context = self.context
+        stab = math.ceil(self.pool.scale_in.stabilization_minutes * 60 / context.interval_s)
+        return self.refresh_steps + context.boot_steps + max(stab, 1) + 2
+
+    def decide(self, step: int, fleet: Fleet) -> int:
+        from airflow_predictive.allocation.planner import plan
+
+        if step - self._view_step >= self.refresh_steps:
+            if step not in self._cache:
+                self._cache[step] = self.forecast_at(step)
+            self._view = self._cache[step]
+            self._view_step = step
+        now = self.context.index[step].to_pydatetime()
+        result = plan(self._view, self._states.state(fleet, now), self.pool, now)
+        return planned_size(result)
+
+    def forecast_at(self, step: int) -> Any:
+        """A :class:`~airflow_predictive.allocation.planner.ForecastView` issued at ``step``.
+
+        :param step: the decision step (demand of steps ``< step`` is known).
+        """
+        raise NotImplementedError
+
+    def view(self, first_step: int, columns: dict[str, np.ndarray]) -> Any:
+        """Wrap forecast arrays for buckets ``first_step, first_step + 1, ...`` as a ForecastView.
+
+        :param first_step: the step of the first forecast bucket.
+        :param columns: column name (``mean``, ``q0.9``...) -> values.
+        """
+        from airflow_predictive.allocation.planner import ForecastView
+
+        context = self.context
+        n = len(next(iter(columns.values())))
+        start_ns = int(context.index[0].value) + first_step * context.interval_s * 10**9
+        ts = start_ns + np.arange(n, dtype=np.int64) * context.interval_s * 10**9
+        return ForecastView({"cpu": (ts, columns)}, context.interval_s * 10**9)
+
+    def with_knob(self, quantile: float | None = None, target_utilization: float | None = None):
+        """The same policy with another quantile / utilisation, sharing the already-issued forecasts.
+
+        :param quantile: forecast quantile.
+        :param target_utilization: planned utilisation (1 / headroom).
+        """
+        variant = self._variant(quantile=quantile, target_utilization=target_utilization)
+        variant._cache = self._cache
+        variant.context = self.context
+        return variant
+
+    def _variant(self, **knobs: Any) -> ForecastPolicy:
+        return type(self)(**knobs)
+
+
+class SeasonalPolicy(ForecastPolicy):
+    """The planner on the forecasting room's seasonal-naive baseline (same time yesterday).
+
+    A stand-in for the clouds' pattern-based predictive autoscalers.
+    """
+
+    name = "seasonal"
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "forecaster": "airflow_predictive.forecasting.models.SeasonalNaive"}
+
+    def forecast_at(self, step: int) -> Any:
+        from airflow_predictive.forecasting.models import SeasonalNaive
+        from airflow_predictive.forecasting.series import SeriesWindow
+        from airflow_predictive.forecasting.types import DEFAULT_QUANTILES, quantile_column
+
+        context = self.context
+        lo = max(0, step - context.start)
+        values = context.demand[lo:step]
+        end = int(context.index[step - 1].value // 10**9) // context.interval_s
+        window = SeriesWindow(SERIES_ID, values, end, context.interval_s, np.ones(values.size, bool))
+        model = SeasonalNaive()
+        steps = self.horizon_steps()
+        prediction = model.predict(
+            window,
+            model.fit(window, steps=steps, levels=DEFAULT_QUANTILES),
+            steps=steps,
+            levels=DEFAULT_QUANTILES,
+        )
+        columns = {"mean": prediction.mean}
+        for j, level in enumerate(DEFAULT_QUANTILES):
+            columns[quantile_column(level)] = prediction.quantiles[:, j]
+        return self.view(step, columns)
+
+
+class PredictivePolicy(ForecastPolicy):
+    """The product: the production :class:`Forecaster` (auto-ARIMA warm path) and planner, defaults only.
+
+    It runs the production cycle: order selection once on the history (``Forecaster.select``), then
+    every step a warm forecast from the stored state (``Forecaster.forecast``), re-estimating the
+    parameters every hour (what ``forecast_cycle`` guarantees at its default refit fraction).
+    """
+
+    name = "predictive"
+
+    def __init__(self, quantile: float | None = None, target_utilization: float | None = None) -> None:
+        super().__init__(quantile=quantile, target_utilization=target_utilization)
+        self.forecaster: Any = None
+        self.states: dict[str, dict] = {}
+        self.refit_steps = 12
+        self._frame: Any = None
+        self.models: dict[str, int] = {}
+
+    def settings(self) -> dict[str, Any]:
+        out = {
+            **super().settings(),
+            "forecaster": "airflow_predictive.forecasting.engine.Forecaster",
+            "refit_every_steps": self.refit_steps,
+        }
+        if self.states:
+            state = next(iter(self.states.values()))
+            out["model"] = {
+                k: state.get(k) for k in ("kind", "order", "seasonal_order", "fourier") if k in state
+            }
+        if self.models:
+            out["forecasts_by_model"] = dict(self.models)
+        return out
+
+    def prepare(self, context: ReplayContext) -> None:
+        from datetime import timedelta
+
+        from airflow_predictive.forecasting.engine import Forecaster
+
+        fresh = self.context is not context or self.forecaster is None
+        super().prepare(context)
+        if not fresh:
+            return
+        # select_workers=0: selection in this process (the backtest is already one process per run).
+        self.forecaster = Forecaster(interval=timedelta(seconds=context.interval_s), select_workers=0)
+        self.refit_steps = max(1, round(3600 / context.interval_s))
+        self._frame = demand_frame(context, 0, len(context.demand))
+        origin = self._origin(context.start)
+        lo = max(0, context.start - self.forecaster.history_buckets)
+        self.states = self.forecaster.select(self._frame.iloc[lo : context.start], now=origin)
+
+    def _origin(self, step: int) -> Any:
+        # The forecast origin lies in the last observed bucket, so the first forecast row is `step`.
+        return self.context.index[step - 1].to_pydatetime()
+
+    def forecast_at(self, step: int) -> Any:
+        """The production warm path on one series: ``Forecaster.predict_window`` from the stored state.
+
+        This is what ``Forecaster.forecast`` does per series, without rebuilding the long frame and
+        the forecast frame every step (the trace is already regular); a step whose warm path raises
+        goes through ``Forecaster.forecast`` itself, which records the fallback.
+
+        :param step: the decision step.
+        """
+        from airflow_predictive.forecasting.series import SeriesWindow
+        from airflow_predictive.forecasting.types import quantile_column
+
+        forecaster = self.forecaster
+        context = self.context
+        lo = max(0, step - forecaster.history_buckets)
+        values = context.demand[lo:step]
+        end = int(context.index[step - 1].value // 10**9) // context.interval_s
+        window = SeriesWindow(SERIES_ID, values, end, context.interval_s, np.ones(values.size, bool))
+        state = self.states.get(SERIES_ID)
+        refit = step > context.start and (step - context.start) % self.refit_steps == 0
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                if refit and state is not None and state.get("kind") == "arima":
+                    state = forecaster.model.refit(
+                        window, state, steps=forecaster.steps, levels=forecaster.quantiles
+                    )
+                    self.states[SERIES_ID] = state
+                prediction = forecaster.predict_window(window, state)
+        except Exception:  # noqa: BLE001 - the production cycle's own fallback handles it
+            return self._slow_path(step)
+        label = prediction.model + (f" ({prediction.fallback})" if prediction.fallback else "")
+        self.models[label] = self.models.get(label, 0) + 1
+        horizon = self.horizon_steps()
+        columns = {"mean": prediction.mean[:horizon]}
+        for j, level in enumerate(forecaster.quantiles):
+            columns[quantile_column(level)] = prediction.quantiles[:horizon, j]
+        return self.view(step, columns)
+
+    def _slow_path(self, step: int) -> Any:
+        from airflow_predictive.allocation.planner import ForecastView
+
+        lo = max(0, step - self.forecaster.history_buckets)
+        frame, updated = self.forecaster.forecast(
+            self._frame.iloc[lo:step], self.states, now=self._origin(step)
+        )
+        self.states.update(updated)
+        label = "forecast() fallback path"
+        self.models[label] = self.models.get(label, 0) + 1
+        return ForecastView.from_frame(frame, POOL_NAME)
+
+    def _variant(self, **knobs: Any) -> PredictivePolicy:
+        variant = PredictivePolicy(**knobs)
+        variant.forecaster = self.forecaster
+        variant.states = self.states
+        variant.refit_steps = self.refit_steps
+        variant._frame = self._frame
+        return variant
