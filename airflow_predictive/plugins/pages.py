@@ -20,10 +20,10 @@ import pandas as pd
 
 from airflow_predictive.demand import RESOURCES, parse_series_id
 from airflow_predictive.feedback import scores
+from airflow_predictive.feedback.evaluation import provisioning_level
 
 # Behaviour summaries the profiling room stores (``store.summaries(kind)``); shown when present.
 SUMMARY_KINDS: tuple[str, ...] = ("timing", "users", "workflows", "applications", "data_access")
-DEFAULT_PROVISIONING_LEVEL = 0.95
 
 
 def _iso(value: Any) -> str | None:
@@ -40,39 +40,12 @@ def _num(value: Any) -> float | None:
     return None if pd.isna(number) else round(number, 6)
 
 
-def _json_payload(raw: Any) -> Any:
-    if isinstance(raw, str) and raw[:1] in "{[":
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-    return raw
-
-
 def _pool_of(series: str) -> tuple[str, str] | None:
     try:
         key = parse_series_id(series)
     except ValueError:
         return None
     return key.pool, key.resource
-
-
-def provisioning_level(plans: pd.DataFrame, pool: str) -> float:
-    """The quantile the planner provisioned to for ``pool`` (from its newest plan), else 0.95.
-
-    :param plans: ``store.plans()`` frame.
-    :param pool: the capacity pool.
-    """
-    if not plans.empty:
-        rows = plans[plans["pool"] == pool]
-        for raw in reversed(rows["summary"].tolist()):
-            summary = _json_payload(raw) or {}
-            level = summary.get("quantile") if isinstance(summary, dict) else None
-            if level is None and isinstance(summary, dict):
-                level = summary.get("provisioning_quantile")
-            if level is not None:
-                return float(level)
-    return DEFAULT_PROVISIONING_LEVEL
 
 
 def ledger(

@@ -1,0 +1,230 @@
+"""Score past forecasts against what happened, and provisioned capacity against demand (plain pandas).
+
+:func:`score_forecasts` joins every stored forecast row whose target bucket has been observed with the
+actual demand and scores it per series and lead-time bucket: MASE (absolute error over the in-sample
+mean absolute error of the naive forecast on the preceding history), pinball loss and coverage of each
+quantile. :func:`score_capacity` compares the provisioned capacity (as it stood in each bucket) with
+the demand: unmet demand, idle capacity and the queue wait a reactive autoscaler would have caused.
+Both return rows in the ``evaluations`` layout (``series_id, window_end, horizon_minutes, metric,
+value``) so the store, the UI, the metrics and the recalibration all read one format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from airflow_predictive.demand import parse_series_id, series_id
+from airflow_predictive.feedback import scores
+
+# Lead-time buckets (upper edges, minutes) the scores are broken down by; ALL_HORIZONS covers all.
+HORIZON_EDGES: tuple[int, ...] = (15, 60, 360, 1440)
+DEFAULT_PROVISIONING_LEVEL = 0.95
+EVALUATION_COLUMNS = ["series_id", "window_end", "horizon_minutes", "metric", "value"]
+
+
+def quantile_levels(frame: pd.DataFrame) -> list[float]:
+    """Quantile levels present as ``q<level>`` columns of a forecast frame.
+
+    :param frame: a forecast frame.
+    """
+    levels = []
+    for column in frame.columns:
+        if column.startswith("q"):
+            try:
+                levels.append(float(column[1:]))
+            except ValueError:
+                continue
+    return sorted(levels)
+
+
+def naive_scale(history: pd.Series, season: int = 1) -> float:
+    """In-sample mean absolute error of the (seasonal) naive forecast: the MASE denominator.
+
+    :param history: demand values before the scored window, in time order.
+    :param season: naive lag in buckets (1 = last value; a day of buckets = seasonal naive).
+    """
+    values = history.dropna().to_numpy(dtype=float)
+    if values.size <= season:
+        return float("nan")
+    scale = float(np.mean(np.abs(values[season:] - values[:-season])))
+    return scale if scale > 0 else float("nan")
+
+
+def joined(forecasts: pd.DataFrame, demand: pd.DataFrame) -> pd.DataFrame:
+    """Forecast rows with the observed ``actual`` of their target bucket and ``lead_minutes``.
+
+    :param forecasts: stored forecast rows (``store.forecasts(...)``).
+    :param demand: demand rows ``series_id, ts, value``.
+    """
+    if forecasts.empty or demand.empty:
+        return pd.DataFrame()
+    actual = demand.rename(columns={"value": "actual"})[["series_id", "ts", "actual"]]
+    frame = forecasts.merge(actual, on=["series_id", "ts"], how="inner")
+    frame = frame[frame["actual"].notna()].copy()
+    frame["lead_minutes"] = (frame["ts"] - frame["issued_at"]).dt.total_seconds() / 60.0
+    return frame[frame["lead_minutes"] > 0]
+
+
+def _bucket(lead: pd.Series) -> pd.Series:
+    edges = [0, *HORIZON_EDGES, np.inf]
+    labels = [*HORIZON_EDGES, HORIZON_EDGES[-1] * 100]
+    return pd.cut(lead, bins=edges, labels=labels, right=True).astype(int)
+
+
+def score_forecasts(
+    forecasts: pd.DataFrame,
+    demand: pd.DataFrame,
+    *,
+    window_end: datetime,
+    history: pd.DataFrame | None = None,
+    season: int = 1,
+) -> pd.DataFrame:
+    """Per series and lead-time bucket: MASE, pinball loss and coverage of every stored quantile.
+
+    :param forecasts: forecast rows whose target ``ts`` lies in the scored window.
+    :param demand: the observed demand of that window.
+    :param window_end: the end of the scored window (the evaluation's timestamp).
+    :param history: demand before the window, for the MASE scale (default: ``demand`` itself).
+    :param season: naive lag of the MASE scale, in buckets.
+    """
+    frame = joined(forecasts, demand)
+    if frame.empty:
+        return pd.DataFrame(columns=EVALUATION_COLUMNS)
+    levels = quantile_levels(forecasts)
+    history = demand if history is None or history.empty else history
+    frame["horizon"] = _bucket(frame["lead_minutes"])
+    frame["abs_error"] = (frame["actual"] - frame["mean"]).abs()
+    for level in levels:
+        col = f"q{level:g}"
+        diff = frame["actual"] - frame[col]
+        frame[f"pinball_{col}"] = np.maximum(level * diff, (level - 1) * diff)
+        frame[f"covered_{col}"] = (frame["actual"] <= frame[col]).astype(float)
+
+    rows: list[tuple] = []
+    for sid, group in frame.groupby("series_id", sort=True):
+        past = history.loc[history["series_id"] == sid, "value"]
+        scale = naive_scale(past, season)
+        if not np.isfinite(scale) and season > 1:  # under one season of history: the lag-1 naive
+            scale = naive_scale(past, 1)
+        for horizon, part in [(scores.ALL_HORIZONS, group), *group.groupby("horizon", sort=True)]:
+            h = int(horizon)
+            rows.append((sid, window_end, h, "n", float(len(part))))
+            rows.append((sid, window_end, h, scores.MASE, float(part["abs_error"].mean() / scale)))
+            for level in levels:
+                col = f"q{level:g}"
+                rows.append(
+                    (sid, window_end, h, scores.pinball_metric(level), float(part[f"pinball_{col}"].mean()))
+                )
+                rows.append(
+                    (sid, window_end, h, scores.coverage_metric(level), float(part[f"covered_{col}"].mean()))
+                )
+    out = pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
+    out["value"] = out["value"].replace([np.inf, -np.inf], np.nan)
+    return out
+
+
+def score_capacity(
+    capacity: pd.DataFrame,
+    demand: pd.DataFrame,
+    *,
+    window_end: datetime,
+    lead_buckets: int = 1,
+    interval_minutes: float = 5.0,
+    pools: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per pool resource: mean unmet demand, mean idle capacity, queue wait a reactive scaler would add.
+
+    Capacity is a step function: each demand bucket sees the newest capacity point at or before it.
+    ``queue_wait_avoided_minutes`` counts the buckets whose demand exceeded what a reactive autoscaler
+    would have had (the demand ``lead_buckets`` earlier, as it only reacts after seeing it) while the
+    provisioned capacity covered it, times the bucket width.
+
+    :param capacity: ``store.capacity()`` rows (pool, resource, ts, value).
+    :param demand: demand rows of the window.
+    :param window_end: the evaluation's timestamp.
+    :param lead_buckets: buckets a reactive scale-up takes (boot time / interval).
+    :param interval_minutes: bucket width.
+    :param pools: only these pools.
+    """
+    rows: list[tuple] = []
+    if capacity.empty or demand.empty:
+        return pd.DataFrame(columns=EVALUATION_COLUMNS)
+    for (pool, resource), cap in capacity.groupby(["pool", "resource"], sort=True):
+        if pools and pool not in pools:
+            continue
+        sid = series_id(pool, resource)
+        d = demand[demand["series_id"] == sid].dropna(subset=["value"]).sort_values("ts")
+        if d.empty:
+            continue
+        merged = pd.merge_asof(
+            d[["ts", "value"]],
+            cap.sort_values("ts")[["ts", "value"]].rename(columns={"value": "cap"}),
+            on="ts",
+        ).dropna(subset=["cap"])
+        if merged.empty:
+            continue
+        demand_v = merged["value"].to_numpy(float)
+        cap_v = merged["cap"].to_numpy(float)
+        unmet = np.maximum(0.0, demand_v - cap_v)
+        idle = np.maximum(0.0, cap_v - demand_v)
+        reactive = np.concatenate([np.full(lead_buckets, demand_v[0]), demand_v[:-lead_buckets]])
+        avoided = (demand_v > reactive) & (cap_v >= demand_v)
+        rows += [
+            (sid, window_end, scores.ALL_HORIZONS, scores.UNMET_DEMAND, float(unmet.mean())),
+            (sid, window_end, scores.ALL_HORIZONS, scores.IDLE_CAPACITY, float(idle.mean())),
+            (
+                sid,
+                window_end,
+                scores.ALL_HORIZONS,
+                scores.QUEUE_WAIT_AVOIDED,
+                float(avoided.sum() * interval_minutes),
+            ),
+        ]
+    return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
+
+
+def value_of(evaluations: pd.DataFrame, sid: str, metric: str, horizon: int = scores.ALL_HORIZONS) -> float:
+    """One score from an evaluations frame (NaN when absent).
+
+    :param evaluations: rows in the evaluations layout.
+    :param sid: the series id.
+    :param metric: the metric name.
+    :param horizon: the lead-time bucket.
+    """
+    if evaluations.empty:
+        return float("nan")
+    hit = evaluations[
+        (evaluations["series_id"] == sid)
+        & (evaluations["metric"] == metric)
+        & (evaluations["horizon_minutes"] == horizon)
+    ]
+    return float(hit["value"].iloc[-1]) if not hit.empty else float("nan")
+
+
+def provisioning_level(plans: pd.DataFrame, pool: str, default: float = DEFAULT_PROVISIONING_LEVEL) -> float:
+    """The quantile the planner provisioned ``pool`` for (its newest plan's ``summary.quantile``).
+
+    :param plans: ``store.plans()`` rows.
+    :param pool: the capacity pool.
+    :param default: when no plan names one.
+    """
+    if plans.empty:
+        return default
+    for raw in reversed(plans.loc[plans["pool"] == pool, "summary"].tolist()):
+        summary = json.loads(raw) if isinstance(raw, str) and raw.startswith("{") else raw
+        if isinstance(summary, dict) and summary.get("quantile") is not None:
+            return float(summary["quantile"])
+    return default
+
+
+def pool_of(sid: str) -> str:
+    """Capacity pool of a series id.
+
+    :param sid: a series id ``pool=<pool>/resource=<resource>``.
+    """
+    return parse_series_id(sid).pool
