@@ -84,7 +84,10 @@ def on_task_instance_running(previous_state: Any, task_instance: Any) -> None:
         from airflow_predictive import config
         from airflow_predictive.profiling.sampler import ProcessTreeSampler
 
-        sampler = ProcessTreeSampler(interval=max(config.get_float("sample_interval_seconds"), 0.05))
+        sampler = ProcessTreeSampler(
+            interval=max(config.get_float("sample_interval_seconds"), 0.05),
+            on_flush=_flusher(key),
+        )
         task = getattr(task_instance, "task", None)
         info = {
             "sampler": sampler,
@@ -135,6 +138,35 @@ def _finish(task_instance: Any, state: str) -> None:
         _warn_once("could not record usage of %s: %s", getattr(task_instance, "task_id", "?"), exc)
 
 
+def _ident(key: tuple) -> dict[str, Any]:
+    dag_id, run_id, task_id, map_index, try_number = key
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "task_id": task_id,
+        "map_index": map_index,
+        "try_number": try_number,
+    }
+
+
+def _write_samples(key: tuple, samples: list[dict[str, Any]]) -> None:
+    if samples:
+        ident = _ident(key)
+        _get_store().add_usage_samples(
+            [{**ident, **{k: v for k, v in s.items() if k != "elapsed"}} for s in samples]
+        )
+
+
+def _flusher(key: tuple):
+    def flush(samples: list[dict[str, Any]]) -> None:
+        try:
+            _write_samples(key, samples)
+        except Exception as exc:
+            _warn_once("could not record usage of %s: %s", key[2], exc)
+
+    return flush
+
+
 def _flush_all(state: str) -> None:
     with _lock:
         pending = list(_active.items())
@@ -152,14 +184,7 @@ def _record(key: tuple, info: dict[str, Any], state: str, hostname: str | None) 
     sampler = info["sampler"]
     samples = sampler.stop()
     end = datetime.now(UTC)
-    dag_id, run_id, task_id, map_index, try_number = key
-    ident = {
-        "dag_id": dag_id,
-        "run_id": run_id,
-        "task_id": task_id,
-        "map_index": map_index,
-        "try_number": try_number,
-    }
+    ident = _ident(key)
     start = info["start"]
     row: dict[str, Any] = {
         **ident,

@@ -55,11 +55,16 @@ class ProcessTreeSampler:
 
     :param pid: the root process (the task's own process on the worker).
     :param interval: seconds between samples.
+    :param on_flush: called from the sampling thread with the samples not yet flushed, every
+        ``flush_seconds`` (long tasks: usage visible while running, not lost if the task is killed).
+    :param flush_seconds: seconds between flushes.
     """
 
     pid: int = field(default_factory=os.getpid)
     interval: float = 5.0
     samples: list[dict[str, Any]] = field(default_factory=list)
+    on_flush: Any = None
+    flush_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         self._root = psutil.Process(self.pid)
@@ -68,6 +73,7 @@ class ProcessTreeSampler:
         self._cpu_high = 0.0
         #: CPU seconds the sampler itself spent reading (its own overhead, measured per thread).
         self.cpu_spent = 0.0
+        self.flushed = 0  # samples[:flushed] were handed to on_flush
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.hostname = _hostname()
@@ -142,11 +148,22 @@ class ProcessTreeSampler:
         self._thread.start()
 
     def _run(self) -> None:
+        last_flush = time.monotonic()
         while not self._stop.wait(self.interval):
             try:
                 self.sample()
             except Exception:  # a vanished process or /proc hiccup must never reach the task
                 continue
+            if self.on_flush is not None and time.monotonic() - last_flush >= self.flush_seconds:
+                last_flush = time.monotonic()
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand the samples taken since the last flush to ``on_flush`` (errors are its business)."""
+        pending = self.samples[self.flushed :]
+        if pending and self.on_flush is not None:
+            self.flushed += len(pending)
+            self.on_flush(pending)
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop the thread, take a final sample and return all samples."""

@@ -27,6 +27,7 @@ def profile_window(
     collector_name: str = "default",
     interval: timedelta | None = None,
     settle: timedelta = timedelta(seconds=0),
+    restate: timedelta = timedelta(hours=6),
 ) -> dict[str, Any]:
     """Ingest once; if the window is complete, rebuild its demand and return a compact summary.
 
@@ -38,6 +39,8 @@ def profile_window(
     :param collector_name: names the watermark and the coverage.
     :param interval: demand bucket width (default ``[predictive] interval_minutes``).
     :param settle: extra time past ``end`` before the window counts as complete (late commits).
+    :param restate: also rebuild the demand of this much time before the window: the worker
+        listener reports a try's usage when the try ends, so earlier buckets improve later.
     """
     result = TaskHistoryCollector(client, store, name=collector_name).collect()
     summary: dict[str, Any] = {
@@ -53,7 +56,7 @@ def profile_window(
     dag_runs = store.dag_runs(start=start, end=end)
     refreshed = refresh_profile(
         store,
-        start=start,
+        start=min(start, end - restate),
         end=max(end, start + (interval or timedelta(minutes=5))),
         interval=interval,
         queue_pools=queue_pools,
