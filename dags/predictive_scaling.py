@@ -1,0 +1,74 @@
+"""The predictive-scaling control loop: profile -> forecast -> allocate -> evaluate, every cycle.
+
+- ``profile``: BehaviorProfilerSensor ingests task and DAG-run history since its watermark from the
+  REST API and rebuilds the demand series of the window ending at the run's data-interval end.
+- ``forecast``: the series are split into chunks of ``[predictive] series_per_chunk`` and forecast by
+  mapped DemandForecastOperator tasks, so a CeleryExecutor or KubernetesExecutor deployment fans the
+  work out over its workers (one pmdarima import per chunk, not per series).
+- ``allocate``: PreemptiveAllocateOperator plans every configured pool from the newest forecasts and
+  applies the plan to Compute Engine for pools in ``forecast_and_scale`` (records it otherwise).
+- ``evaluate``: ForecastEvaluationOperator scores past forecasts, recalibrates and raises alerts.
+
+Copy this file into your DAGs folder; everything it needs comes from the provider and ``[predictive]``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_predictive import config
+from airflow_predictive.operators.demand_forecast import DemandForecastOperator
+from airflow_predictive.operators.forecast_evaluation import ForecastEvaluationOperator
+from airflow_predictive.operators.preemptive_allocate import PreemptiveAllocateOperator
+from airflow_predictive.sensors.behavior_profiler import BehaviorProfilerSensor
+
+INTERVAL = timedelta(minutes=config.get_int("interval_minutes"))
+
+with DAG(
+    dag_id="predictive_scaling",
+    description="Forecast each capacity pool's demand and provision Compute Engine capacity ahead of it",
+    schedule=INTERVAL,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    # A cycle that cannot finish before the next one is stale: its forecasts would start in the past.
+    dagrun_timeout=INTERVAL * 3,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
+    tags=["predictive", "capacity"],
+    doc_md=__doc__,
+):
+    profile = BehaviorProfilerSensor(
+        task_id="profile",
+        window=INTERVAL * 12,
+        poke_interval=20,
+        # Give up within the cycle: a cycle forecasts from the history it has rather than not at all.
+        timeout=int(INTERVAL.total_seconds() * 0.6),
+    )
+
+    # Runs even when profiling failed (all_done): stale history still gives a better plan than none,
+    # and the failed profile task stays red in the grid for a person to see.
+    @task(trigger_rule="all_done")
+    def series_chunks() -> list[list[str]]:
+        """Split every demand series in the store into chunks for the mapped forecast tasks."""
+        from airflow_predictive.store import ProfileStore
+
+        store = ProfileStore.from_config()
+        try:
+            ids = store.series_ids()
+        finally:
+            store.dispose()
+        size = max(1, config.get_int("series_per_chunk"))
+        return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+    chunks = series_chunks()
+    forecast = DemandForecastOperator.partial(task_id="forecast", max_selections=20).expand(
+        series_ids=chunks
+    )
+    allocate = PreemptiveAllocateOperator(task_id="allocate")
+    evaluate = ForecastEvaluationOperator(task_id="evaluate", trigger_rule="all_done")
+
+    profile >> chunks
+    forecast >> allocate >> evaluate
