@@ -68,7 +68,7 @@ def run_demo(emulator_url: str | None = None, as_json: bool = False, out: Any = 
     with contextlib.ExitStack() as stack:
         url = emulator_url or stack.enter_context(running_emulator(config={"boot_seconds": 0.3}))
         control = EmulatorControl(url)
-        _seed_groups(control, ml)
+        seed_groups(control, ml)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="predictive-allocate-demo-")))
         store = ProfileStore.sqlite(folder / "profile.db")
         stack.callback(store.dispose)
@@ -117,7 +117,7 @@ def run_demo(emulator_url: str | None = None, as_json: bool = False, out: Any = 
     return 0
 
 
-def _seed_groups(control: Any, pool: Any) -> None:
+def seed_groups(control: Any, pool: Any) -> None:
     """Create the MIGs (standard and spot templates) the example ML pool names."""
 
     def template(name: str, spot: bool) -> dict[str, Any]:
