@@ -501,6 +501,9 @@ def _route(
 class _Handler(BaseHTTPRequestHandler):
     server: _EmulatorHTTPServer
     protocol_version = "HTTP/1.1"
+    # One buffered write per response and no Nagle: otherwise every call pays a 40 ms delayed ACK.
+    wbufsize = -1
+    disable_nagle_algorithm = True
     server_version = "ComputeEngineEmulator/1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -547,15 +550,15 @@ class _Handler(BaseHTTPRequestHandler):
             if not url.path.startswith("/compute/v1/"):
                 raise ApiError(404, f"The requested URL {url.path} was not found on this server.")
             forced_error = None
-            for fault in state.take_faults(method, url.path):
+            fault = state.take_fault(method, url.path)
+            if fault is not None:
                 if fault.get("delay_seconds"):
                     time.sleep(float(fault["delay_seconds"]))
                 if fault.get("status"):
                     status = int(fault["status"])
                     message, reason = _FAULT_MESSAGES.get(status, ("Injected fault", None))
                     raise ApiError(status, fault.get("message", message), fault.get("reason", reason))
-                if fault.get("operation_error"):
-                    forced_error = fault["operation_error"]
+                forced_error = fault.get("operation_error")
             found = _route(method, url.path)
             if found is None:
                 raise ApiError(404, f"The requested URL {url.path} was not found on this server.")
@@ -687,14 +690,19 @@ class ComputeEngineEmulator:
 
     def start(self) -> ComputeEngineEmulator:
         """Serve in a daemon thread and return self."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gce-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="gce-emulator",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``stop()`` or KeyboardInterrupt."""
         try:
-            self._server.serve_forever()
+            self._server.serve_forever(poll_interval=0.2)
         finally:
             self.state.close()
             self._server.server_close()

@@ -1885,25 +1885,26 @@ class ComputeEngineState:
             self._data["faults"] = []
             self._dirty = True
 
-    def take_faults(self, method: str, path: str) -> list[dict[str, Any]]:
-        """Consume and return the faults that match one request (each fault at most once per request).
+    def take_fault(self, method: str, path: str) -> dict[str, Any] | None:
+        """Consume one use of the oldest fault matching a request and return it (None when none match).
+
+        Faults queue up: two faults on the same path hit two successive calls, in the order added.
 
         :param method: HTTP method.
         :param path: request path (``/compute/v1/...``).
         """
         with self._txn():
-            taken = []
             for fault in self._data["faults"]:
-                if fault["method"] not in ("*", method.upper()) or not re.search(fault["path_regex"], path):
-                    continue
-                if fault["count"] == 0:
+                if fault["method"].upper() not in ("*", method.upper()) or not re.search(
+                    fault["path_regex"], path
+                ):
                     continue
                 if fault["count"] > 0:
                     fault["count"] -= 1
-                taken.append(dict(fault))
+                self._data["faults"] = [f for f in self._data["faults"] if f["count"] != 0]
                 self._dirty = True
-            self._data["faults"] = [f for f in self._data["faults"] if f["count"] != 0]
-            return taken
+                return dict(fault)
+            return None
 
     def configure(self, settings: dict[str, float]) -> dict[str, float]:
         """Change timing settings at run time (``boot_seconds``...).
