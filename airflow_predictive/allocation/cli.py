@@ -53,6 +53,10 @@ def register(commands: Any, bench: Any) -> None:
     demo.add_argument("--json", action="store_true", help="print JSON instead of a table")
     demo.set_defaults(func=_demo)
 
+    planner = bench.add_parser("planner", help="time one planner call (JSON: median and p95 milliseconds)")
+    planner.add_argument("--calls", type=int, default=2000, help="planner calls to time")
+    planner.set_defaults(func=_bench_planner)
+
 
 def _plan(args: argparse.Namespace) -> int:
     from airflow_predictive import config
@@ -146,3 +150,56 @@ def _demo(args: argparse.Namespace) -> int:
     from airflow_predictive.allocation.demo import run_demo
 
     return run_demo(emulator_url=args.emulator_url, as_json=args.json)
+
+
+def _bench_planner(args: argparse.Namespace) -> int:
+    """Time ``plan()`` on a 24-hour, 4-resource forecast view and a 6-VM pool, as the backtest calls it."""
+    import statistics
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from airflow_predictive.allocation.demo import demo_forecast
+    from airflow_predictive.allocation.planner import ForecastView, plan
+    from airflow_predictive.allocation.pool import EXAMPLE_POOLS, load_pools
+    from airflow_predictive.allocation.state import DiskState, InstanceState, PoolState
+    from airflow_predictive.allocation.types import Provisioning
+
+    if args.calls < 1:
+        print("error: --calls must be at least 1", file=sys.stderr)
+        return 2
+    pool = load_pools(EXAMPLE_POOLS)["etl-workers"]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    view = ForecastView.from_frame(
+        demo_forecast(pool.name, start, {"cpu": 36, "memory": 90, "storage": 400, "network": 4000}, hours=24),
+        pool.name,
+    )
+    state = PoolState(
+        instances=tuple(
+            InstanceState(
+                f"vm-{i}",
+                provisioning=Provisioning.SPOT if i % 3 == 0 else Provisioning.STANDARD,
+                machine_type=pool.machine_type,
+                created=start - timedelta(hours=i),
+            )
+            for i in range(6)
+        ),
+        disks=(DiskState("data-0", 200, "vm-0"),),
+    )
+    timings = []
+    for k in range(args.calls):
+        now = start + timedelta(minutes=5 * (k % 200))
+        t0 = time.perf_counter()
+        plan(view, state, pool, now, busy_instances={"vm-1"})
+        timings.append((time.perf_counter() - t0) * 1000.0)
+    timings.sort()
+    print(
+        json.dumps(
+            {
+                "benchmark": "planner",
+                "calls": args.calls,
+                "median_ms": round(statistics.median(timings), 4),
+                "p95_ms": round(timings[int(0.95 * (len(timings) - 1))], 4),
+            }
+        )
+    )
+    return 0
