@@ -207,7 +207,7 @@ def calibrate(
                 weight = float(grid[int(np.argmin(mae))])
                 err = weight * a_err + (1 - weight) * naive_err
         weights.append(weight)
-        offsets.append(_quantiles(err, levels, half_life))
+        offsets.append(_widened(err, levels, half_life))
     return {
         "h": hs.tolist(),
         "weight": weights,
@@ -215,6 +215,32 @@ def calibrate(
         "offsets": offsets,
         "n": int(e.size - burn),
     }
+
+
+def _widened(err: np.ndarray, levels: tuple[float, ...], half_life: float | None) -> list[float]:
+    """Error quantiles of the whole window, widened by how much the newest part outgrew the older part.
+
+    In-sample errors are optimistic and demand drifts: the spread (quantile minus median) learned on
+    the older 60% of origins is compared with the spread on the newest 40%; when the newest is wider,
+    the whole-window spread is scaled up by that ratio (at most 3x), never narrowed.
+    """
+    base = _quantiles(err, levels, half_life)
+    err = err[np.isfinite(err)]
+    split = int(0.6 * err.size)
+    if err.size < 100 or any(math.isnan(v) for v in base):
+        return base
+    older, newer = np.quantile(err[:split], [0.5, *levels]), np.quantile(err[split:], [0.5, *levels])
+    median = float(np.quantile(err, 0.5))
+    out = []
+    for j, q in enumerate(levels):
+        spread_old = older[j + 1] - older[0]
+        spread_new = newer[j + 1] - newer[0]
+        if q > 0.5 and spread_old > 0 and spread_new > spread_old:
+            factor = min(3.0, spread_new / spread_old)
+            out.append(median + factor * (base[j] - median))
+        else:
+            out.append(base[j])
+    return out
 
 
 def _quantiles(err: np.ndarray, levels: tuple[float, ...], half_life: float | None = None) -> list[float]:

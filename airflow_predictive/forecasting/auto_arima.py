@@ -146,7 +146,7 @@ class AutoArima(SeriesModel):
         maxiter: int = 20,
         clip_sigmas: float = 10.0,
         combine: bool = True,
-        calibration_half_life_days: float | None = 1.0,
+        calibration_half_life_days: float | None = None,
     ) -> None:
         self.select_days = select_days
         self.calibration_days = calibration_days

@@ -317,12 +317,15 @@ def _origins(n: int, period: int, steps: int, count: int, train: int) -> list[in
     return sorted({int(round(x)) for x in np.linspace(train, last, count)})
 
 
-def accuracy_trace(series: pd.Series, *, origins: int = 6, train_days: float = 3.0) -> dict:
+def accuracy_trace(
+    series: pd.Series, *, origins: int = 6, train_days: float = 3.0, compare_auto_arima: bool = True
+) -> dict:
     """Rolling-origin evaluation of one regular trace for the engine, seasonal naive and fresh auto_arima.
 
     :param series: demand on a regular UTC DatetimeIndex (from ``simulation.traces.load_trace``).
     :param origins: number of forecast origins (evenly spaced after the training period).
     :param train_days: history before the first origin.
+    :param compare_auto_arima: also run the (slow) fresh auto_arima per origin.
     """
     pin_threads()
     interval_s = int(series.attrs.get("interval_s") or (series.index[1] - series.index[0]).total_seconds())
@@ -362,6 +365,8 @@ def accuracy_trace(series: pd.Series, *, origins: int = 6, train_days: float = 3
         predictions["seasonal_naive"] = (naive.mean, naive.quantiles)
         started = time.perf_counter()
         try:
+            if not compare_auto_arima:
+                raise RuntimeError("auto_arima comparison disabled")
             predictions["auto_arima"] = fresh_auto_arima_forecast(window, steps, levels, engine.model)
         except Exception:  # pmdarima found no viable model: scored as seasonal naive, and counted
             failures += 1
