@@ -9,6 +9,7 @@ Each notifier is called like an Airflow callback with the task context plus ``pr
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,11 @@ def alerts_for(
     :param coverage_alert_gap: alert when coverage is this far below its target.
     """
     alerts: list[Alert] = []
-    degraded = [d for d in decisions if d.reselect or (d.n and d.coverage < d.level - coverage_alert_gap)]
+    degraded = [
+        d
+        for d in decisions
+        if d.reselect or (d.n and math.isfinite(d.coverage) and d.coverage < d.level - coverage_alert_gap)
+    ]
     if degraded:
         alerts.append(
             Alert(

@@ -64,9 +64,7 @@ class FeedbackResult:
 
     def summary(self) -> dict[str, Any]:
         """A small JSON summary (the evaluate task's XCom)."""
-        coverage = {
-            d.series_id: round(d.coverage, 4) for d in self.decisions if d.n and math.isfinite(d.coverage)
-        }
+        coverage = {d.series_id: round(d.coverage, 4) for d in self.decisions if math.isfinite(d.coverage)}
         return {
             "window_start": self.window_start.isoformat(),
             "window_end": self.window_end.isoformat(),
@@ -239,8 +237,9 @@ def run_feedback_cycle(
             sid: evaluation.provisioning_level(plans, parse_series_id(sid).pool)
             for sid in joined["series_id"].unique()
         }
+        joined["fresh"] = keep
         decisions = decide(
-            joined[keep],
+            joined,
             scored,
             level=levels,
             tolerance=tolerance,

@@ -77,7 +77,9 @@ def decide(
 ) -> list[Decision]:
     """Decide the width correction and re-selection flag of every series in ``joined``.
 
-    :param joined: recent forecast rows with their ``actual`` (:func:`evaluation.joined`).
+    :param joined: recent forecast rows with their ``actual`` (:func:`evaluation.joined`); an optional
+        boolean ``fresh`` column marks the rows made with the current calibration (the only ones the
+        width correction learns from; re-selection looks at the MASE of all).
     :param evaluations: this cycle's scores (for MASE).
     :param level: provisioning quantile, or ``{series_id: level}`` (default 0.95 for absent series).
     :param tolerance: leave the width alone while ``|coverage - level| <= tolerance``.
@@ -94,14 +96,21 @@ def decide(
         col = f"q{q:g}"
         if col not in group:
             raise ValueError(f"forecasts of {sid} have no {col} column; stored quantiles must include {q:g}")
+        if "fresh" in group:
+            # Only forecasts made with the current calibration measure it (see cycle._corrected_since).
+            group = group[group["fresh"].astype(bool)]
         half = (group[col] - group["mean"]).to_numpy(float)
         err = (group["actual"] - group["mean"]).to_numpy(float)
         ok = np.isfinite(half) & np.isfinite(err) & (half > 1e-9)
-        covered = float(np.mean(group["actual"].to_numpy(float) <= group[col].to_numpy(float)))
+        covered = (
+            float(np.mean(group["actual"].to_numpy(float) <= group[col].to_numpy(float)))
+            if len(group)
+            else float("nan")
+        )
         mase = value_of(evaluations, sid, scores.MASE)
         decision = Decision(series_id=sid, level=q, coverage=covered, n=int(ok.sum()), mase=mase)
         reasons = []
-        if decision.n >= min_samples and abs(covered - q) > tolerance:
+        if decision.n >= min_samples and math.isfinite(covered) and abs(covered - q) > tolerance:
             factor = conformal_factor(err[ok] / half[ok], q)
             decision.factor = float(np.clip(factor, MIN_FACTOR, MAX_FACTOR)) if factor > 0 else MIN_FACTOR
             reasons.append(

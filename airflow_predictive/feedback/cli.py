@@ -1,0 +1,82 @@
+"""``airflow-predictive report``: write the forecast report page; ``evaluate``: run one feedback cycle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+
+def _now(raw: str | None) -> datetime:
+    if not raw:
+        return datetime.now(UTC)
+    value = datetime.fromisoformat(raw)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _store(args: argparse.Namespace):
+    from airflow_predictive.store import ProfileStore
+
+    if args.store:
+        return ProfileStore(args.store) if "://" in args.store else ProfileStore.sqlite(args.store)
+    return ProfileStore.from_config()
+
+
+def _report(args: argparse.Namespace) -> int:
+    from airflow_predictive.feedback.report import write_report
+
+    try:
+        now = _now(args.now)
+    except ValueError:
+        print(f"--now {args.now!r} is not an ISO 8601 timestamp", file=sys.stderr)
+        return 2
+    store = _store(args)
+    try:
+        path = write_report(store, args.output, now=now, pools=args.pool or None, history_hours=args.hours)
+    finally:
+        store.dispose()
+    print(path)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from airflow_predictive.feedback.cycle import run_feedback_cycle
+
+    try:
+        now = _now(args.now)
+    except ValueError:
+        print(f"--now {args.now!r} is not an ISO 8601 timestamp", file=sys.stderr)
+        return 2
+    store = _store(args)
+    try:
+        result = run_feedback_cycle(
+            store, now=now, pools=args.pool or None, recalibrate=not args.dry_run, emit_metrics=False
+        )
+    finally:
+        store.dispose()
+    print(result.table())
+    print(json.dumps(result.summary(), indent=1))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    """Add ``report`` and ``evaluate`` to the ``airflow-predictive`` command.
+
+    :param commands: top-level sub-parsers.
+    :param bench: ``bench`` sub-parsers (unused).
+    """
+    report = commands.add_parser("report", help="write the forecast report page (self-contained HTML)")
+    report.add_argument("-o", "--output", default="predictive-report.html", help="HTML file to write")
+    report.add_argument("--store", help="SQLAlchemy URL or SQLite file (default: [predictive] config)")
+    report.add_argument("--pool", action="append", help="only this capacity pool (repeatable)")
+    report.add_argument("--now", help="the report's 'now' (ISO 8601; default: current time)")
+    report.add_argument("--hours", type=float, default=24, help="hours of history to draw")
+    report.set_defaults(func=_report)
+
+    evaluate = commands.add_parser("evaluate", help="score past forecasts, recalibrate, print the scores")
+    evaluate.add_argument("--store", help="SQLAlchemy URL or SQLite file (default: [predictive] config)")
+    evaluate.add_argument("--pool", action="append", help="only this capacity pool (repeatable)")
+    evaluate.add_argument("--now", help="evaluate as of this time (ISO 8601)")
+    evaluate.add_argument("--dry-run", action="store_true", help="score only; change no calibration")
+    evaluate.set_defaults(func=_evaluate)

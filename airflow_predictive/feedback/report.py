@@ -1,0 +1,55 @@
+"""The forecast report page as one self-contained HTML file (``make demo`` ends by writing it).
+
+Same data and same charts as the ``/predictive`` page in the Airflow UI
+(:func:`airflow_predictive.plugins.pages.collect` and :func:`~airflow_predictive.plugins.pages.render_page`);
+only plotly.js differs: it is inlined from the installed ``plotly`` package's offline bundle, so the
+file opens anywhere with no server and no internet access.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+
+def render_report(
+    store: Any, *, now: datetime | None = None, pools: list[str] | None = None, history_hours: float = 24
+) -> str:
+    """The report HTML (plotly.js inlined).
+
+    :param store: the ProfileStore.
+    :param now: the report's "now" (default: the current time).
+    :param pools: only these capacity pools.
+    :param history_hours: demand and capacity history to draw.
+    """
+    from plotly.offline import get_plotlyjs
+
+    from airflow_predictive.plugins import pages
+
+    data = pages.collect(store, pools=pools, now=now, history=timedelta(hours=history_hours))
+    return pages.render_page(data, plotly_inline=get_plotlyjs(), title="Predictive capacity report")
+
+
+def write_report(
+    store: Any,
+    path: str | Path,
+    *,
+    now: datetime | None = None,
+    pools: list[str] | None = None,
+    history_hours: float = 24,
+) -> Path:
+    """Write the report page to ``path`` (folders created); return its absolute path.
+
+    :param store: the ProfileStore.
+    :param path: the HTML file to write.
+    :param now: the report's "now" (default: the current time).
+    :param pools: only these capacity pools.
+    :param history_hours: demand and capacity history to draw.
+    """
+    target = Path(path).expanduser().absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(
+        render_report(store, now=now, pools=pools, history_hours=history_hours), encoding="utf-8"
+    )
+    return target

@@ -1,0 +1,170 @@
+"""Scores, decisions, alerts through a real BaseNotifier, the report file and the CLI, on a real store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from airflow.sdk import BaseNotifier
+
+from airflow_predictive.feedback import alerts, evaluation, scores
+from airflow_predictive.feedback.cycle import run_feedback_cycle
+from airflow_predictive.feedback.recalibration import conformal_factor, decide
+from airflow_predictive.feedback.report import write_report
+from tests.ui.seed import MEANS, NOW, POOL, SERIES, seed
+
+
+class FileNotifier(BaseNotifier):
+    """Appends the rendered alert title to a file (a real notifier; SMTP/Slack need a network)."""
+
+    template_fields = ("title",)
+
+    def __init__(self, path, title: str = "{{ predictive_alert.title }}") -> None:
+        super().__init__()
+        self.path = path
+        self.title = title
+
+    def notify(self, context) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(f"{context['predictive_alert']['kind']}|{self.title}\n")
+
+
+def _forecast(values, issued_at, *, spread: float) -> pd.DataFrame:
+    ts = pd.date_range(issued_at + timedelta(minutes=5), periods=len(values), freq="5min")
+    frame = pd.DataFrame({"series_id": SERIES, "ts": ts, "mean": values, "model": "m", "fallback": ""})
+    frame["issued_at"] = issued_at
+    for level in (0.5, 0.9, 0.95):
+        frame[f"q{level:g}"] = frame["mean"] + spread * {0.5: 0.0, 0.9: 1.2816, 0.95: 1.6449}[level]
+    return frame
+
+
+def test_scores_match_hand_computation() -> None:
+    actual = np.array([10.0, 12.0, 9.0, 11.0])
+    forecasts = _forecast([10.0, 10.0, 10.0, 10.0], NOW, spread=1.0)
+    demand = pd.DataFrame({"series_id": SERIES, "ts": forecasts["ts"], "value": actual})
+    history = pd.DataFrame({"series_id": SERIES, "ts": range(5), "value": [1.0, 2.0, 1.0, 2.0, 1.0]})
+    out = evaluation.score_forecasts(forecasts, demand, window_end=NOW, history=history)
+    all_h = out[out["horizon_minutes"] == scores.ALL_HORIZONS].set_index("metric")["value"]
+    assert all_h[scores.MASE] == pytest.approx(np.mean(np.abs(actual - 10)) / 1.0)
+    assert all_h[scores.coverage_metric(0.95)] == pytest.approx(0.75)  # 10, 9, 11 <= 11.64; 12 is not
+    diff = actual - 11.6449
+    assert all_h[scores.pinball_metric(0.95)] == pytest.approx(np.mean(np.maximum(0.95 * diff, -0.05 * diff)))
+    assert set(out["horizon_minutes"]) == {0, 15, 60}
+
+
+def test_conformal_factor_restores_coverage_on_fresh_errors() -> None:
+    rng = np.random.default_rng(1)
+    errors = rng.standard_normal(4000) * 2.0  # noise doubled; intervals still sized for sd 1
+    factor = conformal_factor(errors[:2000] / 1.6449, 0.95)
+    assert factor == pytest.approx(2.0, rel=0.1)
+    assert np.mean(errors[2000:] <= 1.6449 * factor) == pytest.approx(0.95, abs=0.015)
+
+
+def test_decide_widens_and_flags() -> None:
+    rng = np.random.default_rng(2)
+    forecasts = _forecast(np.full(200, 10.0), NOW, spread=1.0)
+    forecasts["actual"] = 10 + 2 * rng.standard_normal(200)
+    forecasts["lead_minutes"] = 5.0
+    ev = pd.DataFrame([(SERIES, NOW, 0, scores.MASE, 1.7)], columns=evaluation.EVALUATION_COLUMNS)
+    (d,) = decide(forecasts, ev, level=0.95, mase_threshold=1.5)
+    assert d.coverage < 0.85 and d.factor > 1.5 and d.reselect
+    with pytest.raises(ValueError, match="q0.8"):
+        decide(forecasts, ev, level=0.8)
+
+
+def test_cycle_stores_scores_alerts_and_flags(store, tmp_path) -> None:
+    seed(store, NOW)
+    store.save_model_states(
+        [
+            {
+                "series_id": SERIES,
+                "model": "auto_arima",
+                "state": {"kind": "arima"},
+                "fitted_at": NOW - timedelta(days=1),
+            }
+        ]
+    )
+    # What happened: demand far above the seeded forecast (degraded) for the next 2 hours.
+    ts = pd.date_range(NOW, periods=24, freq="5min")
+    store.write_demand(pd.DataFrame({"series_id": SERIES, "ts": ts, "value": np.array(MEANS) + 9}))
+    sent = tmp_path / "alerts.txt"
+    result = run_feedback_cycle(
+        store,
+        now=NOW + timedelta(hours=2, minutes=5),
+        notifiers={"forecast_degraded": FileNotifier(sent), "action_failed": [FileNotifier(sent)]},
+        emit_metrics=False,
+        min_samples=5,
+    )
+    assert result.reselected == [SERIES]
+    assert store.model_states([SERIES])[SERIES]["needs_reselect"] is True
+    stored = store.evaluations([SERIES])
+    assert {scores.MASE, scores.UNMET_DEMAND, scores.coverage_metric(0.95)} <= set(stored["metric"])
+    assert evaluation.value_of(stored, SERIES, scores.coverage_metric(0.95)) == 0.0
+    lines = sent.read_text().splitlines()
+    assert "forecast_degraded|Forecast degraded on 1 series" in lines
+    assert "action_failed|1 capacity action(s) failed" in lines
+    summary = result.summary()
+    assert json.dumps(summary) and summary["reselect"] == [SERIES]
+    # A second cycle scores nothing twice (watermark).
+    again = run_feedback_cycle(store, now=NOW + timedelta(hours=2, minutes=5), emit_metrics=False)
+    assert again.evaluations.empty or not (again.evaluations["metric"] == "n").any()
+
+
+def test_bad_notifier_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown alert kind 'forecast_bad'"):
+        alerts.validate_notifiers({"forecast_bad": FileNotifier("x")})
+
+
+def test_report_file_is_self_contained(store, tmp_path) -> None:
+    seed(store, NOW)
+    path = write_report(store, tmp_path / "out" / "report.html", now=NOW)
+    html = path.read_text()
+    assert "<script src=" not in html and "https://" not in html.split("</script>", 1)[1][:0] + ""
+    assert "Plotly.newPlot" in html and 'data-series="' + SERIES + '"' in html
+    assert "q0.95 of next 30 min exceeds capacity by 3.2 vCPU" in html
+    assert f"Pool {POOL}" in html
+
+
+def test_cli_report(store, tmp_path) -> None:
+    seed(store, NOW)
+    target = tmp_path / "cli.html"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airflow_predictive.cli",
+            "report",
+            "--store",
+            str(store.url.database),
+            "-o",
+            str(target),
+            "--now",
+            NOW.isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(target) and target.stat().st_size > 1_000_000
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airflow_predictive.cli",
+            "report",
+            "--store",
+            str(store.url.database),
+            "--now",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "--now 'x'" in bad.stderr
