@@ -55,6 +55,8 @@ DEFAULT_CONFIG: dict[str, float] = {
     "recreate_seconds": 1.0,  # a preempted MIG member is recreated after this long
 }
 
+MAX_OPERATIONS = 5000  # finished operations kept (oldest dropped first, with their request ids)
+
 _REASONS = {
     400: "invalid",
     403: "forbidden",
@@ -306,12 +308,24 @@ class ComputeEngineState:
         elif scope.startswith("regions/"):
             op["region"] = f"{LINK_PREFIX}projects/{project}/{scope}"
         self._data["operations"][path] = op
+        self._prune_operations()
         if error is not None or done_at is None or done_at <= now:
             self._finish_operation(op, now, error)
         else:
             self._schedule(done_at, {"type": "op_done", "path": path})
         self._dirty = True
         return op
+
+    def _prune_operations(self) -> None:
+        # Google keeps finished operations for a while, not forever; a long demo must not grow without bound.
+        operations = self._data["operations"]
+        if len(operations) <= MAX_OPERATIONS:
+            return
+        done = [p for p, op in operations.items() if op["status"] == "DONE"]
+        for path in done[: len(operations) - MAX_OPERATIONS]:
+            del operations[path]
+        kept = set(operations)
+        self._data["request_ids"] = {k: v for k, v in self._data["request_ids"].items() if v in kept}
 
     @staticmethod
     def _finish_operation(op: dict[str, Any], at: float, error: dict[str, Any] | None) -> None:

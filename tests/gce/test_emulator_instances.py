@@ -261,3 +261,27 @@ def test_delete_removes_the_vm_and_its_auto_delete_boot_disk(client, control, wa
     assert wait_op(operation).operation_type == "delete"
     assert list(instances.list(project=PROJECT, zone=ZONE)) == []
     assert list(disks.list(project=PROJECT, zone=ZONE)) == []
+
+
+def test_reads_are_served_while_a_wait_is_blocked(client, control):
+    import threading
+
+    control.configure(boot_seconds=1.0)
+    instances = client(compute_v1.InstancesClient)
+    operation = _insert(instances, _instance("worker-1"))
+    waited = {}
+    waiter = threading.Thread(
+        target=lambda: waited.update(
+            op=client(compute_v1.ZoneOperationsClient).wait(
+                project=PROJECT, zone=ZONE, operation=operation.name
+            )
+        )
+    )
+    waiter.start()
+    assert instances.get(project=PROJECT, zone=ZONE, instance="worker-1").status in (
+        "PROVISIONING",
+        "STAGING",
+    )
+    assert waiter.is_alive()
+    waiter.join(timeout=10)
+    assert waited["op"].status == compute_v1.Operation.Status.DONE

@@ -169,3 +169,16 @@ def test_wait_returns_at_its_deadline_with_the_operation_still_running(gce_emula
     )
     assert waited.status == compute_v1.Operation.Status.RUNNING
     eventually(lambda: instances.get(project=PROJECT, zone=ZONE, instance="slow").status == "PROVISIONING")
+
+
+def test_finished_operations_are_pruned_oldest_first(monkeypatch):
+    from airflow_predictive.gce import emulator_state
+
+    monkeypatch.setattr(emulator_state, "MAX_OPERATIONS", 3)
+    state = emulator_state.ComputeEngineState(config={"operation_seconds": 0})
+    for index in range(5):
+        state.insert_disk(PROJECT, ZONE, {"name": f"d{index}", "sizeGb": 10}, request_id=f"r{index}")
+    assert len(state.list(f"projects/{PROJECT}/zones/{ZONE}/operations", operations=True)) == 3
+    assert len(state.list(f"projects/{PROJECT}/zones/{ZONE}/disks")) == 5
+    again = state.insert_disk(PROJECT, ZONE, {"name": "d4", "sizeGb": 10}, request_id="r4")
+    assert again["targetLink"].endswith("/disks/d4") and "error" not in again
