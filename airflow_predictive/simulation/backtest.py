@@ -108,7 +108,7 @@ def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
 
 
 def _infer_interval_s(series: pd.Series) -> int:
-    steps = np.diff(series.index.asi8)
+    steps = np.diff(series.index.as_unit("ns").asi8)  # the store yields datetime64[us]
     return int(np.median(steps) // 10**9) if len(steps) else 0
 
 
@@ -162,18 +162,21 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
     if options.sweep:
         frontiers: dict[str, list[dict[str, Any]]] = {}
         for name, policy in policies.items():
-            points = []
             for knob in sweep_knobs(name):
                 variant = policy.with_knob(**knob) if knob else policy
                 m = run(variant)["metrics"]
-                points.append(
+                # Guarded points are the proposal (a reactive guard in the planner), kept apart so the
+                # product's own frontier (its quantile / utilisation knobs) is read unmixed.
+                key = f"{name}+guard" if "guard_utilization" in knob else name
+                frontiers.setdefault(key, []).append(
                     {
                         "knob": knob,
                         "capacity_hours": round(m.capacity_hours, 4),
                         "unmet_pct": round(m.unmet_pct, 4),
                     }
                 )
-            frontiers[name] = sorted(points, key=lambda p: p["capacity_hours"])
+        for points in frontiers.values():
+            points.sort(key=lambda p: p["capacity_hours"])
         result["frontiers"] = frontiers
         result["headline"] = headline(result)
     result["_series"] = detail.__dict__
@@ -238,6 +241,46 @@ def backtest(
         paths, time_column=time_column, value_column=value_column, sep=sep, interval=interval
     )
     return [backtest_trace(series, options) for series in traces]
+
+
+def series_from_demand(frame: pd.DataFrame, series_id: str, *, interval_s: int = 300) -> pd.Series:
+    """One demand series of the long demand frame (``series_id, ts, value``) as a backtest trace.
+
+    Used by the demo to backtest its own pool history (``store.demand([series_id])``).
+
+    :param frame: long demand frame, e.g. from ``ProfileStore.demand``.
+    :param series_id: the series to take (``pool=<pool>/resource=cpu``).
+    :param interval_s: bucket width; missing buckets are filled by linear interpolation.
+    """
+    frame = frame.rename(columns=str)  # store frames may carry SQLAlchemy column-name objects
+    rows = frame[frame["series_id"].astype(str) == series_id]
+    if rows.empty:
+        raise TraceError(f"{series_id}: no demand rows")
+    stamps = pd.to_datetime(rows["ts"].to_numpy(), utc=True)
+    values = pd.Series(rows["value"].to_numpy(dtype=float), index=pd.DatetimeIndex(stamps))
+    values = values.groupby(values.index.floor(f"{interval_s}s")).mean()
+    grid = pd.date_range(values.index[0], values.index[-1], freq=f"{interval_s}s")
+    series = values.reindex(grid).interpolate(limit_direction="both").clip(lower=0.0)
+    series.name = series_id
+    series.index.name = "ts"
+    series.attrs.update(source=series_id, column="value", interval_s=interval_s)
+    return series
+
+
+def backtest_pool_history(
+    store, pool: str, options: BacktestOptions | None = None, *, resource: str = "cpu"
+) -> dict[str, Any]:
+    """Backtest a pool's own recorded demand (what ``make demo`` ends with).
+
+    :param store: a :class:`~airflow_predictive.store.ProfileStore`.
+    :param pool: pool name.
+    :param options: backtest options (the history must be shorter than the recorded demand).
+    :param resource: which resource series to replay.
+    """
+    from airflow_predictive.demand import series_id as make_series_id
+
+    sid = make_series_id(pool, resource)
+    return backtest_trace(series_from_demand(store.demand([sid]), sid), options)
 
 
 def with_policies(options: BacktestOptions, policies: Sequence[str]) -> BacktestOptions:

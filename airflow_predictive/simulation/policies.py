@@ -48,9 +48,11 @@ def sweep_knobs(name: str) -> list[dict[str, Any]]:
     if name == "reactive":
         return [{"target_utilization": u} for u in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]
     if name in ("seasonal", "predictive"):
-        return [{"quantile": q} for q in (0.5, 0.8, 0.9, 0.95, 0.99)] + [
-            {"quantile": 0.9, "headroom": h} for h in (0.9, 1.1, 1.25)
-        ]
+        return (
+            [{"quantile": q} for q in (0.5, 0.8, 0.9, 0.95, 0.99)]
+            + [{"quantile": 0.9, "target_utilization": u} for u in (0.8, 0.9)]
+            + [{"quantile": q, "guard_utilization": 0.9} for q in (0.5, 0.8, 0.9)]
+        )
     return [{}]
 
 
@@ -116,6 +118,7 @@ def backtest_pool(
     :param target_utilization: planned utilisation (None: the product default for the signal).
     """
     from airflow_predictive.allocation.pool import (
+        Backend,
         CapacityPool,
         LeadTimes,
         Prices,
@@ -139,6 +142,9 @@ def backtest_pool(
         name=POOL_NAME,
         project="backtest-project",
         zone="us-central1-a",
+        # A managed instance group, like the GCE autoscaler it is compared with.
+        backend=Backend.MANAGED_INSTANCE_GROUP,
+        group=GROUP,
         machine_type=machine_type,
         vcpus=context.instance_capacity,
         memory_gib=machines.lookup(machine_type).memory_gib,
@@ -173,7 +179,7 @@ class FleetStates:
 
         statuses = ["RUNNING"] * fleet.running + ["PROVISIONING"] * fleet.booting_count
         instances = tuple(self._instance(i, status) for i, status in enumerate(statuses))
-        return PoolState(instances=instances, observed_at=now)
+        return PoolState(instances=instances, target_sizes={GROUP: len(instances)}, observed_at=now)
 
     def _instance(self, i: int, status: str) -> Any:
         key = (i, status)
@@ -181,7 +187,7 @@ class FleetStates:
             from datetime import UTC, datetime, timedelta
 
             created = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
-            self._cache[key] = self._make(name=f"sim-{i:03d}", status=status, created=created)
+            self._cache[key] = self._make(name=f"sim-{i:03d}", status=status, created=created, group=GROUP)
         return self._cache[key]
 
 
@@ -278,6 +284,7 @@ def demand_frame(context: ReplayContext, lo: int, hi: int) -> Any:
 
 
 SERIES_ID = f"pool={POOL_NAME}/resource=cpu"
+GROUP = "backtest-mig"
 
 
 class ForecastPolicy:
@@ -292,9 +299,18 @@ class ForecastPolicy:
 
     name = "forecast"
 
-    def __init__(self, quantile: float | None = None, target_utilization: float | None = None) -> None:
+    def __init__(
+        self,
+        quantile: float | None = None,
+        target_utilization: float | None = None,
+        guard_utilization: float | None = None,
+    ) -> None:
         self.quantile = quantile
         self.target_utilization = target_utilization
+        # Proposal for the product (off by default, so the product's defaults are what is scored): also
+        # run the planner's recent-demand rule at this utilisation and keep the larger size.
+        self.guard_utilization = guard_utilization
+        self._guard_pool: Any = None
         self.context: ReplayContext | None = None
         self.pool: Any = None
         self._states = FleetStates()
@@ -313,6 +329,7 @@ class ForecastPolicy:
             "stabilization_minutes": pool.scale_in.stabilization_minutes if pool else None,
             "refresh_steps": self.refresh_steps,
             "planner": "airflow_predictive.allocation.planner.plan",
+            **({"guard_utilization": self.guard_utilization} if self.guard_utilization else {}),
         }
 
     def prepare(self, context: ReplayContext) -> None:
@@ -322,6 +339,10 @@ class ForecastPolicy:
         self.pool = backtest_pool(
             context, signal="forecast", quantile=self.quantile, target_utilization=self.target_utilization
         )
+        if self.guard_utilization:
+            self._guard_pool = backtest_pool(
+                context, signal="recent_demand", target_utilization=self.guard_utilization
+            )
         self._view_step = -(10**9)
 
     def horizon_steps(self) -> int:
@@ -339,8 +360,13 @@ class ForecastPolicy:
             self._view = self._cache[step]
             self._view_step = step
         now = self.context.index[step].to_pydatetime()
-        result = plan(self._view, self._states.state(fleet, now), self.pool, now)
-        return planned_size(result)
+        state = self._states.state(fleet, now)
+        size = planned_size(plan(self._view, state, self.pool, now))
+        if self._guard_pool is not None:
+            recent = self.context.demand[max(0, step - 2) : step]
+            guard = plan(None, state, self._guard_pool, now, recent_demand={"cpu": recent})
+            size = max(size, planned_size(guard))
+        return size
 
     def forecast_at(self, step: int) -> Any:
         """A :class:`~airflow_predictive.allocation.planner.ForecastView` issued at ``step``.
@@ -363,13 +389,21 @@ class ForecastPolicy:
         ts = start_ns + np.arange(n, dtype=np.int64) * context.interval_s * 10**9
         return ForecastView({"cpu": (ts, columns)}, context.interval_s * 10**9)
 
-    def with_knob(self, quantile: float | None = None, target_utilization: float | None = None):
+    def with_knob(
+        self,
+        quantile: float | None = None,
+        target_utilization: float | None = None,
+        guard_utilization: float | None = None,
+    ):
         """The same policy with another quantile / utilisation, sharing the already-issued forecasts.
 
         :param quantile: forecast quantile.
         :param target_utilization: planned utilisation (1 / headroom).
+        :param guard_utilization: reactive guard (proposal), None for the product default (none).
         """
-        variant = self._variant(quantile=quantile, target_utilization=target_utilization)
+        variant = self._variant(
+            quantile=quantile, target_utilization=target_utilization, guard_utilization=guard_utilization
+        )
         variant._cache = self._cache
         variant.context = self.context
         return variant
@@ -423,8 +457,13 @@ class PredictivePolicy(ForecastPolicy):
 
     name = "predictive"
 
-    def __init__(self, quantile: float | None = None, target_utilization: float | None = None) -> None:
-        super().__init__(quantile=quantile, target_utilization=target_utilization)
+    def __init__(
+        self,
+        quantile: float | None = None,
+        target_utilization: float | None = None,
+        guard_utilization: float | None = None,
+    ) -> None:
+        super().__init__(quantile, target_utilization, guard_utilization)
         self.forecaster: Any = None
         self.states: dict[str, dict] = {}
         self.refit_steps = 12

@@ -144,3 +144,20 @@ def test_headline_interpolates_the_frontier_at_reactive_capacity_and_unmet():
     line = headline(result)
     assert line["unmet_pct_at_reactive_capacity_hours"] == pytest.approx(2.0)
     assert line["capacity_hours_at_reactive_unmet_pct"] == pytest.approx(150.0)
+
+
+def test_a_pools_recorded_demand_backtests_like_a_trace(store):
+    from airflow_predictive.simulation.backtest import backtest_pool_history
+
+    index = pd.date_range("2024-01-01", periods=2 * 288, freq="5min", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "series_id": "pool=etl/resource=cpu",
+            "ts": index,
+            "value": 4 + 2 * np.sin(np.arange(len(index)) * 2 * np.pi / 288),
+        }
+    )
+    store.write_demand(frame)
+    result = backtest_pool_history(store, "etl", BacktestOptions(policies=("oracle",), history="1d"))
+    assert result["trace"] == "pool=etl/resource=cpu"
+    assert result["scored_steps"] == 288
