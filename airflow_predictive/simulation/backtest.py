@@ -107,6 +107,22 @@ def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
     )
 
 
+def daily_autocorrelation(values: np.ndarray, interval_s: int) -> float:
+    """Lag-one-day autocorrelation of a demand trace (how strong its daily cycle is).
+
+    :param values: demand per step.
+    :param interval_s: step length in seconds.
+    """
+    lag = round(86400 / interval_s)
+    values = np.asarray(values, dtype=float)
+    if values.size <= lag + 2:
+        return 0.0
+    a, b = values[:-lag], values[lag:]
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def _infer_interval_s(series: pd.Series) -> int:
     steps = np.diff(series.index.as_unit("ns").asi8)  # the store yields datetime64[us]
     return int(np.median(steps) // 10**9) if len(steps) else 0
@@ -135,6 +151,7 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
         "boot_delay_s": int(pd.Timedelta(options.boot_delay).total_seconds()),
         "peak_instances": int(options.peak_instances),
         "instance_capacity": float(context.instance_capacity),
+        "daily_autocorrelation": round(daily_autocorrelation(context.demand, context.interval_s), 3),
         "policies": {},
     }
 

@@ -94,7 +94,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         report.write_json(results, args.json_out)
         print(f"JSON: {Path(args.json_out).resolve()}")
     if args.markdown:
-        Path(args.markdown).write_text(report.markdown_table(results))
+        Path(args.markdown).write_text(report.markdown_table(results) + "\n" + report.targets_table(results))
         print(f"Markdown: {Path(args.markdown).resolve()}")
     if args.report:
         report.write_html(results, args.report)

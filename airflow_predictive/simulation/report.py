@@ -56,6 +56,54 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Lag-one-day autocorrelation from which a trace counts as having a daily cycle.
+DAILY_CYCLE = 0.5
+
+
+def targets_table(results: list[dict[str, Any]]) -> str:
+    """Markdown table of the issue's targets for ``predictive`` per trace, with the verdict.
+
+    Daily-cycle traces (lag-1-day autocorrelation >= 0.5): capacity-hours <= 0.75x reactive's, unmet
+    <= reactive's, and better than ``seasonal`` on both. Other traces: unmet and capacity-hours each
+    within 5% of reactive's (unmet compared in points of percent when reactive's is below 1%).
+
+    :param results: one result per trace, with reactive, seasonal and predictive.
+    """
+    lines = [
+        "| trace | daily cycle (acf 1 d) | predictive cap-h / reactive | unmet % predictive / reactive "
+        "/ seasonal | cap-h / seasonal | target | met? |",
+        "|---|---|---:|---|---:|---|---|",
+    ]
+    for result in results:
+        p = result["policies"].get("predictive")
+        r = result["policies"].get("reactive")
+        s = result["policies"].get("seasonal")
+        if not (p and r and s):
+            continue
+        acf = result.get("daily_autocorrelation", 0.0)
+        ratio = p["capacity_hours"] / r["capacity_hours"]
+        vs_seasonal = p["capacity_hours"] / s["capacity_hours"]
+        if acf >= DAILY_CYCLE:
+            target = "cap <= 0.75x reactive, unmet <= reactive, beats seasonal on both"
+            checks = {
+                "cap": ratio <= 0.75,
+                "unmet": p["unmet_pct"] <= r["unmet_pct"] + 1e-9,
+                "vs seasonal": p["unmet_pct"] <= s["unmet_pct"] and vs_seasonal <= 1.0,
+            }
+        else:
+            target = "unmet and cap within 5% of reactive"
+            unmet_ok = abs(p["unmet_pct"] - r["unmet_pct"]) <= max(0.05 * r["unmet_pct"], 0.05)
+            checks = {"cap": abs(ratio - 1.0) <= 0.05, "unmet": unmet_ok}
+        missed = [k for k, ok in checks.items() if not ok]
+        verdict = "yes" if not missed else "no: " + ", ".join(missed)
+        lines.append(
+            f"| {result['trace']} | {'yes' if acf >= DAILY_CYCLE else 'no'} ({acf:.2f}) | {ratio:.2f} | "
+            f"{p['unmet_pct']:.2f} / {r['unmet_pct']:.2f} / {s['unmet_pct']:.2f} | {vs_seasonal:.2f} | "
+            f"{target} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def text_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table for the terminal (same columns as :func:`markdown_table`).
 

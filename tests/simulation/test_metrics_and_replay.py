@@ -161,3 +161,40 @@ def test_a_pools_recorded_demand_backtests_like_a_trace(store):
     result = backtest_pool_history(store, "etl", BacktestOptions(policies=("oracle",), history="1d"))
     assert result["trace"] == "pool=etl/resource=cpu"
     assert result["scored_steps"] == 288
+
+
+def test_targets_table_states_which_target_each_trace_meets():
+    from airflow_predictive.simulation.report import targets_table
+
+    def result(name, acf, p, r, s):
+        keys = ("capacity_hours", "unmet_pct")
+        return {
+            "trace": name,
+            "daily_autocorrelation": acf,
+            "policies": {
+                "predictive": dict(zip(keys, p, strict=True)),
+                "reactive": dict(zip(keys, r, strict=True)),
+                "seasonal": dict(zip(keys, s, strict=True)),
+            },
+        }
+
+    table = targets_table(
+        [
+            result("cyclic-ok", 0.8, (70.0, 1.0), (100.0, 1.5), (75.0, 1.2)),
+            result("cyclic-miss", 0.8, (70.0, 2.0), (100.0, 1.5), (75.0, 1.2)),
+            result("spiky-ok", 0.1, (102.0, 3.0), (100.0, 3.1), (80.0, 5.0)),
+        ]
+    )
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert rows["cyclic-ok"].rstrip("| ").endswith("yes")
+    assert "no: unmet, vs seasonal" in rows["cyclic-miss"]
+    assert rows["spiky-ok"].rstrip("| ").endswith("yes")
+
+
+def test_daily_autocorrelation_separates_cyclic_from_flat_noise():
+    from airflow_predictive.simulation.backtest import daily_autocorrelation
+
+    t = np.arange(3 * 288)
+    assert daily_autocorrelation(np.sin(2 * np.pi * t / 288), 300) > 0.99
+    noise = np.random.default_rng(0).normal(size=t.size)
+    assert abs(daily_autocorrelation(noise, 300)) < 0.2
