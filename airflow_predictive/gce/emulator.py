@@ -817,31 +817,62 @@ class EmulatorControl:
             ) from exc
 
     def health(self) -> bool:
+        """Return whether the emulator answers ``GET /_emulator/health``."""
         try:
             return self.call("GET", "health") == {"status": "ok"}
         except (OSError, RuntimeError):
             return False
 
     def state(self) -> dict[str, Any]:
+        """Return every resource, the active faults, quotas and timing settings."""
         return self.call("GET", "state")
 
     def reset(self) -> None:
+        """Forget every resource, operation, fault and quota override."""
         self.call("POST", "reset", {})
 
     def configure(self, **settings: float) -> dict[str, float]:
+        """Change timing settings (``boot_seconds=2`` ...) and return them all.
+
+        :param settings: ``boot_seconds``, ``stop_seconds``, ``operation_seconds``, ``wait_timeout_seconds``,
+            ``recreate_seconds``.
+        """
         return self.call("POST", "config", settings)
 
     def inject_fault(self, **fault: Any) -> dict[str, Any]:
+        """Register a fault (``status=429``, ``operation_error={...}`` or ``delay_seconds=5``) and return it.
+
+        :param fault: ``method``, ``path_regex``, ``count`` and the fault itself (see the module docstring).
+        """
         return self.call("POST", "faults", fault)
 
     def clear_faults(self) -> None:
+        """Remove every active fault."""
         self.call("DELETE", "faults")
 
     def preempt(self, instance: str, zone: str | None = None, project: str | None = None) -> dict[str, Any]:
+        """Preempt a Spot VM and return the ``compute.instances.preempted`` Operation.
+
+        :param instance: instance name.
+        :param zone: zone, searched when omitted.
+        :param project: project, searched when omitted.
+        """
         return self.call("POST", "preempt", {"instance": instance, "zone": zone, "project": project})
 
     def set_quota(self, region: str, metric: str, limit: float, project: str = "*") -> None:
+        """Set one regional quota limit.
+
+        :param region: region name, ``*`` for every region.
+        :param metric: CPUS, PREEMPTIBLE_CPUS, INSTANCES, DISKS_TOTAL_GB or SSD_TOTAL_GB.
+        :param limit: new limit.
+        :param project: project id, ``*`` for all.
+        """
         self.call("POST", "quotas", {"region": region, "metric": metric, "limit": limit, "project": project})
 
     def seed(self, **spec: Any) -> dict[str, Any]:
+        """Create templates, groups, instances and disks at once (stops at the first error, keeping what it made).
+
+        :param spec: ``project``, ``zone``, ``instanceTemplates``, ``instanceGroupManagers``, ``instances``,
+            ``disks`` (REST JSON bodies) and ``ready`` (VMs RUNNING at once, default true).
+        """
         return self.call("POST", "seed", spec)

@@ -285,3 +285,26 @@ def test_reads_are_served_while_a_wait_is_blocked(client, control):
     assert waiter.is_alive()
     waiter.join(timeout=10)
     assert waited["op"].status == compute_v1.Operation.Status.DONE
+
+
+def test_insert_from_a_source_instance_template_and_reset(client, control, wait_op):
+    control.seed(
+        project=PROJECT,
+        zone=ZONE,
+        instanceTemplates=[
+            {"name": "tpl", "properties": {"machineType": "n2-standard-4", "labels": {"pool": "ml"}}}
+        ],
+    )
+    instances = client(compute_v1.InstancesClient)
+    request = compute_v1.InsertInstanceRequest(
+        project=PROJECT,
+        zone=ZONE,
+        instance_resource=compute_v1.Instance(name="from-tpl"),
+        source_instance_template="global/instanceTemplates/tpl",
+    )
+    wait_op(instances.insert(request=request))
+    vm = instances.get(project=PROJECT, zone=ZONE, instance="from-tpl")
+    assert (vm.machine_type.rsplit("/", 1)[-1], dict(vm.labels)) == ("n2-standard-4", {"pool": "ml"})
+    control.reset()
+    assert list(instances.list(project=PROJECT, zone=ZONE)) == []
+    assert control.state()["instanceTemplates"] == []
