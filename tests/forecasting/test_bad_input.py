@@ -131,3 +131,10 @@ def test_seasonal_naive_refuses_too_short_history():
 def test_forecaster_rejects_a_horizon_shorter_than_the_interval():
     with pytest.raises(ValueError, match="interval"):
         Forecaster(interval=timedelta(hours=2), horizon=timedelta(hours=1))
+
+
+def test_bench_accuracy_names_a_missing_trace_file_and_exits_2(capsys):
+    from airflow_predictive.cli import main
+
+    assert main(["bench", "accuracy", "/nonexistent/trace.csv", "--json", "/dev/null"]) == 2
+    assert "/nonexistent/trace.csv" in capsys.readouterr().err
