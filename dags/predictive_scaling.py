@@ -52,12 +52,18 @@ with DAG(
     # and the failed profile task stays red in the grid for a person to see.
     @task(trigger_rule="all_done")
     def series_chunks() -> list[list[str]]:
-        """Split every demand series in the store into chunks for the mapped forecast tasks."""
+        """Split the demand series of the configured pools into chunks for the mapped forecast tasks.
+
+        Only pools in the pools file are forecast when it exists: they are what the allocator acts on,
+        and auto-ARIMA selection for queues nobody provisions would cost every cold start for nothing.
+        """
+        from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
         from airflow_predictive.store import ProfileStore
 
+        queue_pools = configured_queue_pools()
         store = ProfileStore.from_config()
         try:
-            ids = store.series_ids()
+            ids = store.series_ids(sorted(set(queue_pools.values())) if queue_pools else None)
         finally:
             store.dispose()
         size = max(1, config.get_int("series_per_chunk"))

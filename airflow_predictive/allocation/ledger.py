@@ -21,10 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import sqlalchemy as sa
 
 from airflow_predictive.allocation.types import Action, ActionKind, ActionStatus, Plan
 
@@ -118,64 +115,29 @@ def execute_plan(
     return outcome
 
 
-def _lock_table() -> sa.Table:
-    from airflow_predictive.store import schema
-
-    return schema.watermarks
-
-
 @contextmanager
 def pool_lock(
     store: Any, pool: str, *, ttl_seconds: float = 900.0, wait_seconds: float = 0.0
 ) -> Iterator[str]:
     """Hold the pool's allocation lease for the block; raise :class:`PoolBusy` if another run holds it.
 
-    The lease value is ``<expiry ISO-8601 UTC>|<owner>``: ISO timestamps compare as strings, so taking
-    an expired lease is one conditional UPDATE that only one writer can win.
-
     :param store: a ProfileStore.
     :param pool: pool name.
     :param ttl_seconds: the lease expires after this long (a crashed run cannot block the pool forever).
     :param wait_seconds: how long to wait for a busy lease before giving up.
     """
-    table = _lock_table()
     name = f"lock:allocation/{pool}"
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + wait_seconds
-    while True:
-        now = datetime.now(UTC)
-        value = f"{(now + timedelta(seconds=ttl_seconds)).isoformat(timespec='seconds')}|{owner}"
-        if _try_take(store, table, name, value, now):
-            break
+    while not store.try_lease(name, owner, ttl_seconds):
         if time.monotonic() >= deadline:
-            holder = store.get_watermark(name) or ""
+            holder, until = store.lease_holder(name) or ("?", "?")
             raise PoolBusy(
-                f"pool {pool}: another allocator run holds the lock ({holder.split('|', 1)[-1]}, until "
-                f"{holder.split('|', 1)[0]}); this run skips the pool to avoid double provisioning"
+                f"pool {pool}: another allocator run holds the lock ({holder}, until {until}); "
+                "this run skips the pool to avoid double provisioning"
             )
         time.sleep(0.2)
     try:
         yield owner
     finally:
-        with store._write() as conn:  # noqa: SLF001 - the store offers no lease API yet (asked the lead)
-            conn.execute(table.delete().where(sa.and_(table.c.name == name, table.c.value == value)))
-
-
-def _try_take(store: Any, table: sa.Table, name: str, value: str, now: datetime) -> bool:
-    with store._write() as conn:  # noqa: SLF001
-        updated = conn.execute(
-            table.update()
-            .where(sa.and_(table.c.name == name, table.c.value < now.isoformat(timespec="seconds")))
-            .values(value=value, updated_at=now)
-        ).rowcount
-        if updated == 1:
-            return True
-        exists = conn.execute(sa.select(table.c.value).where(table.c.name == name)).first()
-        if exists is not None:
-            return False
-        try:
-            with conn.begin_nested():
-                conn.execute(table.insert().values(name=name, value=value, updated_at=now))
-        except sa.exc.IntegrityError:
-            return False
-        return True
+        store.release_lease(name, owner)

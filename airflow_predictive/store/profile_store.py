@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -631,6 +631,55 @@ class ProfileStore:
         t = schema.watermarks
         with self._read() as conn:
             return conn.execute(sa.select(t.c.value).where(t.c.name == name)).scalar()
+
+    # ----------------------------------------------------------------- leases
+
+    def try_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take the lease ``name`` for ``owner`` unless another owner holds an unexpired one.
+
+        The lease is a watermark row ``<expiry ISO-8601 UTC>|<owner>``; ISO timestamps compare as
+        strings, so taking an expired lease is one conditional UPDATE only one writer can win, and
+        taking a new one is an INSERT the primary key lets only one writer make. A crashed holder
+        blocks nobody past its expiry.
+        """
+        t = schema.watermarks
+        now = utcnow()
+        value = f"{(now + timedelta(seconds=ttl_seconds)).isoformat(timespec='seconds')}|{owner}"
+        with self._write() as conn:
+            taken = conn.execute(
+                t.update()
+                .where(
+                    sa.and_(
+                        t.c.name == name,
+                        sa.or_(t.c.value < now.isoformat(timespec="seconds"), t.c.value.like(f"%|{owner}")),
+                    )
+                )
+                .values(value=value, updated_at=now)
+            ).rowcount
+            if taken == 1:
+                return True
+            if conn.execute(sa.select(t.c.value).where(t.c.name == name)).first() is not None:
+                return False
+            try:
+                with conn.begin_nested():
+                    conn.execute(t.insert().values(name=name, value=value, updated_at=now))
+            except sa.exc.IntegrityError:
+                return False
+            return True
+
+    def lease_holder(self, name: str) -> tuple[str, str] | None:
+        """``(owner, expiry ISO)`` of the lease ``name``, or ``None`` when nobody holds it."""
+        value = self.get_watermark(name)
+        if not value:
+            return None
+        expiry, _, owner = value.partition("|")
+        return owner, expiry
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease back (only ``owner``'s own lease: an expired one taken over stays with its taker)."""
+        t = schema.watermarks
+        with self._write() as conn:
+            conn.execute(t.delete().where(sa.and_(t.c.name == name, t.c.value.like(f"%|{owner}"))))
 
     # ----------------------------------------------------------------- helpers
 

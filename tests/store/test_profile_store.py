@@ -235,3 +235,15 @@ def test_unreachable_store_fails_with_one_clear_message():
 def test_password_never_appears_in_the_store_description():
     store = ProfileStore("postgresql+psycopg2://predictive:s3cret@127.0.0.1:9/x", upgrade=False)
     assert "s3cret" not in repr(store) and "s3cret" not in store.display_url
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_is_released(any_store):
+    assert any_store.try_lease("lock:allocation/etl", "run-a", ttl_seconds=60)
+    assert not any_store.try_lease("lock:allocation/etl", "run-b", ttl_seconds=60)
+    assert any_store.lease_holder("lock:allocation/etl")[0] == "run-a"
+    any_store.release_lease("lock:allocation/etl", "run-b")  # not b's to release
+    assert not any_store.try_lease("lock:allocation/etl", "run-b", ttl_seconds=60)
+    any_store.release_lease("lock:allocation/etl", "run-a")
+    assert any_store.try_lease("lock:allocation/etl", "run-b", ttl_seconds=-1)  # taken, already expired
+    assert any_store.try_lease("lock:allocation/etl", "run-c", ttl_seconds=60)  # an expired lease is free
+    assert any_store.lease_holder("lock:allocation/etl")[0] == "run-c"
