@@ -22,6 +22,7 @@ from multiprocessing import get_context
 
 import numpy as np
 import pandas as pd
+from scipy import signal
 
 from airflow_predictive.forecasting import metrics
 from airflow_predictive.forecasting.auto_arima import AutoArima, robust_scale
@@ -61,12 +62,8 @@ def generate_history(
         batch = np.exp(-0.5 * ((hours - rng.uniform(0, 6)) / rng.uniform(0.3, 1.0)) ** 2)
         shape = 0.3 + rng.uniform(0.3, 1.0) * office + rng.uniform(0.0, 0.8) * batch
         shape = shape * np.where(weekday >= 5, rng.uniform(0.4, 1.0), 1.0)
-        noise = np.empty(steps)
         phi, sigma = rng.uniform(0.5, 0.95), rng.uniform(0.03, 0.12)
-        eps = rng.normal(0, sigma, steps)
-        noise[0] = eps[0]
-        for t in range(1, steps):
-            noise[t] = phi * noise[t - 1] + eps[t]
+        noise = signal.lfilter([1.0], [1.0, -phi], rng.normal(0, sigma, steps))  # AR(1)
         bursts = (rng.random(steps) < 0.002) * rng.uniform(0.5, 2.0, steps)
         values = np.maximum(level * (shape * (1 + noise) + bursts), 0.0)
         frames.append(

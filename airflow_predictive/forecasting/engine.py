@@ -24,6 +24,7 @@ import time
 from collections.abc import Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 
 import numpy as np
 import pandas as pd
@@ -168,12 +169,7 @@ class Forecaster:
         if not windows:
             return {}
         jobs = [(sid, w) for sid, w in windows.items()]
-        if (
-            self.select_workers <= 0
-            or len(jobs) == 1
-            and self.select_workers == 1
-            and os.environ.get("PREDICTIVE_SELECT_INLINE")
-        ):
+        if self.select_workers <= 0:
             results = [_select_one(self.model, sid, w, self.steps, self.quantiles) for sid, w in jobs]
         else:
             results = self._select_in_workers(jobs)
@@ -186,19 +182,24 @@ class Forecaster:
         return states
 
     def _select_in_workers(self, jobs: list[tuple[str, SeriesWindow]]) -> list[tuple[str, dict | None, str]]:
+        import pmdarima  # noqa: F401  (imported once here, inherited by every forked worker)
+
         workers = max(1, min(self.select_workers, len(jobs)))
-        # spawn + max_tasks_per_child: each worker exits after `recycle_after` series, returning
-        # pmdarima/statsmodels' grown heap to the OS.
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            max_tasks_per_child=self.recycle_after,
-            initializer=pin_threads,
-        ) as pool:
-            futures = [
-                pool.submit(_select_one, self.model, sid, window, self.steps, self.quantiles)
-                for sid, window in jobs
-            ]
-            return [f.result() for f in futures]
+        batch = workers * max(1, self.recycle_after)
+        results: list[tuple[str, dict | None, str]] = []
+        # A fresh pool of forked workers per batch: each worker exits after about `recycle_after`
+        # series, returning pmdarima/statsmodels' grown heap to the OS. Fork (not spawn) needs no
+        # importable __main__, so it works inside Airflow task processes and any script.
+        for start in range(0, len(jobs), batch):
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=get_context("fork"), initializer=pin_threads
+            ) as pool:
+                futures = [
+                    pool.submit(_select_one, self.model, sid, window, self.steps, self.quantiles)
+                    for sid, window in jobs[start : start + batch]
+                ]
+                results += [f.result() for f in futures]
+        return results
 
     # ---------------------------------------------------------------- forecast (warm path)
 
