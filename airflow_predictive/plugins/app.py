@@ -10,7 +10,7 @@ Airflow user (Bearer token or the UI's ``_token`` cookie) the answer is 401.
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,12 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from airflow_predictive import config
 from airflow_predictive.links import URL_PREFIX
-from airflow_predictive.plugins import pages
 
-try:
-    # "Upcoming DAG runs + task resource hints" (templates room): needs the metadata DB, so it lives here.
-    from airflow_predictive.plugins.upcoming import router as upcoming_router
-except ModuleNotFoundError as exc:  # only while the templates room has not written it yet
-    if exc.name != "airflow_predictive.plugins.upcoming":
-        raise
-    upcoming_router = None
+# "Upcoming DAG runs + task resource hints" (templates room): it needs the metadata DB, so it lives here.
+from airflow_predictive.plugins import pages, upcoming
+from airflow_predictive.plugins.upcoming import router as upcoming_router
 
 __all__ = ["URL_PREFIX", "create_app"]
 
@@ -99,12 +95,34 @@ def create_app() -> FastAPI:
 
     @app.get("/dags/{dag_id}", response_class=HTMLResponse)
     def dag_page(dag_id: str, request: Request) -> HTMLResponse:
-        data = pages.collect(get_store(), dag_id=dag_id, now=_now(request))
-        upcoming_url = f"{_root(request)}/upcoming/{dag_id}" if upcoming_router is not None else ""
+        from airflow.utils.session import create_session
+
+        now = _now(request)
+        try:
+            with create_session() as session:
+                work = upcoming.collect(
+                    session,
+                    now=now,
+                    horizon=timedelta(minutes=config.get_int("horizon_minutes")),
+                    dag_id=dag_id,
+                )
+        except HTTPException as exc:
+            work = {"error": exc.detail, "dags": []}
+        store = get_store()
+        # The capacity planned for this DAG: the pools its tasks run in (all pools if none has data yet).
+        dag_pools = sorted(
+            {
+                t.get("capacity_pool")
+                for d in work.get("dags", [])
+                for t in d.get("tasks", [])
+                if t.get("capacity_pool")
+            }
+        )
+        data = pages.collect(store, pools=dag_pools or None, dag_id=dag_id, now=now)
+        if not data["pools"]:
+            data = pages.collect(store, dag_id=dag_id, now=now)
         return HTMLResponse(
-            pages.render_page(
-                data, plotly_src=f"{_root(request)}/static/plotly.min.js", upcoming_url=upcoming_url
-            )
+            pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js", upcoming=work)
         )
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
@@ -128,7 +146,6 @@ def create_app() -> FastAPI:
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
-    if upcoming_router is not None:
-        app.include_router(upcoming_router)
+    app.include_router(upcoming_router)
 
     return app

@@ -433,20 +433,55 @@ document.querySelectorAll('script.figure-data').forEach(function (node) {
   var spec = JSON.parse(node.textContent);
   Plotly.newPlot(node.dataset.target, spec.data, spec.layout, {responsive: true, displaylogo: false});
 });
-(function () {
-  var box = document.getElementById('upcoming');
-  if (!box || !box.dataset.url) return;
-  fetch(box.dataset.url, {credentials: 'same-origin'}).then(function (r) {
-    if (!r.ok) throw new Error(r.status + ' ' + r.statusText);
-    return r.json();
-  }).then(function (data) {
-    box.querySelector('.body').textContent = '';
-    var pre = document.createElement('pre');
-    pre.textContent = JSON.stringify(data, null, 1);
-    box.querySelector('.body').appendChild(pre);
-  }).catch(function (err) { box.querySelector('.body').textContent = 'Could not load: ' + err; });
-})();
 """
+
+
+def _upcoming_html(dag_id: str, work: dict[str, Any]) -> str:
+    """Scheduled runs in the horizon, and each task's pool, template/stage and resource hints."""
+    head = f"<h2>Upcoming runs of {_esc(dag_id)} in the next {work.get('horizon_minutes', '?')} min</h2>"
+    if work.get("error"):
+        return head + f'<p class="empty">{_esc(work["error"])}</p>'
+    dags = [d for d in work.get("dags", []) if d.get("dag_id") == dag_id]
+    if not dags:
+        return head + '<p class="empty">No serialized DAG yet.</p>'
+    dag = dags[0]
+    runs = "".join(
+        f"<tr><td>{_esc(r.get('run_after'))}</td><td>{_esc(r.get('data_interval_start'))}</td>"
+        f"<td>{_esc(r.get('data_interval_end'))}</td></tr>"
+        for r in dag.get("upcoming", [])
+    )
+    runs_html = (
+        f'<table id="upcoming-runs"><thead><tr><th>run after</th><th>interval start</th><th>interval end</th>'
+        f"</tr></thead><tbody>{runs}</tbody></table>"
+        if runs
+        else f'<p class="empty">No scheduled run in the horizon ({_esc(dag.get("schedule_kind"))}).</p>'
+    )
+    cols = (
+        "task_id",
+        "capacity_pool",
+        "template",
+        "stage",
+        "cpu",
+        "memory_gib",
+        "storage_gib",
+        "network_mbps",
+        "duration_s",
+        "source",
+    )
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"num" if isinstance(t.get(c), float) else ""}">{_fmt(t.get(c))}</td>' for c in cols
+        )
+        + "</tr>"
+        for t in dag.get("tasks", [])
+    )
+    tasks_html = (
+        '<h3>Tasks: templates, stages and resource hints</h3><table id="dag-tasks"><thead><tr>'
+        + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+        + f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+    return head + f'<div class="meta">schedule {_esc(dag.get("timetable"))}</div>' + runs_html + tasks_html
 
 
 def _script_json(value: Any) -> str:
@@ -459,7 +494,7 @@ def render_page(
     *,
     plotly_src: str | None = None,
     plotly_inline: str | None = None,
-    upcoming_url: str = "",
+    upcoming: dict[str, Any] | None = None,
     title: str = "Predictive capacity",
 ) -> str:
     """Render :func:`collect` output as one HTML page with a plotly chart per pool resource.
@@ -467,7 +502,7 @@ def render_page(
     :param data: what :func:`collect` returned.
     :param plotly_src: URL of plotly.js (the API server serves the installed package's copy).
     :param plotly_inline: plotly.js source to inline instead (self-contained report file).
-    :param upcoming_url: JSON endpoint with the DAG's upcoming runs and task resource hints (DAG tab).
+    :param upcoming: the DAG's upcoming runs and task hints (``plugins.upcoming.collect``) for the DAG tab.
     :param title: page title.
     """
     if plotly_inline is not None:
@@ -486,13 +521,8 @@ def render_page(
         f'<div class="meta">generated {_esc(data["generated_at"])} · history {data["history_hours"]:g} h'
         f" · store {_esc(data.get('store', ''))}</div>",
     ]
-    if data.get("dag_id"):
-        parts.append(
-            f"<h2>Upcoming runs of {_esc(data['dag_id'])}, task templates and resource hints</h2>"
-            f'<div id="upcoming" data-url="{_esc(upcoming_url)}"><div class="body">'
-            + ("loading…" if upcoming_url else '<p class="empty">Upcoming-runs service not installed.</p>')
-            + "</div></div>"
-        )
+    if data.get("dag_id") and upcoming is not None:
+        parts.append(_upcoming_html(data["dag_id"], upcoming))
     if not data["pools"]:
         parts.append(
             '<p class="empty">No demand, forecasts or capacity stored yet: run the control loop.</p>'

@@ -13,13 +13,8 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.plugins.app import URL_PREFIX, create_app
 
-try:
-    # The worker listener that samples task resource usage (profiling room).
-    from airflow_predictive.profiling import listener as usage_listener
-except ModuleNotFoundError as exc:  # only while the profiling room has not written it yet
-    if exc.name != "airflow_predictive.profiling.listener":
-        raise
-    usage_listener = None
+# The worker listener that samples task resource usage (profiling room).
+from airflow_predictive.profiling import listener as usage_listener
 
 app = create_app()
 
@@ -48,5 +43,5 @@ class PredictivePlugin(AirflowPlugin):
     name = "predictive"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Predictive capacity"}]
     external_views = EXTERNAL_VIEWS
-    listeners = [usage_listener] if usage_listener is not None else []
+    listeners = [usage_listener]
     operator_extra_links = [ForecastPageLink()]

@@ -151,6 +151,13 @@ def test_forecast_page_in_browser(deployment, browser) -> None:
         response = page.goto(f"{dep.base_url}/predictive/dags/ui_forecast_page")
         assert response.status == 200
         _chart_traces(page, SERIES)
+        assert page.locator("#upcoming-runs tbody tr").count() >= 4  # "0 */6 * * *" over 24 h
+        tasks = {
+            row.locator("td").nth(0).inner_text(): row.locator("td").nth(4).inner_text()
+            for row in page.locator("#dag-tasks tbody tr").all()
+        }
+        assert tasks == {"extract": "2", "transform": "4"}  # the tasks' cpu resource hints
+        assert POOL in page.locator("#dag-tasks").inner_text()  # queue etl-workers = the capacity pool
         _shot(page, "dag-tab")
         response = page.goto(
             f"{dep.base_url}/predictive/runs/predictive_scaling/{quote(RUN_ID, safe='')}?task_id=allocate"
