@@ -71,6 +71,11 @@ def test_profiler_records_a_real_workload_within_tolerance(tmp_path: Path) -> No
             "AIRFLOW__PREDICTIVE__STORE_PATH": str(store_path),
             "AIRFLOW__PREDICTIVE__SAMPLE_INTERVAL_SECONDS": "1",
             "PREDICTIVE_TEST_BURN_SECONDS": str(BURN),
+            # Up to 8 helpers share 2 cores: let task supervisors wait for a slow API server instead
+            # of killing their task after a few missed heartbeats.
+            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "30",
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         },
     )
     # The sensor reads the REST API through an Airflow connection (conn type predictive_airflow_api).
@@ -168,8 +173,12 @@ def test_profiler_records_a_real_workload_within_tolerance(tmp_path: Path) -> No
         assert summary["task_runs"] >= 5
         assert "admin" in summary["users"]
     demand = store.demand()
-    cpu = demand[demand["series_id"] == "pool=cpu-workers/resource=cpu"]
-    assert not cpu.empty and cpu["value"].max() > 0.05
+    cpu = demand[demand["series_id"] == "pool=cpu-workers/resource=cpu"].dropna()
+    # The series holds the CPU the cpu-bound queue used: its integral (1-minute buckets) is the
+    # sampled CPU seconds, plus the start-up of each task process before its first sample (counted
+    # at the first sample's rate).
+    used = sampled_cpu_seconds("burn_cpu") + sampled_cpu_seconds("burn_in_child")
+    assert 0.7 * used <= float((cpu["value"] * 60).sum()) <= 3 * used + 5, (cpu["value"].sum() * 60, used)
     memory = demand[demand["series_id"] == "pool=memory-bound/resource=memory"]
     assert memory["value"].max() > 0.05
     assert pd.notna(store.get_watermark("profiler:test:updated_at"))
