@@ -62,8 +62,10 @@ def conformal_factor(normalised: np.ndarray, level: float) -> float:
     :param level: target coverage.
     """
     n = normalised.size
-    rank = min(1.0, math.ceil((n + 1) * level) / n)
-    return float(np.quantile(normalised, rank, method="higher"))
+    if math.ceil((n + 1) * level) > n:
+        # Too few errors for the finite-sample rank (it would be the maximum, a noisy overshoot).
+        return float(np.quantile(normalised, level))
+    return float(np.quantile(normalised, math.ceil((n + 1) * level) / n, method="higher"))
 
 
 def decide(
@@ -82,7 +84,8 @@ def decide(
         width correction learns from; re-selection looks at the MASE of all).
     :param evaluations: this cycle's scores (for MASE).
     :param level: provisioning quantile, or ``{series_id: level}`` (default 0.95 for absent series).
-    :param tolerance: leave the width alone while ``|coverage - level| <= tolerance``.
+    :param tolerance: leave the width alone while ``|coverage - level|`` is within this tolerance or
+        within two binomial standard errors of the measured coverage.
     :param mase_threshold: flag re-selection when MASE exceeds this.
     :param min_samples: fewer scored rows than this: no width change (too noisy to act on).
     """
@@ -110,7 +113,10 @@ def decide(
         mase = value_of(evaluations, sid, scores.MASE)
         decision = Decision(series_id=sid, level=q, coverage=covered, n=int(ok.sum()), mase=mase)
         reasons = []
-        if decision.n >= min_samples and math.isfinite(covered) and abs(covered - q) > tolerance:
+        # Act only on drift beyond both the tolerance and two binomial standard errors: a coverage
+        # measured on a few dozen rows moves by several points by chance, and chasing it oscillates.
+        noise = 2 * math.sqrt(q * (1 - q) / decision.n) if decision.n else 1.0
+        if decision.n >= min_samples and math.isfinite(covered) and abs(covered - q) > max(tolerance, noise):
             factor = conformal_factor(err[ok] / half[ok], q)
             decision.factor = float(np.clip(factor, MIN_FACTOR, MAX_FACTOR)) if factor > 0 else MIN_FACTOR
             reasons.append(
