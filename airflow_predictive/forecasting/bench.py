@@ -133,7 +133,7 @@ def _cycle_chunk(
     return len(frame), fallbacks, time.perf_counter() - started
 
 
-def _warm_worker() -> int:
+def _warm_worker(_: int = 0) -> int:
     """Worker warm-up: import the engine (a steady-state cycle runs in long-lived workers)."""
     pin_threads()
     return os.getpid()
