@@ -29,7 +29,7 @@ LEAD = timedelta(minutes=5)
 pytestmark = pytest.mark.integration
 
 
-def wait_for_running_stage(dep: AirflowDeployment, run_id: str, task_id: str, timeout: float = 120) -> dict:
+def wait_for_running_stage(dep: AirflowDeployment, run_id: str, task_id: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     body: dict = {}
     with dep.client() as client:
@@ -58,7 +58,7 @@ def test_second_stage_capacity_is_planned_one_lead_time_before_it_starts(tmp_pat
         work = wait_for_running_stage(dep, run_id, "prepare")
         now = datetime.fromisoformat(work["now"])
         forecast = structural_forecast(work, now=now, horizon=timedelta(hours=2))
-        assert dep.wait_for_run(DAG_ID, run_id, timeout=240) == "success"
+        assert dep.wait_for_run(DAG_ID, run_id, timeout=400) == "success"
 
     (train,) = [i for i in forecast.intervals if i.run == run_id and i.task_id == "train"]
     predicted_start = datetime.fromtimestamp(train.start, now.tzinfo)

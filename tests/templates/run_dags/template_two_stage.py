@@ -23,7 +23,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
 ) as dag:
-    prepare = BashOperator(task_id="prepare", bash_command="sleep 25", **bound("prepare"))
+    prepare = BashOperator(task_id="prepare", bash_command="sleep 90", **bound("prepare"))
     train = BashOperator(task_id="train", bash_command="sleep 2", **bound("train"))
     publish = BashOperator(task_id="publish", bash_command="true", **bound("publish"))
     prepare >> train >> publish
