@@ -23,7 +23,7 @@ from airflow_predictive.feedback import scores
 from airflow_predictive.feedback.evaluation import provisioning_level
 
 # Behaviour summaries the profiling room stores (``store.summaries(kind)``); shown when present.
-SUMMARY_KINDS: tuple[str, ...] = ("timing", "users", "workflows", "applications", "data_access")
+SUMMARY_KINDS: tuple[str, ...] = ("timing", "users", "application", "data_access", "queue_pressure")
 
 
 def _iso(value: Any) -> str | None:
