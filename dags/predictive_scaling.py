@@ -70,11 +70,11 @@ with DAG(
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
     chunks = series_chunks()
-    forecast = DemandForecastOperator.partial(task_id="forecast", max_selections=20).expand(
-        series_ids=chunks
-    )
+    forecast = DemandForecastOperator.partial(task_id="forecast", max_selections=20).expand(series_ids=chunks)
     allocate = PreemptiveAllocateOperator(task_id="allocate")
-    evaluate = ForecastEvaluationOperator(task_id="evaluate", trigger_rule="all_done")
+    evaluate = ForecastEvaluationOperator(
+        task_id="evaluate", forecast_task_id="forecast", trigger_rule="all_done"
+    )
 
     profile >> chunks
     forecast >> allocate >> evaluate

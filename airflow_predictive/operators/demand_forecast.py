@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from airflow_predictive import config
+from airflow_predictive.links import ForecastPageLink
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class DemandForecastOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("series_ids", "pools", "now")
+    operator_extra_links = (ForecastPageLink(),)
     ui_color = "#e6efff"
 
     def __init__(

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from airflow_predictive import config
+from airflow_predictive.links import ForecastPageLink
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class PreemptiveAllocateOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("pools", "pools_file", "emulator_url")
+    operator_extra_links = (ForecastPageLink(),)
     ui_color = "#e8f4ea"
 
     def __init__(
