@@ -1,0 +1,1 @@
+"""Scale-out: the control loop on PostgreSQL + CeleryExecutor (seeding, benchmark)."""
