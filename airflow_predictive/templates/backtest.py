@@ -264,6 +264,47 @@ def _interp(x: float, xs: list[float], ys: list[float]) -> float | None:
     return float(np.interp(x, xs_sorted, ys_sorted))
 
 
+def dominance(pred: list[dict[str, Any]], comb: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which predictive points a combined point beats outright (no more capacity-hours, less unmet).
+
+    Interpolating at equal capacity-hours needs overlapping ranges; when the combined frontier lies
+    entirely to the left (fewer hours), domination is the comparison that remains.
+
+    :param pred: predictive frontier points.
+    :param comb: combined frontier points.
+    """
+    beaten = [
+        p["quantile"]
+        for p in pred
+        if any(c["capacity_hours"] <= p["capacity_hours"] and c["unmet_pct"] < p["unmet_pct"] for c in comb)
+    ]
+    equal = [
+        c for c in _equal_hours(pred, comb) if c["combined_unmet_pct_at_equal_capacity_hours"] is not None
+    ]
+    return {
+        "predictive_quantiles_beaten_outright": beaten,
+        "combined_beats_predictive": bool(beaten or equal)
+        and all(c["combined_unmet_pct_at_equal_capacity_hours"] < c["predictive_unmet_pct"] for c in equal),
+    }
+
+
+def _equal_hours(pred: list[dict[str, Any]], comb: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for point in pred:
+        at = _interp(
+            point["capacity_hours"], [p["capacity_hours"] for p in comb], [p["unmet_pct"] for p in comb]
+        )
+        out.append(
+            {
+                "predictive_quantile": point["quantile"],
+                "capacity_hours": point["capacity_hours"],
+                "predictive_unmet_pct": point["unmet_pct"],
+                "combined_unmet_pct_at_equal_capacity_hours": None if at is None else round(at, 4),
+            }
+        )
+    return out
+
+
 def combination_backtest(trace: pd.Series, options: BacktestOptions | None = None) -> dict[str, Any]:
     """Replay ``trace`` + a synthetic schedule under ``predictive`` and ``combined``; compare unmet demand.
 
@@ -342,10 +383,7 @@ def combination_backtest(trace: pd.Series, options: BacktestOptions | None = Non
             }
         )
     result["at_equal_capacity_hours"] = comparisons
-    valid = [c for c in comparisons if c["combined_unmet_pct_at_equal_capacity_hours"] is not None]
-    result["combined_beats_predictive"] = bool(valid) and all(
-        c["combined_unmet_pct_at_equal_capacity_hours"] < c["predictive_unmet_pct"] for c in valid
-    )
+    result.update(dominance(pred, comb))
     result["generated_at"] = datetime.now(UTC).isoformat()
     if not math.isfinite(result["scheduled_share_of_demand"]):
         result["scheduled_share_of_demand"] = None
