@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench backtest clean
+.PHONY: demo test lint backtest clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -26,6 +26,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_predictive dags plugins tests
 	$(BIN)/ruff format --check airflow_predictive dags plugins tests
+
+# The README's backtest table: every shared trace, all four policies, product defaults.
+backtest: $(STAMP)
+	$(BIN)/airflow-predictive backtest ../shared/data/traces/*.csv --json backtest.json --report backtest.html --markdown backtest.md
 
 clean:
 	rm -rf $(VENV) .demo artifacts build *.egg-info
