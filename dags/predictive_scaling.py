@@ -57,17 +57,11 @@ with DAG(
         Only pools in the pools file are forecast when it exists: they are what the allocator acts on,
         and auto-ARIMA selection for queues nobody provisions would cost every cold start for nothing.
         """
+        from airflow_predictive.operators.demand_forecast import series_chunks as chunk_series
         from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
-        from airflow_predictive.store import ProfileStore
 
         queue_pools = configured_queue_pools()
-        store = ProfileStore.from_config()
-        try:
-            ids = store.series_ids(sorted(set(queue_pools.values())) if queue_pools else None)
-        finally:
-            store.dispose()
-        size = max(1, config.get_int("series_per_chunk"))
-        return [ids[i : i + size] for i in range(0, len(ids), size)]
+        return chunk_series(sorted(set(queue_pools.values())) if queue_pools else None)
 
     chunks = series_chunks()
     forecast = DemandForecastOperator.partial(task_id="forecast", max_selections=20).expand(series_ids=chunks)

@@ -287,6 +287,16 @@ class AutoArima(SeriesModel):
             combine=self.combine,
             half_life=self.calibration_half_life_days * period if self.calibration_half_life_days else None,
         )
+        # A correction the feedback loop made (coverage drifted) outlives this re-learning: the offsets
+        # stay "learned base x correction" until the loop measures again and changes the factor.
+        previous = state.get("calibration") or {}
+        factor = previous.get("feedback_factor")
+        if factor and new["calibration"].get("offsets"):
+            new["calibration"]["offsets"] = (
+                np.asarray(new["calibration"]["offsets"], dtype=float) * factor
+            ).tolist()
+            new["calibration"]["feedback_factor"] = factor
+            new["calibration"]["feedback_at"] = previous.get("feedback_at")
         new["calibrated_end_bucket"] = int(window.end)
         return new
 
