@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -74,9 +75,7 @@ def run_scaleout(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             days=args.days,
         )
-    result["command"] = "airflow-predictive bench scaleout " + " ".join(
-        sys.argv[3:] if len(sys.argv) > 3 else []
-    )
+    result["command"] = shlex.join(["airflow-predictive", *sys.argv[1:]])
     text = json.dumps(result, indent=2, sort_keys=True)
     if args.json_out:
         Path(args.json_out).write_text(text + "\n")

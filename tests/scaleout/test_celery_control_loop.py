@@ -116,11 +116,11 @@ def _first_run(airflow, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     with airflow.client() as client:
         while time.monotonic() < deadline:
-            response = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"order_by": "queued_at"})
+            response = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns")
             response.raise_for_status()
             runs = response.json()["dag_runs"]
             if runs:
-                return runs[0]
+                return min(runs, key=lambda run: run["run_after"])
             time.sleep(2)
     raise AssertionError(
         f"the scheduler created no {DAG_ID} run in {timeout}s\n{airflow.log_tail('scheduler')}"
@@ -133,7 +133,7 @@ def test_control_loop_fans_out_over_two_celery_workers(cluster) -> None:
     # production (max_active_runs=1: a manual trigger would only queue behind it).
     run = _first_run(airflow)
     run_id = run["dag_run_id"]
-    started = datetime.fromisoformat(run["queued_at"].replace("Z", "+00:00"))
+    started = datetime.fromisoformat((run["queued_at"] or run["run_after"]).replace("Z", "+00:00"))
     state = airflow.wait_for_run(DAG_ID, run_id, timeout=240)
     with airflow.client() as client:
         response = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
