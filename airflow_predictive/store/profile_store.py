@@ -79,7 +79,12 @@ class ProfileStore:
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+            options: dict[str, Any] = {"pool_pre_ping": True}
+            if self.url.get_driver_name() == "psycopg2":
+                # Upserts are executemany: batch them, or every forecast row is a round trip
+                # (measured on 11.5k demand rows: 16 s row by row, 4.8 s batched).
+                options["executemany_mode"] = "values_plus_batch"
+            self.engine = sa.create_engine(self.url, **options)
         if upgrade:
             self.upgrade()
 
