@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_predictive import config
 from airflow_predictive.links import ForecastPageLink
+from airflow_predictive.operators.cycle import cycle_origin
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,7 @@ class DemandForecastOperator(BaseOperator):
         self.select_workers = select_workers
 
     def _origin(self, context: Any) -> datetime:
-        if self.now:
-            origin = datetime.fromisoformat(str(self.now))
-        else:
-            dag_run = context.get("dag_run") if context else None
-            origin = getattr(dag_run, "run_after", None) or datetime.now(UTC)
-        return origin.replace(tzinfo=UTC) if origin.tzinfo is None else origin.astimezone(UTC)
+        return cycle_origin(self.now, context)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_predictive.forecasting.engine import Forecaster, forecast_cycle

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_predictive.links import ForecastPageLink
+from airflow_predictive.operators.cycle import cycle_origin
 
 
 class ForecastEvaluationOperator(BaseOperator):
@@ -73,12 +74,7 @@ class ForecastEvaluationOperator(BaseOperator):
         self.forecast_task_id = forecast_task_id
 
     def _origin(self, context: Any) -> datetime:
-        if self.now:
-            origin = datetime.fromisoformat(str(self.now))
-        else:
-            dag_run = context.get("dag_run") if context else None
-            origin = getattr(dag_run, "run_after", None) or datetime.now(UTC)
-        return origin.replace(tzinfo=UTC) if origin.tzinfo is None else origin.astimezone(UTC)
+        return cycle_origin(self.now, context)
 
     def _fit_seconds(self, context: Any) -> list[float]:
         if not self.forecast_task_id:
