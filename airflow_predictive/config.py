@@ -66,10 +66,43 @@ OPTIONS: dict[str, Option] = {
     "forecast_retention_hours": Option(
         "Forecasts older than this are pruned after evaluation.", "72", "integer"
     ),
+    "guard_utilization": Option(
+        "Reactive guard of forecast-driven pools: never hold less than the newest observed demand divided by "
+        "this utilisation, so a forecast that undershoots a level shift is corrected at the next cycle "
+        "instead of leaving demand unmet (looser than the reactive rule's 0.6). 0 turns the guard off. "
+        "A pool's policy.guard_utilization overrides it.",
+        "0.9",
+        "float",
+    ),
+    "min_daily_cycle": Option(
+        "A forecast-driven pool follows its forecast only while its demand has a daily cycle: the lag-one-day "
+        "autocorrelation of its cpu demand (else memory, else network) over the last cycle_window_days is at "
+        "least this. Below it (or with less than 1.5 days of demand) prediction has nothing to anticipate "
+        "and the pool follows the reactive rule (fallback_utilization, scale-in after the stabilisation "
+        "window). -1 always follows the forecast. A pool's policy.min_daily_cycle overrides it.",
+        "0.3",
+        "float",
+    ),
+    "cycle_window_days": Option(
+        "Days of recent demand the daily-cycle check of min_daily_cycle reads.", "3", "float"
+    ),
+    "fallback_utilization": Option(
+        "Target utilisation of the reactive rule a pool falls back to when its demand has no daily cycle "
+        "(Compute Engine's autoscaler default, 0.6).",
+        "0.6",
+        "float",
+    ),
     "emulator_url": Option(
         "If set, GceAllocatorHook talks to this Compute Engine emulator (http://127.0.0.1:PORT) "
         "instead of Google Cloud.",
         "",
+    ),
+    "combination": Option(
+        "How the forecast uses the work Airflow already knows about (upcoming scheduled runs, remaining "
+        "stages of runs in progress, from the provider's upcoming-work endpoint): residual (auto-ARIMA on "
+        "demand minus known scheduled work, known work added back) or none (auto-ARIMA alone). If the "
+        "endpoint is unreachable a cycle forecasts with none and says so.",
+        "residual",
     ),
 }
 

@@ -5,6 +5,11 @@
 - ``forecast``: the series are split into chunks of ``[predictive] series_per_chunk`` and forecast by
   mapped DemandForecastOperator tasks, so a CeleryExecutor or KubernetesExecutor deployment fans the
   work out over its workers (one pmdarima import per chunk, not per series).
+  Each forecast includes the work Airflow already knows about (``[predictive] combination = residual``):
+  upcoming scheduled runs and the remaining stages of runs in progress, read from the provider's
+  ``/predictive/api/upcoming`` endpoint through ``[predictive] api_conn_id``, their stage demand
+  forecast from profiled durations and usage, the statistical model fitted on demand minus those
+  DAGs' past runs. If the endpoint cannot be read, the cycle forecasts statistically and logs why.
 - ``allocate``: PreemptiveAllocateOperator plans every configured pool from the newest forecasts and
   applies the plan to Compute Engine for pools in ``forecast_and_scale`` (records it otherwise).
 - ``evaluate``: ForecastEvaluationOperator scores past forecasts, recalibrates and raises alerts.

@@ -21,7 +21,7 @@ measured against: see ``airflow-predictive bench combination`` and the README fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -43,8 +43,14 @@ def known_work_demand(
     queue_pools: Mapping[str, str] | None = None,
     pools: Sequence[str] | None = None,
     usage_samples: pd.DataFrame | None = None,
+    dag_ids: Collection[str] | None = None,
+    now: datetime | None = None,
 ) -> pd.DataFrame:
     """Past demand of scheduled DAG runs (the part the structural forecast predicts), as demand series.
+
+    Only the DAGs whose future the structural forecast covers should be subtracted (``dag_ids``): a
+    DAG that is deleted, paused or unknown to the API server has no upcoming runs to add back, so its
+    past runs must stay in the residual for the statistical model to carry on forecasting them.
 
     :param task_runs: ``ProfileStore.task_runs()`` rows.
     :param dag_runs: ``ProfileStore.dag_runs()`` rows (``run_type`` tells scheduled runs apart).
@@ -54,10 +60,14 @@ def known_work_demand(
     :param queue_pools: ``{queue: capacity pool}``.
     :param pools: pools that must appear even without scheduled runs.
     :param usage_samples: ``ProfileStore.usage_samples()`` rows (optional, as for total demand).
+    :param dag_ids: only runs of these DAGs (default: every DAG's scheduled runs).
+    :param now: where still-running runs end (default: the clock), as for total demand.
     """
     from airflow_predictive.profiling.demand_series import build_demand
 
     scheduled = dag_runs[dag_runs["run_type"].astype(str).str.contains("scheduled", na=False)]
+    if dag_ids is not None:
+        scheduled = scheduled[scheduled["dag_id"].isin(list(dag_ids))]
     keys = set(zip(scheduled["dag_id"], scheduled["run_id"], strict=True))
     mask = [(d, r) in keys for d, r in zip(task_runs["dag_id"], task_runs["run_id"], strict=True)]
     runs = task_runs[mask]
@@ -76,6 +86,7 @@ def known_work_demand(
         interval=interval,
         queue_pools=queue_pools,
         pools=pool_names or None,
+        now=now,
     )
 
 

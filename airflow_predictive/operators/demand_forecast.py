@@ -1,4 +1,9 @@
-"""DemandForecastOperator: forecast a chunk of demand series and store forecasts + model state."""
+"""DemandForecastOperator: forecast a chunk of demand series and store forecasts + model state.
+
+With ``[predictive] combination = residual`` (the default) the stored forecast includes the work
+Airflow already knows about (upcoming scheduled runs, remaining stages of runs in progress), read from
+the provider's upcoming-work endpoint: see :mod:`airflow_predictive.operators.known_work`.
+"""
 
 from __future__ import annotations
 
@@ -61,9 +66,15 @@ class DemandForecastOperator(BaseOperator):
     :param max_selections: order selections allowed in this run (selection is slow; others fall back).
     :param refit_fraction: share of series re-estimated per run (default: interval / 1 hour).
     :param select_workers: worker processes for order selection (recycled to bound memory).
+    :param combination: ``residual`` (statistical model on demand minus known scheduled work, plus the
+        structural forecast of known work) or ``none``; default ``[predictive] combination``.
+    :param api_conn_id: REST API connection the upcoming-work endpoint is read through; default
+        ``[predictive] api_conn_id``.
+    :param queue_pools: ``{queue: capacity pool}`` for the known work's tasks; default: the queues of
+        the pools file (``[predictive] pools_file``), other queues: pool = queue name.
     """
 
-    template_fields: Sequence[str] = ("series_ids", "pools", "now")
+    template_fields: Sequence[str] = ("series_ids", "pools", "now", "combination")
     operator_extra_links = (ForecastPageLink(),)
     ui_color = "#e6efff"
 
@@ -79,6 +90,9 @@ class DemandForecastOperator(BaseOperator):
         max_selections: int = 50,
         refit_fraction: float | None = None,
         select_workers: int = 1,
+        combination: str | None = None,
+        api_conn_id: str | None = None,
+        queue_pools: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,13 +105,37 @@ class DemandForecastOperator(BaseOperator):
         self.max_selections = max_selections
         self.refit_fraction = refit_fraction
         self.select_workers = select_workers
+        self.combination = combination
+        self.api_conn_id = api_conn_id
+        self.queue_pools = queue_pools
 
     def _origin(self, context: Any) -> datetime:
         return cycle_origin(self.now, context)
 
+    def _combination(self) -> str:
+        from airflow_predictive.operators.known_work import COMBINATIONS
+
+        value = (self.combination or config.get("combination")).strip().lower()
+        if value not in COMBINATIONS:
+            raise config.ConfigError(
+                f"[predictive] combination must be one of {', '.join(COMBINATIONS)}, got {value!r}"
+            )
+        return value
+
+    def _queue_pools(self) -> dict[str, str] | None:
+        from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
+
+        return self.queue_pools if self.queue_pools is not None else configured_queue_pools()
+
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_predictive.forecasting.engine import Forecaster, forecast_cycle
+        from airflow_predictive.forecasting.engine import Forecaster
+        from airflow_predictive.operators.known_work import (
+            forecast_with_known_work,
+            upcoming_from_connection,
+        )
         from airflow_predictive.store import ProfileStore
+
+        combination = self._combination()
 
         store = ProfileStore.from_config(self.store_conn_id)
         try:
@@ -114,16 +152,20 @@ class DemandForecastOperator(BaseOperator):
                 quantiles=config.quantiles(),
                 select_workers=self.select_workers,
             )
-            summary = forecast_cycle(
+            summary = forecast_with_known_work(
                 store,
                 ids,
                 now=self._origin(context),
                 forecaster=forecaster,
+                combination=combination,
+                fetch=upcoming_from_connection(self.api_conn_id or config.get("api_conn_id")),
+                queue_pools=self._queue_pools() if combination != "none" else None,
                 refit_fraction=self.refit_fraction,
                 max_selections=self.max_selections,
             )
         finally:
             store.dispose()
+        log.info("%s", describe_known_work(summary))
         log.info("%s", format_table(summary.pop("per_series", {})))
         for sid, error in summary["errors"].items():
             log.error("%s: %s", sid, error)
@@ -143,6 +185,28 @@ def format_table(rows: dict[str, dict]) -> str:
             f"{row['next_hour_q95']:>10.3f} {row['peak_q95']:>14.3f}"
         )
     return "\n".join(lines)
+
+
+def describe_known_work(summary: dict[str, Any]) -> str:
+    """One log line: which combination the stored forecast used, and why known work is missing if it is.
+
+    :param summary: forecast summary with ``combination`` and ``known_work``.
+    """
+    known = summary.get("known_work") or {}
+    status = known.get("status", "disabled")
+    if status == "ok":
+        return (
+            f"combination {summary['combination']}: known work of {known['dags']} DAG(s), "
+            f"{known['upcoming_runs']} upcoming and {known['running_runs']} running run(s); "
+            f"{len(known['known_peak'])} series with known demand; {known['subtracted_task_runs']} past "
+            f"task run(s) of {known['projected_dag_count']} scheduled DAG(s) taken out of the statistical "
+            "model's history"
+        )
+    if status == "unavailable":
+        return (
+            f"combination none (statistical forecast alone): known future work unavailable: {known['reason']}"
+        )
+    return f"combination none (statistical forecast alone): {known.get('reason', 'disabled')}"
 
 
 def compact(summary: dict[str, Any]) -> dict[str, Any]:
