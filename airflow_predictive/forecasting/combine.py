@@ -33,6 +33,25 @@ METHODS = ("residual", "sum", "max")
 MODEL_NAME = "combined"
 
 
+def scheduled_run_keys(
+    dag_runs: pd.DataFrame, dag_ids: Collection[str] | None = None
+) -> set[tuple[str, str]]:
+    """``(dag_id, run_id)`` of the scheduled DAG runs (of ``dag_ids``, if given).
+
+    :param dag_runs: ``ProfileStore.dag_runs()`` rows (``run_type`` tells scheduled runs apart).
+    :param dag_ids: only these DAGs.
+    """
+    scheduled = dag_runs[dag_runs["run_type"].astype(str).str.contains("scheduled", na=False)]
+    if dag_ids is not None:
+        scheduled = scheduled[scheduled["dag_id"].isin(list(dag_ids))]
+    return set(zip(scheduled["dag_id"], scheduled["run_id"], strict=True))
+
+
+def of_runs(rows: pd.DataFrame, keys: set[tuple[str, str]]) -> list[bool]:
+    """Which rows (task runs, usage samples) belong to the DAG runs ``keys``."""
+    return [(d, r) in keys for d, r in zip(rows["dag_id"], rows["run_id"], strict=True)]
+
+
 def known_work_demand(
     task_runs: pd.DataFrame,
     dag_runs: pd.DataFrame,
@@ -65,18 +84,11 @@ def known_work_demand(
     """
     from airflow_predictive.profiling.demand_series import build_demand
 
-    scheduled = dag_runs[dag_runs["run_type"].astype(str).str.contains("scheduled", na=False)]
-    if dag_ids is not None:
-        scheduled = scheduled[scheduled["dag_id"].isin(list(dag_ids))]
-    keys = set(zip(scheduled["dag_id"], scheduled["run_id"], strict=True))
-    mask = [(d, r) in keys for d, r in zip(task_runs["dag_id"], task_runs["run_id"], strict=True)]
-    runs = task_runs[mask]
+    keys = scheduled_run_keys(dag_runs, dag_ids)
+    runs = task_runs[of_runs(task_runs, keys)]
     samples = None
     if usage_samples is not None and len(usage_samples):
-        sample_mask = [
-            (d, r) in keys for d, r in zip(usage_samples["dag_id"], usage_samples["run_id"], strict=True)
-        ]
-        samples = usage_samples[sample_mask]
+        samples = usage_samples[of_runs(usage_samples, keys)]
     pool_names = sorted(set(pools or ()))
     return build_demand(
         runs,
@@ -162,4 +174,12 @@ def combine(
     )
 
 
-__all__ = ["METHODS", "add_frames", "combine", "known_work_demand", "residual_demand"]
+__all__ = [
+    "METHODS",
+    "add_frames",
+    "combine",
+    "known_work_demand",
+    "of_runs",
+    "residual_demand",
+    "scheduled_run_keys",
+]

@@ -195,7 +195,7 @@ class KnownWorkView:
 
     def known_demand(self, series_ids: Sequence[str], *, start: datetime, end: datetime) -> pd.DataFrame:
         """Past demand of the projected DAGs' scheduled runs on ``series_ids`` in ``[start, end)``."""
-        from airflow_predictive.forecasting.combine import known_work_demand
+        from airflow_predictive.forecasting.combine import known_work_demand, of_runs, scheduled_run_keys
 
         empty = pd.DataFrame({"series_id": pd.Series(dtype=object), "ts": [], "value": []})
         if not self._dags:
@@ -204,6 +204,10 @@ class KnownWorkView:
         if runs.empty:
             return empty
         dag_runs = self._store.dag_runs(start=start - LOOKBACK, end=end)
+        runs = runs[of_runs(runs, scheduled_run_keys(dag_runs, self._dags))]
+        self.subtracted_task_runs = int(len(runs))
+        if runs.empty:  # only manual runs: nothing to subtract, and no need to read usage samples
+            return empty
         samples = self._store.usage_samples(start=start - LOOKBACK, end=end)
         known = known_work_demand(
             runs,
@@ -216,7 +220,6 @@ class KnownWorkView:
             dag_ids=self._dags,
             now=self._now,
         )
-        self.subtracted_task_runs = int(len(runs))
         return _only(known, series_ids)
 
     def demand(
