@@ -53,16 +53,21 @@ class TaskProfile:
     :param duration_p90_s: 90th percentile duration.
     :param usage: per resource (demand units), the median usage per task instance.
     :param runs: finished tries the profile is based on.
+    :param instances: median task instances per DAG run (a mapped task's fan-out; 1 otherwise).
     """
 
     duration_p50_s: float
     duration_p90_s: float
     usage: Mapping[str, float]
     runs: int
+    instances: int = 1
 
 
 def profiles_from_task_runs(task_runs: pd.DataFrame) -> dict[tuple[str, str], TaskProfile]:
-    """Per (dag_id, task_id): duration p50/p90 and median usage of successful tries.
+    """Per (dag_id, task_id): duration p50/p90, median usage and fan-out of successful tries.
+
+    A mapped task's instance count is only known at run time (the serialized DAG, hence the
+    upcoming-work endpoint, says just "mapped"): its history is where the fan-out is learned.
 
     :param task_runs: ``ProfileStore.task_runs()`` rows.
     """
@@ -85,11 +90,16 @@ def profiles_from_task_runs(task_runs: pd.DataFrame) -> dict[tuple[str, str], Ta
             rate = (group["net_bytes"] * 8 / 1e6 / group["duration"].clip(lower=1)).dropna()
             if len(rate):
                 usage["network"] = float(rate.median())
+        instances = 1
+        if "map_index" in group and "run_id" in group:
+            per_run = group.groupby("run_id")["map_index"].nunique()
+            instances = max(1, round(float(per_run.median())))
         out[(dag_id, task_id)] = TaskProfile(
             duration_p50_s=float(durations.quantile(0.5)),
             duration_p90_s=float(durations.quantile(0.9)),
             usage=usage,
             runs=len(group),
+            instances=instances,
         )
     return out
 
@@ -152,10 +162,12 @@ def task_model(
     template_duration = hints.get("duration_s")
     p50 = p90 = float(template_duration or default_duration_s)
     source = hints.get("source", "default")
+    instances = max(1, int(hints.get("parallelism") or 1))
     profile = profiles.get((dag_id, hints["task_id"]))
     if profile is not None and profile.runs >= min_runs:
         p50, p90 = profile.duration_p50_s, max(profile.duration_p90_s, profile.duration_p50_s)
         hinted.update({k: v for k, v in profile.usage.items() if v is not None and not math.isnan(v)})
+        instances = profile.instances
         source = "profile"
     return TaskModel(
         task_id=hints["task_id"],
@@ -163,7 +175,7 @@ def task_model(
         pool=validate_pool_name(_pool_name(pool)),
         airflow_pool=hints.get("pool") or "default_pool",
         pool_slots=int(hints.get("pool_slots") or 1),
-        instances=max(1, int(hints.get("parallelism") or 1)),
+        instances=instances,
         p50=max(p50, 1.0),
         p90=max(p90, p50, 1.0),
         usage=hinted,

@@ -134,6 +134,34 @@ def test_p90_durations_widen_upper_quantiles():
     assert cpu(total, "mean")[pd.Timestamp(NOW)] == 0.5  # profiled usage, not the template's cpu
 
 
+def test_a_mapped_task_fans_out_as_its_history_did():
+    """The endpoint only says "mapped": the fan-out (6 partitions a run) comes from the task runs."""
+    rows = []
+    for day in range(4):
+        start = NOW - timedelta(days=day + 1)
+        for index in range(6):
+            rows.append(
+                {
+                    "dag_id": "wh",
+                    "run_id": f"scheduled__{start.isoformat()}",
+                    "task_id": "rebuild",
+                    "map_index": index,
+                    "state": "success",
+                    "start_date": start,
+                    "end_date": start + timedelta(minutes=30),
+                    "duration": 1800.0,
+                    "cpu_mean": 1.5,
+                }
+            )
+    profiles = profiles_from_task_runs(pd.DataFrame(rows))
+    assert profiles[("wh", "rebuild")].instances == 6
+    wh = dag("wh", [task("rebuild", cpu=1.0, duration=1800, mapped=True)], upcoming=[NOW])
+    fc = structural_forecast(work(wh), now=NOW, horizon=H, profiles=profiles)
+    assert cpu(fc.total())[pd.Timestamp(NOW + timedelta(minutes=10))] == pytest.approx(9.0)  # 6 x 1.5
+    fresh = structural_forecast(work(wh), now=NOW, horizon=H)  # no history: one instance, template cpu
+    assert cpu(fresh.total())[pd.Timestamp(NOW + timedelta(minutes=10))] == pytest.approx(1.0)
+
+
 def manual_runs(pattern, start):
     rows, t = [], start
     for dag_id, gap in pattern:
