@@ -80,11 +80,14 @@ OPTIONS: dict[str, Option] = {
         "least this. Below it (or with less than 1.5 days of demand) prediction has nothing to anticipate "
         "and the pool follows the reactive rule (fallback_utilization, scale-in after the stabilisation "
         "window). -1 always follows the forecast. A pool's policy.min_daily_cycle overrides it.",
-        "0.3",
+        "0.2",
         "float",
     ),
     "cycle_window_days": Option(
-        "Days of recent demand the daily-cycle check of min_daily_cycle reads.", "3", "float"
+        "Days of recent demand the daily-cycle check of min_daily_cycle reads (a week: one outlier day "
+        "or a quiet weekend does not flip the rule).",
+        "7",
+        "float",
     ),
     "fallback_utilization": Option(
         "Target utilisation of the reactive rule a pool falls back to when its demand has no daily cycle "

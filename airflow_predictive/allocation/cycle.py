@@ -102,15 +102,16 @@ def run_cycle(
                 spec = engine.machine_type(pool.machine_type)
                 pool = pool.with_machine(spec.vcpus, spec.memory_gib)
             state = engine.pool_state(pool)
-            forecast = recent = None
-            if pool.policy.signal is Signal.RECENT_DEMAND:
-                window = timedelta(
-                    minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
-                )
-                ids = [series_id(pool.name, r) for r in ("cpu", "memory", "storage", "network")]
-                recent = store.demand(ids, start=now - window, end=now + timedelta(seconds=1))
-            else:
+            forecast = None
+            window = timedelta(
+                minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
+            )
+            if pool.policy.signal is Signal.FORECAST:
                 forecast = store.latest_forecasts(pools=[pool.name])
+                # the planner's reactive guard and its daily-cycle check read this much observed demand
+                window = max(window, timedelta(days=pool.policy.cycle_window_days))
+            ids = [series_id(pool.name, r) for r in ("cpu", "memory", "storage", "network")]
+            recent = store.demand(ids, start=now - window, end=now + timedelta(seconds=1))
             busy = [i.name for i in state.instances] if busy_hosts is None else list(busy_hosts)
             plan = make_plan(forecast, state, pool, now, busy_instances=busy, recent_demand=recent)
             if busy_hosts is None:

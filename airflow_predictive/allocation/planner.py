@@ -2,10 +2,17 @@
 
 One planner serves the operator, the CLI and the backtest. The rules, in the order they apply:
 
+0. **Does prediction help?** A forecast-driven pool follows its forecast only while its recent demand
+   has a daily cycle to anticipate (lag-one-day autocorrelation >= ``policy.min_daily_cycle`` over
+   ``policy.cycle_window_days``). Without one the forecast can only trail the last value, so the pool
+   follows the reactive rule below at ``policy.fallback_utilization`` and does what Compute Engine's
+   autoscaler would do (``Plan.summary["sizing"]`` says which rule ran and why).
 1. **Demand to cover.** For every resource, the forecast quantile the pool names (``policy.quantile``)
    over ``[now + lead time, now + lead time + planning interval]``, so capacity ordered now is ready
-   when the work starts. With ``policy.signal = recent_demand`` (the Compute Engine autoscaler rule),
-   the newest observed demand instead, divided by ``policy.target_utilization``.
+   when the work starts, and never less than the newest observed demand / ``policy.guard_utilization``
+   (a forecast that undershoots a level shift is corrected next cycle). With ``policy.signal =
+   recent_demand`` (the Compute Engine autoscaler rule), the newest observed demand instead, divided by
+   ``policy.target_utilization``, held for the stabilisation window's peak before scaling in.
 2. **Instances.** Demand is converted to instances of the pool's machine type; vCPUs, memory and
    (per-VM egress) network are all honoured and the binding one wins. A gap smaller than the pool's
    threshold for that resource is ignored (the pseudocode's ``thresholdCPU`` ...).
@@ -230,8 +237,10 @@ def plan(
     :param pool: the pool and its policy.
     :param now: the planning time (UTC).
     :param busy_instances: hostnames (or instance names) running an Airflow task: never released.
-    :param recent_demand: observed demand for ``policy.signal = recent_demand``: demand rows
-        (``series_id, ts, value``) or resource -> values over the stabilisation window, newest last.
+    :param recent_demand: observed demand: demand rows (``series_id, ts, value``) or resource -> values
+        one planning interval apart, newest last. The reactive rule reads its stabilisation window; a
+        forecast-driven pool reads the newest value (guard) and ``policy.cycle_window_days`` (daily-cycle
+        check). None: a forecast-driven pool follows its forecast unguarded.
     :param interruptible_fraction: share of demand from tasks marked interruptible (goes to spot).
     """
     if now.tzinfo is None:
@@ -242,10 +251,14 @@ def plan(
     busy = {_host_key(h) for h in busy_instances if h}
     live = state.live()
     is_mig = pool.backend is Backend.MANAGED_INSTANCE_GROUP
-    u = pool.policy.target_utilization
+
+    # 0. which rule sizes the pool: its forecast, or the reactive rule when prediction cannot help
+    recent = _recent_series(recent_demand, pool, now)
+    sizing = _sizing(pool, recent)
+    u = sizing.utilization
 
     # 1. demand to cover (up) and the upper bound over the stabilisation window (hold), per resource
-    up, hold, base = _demands(forecast, recent_demand, pool, now)
+    up, hold, base = _demands(forecast, recent, pool, now, sizing)
 
     # current capacity per resource; a MIG counts its target size (it converges to it)
     counts = _current_counts(state, pool)
@@ -274,7 +287,7 @@ def plan(
     releases: list[InstanceState] = []
     why_release: dict[str, str] = {}  # instance name -> the rule that released it
     if add == 0:
-        releases = _scale_in(live, pool, hold, cap, current, busy, why_release)
+        releases = _scale_in(live, pool, hold, cap, current, busy, why_release, sizing)
 
     # 4a. max_instances
     if current + add > pool.max_instances:
@@ -303,7 +316,7 @@ def plan(
             )
 
     # 5. spot split for the additions
-    std_add, spot_add = _split(add, pool, state, counts, base, up, interruptible_fraction, now)
+    std_add, spot_add = _split(add, pool, state, counts, base, up, interruptible_fraction, now, u)
 
     # 4b. budget: convert standard additions to spot, then cut additions, then release idle VMs
     std_add, spot_add, budget_releases = _apply_budget(
@@ -322,7 +335,7 @@ def plan(
     )
 
     # actions: additions
-    why_up = _reason_up(up, cap, current, pool, binding, u)
+    why_up = _reason_up(up, cap, current, pool, binding, sizing)
     for prov, n in ((Provisioning.STANDARD, std_add), (Provisioning.SPOT, spot_add)):
         if n <= 0:
             continue
@@ -387,6 +400,7 @@ def plan(
     result.summary.update(
         {
             "policy": str(pool.policy.signal),
+            "sizing": sizing.why,
             "quantile": pool.policy.quantile,
             "cycle": cycle,
             "instances_before": current,
@@ -440,20 +454,92 @@ def _capacity(
     return float(sum(_instance_capacity(pool, i, resource) for i in state.live()))
 
 
+@dataclass(frozen=True)
+class _Sizing:
+    """The rule that sizes the pool this cycle.
+
+    :param signal: forecast, or recent demand (the reactive rule, also the no-cycle fallback).
+    :param utilization: planned utilisation of each instance.
+    :param guard: forecast signal: utilisation at which the newest observed demand bounds the plan (0: none).
+    :param why: the rule, for ``Plan.summary`` and the action reasons.
+    """
+
+    signal: Signal
+    utilization: float
+    guard: float = 0.0
+    why: str = ""
+
+
+#: The resource whose daily cycle decides, in order of preference (the autoscaler's own rule is CPU).
+_CYCLE_RESOURCES = ("cpu", "memory", "network")
+
+
+def _sizing(pool: CapacityPool, recent: Mapping[str, np.ndarray]) -> _Sizing:
+    """Forecast or reactive rule: a forecast-driven pool whose demand has no daily cycle goes reactive."""
+    policy = pool.policy
+    if policy.signal is Signal.RECENT_DEMAND:
+        return _Sizing(Signal.RECENT_DEMAND, policy.target_utilization, why="reactive rule (recent_demand)")
+    if not recent or policy.min_daily_cycle <= -1:
+        return _Sizing(Signal.FORECAST, policy.target_utilization, 0.0, "forecast")
+    guard = policy.guard_utilization if any(len(v) for v in recent.values()) else 0.0
+    resource = next((r for r in _CYCLE_RESOURCES if len(recent.get(r, ())) > 0), None)
+    if resource is None:
+        return _Sizing(Signal.FORECAST, policy.target_utilization, guard, "forecast")
+    lag = max(1, round(1440.0 / policy.planning_interval_minutes))
+    values = recent[resource][-int(round(policy.cycle_window_days * lag)) :]
+    cycle = daily_cycle(values, lag)
+    guarded = f", guard: observed / {guard:g}" if guard else ""
+    if cycle is not None and cycle >= policy.min_daily_cycle:
+        why = f"forecast ({resource} daily-cycle autocorrelation {cycle:.2f} >= {policy.min_daily_cycle:g}{guarded})"
+        return _Sizing(Signal.FORECAST, policy.target_utilization, guard, why)
+    seen = (
+        f"autocorrelation {cycle:.2f} < {policy.min_daily_cycle:g}"
+        if cycle is not None
+        else f"less than 1.5 days of {resource} demand"
+    )
+    why = (
+        f"reactive fallback ({resource} demand has no daily cycle to predict: {seen}; "
+        f"utilisation {policy.fallback_utilization:g})"
+    )
+    return _Sizing(Signal.RECENT_DEMAND, policy.fallback_utilization, why=why)
+
+
+def daily_cycle(values: np.ndarray, lag: int) -> float | None:
+    """Lag-one-day autocorrelation of ``values`` (one per planning interval), None below 1.5 days.
+
+    A flat series (no variation on either side) has no cycle: 0.
+
+    :param values: demand, oldest first.
+    :param lag: buckets per day.
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < lag + lag // 2:
+        return None
+    a, b = values[:-lag], values[lag:]
+    a, b = a - a.mean(), b - b.mean()
+    denom = math.sqrt(float(a @ a) * float(b @ b))
+    if denom <= 0:
+        return 0.0
+    return float(a @ b) / denom
+
+
 def _demands(
     forecast: pd.DataFrame | ForecastView | None,
-    recent: pd.DataFrame | Mapping[str, Sequence[float]] | None,
+    recent: Mapping[str, np.ndarray],
     pool: CapacityPool,
     now: datetime,
+    sizing: _Sizing,
 ) -> tuple[dict[str, _Demand], dict[str, _Demand], dict[str, _Demand]]:
     """Demand to cover (up), upper bound over the stabilisation window (hold), baseline (base)."""
     up: dict[str, _Demand] = {}
     hold: dict[str, _Demand] = {}
     base: dict[str, _Demand] = {}
     policy = pool.policy
-    if policy.signal is Signal.RECENT_DEMAND:
-        series = _recent_series(recent, pool, now)
-        for r, values in series.items():
+    if sizing.signal is Signal.RECENT_DEMAND:
+        window = _stabilization_buckets(pool)
+        for r, values in recent.items():
+            values = values[-window:]
             if len(values) == 0:
                 continue
             latest = float(values[-1])
@@ -474,9 +560,15 @@ def _demands(
         d = _window_max(view, r, policy.quantile, now_ns + lead, now_ns + lead + step)
         if d is None:
             continue
-        up[r] = d
         stab = int(pool.scale_in.stabilization_minutes * _NS_PER_MIN)
         h = _window_max(view, r, upper, now_ns, now_ns + lead + max(stab, step))
+        seen = recent.get(r)
+        if sizing.guard > 0 and r in COUNT_RESOURCES and seen is not None and len(seen):
+            # Demand is planned at `utilization`: this much planned demand holds observed / guard.
+            g = float(seen[-1]) * sizing.utilization / sizing.guard
+            if g > d.value:
+                d = _Demand(g, f"observed demand / guard utilisation {sizing.guard:g}")
+        up[r] = d
         hold[r] = h if h is not None and h.value >= d.value else d
         if r in ("cpu", "memory") and pool.has_spot:
             b = _window_max(view, r, pool.spot.baseline_quantile, now_ns + lead, now_ns + lead + step)
@@ -486,9 +578,16 @@ def _demands(
     return up, hold, base
 
 
+def _stabilization_buckets(pool: CapacityPool) -> int:
+    """Observed buckets the reactive rule reads: the stabilisation window (at least one interval)."""
+    interval = pool.policy.planning_interval_minutes
+    return max(1, math.ceil(max(pool.scale_in.stabilization_minutes, interval) / interval - 1e-9))
+
+
 def _recent_series(
     recent: pd.DataFrame | Mapping[str, Sequence[float]] | None, pool: CapacityPool, now: datetime
 ) -> dict[str, np.ndarray]:
+    """Observed demand per resource up to ``now``, oldest first (rows of other pools are ignored)."""
     if recent is None:
         return {}
     if isinstance(recent, Mapping):
@@ -496,9 +595,8 @@ def _recent_series(
     if len(recent) == 0:
         return {}
     out: dict[str, np.ndarray] = {}
-    start = pd.Timestamp(now) - pd.Timedelta(minutes=pool.scale_in.stabilization_minutes)
     stamps = pd.to_datetime(recent["ts"], utc=True)
-    window = recent[(stamps > start) & (stamps <= pd.Timestamp(now))]
+    window = recent[stamps <= pd.Timestamp(now)]
     for sid, rows in window.groupby("series_id", sort=False):
         key = parse_series_id(str(sid))
         if key.pool == pool.name:
@@ -534,11 +632,12 @@ def _scale_in(
     current: int,
     busy: set[str],
     why_release: dict[str, str],
+    sizing: _Sizing,
 ) -> list[InstanceState]:
     """Idle instances whose release keeps capacity above the forecast upper bound (+ threshold)."""
-    if not hold and pool.policy.signal is Signal.FORECAST:
+    if not hold and sizing.signal is Signal.FORECAST:
         return []  # no forecast for this pool: never shrink blind
-    u = pool.policy.target_utilization
+    u = sizing.utilization
     keep = {r: (hold[r].value + pool.thresholds.for_resource(r)) / u for r in COUNT_RESOURCES if r in hold}
     if not keep:
         return []  # no cpu/memory/network forecast for this pool: never shrink blind
@@ -578,6 +677,7 @@ def _split(
     up: Mapping[str, _Demand],
     interruptible_fraction: float,
     now: datetime,
+    u: float,
 ) -> tuple[int, int]:
     """Split additions into standard and spot: standard carries the baseline, spot the rest."""
     if add <= 0:
@@ -588,7 +688,6 @@ def _split(
     if pool.spot.interruptible or pool.spot.mode is SpotMode.ALL:
         target_std = pool.spot.min_standard
     else:
-        u = pool.policy.target_utilization
         need = 0
         for r in ("cpu", "memory"):
             if r in base:
@@ -692,8 +791,9 @@ def _reason_up(
     current: int,
     pool: CapacityPool,
     binding: str,
-    u: float,
+    sizing: _Sizing,
 ) -> str:
+    u = sizing.utilization
     if binding == "min_instances":
         return f"{current} live instances < min_instances {pool.min_instances}"
     parts = []
@@ -705,9 +805,11 @@ def _reason_up(
             parts.append(f"{r} {d.at} = {_fmt(d.value)} {_UNITS[r]} vs {_fmt(cap[r] * u)}{mark}")
     basis = (
         f"forecast at now+{lead:g} min boot lead"
-        if pool.policy.signal is Signal.FORECAST
+        if sizing.signal is Signal.FORECAST
         else f"observed demand / target utilisation {u:g}"
     )
+    if sizing.why.startswith("reactive fallback"):
+        basis = f"{sizing.why}: {basis}"
     return f"{basis}: " + "; ".join(parts) + f" on {current} x {pool.machine_type}"
 
 

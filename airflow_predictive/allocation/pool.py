@@ -65,12 +65,33 @@ class SizingPolicy(_Model):
     :param target_utilization: fraction of each instance's vCPUs/memory the plan may fill (GCE autoscaler
         default for CPU is 0.6; a forecast quantile already carries the safety margin, so 1.0).
     :param planning_interval_minutes: how far past ``now + lead time`` one cycle must cover (the cycle length).
+    :param guard_utilization: forecast signal only: never hold less than the newest observed demand / this
+        (a forecast undershooting a level shift is corrected next cycle); 0 = no guard.
+        Default ``[predictive] guard_utilization``.
+    :param min_daily_cycle: forecast signal only: follow the forecast while the lag-one-day
+        autocorrelation of recent demand is at least this, else the reactive rule at
+        ``fallback_utilization`` (prediction has no cycle to anticipate); -1 = always the forecast.
+        Default ``[predictive] min_daily_cycle``.
+    :param cycle_window_days: days of recent demand that check reads (``[predictive] cycle_window_days``).
+    :param fallback_utilization: target utilisation of the reactive fallback
+        (``[predictive] fallback_utilization``, Compute Engine's 0.6).
     """
 
     signal: Signal = Signal.FORECAST
     quantile: float = Field(0.9, gt=0, lt=1)
     target_utilization: float = Field(1.0, gt=0, le=1)
     planning_interval_minutes: float = Field(5.0, gt=0)
+    guard_utilization: float = Field(default_factory=lambda: _option("guard_utilization"), ge=0, le=1)
+    min_daily_cycle: float = Field(default_factory=lambda: _option("min_daily_cycle"), ge=-1, le=1)
+    cycle_window_days: float = Field(default_factory=lambda: _option("cycle_window_days"), ge=1.5)
+    fallback_utilization: float = Field(default_factory=lambda: _option("fallback_utilization"), gt=0, le=1)
+
+
+def _option(key: str) -> float:
+    """The ``[predictive]`` default of a sizing option (airflow.cfg, env var, or the documented default)."""
+    from airflow_predictive import config
+
+    return config.get_float(key)
 
 
 class LeadTimes(_Model):
@@ -212,7 +233,7 @@ class CapacityPool(_Model):
     min_instances: int = Field(0, ge=0)
     max_instances: int = Field(10, ge=1)
     lead_time_minutes: LeadTimes = LeadTimes()
-    policy: SizingPolicy = SizingPolicy()
+    policy: SizingPolicy = Field(default_factory=SizingPolicy)  # reads [predictive] defaults when built
     scale_in: ScaleIn = ScaleIn()
     thresholds: Thresholds = Thresholds()
     spot: SpotPolicy = SpotPolicy()

@@ -182,8 +182,8 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
             for knob in sweep_knobs(name):
                 variant = policy.with_knob(**knob) if knob else policy
                 m = run(variant)["metrics"]
-                # Guarded points are the proposal (a reactive guard in the planner), kept apart so the
-                # product's own frontier (its quantile / utilisation knobs) is read unmixed.
+                # Points that vary the planner's reactive guard are kept apart, so the frontier of the
+                # quantile / utilisation knobs (at the default guard) is read unmixed.
                 key = f"{name}+guard" if "guard_utilization" in knob else name
                 frontiers.setdefault(key, []).append(
                     {

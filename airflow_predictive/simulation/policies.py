@@ -51,7 +51,7 @@ def sweep_knobs(name: str) -> list[dict[str, Any]]:
         return (
             [{"quantile": q} for q in (0.5, 0.8, 0.9, 0.95, 0.99)]
             + [{"quantile": 0.9, "target_utilization": u} for u in (0.8, 0.9)]
-            + [{"quantile": q, "guard_utilization": 0.9} for q in (0.5, 0.8, 0.9)]
+            + [{"guard_utilization": g} for g in (0.0, 0.7, 0.8, 1.0)]
         )
     return [{}]
 
@@ -103,6 +103,7 @@ def backtest_pool(
     signal: str = "forecast",
     quantile: float | None = None,
     target_utilization: float | None = None,
+    guard_utilization: float | None = None,
 ) -> Any:
     """The simulated pool: one "instance" serves ``context.instance_capacity`` of demand (as vCPUs).
 
@@ -116,6 +117,7 @@ def backtest_pool(
     :param signal: ``forecast`` or ``recent_demand``.
     :param quantile: forecast quantile (None: the product default).
     :param target_utilization: planned utilisation (None: the product default for the signal).
+    :param guard_utilization: the planner's reactive guard (None: the product default).
     """
     from airflow_predictive.allocation.pool import (
         Backend,
@@ -138,6 +140,8 @@ def backtest_pool(
         sizing["quantile"] = quantile
     if target_utilization is not None:
         sizing["target_utilization"] = target_utilization
+    if guard_utilization is not None:
+        sizing["guard_utilization"] = guard_utilization
     return CapacityPool(
         name=POOL_NAME,
         project="backtest-project",
@@ -307,10 +311,7 @@ class ForecastPolicy:
     ) -> None:
         self.quantile = quantile
         self.target_utilization = target_utilization
-        # Proposal for the product (off by default, so the product's defaults are what is scored): also
-        # run the planner's recent-demand rule at this utilisation and keep the larger size.
         self.guard_utilization = guard_utilization
-        self._guard_pool: Any = None
         self.context: ReplayContext | None = None
         self.pool: Any = None
         self._states = FleetStates()
@@ -318,6 +319,8 @@ class ForecastPolicy:
         self._view_step = -(10**9)
         self.refresh_steps = 1
         self._cache: dict[int, Any] = {}
+        self._history = 1
+        self.rules: dict[str, int] = {}  # steps sized by the forecast / by the reactive fallback
 
     def settings(self) -> dict[str, Any]:
         pool = self.pool
@@ -327,9 +330,13 @@ class ForecastPolicy:
             "target_utilization": pool.policy.target_utilization if pool else self.target_utilization,
             "scale_in_quantile": pool.scale_in.quantile if pool else None,
             "stabilization_minutes": pool.scale_in.stabilization_minutes if pool else None,
+            "guard_utilization": pool.policy.guard_utilization if pool else self.guard_utilization,
+            "min_daily_cycle": pool.policy.min_daily_cycle if pool else None,
+            "cycle_window_days": pool.policy.cycle_window_days if pool else None,
+            "fallback_utilization": pool.policy.fallback_utilization if pool else None,
             "refresh_steps": self.refresh_steps,
             "planner": "airflow_predictive.allocation.planner.plan",
-            **({"guard_utilization": self.guard_utilization} if self.guard_utilization else {}),
+            **({"steps_by_rule": dict(self.rules)} if self.rules else {}),
         }
 
     def prepare(self, context: ReplayContext) -> None:
@@ -337,12 +344,17 @@ class ForecastPolicy:
             self._cache = {}
         self.context = context
         self.pool = backtest_pool(
-            context, signal="forecast", quantile=self.quantile, target_utilization=self.target_utilization
+            context,
+            signal="forecast",
+            quantile=self.quantile,
+            target_utilization=self.target_utilization,
+            guard_utilization=self.guard_utilization,
         )
-        if self.guard_utilization:
-            self._guard_pool = backtest_pool(
-                context, signal="recent_demand", target_utilization=self.guard_utilization
-            )
+        # The planner reads the newest demand (guard) and the daily-cycle window: pass that much history.
+        policy = self.pool.policy
+        per_day = round(86400 / context.interval_s)
+        self._history = max(2, math.ceil(policy.cycle_window_days * per_day))
+        self.rules = {}
         self._view_step = -(10**9)
 
     def horizon_steps(self) -> int:
@@ -361,12 +373,11 @@ class ForecastPolicy:
             self._view_step = step
         now = self.context.index[step].to_pydatetime()
         state = self._states.state(fleet, now)
-        size = planned_size(plan(self._view, state, self.pool, now))
-        if self._guard_pool is not None:
-            recent = self.context.demand[max(0, step - 2) : step]
-            guard = plan(None, state, self._guard_pool, now, recent_demand={"cpu": recent})
-            size = max(size, planned_size(guard))
-        return size
+        recent = self.context.demand[max(0, step - self._history) : step]
+        result = plan(self._view, state, self.pool, now, recent_demand={"cpu": recent})
+        rule = str(result.summary["sizing"]).split(" ", 1)[0]  # forecast | reactive
+        self.rules[rule] = self.rules.get(rule, 0) + 1
+        return planned_size(result)
 
     def forecast_at(self, step: int) -> Any:
         """A :class:`~airflow_predictive.allocation.planner.ForecastView` issued at ``step``.
@@ -399,7 +410,7 @@ class ForecastPolicy:
 
         :param quantile: forecast quantile.
         :param target_utilization: planned utilisation (1 / headroom).
-        :param guard_utilization: reactive guard (proposal), None for the product default (none).
+        :param guard_utilization: the planner's reactive guard, None for the product default.
         """
         variant = self._variant(
             quantile=quantile, target_utilization=target_utilization, guard_utilization=guard_utilization

@@ -276,3 +276,78 @@ def test_plans_respect_caps_never_release_busy_and_cover_the_forecast(
         k = min(max(k, 0), len(cpu) - 1)
         assert after["cpu"] >= cpu[k] * SPREAD[0.9] - 1e-6
         assert after["memory"] >= cpu[k] * mem_factor * SPREAD[0.9] - 1e-6
+
+
+def _days(days: float, *, cycle: bool, seed: int = 0) -> list[float]:
+    """cpu demand one 5-minute bucket apart: a daily sine (peak 40 vCPU) or flat noise of the same level."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(days * 288))
+    shape = 24 + 16 * np.sin(2 * np.pi * t / 288) if cycle else np.full(t.size, 24.0)
+    return list(shape + rng.normal(0, 2, t.size))
+
+
+def test_daily_cycle_is_the_lag_one_day_autocorrelation():
+    from airflow_predictive.allocation.planner import daily_cycle
+
+    assert daily_cycle(_days(3, cycle=True), 288) > 0.9
+    assert abs(daily_cycle(_days(3, cycle=False), 288)) < 0.2
+    assert daily_cycle(_days(1.2, cycle=True), 288) is None  # under 1.5 days: cannot tell
+    assert daily_cycle([5.0] * 600, 288) == 0.0  # flat demand has no cycle
+
+
+def test_forecast_pool_without_a_daily_cycle_follows_the_reactive_rule():
+    pool = make_pool()
+    frame = forecast_frame("etl", {"cpu": [8] * 6})  # the forecast would hold 2 VMs
+    history = _days(3, cycle=False)[:-1] + [30.0]
+    p = plan(frame, PoolState(), pool, NOW, recent_demand={"cpu": history})
+    assert p.summary["sizing"].startswith("reactive fallback (cpu demand has no daily cycle")
+    # Compute Engine's rule: ceil(30 / (0.6 x 8)) = 7 VMs, whatever the forecast says
+    assert [a.amount for a in p.actions] == [7]
+    assert "reactive fallback" in p.actions[0].reason and "target utilisation 0.6" in p.actions[0].reason
+    # scale-in waits for the stabilisation window's peak, as the reactive rule does
+    state = PoolState(instances=tuple(vm(f"v{i}") for i in range(7)))
+    calm = history[:-2] + [30.0, 5.0]
+    assert plan(frame, state, pool, NOW, recent_demand={"cpu": calm}).actions == []
+    # the same pool with a daily cycle in its demand follows the forecast (guarded by observed demand)
+    cyclic = _days(3, cycle=True)[:-1] + [8.0]
+    p = plan(frame, PoolState(), pool, NOW, recent_demand={"cpu": cyclic})
+    assert p.summary["sizing"].startswith("forecast (cpu daily-cycle autocorrelation")
+    assert [a.amount for a in p.actions] == [2]  # q0.9 = 9.6 vCPU
+    # min_daily_cycle -1 always follows the forecast
+    always = make_pool(policy={"min_daily_cycle": -1})
+    assert (
+        plan(frame, PoolState(), always, NOW, recent_demand={"cpu": history}).summary["sizing"] == "forecast"
+    )
+
+
+def test_reactive_guard_holds_observed_demand_when_the_forecast_undershoots():
+    pool = make_pool(policy={"guard_utilization": 0.9})
+    frame = forecast_frame("etl", {"cpu": [8] * 6})  # q0.9 = 9.6 vCPU: 2 VMs
+    shifted = _days(3, cycle=True)[:-1] + [40.0]  # a level shift the forecast has not seen yet
+    p = plan(frame, PoolState(), pool, NOW, recent_demand={"cpu": shifted})
+    assert [a.amount for a in p.actions] == [6]  # 40 / 0.9 = 44.4 vCPU -> 6 x 8
+    assert "observed demand / guard utilisation 0.9" in p.actions[0].reason
+    # the guard also bounds scale-in: 6 VMs stay while the newest demand is 40
+    state = PoolState(instances=tuple(vm(f"v{i}") for i in range(6)))
+    assert plan(frame, state, pool, NOW, recent_demand={"cpu": shifted}).actions == []
+    # guard 0 turns it off; without observed demand the planner follows the forecast alone
+    off = make_pool(policy={"guard_utilization": 0})
+    assert [a.amount for a in plan(frame, PoolState(), off, NOW, recent_demand={"cpu": shifted}).actions] == [
+        2
+    ]
+    assert [a.amount for a in plan(frame, PoolState(), pool, NOW).actions] == [2]
+
+
+def test_sizing_defaults_come_from_the_predictive_config_section(monkeypatch):
+    from airflow_predictive import config
+
+    pool = make_pool()
+    assert pool.policy.guard_utilization == float(config.OPTIONS["guard_utilization"].default)
+    assert pool.policy.min_daily_cycle == float(config.OPTIONS["min_daily_cycle"].default)
+    assert pool.policy.cycle_window_days == float(config.OPTIONS["cycle_window_days"].default)
+    assert pool.policy.fallback_utilization == 0.6
+    monkeypatch.setenv("AIRFLOW__PREDICTIVE__GUARD_UTILIZATION", "0.75")
+    assert make_pool().policy.guard_utilization == 0.75
+    assert make_pool(policy={"guard_utilization": 0.5}).policy.guard_utilization == 0.5  # the pool wins
