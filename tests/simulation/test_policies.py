@@ -144,3 +144,25 @@ def test_backtest_command_bad_input_exits_2_naming_file_and_problem(tmp_path, ca
     err = capsys.readouterr().err
     assert "t.csv" in err
     assert any(m in err for m in message.split("|"))
+
+
+def test_without_a_daily_cycle_the_forecast_policies_fall_back_to_reactive_targets():
+    # Noise around a level, with bursts: nothing recurs a day later, so prediction cannot help and the
+    # production planner follows the reactive rule: the very targets the reactive baseline sets.
+    rng = np.random.default_rng(3)
+    demand = 10 + rng.gamma(2.0, 2.0, 4 * 288)
+    demand[rng.choice(demand.size, 40, replace=False)] += 25
+    context = _context(demand, start=3 * 288)
+    reactive = replay(ReactivePolicy(), context)
+    policy = SeasonalPolicy()
+    seasonal = replay(policy, context)
+    assert list(seasonal.targets) == list(reactive.targets)
+    assert policy.settings()["steps_by_rule"] == {"reactive": 288}
+
+
+def test_with_a_daily_cycle_the_forecast_policies_follow_their_forecast():
+    policy = SeasonalPolicy()
+    result = replay(policy, _context(_daily(4, seed=2), start=3 * 288))
+    assert policy.settings()["steps_by_rule"] == {"forecast": 288}
+    reactive = replay(ReactivePolicy(), _context(_daily(4, seed=2), start=3 * 288))
+    assert result.running.sum() < reactive.running.sum()  # no 0.6 headroom on a predictable cycle
