@@ -119,7 +119,10 @@ class AutoArima(SeriesModel):
     """pmdarima auto-ARIMA selection with a stored-parameter warm path, seasonal-naive combination and calibration.
 
     :param select_days: days of history given to ``auto_arima`` (selection cost grows with it).
-    :param calibration_days: days of history whose forecast errors calibrate the quantiles.
+    :param fit_days: days of history the parameters are (re-)estimated on by CSS, and the scale and
+        clip bounds measured on.
+    :param calibration_days: days of history whose forecast errors calibrate the quantiles (the
+        engine's whole window: fewer days leave too few independent day-ahead errors).
     :param filter_days: days re-filtered at each warm forecast.
     :param max_p: largest AR order searched.
     :param max_q: largest MA order searched.
@@ -137,7 +140,8 @@ class AutoArima(SeriesModel):
         self,
         *,
         select_days: float = 2.0,
-        calibration_days: float = 5.0,
+        fit_days: float = 5.0,
+        calibration_days: float = 7.0,
         filter_days: float = 2.0,
         max_p: int = 3,
         max_q: int = 3,
@@ -149,6 +153,7 @@ class AutoArima(SeriesModel):
         calibration_half_life_days: float | None = None,
     ) -> None:
         self.select_days = select_days
+        self.fit_days = fit_days
         self.calibration_days = calibration_days
         self.filter_days = filter_days
         self.max_p = max_p
@@ -171,10 +176,10 @@ class AutoArima(SeriesModel):
         import pmdarima as pm
 
         period = season_length(window.interval_s)
-        scale = robust_scale(window.values[-self._buckets(self.calibration_days, period) :])
+        scale = robust_scale(window.values[-self._buckets(self.fit_days, period) :])
         n_select = self._buckets(self.select_days, period)
         z_all = window.values / scale
-        lo, hi = clip_bounds(z_all[-self._buckets(self.calibration_days, period) :], self.clip_sigmas)
+        lo, hi = clip_bounds(z_all[-self._buckets(self.fit_days, period) :], self.clip_sigmas)
         z = np.clip(z_all[-n_select:], lo, hi)
         buckets = window.buckets[-n_select:]
         seasonal = period <= self.max_seasonal_m and z.size >= 3 * period
@@ -213,7 +218,7 @@ class AutoArima(SeriesModel):
                     method="lbfgs",
                     maxiter=self.maxiter,
                     suppress_warnings=True,
-                    sarimax_kwargs=kwargs["sarimax_kwargs"],
+                    **kwargs["sarimax_kwargs"],  # pm.ARIMA takes them as keywords, not as one dict
                 ).fit(resid)
                 seasonal = False
         order = tuple(int(v) for v in fitted.order)
@@ -239,7 +244,7 @@ class AutoArima(SeriesModel):
         differenced = d > 0 or seasonal_order[1] > 0
         state["beta"] = (beta[1:] if differenced else beta).tolist()
         if refine:
-            zc, bc = self._recent(window, state, self.calibration_days)
+            zc, bc = self._recent(window, state, self.fit_days)
             state = arima.css_refit(zc, bc, state)
         return Selection(state, fitted, np.asarray(beta, dtype=float), resid)
 
@@ -255,10 +260,8 @@ class AutoArima(SeriesModel):
         period = season_length(window.interval_s)
         new = dict(state)
         z_all = window.values / state["scale"]
-        new["clip"] = list(
-            clip_bounds(z_all[-self._buckets(self.calibration_days, period) :], self.clip_sigmas)
-        )
-        z, buckets = self._recent(window, new, self.calibration_days)
+        new["clip"] = list(clip_bounds(z_all[-self._buckets(self.fit_days, period) :], self.clip_sigmas))
+        z, buckets = self._recent(window, new, self.fit_days)
         new = arima.css_refit(z, buckets, new, maxiter=25)
         new["refit_at"] = datetime.now(UTC).isoformat()
         return self.calibrated(window, new, steps=steps, levels=levels)

@@ -144,7 +144,10 @@ class Forecaster:
     def _needs_fallback(self, window: SeriesWindow) -> str:
         if window.observed_span < self.min_history_buckets:
             return "short_history"
-        if float(np.ptp(window.values[-self.min_history_buckets :])) == 0.0:
+        # Constant means every measured value of the window is the same. A metric stuck for a day or
+        # two (a Bitbrains trace holds one value for three days) is not: a constant forecast with
+        # zero-width quantiles would be exceeded by every later rise.
+        if float(np.ptp(window.values[window.observed])) == 0.0:
             return "constant"
         return ""
 

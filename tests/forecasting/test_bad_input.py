@@ -56,6 +56,21 @@ def test_each_kind_of_bad_series_gets_its_fallback_or_error_and_the_rest_still_f
     assert states == {}
 
 
+def test_a_metric_stuck_for_two_days_is_not_a_constant_series():
+    """Bitbrains traces hold one value for days; the varying week before it still drives the forecast."""
+    history = _series("pool=s/resource=cpu", 7)
+    stuck = history["ts"] > NOW - timedelta(days=2, hours=6)
+    history.loc[stuck, "value"] = 12.5
+    forecaster = Forecaster(select_workers=0)
+    frame, _ = forecaster.forecast(history, {}, now=NOW)
+    assert _fallbacks(frame) == {"pool=s/resource=cpu": "no_state:seasonal_naive"}
+    states = forecaster.select(history, now=NOW)
+    frame, _ = forecaster.forecast(history, states, now=NOW)
+    assert _fallbacks(frame) == {"pool=s/resource=cpu": ""}
+    # the intervals come from the week's errors, not from the flat stretch: they have a width
+    assert (frame["q0.95"] - frame["q0.5"]).max() > 0.5
+
+
 def test_empty_history_gives_an_empty_frame_not_a_crash():
     frame, states = Forecaster(select_workers=0).forecast(
         pd.DataFrame(columns=["series_id", "ts", "value"]), {}, now=NOW
