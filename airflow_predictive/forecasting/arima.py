@@ -10,6 +10,7 @@ pmdarima is only used for order selection (:mod:`airflow_predictive.forecasting.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -29,23 +30,34 @@ def knots(interval_s: int, horizon: int) -> np.ndarray:
 
 def exog(buckets: np.ndarray, state: dict) -> np.ndarray:
     """Regressors at the given bucket numbers: constant (if ``d == D == 0``) and Fourier pairs."""
-    columns = []
-    if state["order"][1] == 0 and state["seasonal_order"][1] == 0:
-        columns.append(np.ones(buckets.size))
+    constant = state["order"][1] == 0 and state["seasonal_order"][1] == 0
     period, k = state["fourier"]["period"], state["fourier"]["k"]
+    out = np.empty((buckets.size, int(constant) + 2 * k))
+    if constant:
+        out[:, 0] = 1.0
     if k:
-        phase = 2 * np.pi * (buckets % period) / period
-        for j in range(1, k + 1):
-            columns += [np.sin(j * phase), np.cos(j * phase)]
-    return np.column_stack(columns) if columns else np.zeros((buckets.size, 0))
+        out[:, int(constant) :] = _fourier_table(int(period), int(k))[buckets % period]
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _fourier_table(period: int, k: int) -> np.ndarray:
+    """``sin_1, cos_1, sin_2, cos_2, ...`` at each phase ``0..period-1`` (looked up, not recomputed)."""
+    angle = np.multiply.outer(2 * np.pi * np.arange(period) / period, np.arange(1, k + 1))
+    table = np.empty((period, 2 * k))
+    table[:, 0::2] = np.sin(angle)
+    table[:, 1::2] = np.cos(angle)
+    table.flags.writeable = False
+    return table
 
 
 def polynomials(state: dict, params: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, ma, delta)``: the integrated AR polynomial, the MA polynomial and the differencing polynomial."""
     params = params or state
     m = state["seasonal_order"][3]
-    ar = np.r_[1.0, -np.asarray(params["ar"], dtype=float)]
-    ma = np.r_[1.0, np.asarray(params["ma"], dtype=float)]
+    # plain concatenation: np.r_ costs more than the filtering of a whole window here
+    ar = np.concatenate(([1.0], -np.asarray(params["ar"], dtype=float)))
+    ma = np.concatenate(([1.0], np.asarray(params["ma"], dtype=float)))
     if m and (params["sar"] or params["sma"]):
         sar = np.zeros(m * len(params["sar"]) + 1)
         sar[0] = 1.0
@@ -97,7 +109,7 @@ def psi_weights(state: dict, steps: int) -> np.ndarray:
 
 
 def _pack(state: dict) -> np.ndarray:
-    return np.r_[state["beta"], state["ar"], state["ma"], state["sar"], state["sma"]].astype(float)
+    return np.array([*state["beta"], *state["ar"], *state["ma"], *state["sar"], *state["sma"]], dtype=float)
 
 
 def _unpack(vector: np.ndarray, state: dict) -> dict:
@@ -203,7 +215,9 @@ def calibrate(
                 naive_err = raw[targets[ok]] - raw[targets[ok] - lag]
                 a_err = arima_err[ok]
                 grid = np.linspace(0.0, 1.0, 11)
-                mae = [np.mean(np.abs(w * a_err + (1 - w) * naive_err)) for w in grid]
+                mae = np.abs(np.multiply.outer(grid, a_err) + np.multiply.outer(1 - grid, naive_err)).mean(
+                    axis=1
+                )
                 weight = float(grid[int(np.argmin(mae))])
                 err = weight * a_err + (1 - weight) * naive_err
         weights.append(weight)
