@@ -18,7 +18,7 @@ capacity-hours by interpolating along each policy's (capacity-hours, unmet) fron
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ import pandas as pd
 from airflow_predictive.forecasting.combine import combine
 from airflow_predictive.forecasting.structural import profiles_from_task_runs, structural_forecast
 from airflow_predictive.simulation.backtest import BacktestOptions, context_for
-from airflow_predictive.simulation.policies import POOL_NAME, PredictivePolicy, demand_frame, pool_prices
+from airflow_predictive.simulation.policies import POOL_NAME, SERIES_ID, PredictivePolicy, pool_prices
 from airflow_predictive.simulation.replay import replay
 
 QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
@@ -184,49 +184,46 @@ def _started(runs: pd.DataFrame, run_after: pd.Timestamp, now: pd.Timestamp) -> 
 
 
 class CombinedPolicy(PredictivePolicy):
-    """The production forecaster on residual demand + the structural forecast of scheduled runs."""
+    """The production forecaster on residual demand + the structural forecast of scheduled runs.
+
+    The statistical half is the ``predictive`` policy itself (order selection once, warm path every
+    step, hourly refits) replayed on the residual trace; the planner still sees total demand.
+    """
 
     name = "combined"
 
-    def __init__(self, quantile: float | None = None, target_utilization: float | None = None) -> None:
-        super().__init__(quantile=quantile, target_utilization=target_utilization)
+    def __init__(self, **knobs: Any) -> None:
+        # The knobs are the predictive policy's (quantile, target utilisation, ...), passed through.
+        super().__init__(**knobs)
         self.runs: pd.DataFrame | None = None
         self.schedule = DEFAULT_SCHEDULE
         self.residual: np.ndarray | None = None
         self.profiles: dict = {}
+        self.statistical: PredictivePolicy | None = None
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "combination": "residual", "structural": "structural_forecast"}
 
     def prepare(self, context) -> None:
-        from airflow_predictive.forecasting.engine import Forecaster
-
-        fresh = self.context is not context or self.forecaster is None
-        super(PredictivePolicy, self).prepare(context)
+        fresh = self.context is not context or self.statistical is None
+        super(PredictivePolicy, self).prepare(context)  # the planner's pool and history: total demand
         if not fresh:
             return
-        self.forecaster = Forecaster(interval=timedelta(seconds=context.interval_s), select_workers=0)
-        self.refit_steps = max(1, round(3600 / context.interval_s))
-        frame = demand_frame(context, 0, len(context.demand))
-        frame["value"] = self.residual
-        self._frame = frame
-        origin = self._origin(context.start)
-        lo = max(0, context.start - self.forecaster.history_buckets)
-        self.states = self.forecaster.select(self._frame.iloc[lo : context.start], now=origin)
+        self.statistical = PredictivePolicy()
+        self.statistical.prepare(replace(context, demand=self.residual))
+        self._share_statistical()
         warmup = self.runs[self.runs["end"] < context.index[context.start]]
         self.profiles = profiles_from_task_runs(warmup.assign(cpu_mean=warmup["usage"]))
+
+    def _share_statistical(self) -> None:
+        # settings() reports the statistical half's model and forecast paths as the predictive policy's.
+        for name in ("forecaster", "states", "refit_steps", "models"):
+            setattr(self, name, getattr(self.statistical, name))
 
     def forecast_at(self, step: int) -> Any:
         from airflow_predictive.allocation.planner import ForecastView
 
-        lo = max(0, step - self.forecaster.history_buckets)
-        refit = list(self.states) if (step - self.context.start) % self.refit_steps == 0 else []
-        if step == self.context.start:
-            refit = []
-        stat, updated = self.forecaster.forecast(
-            self._frame.iloc[lo:step], self.states, now=self._origin(step), refit=refit
-        )
-        self.states.update(updated)
+        residual = _frame_of(self.statistical.forecast_at(step), self.context.index[step])
         now = self.context.index[step]
         horizon = timedelta(seconds=self.horizon_steps() * self.context.interval_s)
         work = upcoming_work(self.runs, self.schedule, now, horizon)
@@ -238,22 +235,23 @@ class CombinedPolicy(PredictivePolicy):
             profiles=self.profiles,
             pools=[POOL_NAME],
         )
-        return ForecastView.from_frame(combine(stat, structural, method="residual"), POOL_NAME)
+        return ForecastView.from_frame(combine(residual, structural, method="residual"), POOL_NAME)
 
     def _variant(self, **knobs: Any) -> CombinedPolicy:
         variant = CombinedPolicy(**knobs)
-        for name in (
-            "forecaster",
-            "states",
-            "refit_steps",
-            "_frame",
-            "runs",
-            "schedule",
-            "residual",
-            "profiles",
-        ):
+        for name in ("runs", "schedule", "residual", "profiles", "statistical"):
             setattr(variant, name, getattr(self, name))
+        variant._share_statistical()
         return variant
+
+
+def _frame_of(view: Any, issued_at: pd.Timestamp) -> pd.DataFrame:
+    """The pool's cpu forecast of a ForecastView as a forecast frame (what ``combine`` takes)."""
+    from airflow_predictive.forecasting.engine import MODEL_NAME
+
+    ts, columns = view.series["cpu"]
+    frame = pd.DataFrame({"series_id": SERIES_ID, "ts": pd.to_datetime(ts, utc=True), **columns})
+    return frame.assign(model=MODEL_NAME, fallback="", issued_at=issued_at)
 
 
 def _interp(x: float, xs: list[float], ys: list[float]) -> float | None:
@@ -369,20 +367,7 @@ def combination_backtest(trace: pd.Series, options: BacktestOptions | None = Non
             )
         result["policies"][policy.name] = points
     pred, comb = result["policies"]["predictive"], result["policies"]["combined"]
-    comparisons = []
-    for point in pred:
-        at = _interp(
-            point["capacity_hours"], [p["capacity_hours"] for p in comb], [p["unmet_pct"] for p in comb]
-        )
-        comparisons.append(
-            {
-                "predictive_quantile": point["quantile"],
-                "capacity_hours": point["capacity_hours"],
-                "predictive_unmet_pct": point["unmet_pct"],
-                "combined_unmet_pct_at_equal_capacity_hours": None if at is None else round(at, 4),
-            }
-        )
-    result["at_equal_capacity_hours"] = comparisons
+    result["at_equal_capacity_hours"] = _equal_hours(pred, comb)
     result.update(dominance(pred, comb))
     result["generated_at"] = datetime.now(UTC).isoformat()
     if not math.isfinite(result["scheduled_share_of_demand"]):
