@@ -194,19 +194,24 @@ def describe_known_work(summary: dict[str, Any]) -> str:
     """
     known = summary.get("known_work") or {}
     status = known.get("status", "disabled")
+    reselect = (
+        f"; {len(known['reselect'])} model(s) flagged for re-selection (history basis changed)"
+        if known.get("reselect")
+        else ""
+    )
     if status == "ok":
         return (
             f"combination {summary['combination']}: known work of {known['dags']} DAG(s), "
             f"{known['upcoming_runs']} upcoming and {known['running_runs']} running run(s); "
             f"{len(known['known_peak'])} series with known demand; {known['subtracted_task_runs']} past "
             f"task run(s) of {known['projected_dag_count']} scheduled DAG(s) taken out of the statistical "
-            "model's history"
+            f"model's history ({known['residual_series']} series){reselect}"
         )
     if status == "unavailable":
         return (
             f"combination none (statistical forecast alone): known future work unavailable: {known['reason']}"
         )
-    return f"combination none (statistical forecast alone): {known.get('reason', 'disabled')}"
+    return f"combination none (statistical forecast alone): {known.get('reason', 'disabled')}{reselect}"
 
 
 def compact(summary: dict[str, Any]) -> dict[str, Any]:

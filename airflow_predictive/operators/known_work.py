@@ -13,7 +13,8 @@ through the REST API connection, with the same token authentication as the profi
 
 The same :func:`~airflow_predictive.forecasting.engine.forecast_cycle` runs in both cases: it reads
 demand from and writes forecasts to a thin view of the store that subtracts and adds known work, so
-model selection, refits and state bookkeeping stay the engine's. When the endpoint cannot be reached
+model selection, refits and state bookkeeping stay the engine's. A series whose history basis changes (known work
+starts or stops being taken out of it) has its model re-selected. When the endpoint cannot be reached
 or answers something unusable, the cycle forecasts from the statistical model alone and says why.
 """
 
@@ -189,6 +190,8 @@ class KnownWorkView:
         self._method = method
         self.subtracted_task_runs = 0
         self.combined: list[pd.DataFrame] = []
+        #: Per series, the known work taken out of its history (zero: its history is total demand).
+        self.subtracted: dict[str, float] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -238,6 +241,7 @@ class KnownWorkView:
         if known.empty:
             return total
         known["ts"] = pd.to_datetime(known["ts"], utc=True).astype(total["ts"].dtype)
+        self.subtracted = {str(k): float(v) for k, v in known.groupby("series_id")["value"].sum().items()}
         return residual_demand(total, known)
 
     def write_forecasts(self, frame: pd.DataFrame) -> int:
@@ -316,6 +320,29 @@ def structural_for(
 # ---------------------------------------------------------------------------------------------- cycle
 
 
+def _basis_key(sid: str) -> str:
+    return f"forecast_basis:{sid}"
+
+
+def flag_changed_bases(store: Any, bases: Mapping[str, str]) -> list[str]:
+    """Record on what history each series' model is fitted; flag series whose basis changed.
+
+    A model selected on total demand is not a model of the residual (and the other way round): when
+    a series starts or stops having known work taken out of its history, its model is re-selected
+    (the next cycle, within its selection cap), as the feedback loop does for a degraded series.
+
+    :param store: the ProfileStore (watermarks ``forecast_basis:<series>``; none recorded = total).
+    :param bases: ``{series_id: "residual" | "total"}`` of this cycle.
+    """
+    changed = [
+        sid for sid, basis in bases.items() if (store.get_watermark(_basis_key(sid)) or "total") != basis
+    ]
+    for sid in changed:
+        store.set_watermark(_basis_key(sid), bases[sid])
+    store.mark_reselect(changed)
+    return changed
+
+
 def forecast_with_known_work(
     store: Any,
     series_ids: Sequence[str],
@@ -359,7 +386,9 @@ def forecast_with_known_work(
     if combination == "none" or fetch is None:
         summary = forecast_cycle(store, series_ids, **cycle)
         reason = "[predictive] combination = none" if combination == "none" else "no fetcher given"
-        return {**summary, "combination": "none", "known_work": {"status": "disabled", "reason": reason}}
+        reselect = flag_changed_bases(store, dict.fromkeys(series_ids, "total"))
+        known = {"status": "disabled", "reason": reason, "reselect": reselect[:_SUMMARY_LIMIT]}
+        return {**summary, "combination": "none", "known_work": known}
 
     started = time.perf_counter()
     try:
@@ -385,6 +414,8 @@ def forecast_with_known_work(
         method=combination,
     )
     summary = forecast_cycle(view, series_ids, **cycle)
+    bases = {sid: "residual" if view.subtracted.get(sid, 0.0) > 0 else "total" for sid in series_ids}
+    reselect = flag_changed_bases(store, bases)
     if view.combined:
         summary["per_series"] = per_series_summary(pd.concat(view.combined, ignore_index=True), forecaster)
     summary["combination"] = combination
@@ -392,6 +423,8 @@ def forecast_with_known_work(
         "status": "ok",
         **known_work_summary(upcoming, structural, series_ids),
         "subtracted_task_runs": view.subtracted_task_runs,
+        "residual_series": sum(basis == "residual" for basis in bases.values()),
+        "reselect": reselect[:_SUMMARY_LIMIT],
         "fetch_and_structural_seconds": round(prepared_in, 3),
     }
     return summary

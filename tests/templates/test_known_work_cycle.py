@@ -22,7 +22,7 @@ import pytest
 from airflow_predictive.forecasting.bench import generate_history
 from airflow_predictive.forecasting.engine import Forecaster
 from airflow_predictive.operators.demand_forecast import DemandForecastOperator, describe_known_work
-from airflow_predictive.operators.known_work import forecast_with_known_work
+from airflow_predictive.operators.known_work import flag_changed_bases, forecast_with_known_work
 from airflow_predictive.profiling.demand_series import build_demand
 from airflow_predictive.store import ProfileStore
 
@@ -233,11 +233,25 @@ def test_past_runs_of_a_scheduled_dag_are_not_counted_twice(store):
 
     assert alone["combination"] == "none" and combined["combination"] == "residual"
     assert combined["known_work"]["subtracted_task_runs"] == 6
+    assert combined["known_work"]["residual_series"] == 1 and combined["known_work"]["reselect"] == [SID]
     # Statistical alone repeats yesterday's train stage; combined = residual (without it) + the stage.
     assert at(alone_frame, 80) > 16
     for minutes in (70, 80, 95):
         assert at(combined_frame, minutes) == pytest.approx(at(alone_frame, minutes), abs=1e-6)
     assert at(combined_frame, 80) < at(alone_frame, 80) + 8  # not the stage twice
+
+
+def test_a_model_is_reselected_when_its_history_basis_changes(store):
+    state = {"kind": "arima"}
+    store.save_model_states(
+        [{"series_id": SID, "model": "auto_arima", "state": state, "fitted_at": NOW, "needs_reselect": False}]
+    )
+    assert flag_changed_bases(store, {SID: "total"}) == []  # selected on total demand, as before
+    assert flag_changed_bases(store, {SID: "residual"}) == [SID]
+    assert store.model_states([SID])[SID]["needs_reselect"] is True
+    store.mark_reselect([SID], False)  # what the next cycle's selection does
+    assert flag_changed_bases(store, {SID: "residual"}) == []
+    assert flag_changed_bases(store, {SID: "total"}) == [SID]
 
 
 @pytest.mark.parametrize("status", [None, 500])
