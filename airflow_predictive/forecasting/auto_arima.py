@@ -41,13 +41,20 @@ def robust_scale(values: np.ndarray) -> float:
     return float(np.median(nonzero)) or float(np.mean(nonzero))
 
 
-def clip_bounds(z: np.ndarray, sigmas: float) -> tuple[float, float]:
-    """Bounds beyond which a value is a gross outlier for the model input (median +- sigmas robust SDs)."""
+def clip_bounds(z: np.ndarray, sigmas: float, max_share: float = 0.05) -> tuple[float, float]:
+    """Bounds beyond which a value is a gross outlier for the model input (median +- sigmas robust SDs).
+
+    Never more than ``max_share`` of the values on either side: when bursts are a tenth of the
+    buckets (NAB network_in_5abac7) they are demand, not outliers, and clipping them all left the
+    model a flat baseline; a level shift (NAB rds_cpu from 17 % to 28 %) was clipped the same way.
+    5% beat 1% and 10% on the shared traces' rolling-origin MASE.
+    """
     median = float(np.median(z))
     spread = 1.4826 * float(np.median(np.abs(z - median)))
     if spread <= 0:
         spread = float(np.std(z)) or 1.0
-    return median - sigmas * spread, median + sigmas * spread
+    lo_q, hi_q = np.quantile(z, [max_share, 1 - max_share])
+    return min(median - sigmas * spread, float(lo_q)), max(median + sigmas * spread, float(hi_q))
 
 
 def _fourier_k(

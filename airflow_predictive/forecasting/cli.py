@@ -31,8 +31,16 @@ def register(commands, bench) -> None:
         default=None,
         help="run order selection on this many series and extrapolate (default: all)",
     )
-    speed.add_argument("--baseline-sample", type=int, default=3, help="series timing auto_arima (3)")
+    speed.add_argument(
+        "--baseline-sample",
+        type=int,
+        default=3,
+        help="series on which each auto_arima baseline (tuned, and the naive m=24) is timed (3)",
+    )
     speed.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    speed.add_argument(
+        "--cycles", type=int, default=3, help="steady-state cycles; cycle_seconds is their median (3)"
+    )
     speed.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
     speed.set_defaults(func=run_speed)
 
@@ -79,6 +87,7 @@ def run_speed(args: argparse.Namespace) -> int:
             select_sample=args.select_sample,
             baseline_sample=args.baseline_sample,
             seed=args.seed,
+            cycles=args.cycles,
         ),
         args.json_out,
     )

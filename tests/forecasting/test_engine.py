@@ -92,3 +92,20 @@ def test_upper_quantiles_are_calibrated_on_held_out_days(demand, origin, selecte
     for level, rows in hits.items():
         rate = float(np.concatenate(rows).mean())
         assert abs(rate - (1 - level)) < 0.05, (level, rate)
+
+
+def test_clipping_keeps_frequent_bursts_and_level_shifts_in_the_model_input():
+    """Only rare values are outliers: bursts in 9% of the buckets or a new level stay visible to the model."""
+    from airflow_predictive.forecasting.auto_arima import clip_bounds
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(1.0, 0.02, 2000)
+    bursty = base.copy()
+    bursty[rng.random(2000) < 0.09] = 500.0
+    lo, hi = clip_bounds(bursty, 10.0)
+    assert hi >= 500.0 and lo <= base.min()
+    shifted = np.r_[base[:1200], base[1200:] + 0.6]  # a lasting step of 30 robust SDs
+    assert clip_bounds(shifted, 10.0)[1] >= shifted.max() - 0.1
+    single = base.copy()
+    single[7] = 500.0  # one gross outlier is still clipped
+    assert clip_bounds(single, 10.0)[1] < 2.0
