@@ -134,8 +134,12 @@ def is_stable(state: dict, params: dict | None = None) -> bool:
 def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int = 40) -> dict:
     """Re-estimate beta and the ARMA coefficients by conditional least squares, warm-started from ``state``.
 
-    Returns a new state (orders unchanged); keeps the old parameters if the optimum is unstable.
+    Returns a new state (orders unchanged) whose ARMA part is always stationary and invertible: an
+    unstable stored state restarts from white noise (its explosive innovations overflowed, and
+    every later filter of it did too); an unstable optimum keeps the stable start.
     """
+    if not is_stable(state):
+        state = {**state, **{name: [0.0] * len(state[name]) for name in ("ar", "ma", "sar", "sma")}}
     x0 = _pack(state)
     if x0.size == 0:
         return dict(state)
@@ -151,7 +155,9 @@ def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int =
         return value if math.isfinite(value) else 1e300
 
     start = loss(x0)
-    result = optimize.minimize(loss, x0, method="L-BFGS-B", options={"maxiter": maxiter})
+    # the optimizer's finite differences across an unstable trial point overflow too
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = optimize.minimize(loss, x0, method="L-BFGS-B", options={"maxiter": maxiter})
     params = _unpack(result.x, state)
     new = dict(state)
     if result.fun < start and is_stable(state, params):

@@ -109,3 +109,29 @@ def test_clipping_keeps_frequent_bursts_and_level_shifts_in_the_model_input():
     single = base.copy()
     single[7] = 500.0  # one gross outlier is still clipped
     assert clip_bounds(single, 10.0)[1] < 2.0
+
+
+def test_css_refit_from_an_unstable_state_returns_a_stable_one_without_overflow():
+    """A non-invertible MA and an explosive AR used to overflow in every filter of the state."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    buckets = np.arange(1440)
+    z = 1.0 + 0.1 * np.cumsum(rng.normal(size=1440)) / 10
+    state = {
+        "order": [2, 0, 1],
+        "seasonal_order": [0, 0, 0, 0],
+        "fourier": {"period": 288, "k": 2},
+        "beta": [1.0, 0.0, 0.0, 0.0, 0.0],
+        "ar": [1.5, 0.3],
+        "ma": [-1.8],
+        "sar": [],
+        "sma": [],
+    }
+    assert not arima.is_stable(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        new = arima.css_refit(z, buckets, state)
+        assert arima.is_stable(new)
+        assert np.isfinite(arima.point_forecast(z, buckets, new, 288)).all()
+        assert np.isfinite(new["sigma2"]) and new["sigma2"] < 1.0
