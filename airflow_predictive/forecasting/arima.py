@@ -108,13 +108,17 @@ def psi_weights(state: dict, steps: int) -> np.ndarray:
 # ------------------------------------------------------------------ parameter vector helpers
 
 
+ARMA_NAMES = ("ar", "ma", "sar", "sma")
+
+
 def _pack(state: dict) -> np.ndarray:
-    return np.array([*state["beta"], *state["ar"], *state["ma"], *state["sar"], *state["sma"]], dtype=float)
+    """The ARMA coefficients as one vector (the regression ``beta`` is solved for, not searched)."""
+    return np.array([v for name in ARMA_NAMES for v in state[name]], dtype=float)
 
 
 def _unpack(vector: np.ndarray, state: dict) -> dict:
     out, i = {}, 0
-    for name in ("beta", "ar", "ma", "sar", "sma"):
+    for name in ARMA_NAMES:
         n = len(state[name])
         out[name] = vector[i : i + n].tolist()
         i += n
@@ -134,37 +138,52 @@ def is_stable(state: dict, params: dict | None = None) -> bool:
 def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int = 40) -> dict:
     """Re-estimate beta and the ARMA coefficients by conditional least squares, warm-started from ``state``.
 
+    Variable projection: the innovations ``a/ma (z - X beta)`` are linear in ``beta`` (zero initial
+    conditions), so for given ARMA coefficients the best ``beta`` is one least-squares solve on the
+    filtered ``z`` and ``X``; the optimizer only searches the few ARMA coefficients (a numerical
+    gradient over 2-3 numbers instead of 15 with the Fourier terms: several-fold fewer filters).
+
     Returns a new state (orders unchanged) whose ARMA part is always stationary and invertible: an
     unstable stored state restarts from white noise (its explosive innovations overflowed, and
     every later filter of it did too); an unstable optimum keeps the stable start.
     """
     if not is_stable(state):
-        state = {**state, **{name: [0.0] * len(state[name]) for name in ("ar", "ma", "sar", "sma")}}
-    x0 = _pack(state)
-    if x0.size == 0:
-        return dict(state)
+        state = {**state, **{name: [0.0] * len(state[name]) for name in ARMA_NAMES}}
     X = exog(buckets, state)
+    if X.shape[1] != len(state["beta"]):
+        raise ValueError(f"state has {len(state['beta'])} regression coefficients, its spec {X.shape[1]}")
     burn = len(polynomials(state)[0]) - 1
+    data = np.column_stack([z, X])
 
-    def loss(vector: np.ndarray) -> float:
-        params = _unpack(vector, state)
-        a, ma, _ = polynomials(state, params)
+    def solve(vector: np.ndarray) -> tuple[float, np.ndarray]:
+        """(mean squared innovation, best beta) for ARMA coefficients ``vector``."""
+        a, ma, _ = polynomials(state, {**_unpack(vector, state), "beta": state["beta"]})
         with np.errstate(all="ignore"):  # unstable trial points overflow; they just score badly
-            e = signal.lfilter(a, ma, z - X @ np.asarray(params["beta"]))[burn:]
+            filtered = signal.lfilter(a, ma, data, axis=0)[burn:]
+            if not np.isfinite(filtered).all():
+                return 1e300, np.zeros(X.shape[1])
+            target, design = filtered[:, 0], filtered[:, 1:]
+            beta = np.linalg.lstsq(design, target, rcond=None)[0] if design.shape[1] else np.zeros(0)
+            e = target - design @ beta
             value = float(e @ e) / max(1, e.size)
-        return value if math.isfinite(value) else 1e300
+        return (value if math.isfinite(value) else 1e300), beta
 
-    start = loss(x0)
-    # the optimizer's finite differences across an unstable trial point overflow too
-    with np.errstate(over="ignore", invalid="ignore"):
-        result = optimize.minimize(loss, x0, method="L-BFGS-B", options={"maxiter": maxiter})
-    params = _unpack(result.x, state)
+    x0 = _pack(state)
+    start, beta0 = solve(x0)
     new = dict(state)
-    if result.fun < start and is_stable(state, params):
-        new.update(params)
-        new["sigma2"] = float(result.fun)
-    else:
-        new["sigma2"] = float(start)
+    best, x_best, beta_best = start, x0, beta0
+    if x0.size:
+        # the optimizer's finite differences across an unstable trial point overflow too
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = optimize.minimize(
+                lambda v: solve(v)[0], x0, method="L-BFGS-B", options={"maxiter": maxiter}
+            )
+        if result.fun < start and is_stable(state, {**_unpack(result.x, state)}):
+            best, beta_best = solve(result.x)
+            x_best = result.x
+    new.update(_unpack(x_best, state))
+    new["beta"] = np.asarray(beta_best, dtype=float).tolist()
+    new["sigma2"] = float(best)
     return new
 
 
@@ -249,8 +268,9 @@ def _widened(err: np.ndarray, levels: tuple[float, ...], half_life: float | None
     split = int(0.6 * err.size)
     if err.size < 100 or any(math.isnan(v) for v in base):
         return base
-    older, newer = np.quantile(err[:split], [0.5, *levels]), np.quantile(err[split:], [0.5, *levels])
-    median = float(np.quantile(err, 0.5))
+    older = _linear_quantiles(np.sort(err[:split]), (0.5, *levels))
+    newer = _linear_quantiles(np.sort(err[split:]), (0.5, *levels))
+    median = float(_linear_quantiles(np.sort(err), (0.5,))[0])
     out = []
     for j, q in enumerate(levels):
         spread_old = older[j + 1] - older[0]
@@ -275,8 +295,9 @@ def _quantiles(err: np.ndarray, levels: tuple[float, ...], half_life: float | No
     n = err.size
     if not half_life:
         # conformal finite-sample correction: the ceil((n+1)q)/n empirical quantile
-        adjusted = [min(1.0, math.ceil((n + 1) * q) / n) for q in levels]
-        return np.quantile(err, adjusted, method="higher").astype(float).tolist()
+        adjusted = np.array([min(1.0, math.ceil((n + 1) * q) / n) for q in levels])
+        # np.quantile(method="higher") without its per-call overhead (this runs 10x per refit)
+        return np.sort(err)[np.ceil(adjusted * (n - 1)).astype(np.int64)].astype(float).tolist()
     weights = 0.5 ** ((n - 1 - np.arange(n)) / half_life)
     order = np.argsort(err, kind="stable")
     cum = np.cumsum(weights[order])
@@ -286,6 +307,14 @@ def _quantiles(err: np.ndarray, levels: tuple[float, ...], half_life: float | No
         i = int(np.searchsorted(cum, q * total, side="left"))
         out.append(float(err[order[min(i, n - 1)]]))
     return out
+
+
+def _linear_quantiles(ordered: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    """``np.quantile``'s default (linear) quantiles of an already sorted array."""
+    position = np.asarray(levels, dtype=float) * (ordered.size - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, ordered.size - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
 
 
 def interpolate(calibration: dict, steps: int) -> tuple[np.ndarray, np.ndarray]:
