@@ -205,7 +205,8 @@ def describe_known_work(summary: dict[str, Any]) -> str:
             f"{known['upcoming_runs']} upcoming and {known['running_runs']} running run(s); "
             f"{len(known['known_peak'])} series with known demand; {known['subtracted_task_runs']} past "
             f"task run(s) of {known['projected_dag_count']} scheduled DAG(s) taken out of the statistical "
-            f"model's history ({known['residual_series']} series){reselect}"
+            f"model's history ({known['residual_series']} series); endpoint read and known work "
+            f"forecast in {known['fetch_and_structural_seconds']:.2f} s{reselect}"
         )
     if status == "unavailable":
         return (
