@@ -13,9 +13,10 @@ through the REST API connection, with the same token authentication as the profi
 
 The same :func:`~airflow_predictive.forecasting.engine.forecast_cycle` runs in both cases: it reads
 demand from and writes forecasts to a thin view of the store that subtracts and adds known work, so
-model selection, refits and state bookkeeping stay the engine's. A series whose history basis changes (known work
-starts or stops being taken out of it) has its model re-selected. When the endpoint cannot be reached
-or answers something unusable, the cycle forecasts from the statistical model alone and says why.
+model selection, refits and state bookkeeping stay the engine's. A series whose history basis changes
+(known work starts or stops being taken out of it) has its model re-selected. When the endpoint
+cannot be reached or answers something unusable, the cycle forecasts from the statistical model alone
+and says why.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def projected_dag_ids(upcoming: Mapping[str, Any]) -> set[str]:
 
 
 def _pools_of(series_ids: Sequence[str]) -> list[str]:
-    return sorted({parse_series_id(sid)[0] for sid in series_ids})
+    return sorted({parse_series_id(sid).pool for sid in series_ids})
 
 
 def _only(frame: pd.DataFrame, series_ids: Collection[str]) -> pd.DataFrame:
