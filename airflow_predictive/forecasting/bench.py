@@ -404,7 +404,7 @@ def _origins(n: int, period: int, steps: int, count: int, train: int) -> list[in
 
 
 def accuracy_trace(
-    series: pd.Series, *, origins: int = 6, train_days: float = 3.0, compare_auto_arima: bool = True
+    series: pd.Series, *, origins: int = 24, train_days: float = 3.0, compare_auto_arima: bool = True
 ) -> dict:
     """Rolling-origin evaluation of one regular trace for the engine, seasonal naive and fresh auto_arima.
 
@@ -498,7 +498,7 @@ def _accuracy_job(path: str, options: dict, origins: int) -> tuple[str, dict]:
         return path, {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def accuracy(paths: list[str], *, origins: int = 6, workers: int | None = None, **options) -> dict:
+def accuracy(paths: list[str], *, origins: int = 24, workers: int | None = None, **options) -> dict:
     """Evaluate every trace (in parallel processes); per trace and method: MASE, pinball, exceedance.
 
     :param paths: trace CSV files (formats understood by ``simulation.traces.load_trace``).

@@ -53,7 +53,12 @@ def register(commands, bench) -> None:
         ),
     )
     acc.add_argument("traces", nargs="+", metavar="TRACE.csv", help="trace files")
-    acc.add_argument("--origins", type=int, default=6, help="forecast origins per trace (6, at least 5)")
+    acc.add_argument(
+        "--origins",
+        type=int,
+        default=24,
+        help="forecast origins per trace (24, at least 5; with 6 a single level shift on an origin moves the mean)",
+    )
     acc.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     acc.add_argument("--time-column", default=None, help="time column (default: detected)")
     acc.add_argument("--value-column", default=None, help="demand column (default: per format)")
