@@ -135,3 +135,47 @@ def test_css_refit_from_an_unstable_state_returns_a_stable_one_without_overflow(
         assert arima.is_stable(new)
         assert np.isfinite(arima.point_forecast(z, buckets, new, 288)).all()
         assert np.isfinite(new["sigma2"]) and new["sigma2"] < 1.0
+
+
+def test_css_refit_recovers_known_arma_and_fourier_coefficients():
+    """Variable projection: beta by least squares, the ARMA coefficients searched, from a poor start."""
+    from scipy import signal
+
+    rng = np.random.default_rng(5)
+    buckets = np.arange(10_000, 10_000 + 1440)
+    spec = {"order": [1, 0, 1], "seasonal_order": [0, 0, 0, 0], "fourier": {"period": 288, "k": 2}}
+    true_beta = np.array([2.0, 0.5, -0.3, 0.2, 0.1])
+    noise = signal.lfilter([1.0, 0.4], [1.0, -0.7], rng.normal(0, 0.05, buckets.size))
+    z = arima.exog(buckets, spec) @ true_beta + noise
+    start = {**spec, "beta": [1.0, 0, 0, 0, 0], "ar": [0.1], "ma": [0.0], "sar": [], "sma": []}
+    new = arima.css_refit(z, buckets, start)
+    np.testing.assert_allclose(new["beta"][1:], true_beta[1:], atol=0.03)
+    assert abs(new["ar"][0] - 0.7) < 0.08 and abs(new["ma"][0] - 0.4) < 0.1
+    assert abs(new["sigma2"] - 0.05**2) < 0.0005
+
+
+def test_rows_of_a_series_need_not_be_contiguous(demand, origin, selected):
+    forecaster, states = selected
+    history = demand[demand["ts"] <= origin]
+    other = history.assign(series_id="pool=bench-0001/resource=cpu")
+    together = pd.concat([history, other])
+    interleaved = together.sample(frac=1.0, random_state=0)
+    states = {**states, "pool=bench-0001/resource=cpu": states[SID]}
+    a, _ = forecaster.forecast(together, states, now=origin)
+    b, _ = forecaster.forecast(interleaved, states, now=origin)
+    pd.testing.assert_frame_equal(
+        a.sort_values(["series_id", "ts"]).reset_index(drop=True),
+        b.sort_values(["series_id", "ts"]).reset_index(drop=True),
+    )
+    assert a["series_id"].nunique() == 2
+
+
+def test_bench_deals_the_re_estimated_series_evenly_to_the_workers():
+    from airflow_predictive.forecasting.bench import balanced_chunks
+
+    ids = [f"s{i:03d}" for i in range(100)]
+    heavy = set(ids[::12])  # every 12th id: all even, all in one worker if dealt by position
+    chunks = balanced_chunks(ids, heavy, 2)
+    assert sorted(sum(chunks, [])) == ids
+    assert [len(set(c) & heavy) for c in chunks] == [5, 4]
+    assert abs(len(chunks[0]) - len(chunks[1])) <= 1
