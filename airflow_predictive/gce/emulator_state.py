@@ -145,6 +145,73 @@ def machine_type_shape(name: str) -> tuple[int, int] | None:
     return None
 
 
+def _is_spot(instance: dict[str, Any]) -> bool:
+    scheduling = instance.get("scheduling", {})
+    return scheduling.get("provisioningModel") == "SPOT" or bool(scheduling.get("preemptible"))
+
+
+def _cpu_metric(instance: dict[str, Any]) -> str:
+    """The regional quota an instance's vCPUs count against (Spot VMs have their own)."""
+    return "PREEMPTIBLE_CPUS" if _is_spot(instance) else "CPUS"
+
+
+def _disk_metric(disk: dict[str, Any]) -> str:
+    """The regional quota a disk's size counts against (every type but pd-standard is SSD-backed)."""
+    return "DISKS_TOTAL_GB" if _last(disk["type"]) == "pd-standard" else "SSD_TOTAL_GB"
+
+
+def _machine_type_link(project: str, zone: str, machine: str) -> str:
+    return f"{LINK_PREFIX}projects/{project}/zones/{zone}/machineTypes/{machine}"
+
+
+def _invalid_name(name: str) -> ApiError:
+    return ApiError(
+        400,
+        f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
+    )
+
+
+def _unknown_machine_type(given: str, machine: str, zone: str) -> ApiError:
+    return ApiError(
+        400,
+        f"Invalid value for field 'resource.machineType': '{given}'. "
+        f"Machine type with name '{machine}' does not exist in zone '{zone}'.",
+    )
+
+
+def _disk_in_use(disk_path: str, disk: dict[str, Any]) -> ApiError:
+    return ApiError(
+        400,
+        f"The disk resource '{disk_path}' is already being used by '{relative_path(disk['users'][0])}'",
+        "resourceInUseByAnotherResource",
+    )
+
+
+def _attached_disk(
+    spec: dict[str, Any],
+    disk_path: str,
+    *,
+    device: str,
+    index: int,
+    boot: bool,
+    auto_delete: bool,
+    size_gb: str,
+) -> dict[str, Any]:
+    """Return an instance's ``compute#attachedDisk`` entry; ``spec`` is the requested AttachedDisk JSON."""
+    return {
+        "kind": "compute#attachedDisk",
+        "type": "PERSISTENT",
+        "mode": spec.get("mode", "READ_WRITE"),
+        "source": LINK_PREFIX + disk_path,
+        "deviceName": device,
+        "index": index,
+        "boot": boot,
+        "autoDelete": auto_delete,
+        "interface": spec.get("interface", "SCSI"),
+        "diskSizeGb": size_gb,
+    }
+
+
 class ComputeEngineState:
     """One emulated Compute Engine (all projects), safe to call from many threads.
 
@@ -233,6 +300,12 @@ class ComputeEngineState:
         self._data["events"].append([at, self._data["seq"], event])
         self._data["events"].sort(key=lambda e: (e[0], e[1]))
         self._dirty = True
+
+    def _schedule_status(self, at: float, path: str, status: str) -> None:
+        # Tagged with the instance's generation: a later stop, start or preemption voids the change.
+        self._schedule(
+            at, {"type": "status", "path": path, "gen": self._data["meta"][path]["gen"], "status": status}
+        )
 
     def _advance(self, now: float) -> None:
         events = self._data["events"]
@@ -326,6 +399,14 @@ class ComputeEngineState:
             del operations[path]
         kept = set(operations)
         self._data["request_ids"] = {k: v for k, v in self._data["request_ids"].items() if v in kept}
+
+    def _metadata_operation(
+        self, now: float, scope: str, op_type: str, target: str, target_id: str | None = None
+    ) -> dict[str, Any]:
+        """An Operation that only changes stored fields: DONE after ``operation_seconds``."""
+        return self._operation(
+            now, scope, op_type, target, done_at=now + self._cfg("operation_seconds"), target_id=target_id
+        )
 
     @staticmethod
     def _finish_operation(op: dict[str, Any], at: float, error: dict[str, Any] | None) -> None:
@@ -433,8 +514,7 @@ class ComputeEngineState:
         :param path: ``projects/p/zones/z/instances/name`` etc.
         """
         with self._txn():
-            if path not in self._data["resources"]:
-                raise not_found(path)
+            self._resource(path)
             return self._render(path)
 
     def list(
@@ -518,10 +598,9 @@ class ComputeEngineState:
                 usage["INSTANCES"] += 1
                 if res["status"] != "TERMINATED":
                     cpus = self._data["meta"][path]["cpus"]
-                    usage["PREEMPTIBLE_CPUS" if self._is_spot(res) else "CPUS"] += cpus
+                    usage[_cpu_metric(res)] += cpus
             elif "/disks/" in path:
-                metric = "DISKS_TOTAL_GB" if _last(res["type"]) == "pd-standard" else "SSD_TOTAL_GB"
-                usage[metric] += int(res["sizeGb"])
+                usage[_disk_metric(res)] += int(res["sizeGb"])
         return usage
 
     def _quota_error(self, project: str, zone: str, extra: dict[str, float]) -> dict[str, Any] | None:
@@ -536,11 +615,6 @@ class ComputeEngineState:
                     "http_status": 403,
                 }
         return None
-
-    @staticmethod
-    def _is_spot(instance: dict[str, Any]) -> bool:
-        scheduling = instance.get("scheduling", {})
-        return scheduling.get("provisioningModel") == "SPOT" or bool(scheduling.get("preemptible"))
 
     def set_quota(self, region: str, metric: str, limit: float, project: str = "*") -> None:
         """Set one regional quota limit.
@@ -572,21 +646,14 @@ class ComputeEngineState:
         template_link: str | None = None,
     ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], int]:
         if not _NAME.match(name or ""):
-            raise ApiError(
-                400,
-                f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
-            )
+            raise _invalid_name(name)
         path = f"projects/{project}/zones/{zone}/instances/{name}"
         if path in self._data["resources"]:
             raise ApiError(409, f"The resource '{path}' already exists")
         machine = _last(props.get("machineType") or "")
         shape = machine_type_shape(machine)
         if not machine or shape is None:
-            raise ApiError(
-                400,
-                f"Invalid value for field 'resource.machineType': '{props.get('machineType', '')}'. "
-                f"Machine type with name '{machine}' does not exist in zone '{zone}'.",
-            )
+            raise _unknown_machine_type(props.get("machineType", ""), machine, zone)
         cpus = shape[0]
         scheduling = {
             "onHostMaintenance": "MIGRATE",
@@ -614,11 +681,7 @@ class ComputeEngineState:
                 if disk is None:
                     raise ApiError(400, f"The resource '{disk_path}' was not found", "notFound")
                 if disk.get("users"):
-                    raise ApiError(
-                        400,
-                        f"The disk resource '{disk_path}' is already being used by '{relative_path(disk['users'][0])}'",
-                        "resourceInUseByAnotherResource",
-                    )
+                    raise _disk_in_use(disk_path, disk)
                 disk_name, size = _last(disk_path), int(disk["sizeGb"])
             else:
                 params = spec.get("initializeParams") or {}
@@ -644,19 +707,16 @@ class ComputeEngineState:
                     )
                 )
             disks.append(
-                {
-                    "kind": "compute#attachedDisk",
-                    "type": "PERSISTENT",
-                    "mode": spec.get("mode", "READ_WRITE"),
-                    "source": LINK_PREFIX + disk_path,
-                    "deviceName": spec.get("deviceName")
+                _attached_disk(
+                    spec,
+                    disk_path,
+                    device=spec.get("deviceName")
                     or (f"persistent-disk-{index}" if not spec.get("source") else disk_name),
-                    "index": index,
-                    "boot": boot,
-                    "autoDelete": bool(spec.get("autoDelete", not spec.get("source"))),
-                    "interface": spec.get("interface", "SCSI"),
-                    "diskSizeGb": str(size),
-                }
+                    index=index,
+                    boot=boot,
+                    auto_delete=bool(spec.get("autoDelete", not spec.get("source"))),
+                    size_gb=str(size),
+                )
             )
         instance = {
             "kind": "compute#instance",
@@ -668,7 +728,7 @@ class ComputeEngineState:
                 "fingerprint": _fingerprint(props.get("tags", {}).get("items", [])),
                 **(props.get("tags") or {}),
             },
-            "machineType": f"{LINK_PREFIX}projects/{project}/zones/{zone}/machineTypes/{machine}",
+            "machineType": _machine_type_link(project, zone, machine),
             "status": "PROVISIONING",
             "zone": f"{LINK_PREFIX}projects/{project}/zones/{zone}",
             "networkInterfaces": [
@@ -733,17 +793,14 @@ class ComputeEngineState:
     ) -> float:
         path = relative_path(instance["selfLink"])
         for disk_path, disk in new_disks:
-            self._data["resources"][disk_path] = disk
-            self._data["meta"][disk_path] = {"id": disk["id"]}
+            self._store(disk_path, disk)
         for attached in instance["disks"]:
             disk = self._data["resources"][relative_path(attached["source"])]
             disk["status"] = "READY"
             disk["users"] = [*disk.get("users", []), instance["selfLink"]]
-        self._data["resources"][path] = instance
-        self._data["meta"][path] = {"id": instance["id"], "cpus": cpus, "gen": 0, "created": now}
+        self._store(path, instance, cpus=cpus, gen=0, created=now)
         if group:
             self._data["meta"][path]["group"] = group
-        self._dirty = True
         return self._boot(path, now)
 
     def _boot(self, path: str, now: float) -> float:
@@ -751,10 +808,8 @@ class ComputeEngineState:
         meta["gen"] += 1
         self._data["resources"][path]["status"] = "PROVISIONING"
         boot = self._cfg("boot_seconds")
-        self._schedule(
-            now + 0.4 * boot, {"type": "status", "path": path, "gen": meta["gen"], "status": "STAGING"}
-        )
-        self._schedule(now + boot, {"type": "status", "path": path, "gen": meta["gen"], "status": "RUNNING"})
+        self._schedule_status(now + 0.4 * boot, path, "STAGING")
+        self._schedule_status(now + boot, path, "RUNNING")
         return now + boot
 
     def _shutdown(self, path: str, now: float, then: str) -> float:
@@ -766,7 +821,7 @@ class ComputeEngineState:
             return now
         resource["status"] = "STOPPING"
         if then == "TERMINATED":
-            self._schedule(done, {"type": "status", "path": path, "gen": meta["gen"], "status": "TERMINATED"})
+            self._schedule_status(done, path, "TERMINATED")
         else:
             meta["deleting"] = True
             self._schedule(done, {"type": "remove", "path": path, "gen": meta["gen"]})
@@ -782,10 +837,26 @@ class ComputeEngineState:
             if disk is None:
                 continue
             if attached.get("autoDelete"):
-                del self._data["resources"][disk_path]
-                self._data["meta"].pop(disk_path, None)
+                self._forget(disk_path)
             else:
                 disk["users"] = [u for u in disk.get("users", []) if relative_path(u) != path]
+        self._dirty = True
+
+    def _resource(self, path: str) -> dict[str, Any]:
+        resource = self._data["resources"].get(path)
+        if resource is None:
+            raise not_found(path)
+        return resource
+
+    def _store(self, path: str, resource: dict[str, Any], **meta: Any) -> None:
+        """Keep a new resource, with its emulator-only bookkeeping (id, and e.g. vCPUs, boot generation)."""
+        self._data["resources"][path] = resource
+        self._data["meta"][path] = {"id": resource["id"], **meta}
+        self._dirty = True
+
+    def _forget(self, path: str) -> None:
+        del self._data["resources"][path]
+        self._data["meta"].pop(path, None)
         self._dirty = True
 
     def _instance(self, path: str) -> dict[str, Any]:
@@ -906,10 +977,10 @@ class ComputeEngineState:
     ) -> dict[str, float]:
         demand: dict[str, float] = {
             "INSTANCES": 1,
-            ("PREEMPTIBLE_CPUS" if self._is_spot(instance) else "CPUS"): cpus,
+            _cpu_metric(instance): cpus,
         }
         for _, disk in new_disks:
-            metric = "DISKS_TOTAL_GB" if _last(disk["type"]) == "pd-standard" else "SSD_TOTAL_GB"
+            metric = _disk_metric(disk)
             demand[metric] = demand.get(metric, 0) + int(disk["sizeGb"])
         return demand
 
@@ -980,9 +1051,7 @@ class ComputeEngineState:
             if instance["status"] != "TERMINATED":
                 return self._operation(now, f"zones/{zone}", "start", path, done_at=None)
             cpus = self._data["meta"][path]["cpus"]
-            error = self._quota_error(
-                project, zone, {("PREEMPTIBLE_CPUS" if self._is_spot(instance) else "CPUS"): cpus}
-            )
+            error = self._quota_error(project, zone, {_cpu_metric(instance): cpus})
             if error:
                 return self._operation(now, f"zones/{zone}", "start", path, done_at=None, error=error)
             done = self._boot(path, now)
@@ -1009,10 +1078,7 @@ class ComputeEngineState:
             machine = _last(body.get("machineType") or "")
             shape = machine_type_shape(machine)
             if shape is None:
-                raise ApiError(
-                    400,
-                    f"Invalid value for field 'resource.machineType': '{body.get('machineType', '')}'. Machine type with name '{machine}' does not exist in zone '{zone}'.",
-                )
+                raise _unknown_machine_type(body.get("machineType", ""), machine, zone)
             if instance["status"] != "TERMINATED":
                 raise ApiError(
                     400,
@@ -1022,11 +1088,9 @@ class ComputeEngineState:
             self._check_tier(
                 machine, shape[0], instance["networkPerformanceConfig"]["totalEgressBandwidthTier"]
             )
-            instance["machineType"] = f"{LINK_PREFIX}projects/{project}/zones/{zone}/machineTypes/{machine}"
+            instance["machineType"] = _machine_type_link(project, zone, machine)
             self._data["meta"][path]["cpus"] = shape[0]
-            return self._operation(
-                now, f"zones/{zone}", "setMachineType", path, done_at=now + self._cfg("operation_seconds")
-            )
+            return self._metadata_operation(now, f"zones/{zone}", "setMachineType", path)
 
         return self.mutate(project, request_id, run)
 
@@ -1076,7 +1140,7 @@ class ComputeEngineState:
                     400,
                     f"Invalid value for field 'mostDisruptiveAllowedAction': '{most_disruptive}'. The update needs a RESTART of '{name}'.",
                 )
-            instance["machineType"] = f"{LINK_PREFIX}projects/{project}/zones/{zone}/machineTypes/{machine}"
+            instance["machineType"] = _machine_type_link(project, zone, machine)
             instance["networkPerformanceConfig"] = {"totalEgressBandwidthTier": tier}
             self._data["meta"][path]["cpus"] = shape[0]
             if "labels" in body:
@@ -1111,9 +1175,7 @@ class ComputeEngineState:
         path = f"projects/{project}/zones/{zone}/{collection}/{name}"
 
         def run(now: float) -> dict[str, Any]:
-            resource = self._data["resources"].get(path)
-            if resource is None:
-                raise not_found(path)
+            resource = self._resource(path)
             given = body.get("labelFingerprint")
             if (given or "") != resource["labelFingerprint"] and (given or resource["labels"]):
                 raise ApiError(
@@ -1123,9 +1185,7 @@ class ComputeEngineState:
                 )
             resource["labels"] = dict(body.get("labels") or {})
             resource["labelFingerprint"] = _fingerprint(resource["labels"])
-            return self._operation(
-                now, f"zones/{zone}", "setLabels", path, done_at=now + self._cfg("operation_seconds")
-            )
+            return self._metadata_operation(now, f"zones/{zone}", "setLabels", path)
 
         return self.mutate(project, request_id, run)
 
@@ -1155,11 +1215,7 @@ class ComputeEngineState:
             if disk is None:
                 raise ApiError(404, f"The resource '{disk_path}' was not found")
             if disk.get("users"):
-                raise ApiError(
-                    400,
-                    f"The disk resource '{disk_path}' is already being used by '{relative_path(disk['users'][0])}'",
-                    "resourceInUseByAnotherResource",
-                )
+                raise _disk_in_use(disk_path, disk)
             device = body.get("deviceName") or _last(disk_path)
             if any(d["deviceName"] == device for d in instance["disks"]):
                 raise ApiError(
@@ -1167,24 +1223,19 @@ class ComputeEngineState:
                     f"Invalid value for field 'resource.deviceName': '{device}'. Device name is already in use.",
                 )
             instance["disks"].append(
-                {
-                    "kind": "compute#attachedDisk",
-                    "type": "PERSISTENT",
-                    "mode": body.get("mode", "READ_WRITE"),
-                    "source": LINK_PREFIX + disk_path,
-                    "deviceName": device,
-                    "index": max((d["index"] for d in instance["disks"]), default=-1) + 1,
-                    "boot": False,
-                    "autoDelete": bool(body.get("autoDelete", False)),
-                    "interface": body.get("interface", "SCSI"),
-                    "diskSizeGb": disk["sizeGb"],
-                }
+                _attached_disk(
+                    body,
+                    disk_path,
+                    device=device,
+                    index=max((d["index"] for d in instance["disks"]), default=-1) + 1,
+                    boot=False,
+                    auto_delete=bool(body.get("autoDelete", False)),
+                    size_gb=disk["sizeGb"],
+                )
             )
             disk["users"] = [instance["selfLink"]]
             disk["lastAttachTimestamp"] = _now_iso(now)
-            return self._operation(
-                now, f"zones/{zone}", "attachDisk", path, done_at=now + self._cfg("operation_seconds")
-            )
+            return self._metadata_operation(now, f"zones/{zone}", "attachDisk", path)
 
         return self.mutate(project, request_id, run)
 
@@ -1219,9 +1270,7 @@ class ComputeEngineState:
             if disk is not None:
                 disk["users"] = [u for u in disk.get("users", []) if relative_path(u) != path]
                 disk["lastDetachTimestamp"] = _now_iso(now)
-            return self._operation(
-                now, f"zones/{zone}", "detachDisk", path, done_at=now + self._cfg("operation_seconds")
-            )
+            return self._metadata_operation(now, f"zones/{zone}", "detachDisk", path)
 
         return self.mutate(project, request_id, run)
 
@@ -1282,10 +1331,7 @@ class ComputeEngineState:
         def run(now: float) -> dict[str, Any]:
             name = body.get("name") or ""
             if not _NAME.match(name):
-                raise ApiError(
-                    400,
-                    f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
-                )
+                raise _invalid_name(name)
             path = f"projects/{project}/zones/{zone}/disks/{name}"
             if path in self._data["resources"]:
                 raise ApiError(409, f"The resource '{path}' already exists")
@@ -1299,15 +1345,13 @@ class ComputeEngineState:
                 dict(body.get("labels") or {}),
                 body.get("sourceImage"),
             )
-            metric = "DISKS_TOTAL_GB" if _last(disk["type"]) == "pd-standard" else "SSD_TOTAL_GB"
-            error = self._quota_error(project, zone, {metric: int(disk["sizeGb"])})
+            error = self._quota_error(project, zone, {_disk_metric(disk): int(disk["sizeGb"])})
             if error:
                 return self._operation(
                     now, f"zones/{zone}", "insert", path, done_at=None, error=error, target_id=disk["id"]
                 )
             disk["status"] = "CREATING"
-            self._data["resources"][path] = disk
-            self._data["meta"][path] = {"id": disk["id"]}
+            self._store(path, disk)
             done = now + self._cfg("operation_seconds")
             self._schedule(done, {"type": "disk_ready", "path": path})
             return self._operation(now, f"zones/{zone}", "insert", path, done_at=done)
@@ -1327,25 +1371,11 @@ class ComputeEngineState:
         path = f"projects/{project}/zones/{zone}/disks/{name}"
 
         def run(now: float) -> dict[str, Any]:
-            disk = self._data["resources"].get(path)
-            if disk is None:
-                raise not_found(path)
+            disk = self._resource(path)
             if disk.get("users"):
-                raise ApiError(
-                    400,
-                    f"The disk resource '{path}' is already being used by '{relative_path(disk['users'][0])}'",
-                    "resourceInUseByAnotherResource",
-                )
-            del self._data["resources"][path]
-            self._data["meta"].pop(path, None)
-            return self._operation(
-                now,
-                f"zones/{zone}",
-                "delete",
-                path,
-                done_at=now + self._cfg("operation_seconds"),
-                target_id=disk["id"],
-            )
+                raise _disk_in_use(path, disk)
+            self._forget(path)
+            return self._metadata_operation(now, f"zones/{zone}", "delete", path, target_id=disk["id"])
 
         return self.mutate(project, request_id, run)
 
@@ -1363,17 +1393,14 @@ class ComputeEngineState:
         path = f"projects/{project}/zones/{zone}/disks/{name}"
 
         def run(now: float) -> dict[str, Any]:
-            disk = self._data["resources"].get(path)
-            if disk is None:
-                raise not_found(path)
+            disk = self._resource(path)
             size = int(body.get("sizeGb") or 0)
             if size <= int(disk["sizeGb"]):
                 raise ApiError(
                     400,
                     f"Invalid value for field 'sizeGb': '{size}'. Requested size must be larger than current size ({disk['sizeGb']} GB).",
                 )
-            metric = "DISKS_TOTAL_GB" if _last(disk["type"]) == "pd-standard" else "SSD_TOTAL_GB"
-            error = self._quota_error(project, zone, {metric: size - int(disk["sizeGb"])})
+            error = self._quota_error(project, zone, {_disk_metric(disk): size - int(disk["sizeGb"])})
             if error:
                 return self._operation(now, f"zones/{zone}", "resize", path, done_at=None, error=error)
             disk["sizeGb"] = str(size)
@@ -1382,9 +1409,7 @@ class ComputeEngineState:
                 for attached in (instance or {}).get("disks", []):
                     if relative_path(attached["source"]) == path:
                         attached["diskSizeGb"] = str(size)
-            return self._operation(
-                now, f"zones/{zone}", "resize", path, done_at=now + self._cfg("operation_seconds")
-            )
+            return self._metadata_operation(now, f"zones/{zone}", "resize", path)
 
         return self.mutate(project, request_id, run)
 
@@ -1422,11 +1447,8 @@ class ComputeEngineState:
                 "properties": props,
                 "selfLink": LINK_PREFIX + path,
             }
-            self._data["resources"][path] = template
-            self._data["meta"][path] = {"id": template["id"]}
-            return self._operation(
-                now, "global", "insert", path, done_at=now + self._cfg("operation_seconds")
-            )
+            self._store(path, template)
+            return self._metadata_operation(now, "global", "insert", path)
 
         return self.mutate(project, request_id, run)
 
@@ -1440,8 +1462,7 @@ class ComputeEngineState:
         path = f"projects/{project}/global/instanceTemplates/{name}"
 
         def run(now: float) -> dict[str, Any]:
-            if path not in self._data["resources"]:
-                raise not_found(path)
+            self._resource(path)
             for other, res in self._data["resources"].items():
                 if "/instanceGroupManagers/" in other and relative_path(res["instanceTemplate"]) == path:
                     raise ApiError(
@@ -1449,11 +1470,8 @@ class ComputeEngineState:
                         f"The instance_template resource '{path}' is already being used by '{other}'",
                         "resourceInUseByAnotherResource",
                     )
-            del self._data["resources"][path]
-            self._data["meta"].pop(path, None)
-            return self._operation(
-                now, "global", "delete", path, done_at=now + self._cfg("operation_seconds")
-            )
+            self._forget(path)
+            return self._metadata_operation(now, "global", "delete", path)
 
         return self.mutate(project, request_id, run)
 
@@ -1518,15 +1536,10 @@ class ComputeEngineState:
                 },
                 "selfLink": LINK_PREFIX + path,
             }
-            self._data["resources"][path] = group
-            self._data["meta"][path] = {"id": group["id"], "members": [], "pending": {}}
+            self._store(path, group, members=[], pending={})
             self._reconcile_group(path, now)
-            return self._operation(
-                now,
-                f"zones/{zone}",
-                "compute.instanceGroupManagers.insert",
-                path,
-                done_at=now + self._cfg("operation_seconds"),
+            return self._metadata_operation(
+                now, f"zones/{zone}", "compute.instanceGroupManagers.insert", path
             )
 
         return self.mutate(project, request_id, run)
@@ -1559,12 +1572,8 @@ class ComputeEngineState:
             group["targetSize"] = size
             self._trim_group(path, now)
             self._reconcile_group(path, now)
-            return self._operation(
-                now,
-                f"zones/{zone}",
-                "compute.instanceGroupManagers.resize",
-                path,
-                done_at=now + self._cfg("operation_seconds"),
+            return self._metadata_operation(
+                now, f"zones/{zone}", "compute.instanceGroupManagers.resize", path
             )
 
         return self.mutate(project, request_id, run)
@@ -1594,12 +1603,8 @@ class ComputeEngineState:
             for member in [n for n in chosen if n not in unknown]:
                 self._drop_member(path, member, now)
                 group["targetSize"] = max(0, group["targetSize"] - 1)
-            return self._operation(
-                now,
-                f"zones/{zone}",
-                "compute.instanceGroupManagers.deleteInstances",
-                path,
-                done_at=now + self._cfg("operation_seconds"),
+            return self._metadata_operation(
+                now, f"zones/{zone}", "compute.instanceGroupManagers.deleteInstances", path
             )
 
         return self.mutate(project, request_id, run)
@@ -1622,8 +1627,7 @@ class ComputeEngineState:
             for member in list(meta["members"]) + list(meta["pending"]):
                 self._drop_member(path, member, now)
                 done = now + self._cfg("stop_seconds")
-            del self._data["resources"][path]
-            del self._data["meta"][path]
+            self._forget(path)
             return self._operation(
                 now,
                 f"zones/{zone}",
@@ -1852,7 +1856,7 @@ class ComputeEngineState:
                 raise not_found(f"instances/{instance}")
             path = matches_[0]
             resource = self._data["resources"][path]
-            if not self._is_spot(resource):
+            if not _is_spot(resource):
                 raise ApiError(
                     400, f"Instance '{instance}' is not a Spot (or preemptible) VM and cannot be preempted."
                 )
