@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 
 
-def _now(raw: str | None) -> datetime:
-    if not raw:
-        return datetime.now(UTC)
-    value = datetime.fromisoformat(raw)
+def _timestamp(raw: str) -> datetime:
+    """``--now`` as an aware datetime (naive means UTC); argparse turns the error into exit code 2."""
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an ISO 8601 timestamp") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -26,11 +27,7 @@ def _store(args: argparse.Namespace):
 def _report(args: argparse.Namespace) -> int:
     from airflow_predictive.feedback.report import write_report
 
-    try:
-        now = _now(args.now)
-    except ValueError:
-        print(f"--now {args.now!r} is not an ISO 8601 timestamp", file=sys.stderr)
-        return 2
+    now = args.now or datetime.now(UTC)
     store = _store(args)
     try:
         path = write_report(store, args.output, now=now, pools=args.pool or None, history_hours=args.hours)
@@ -43,11 +40,7 @@ def _report(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from airflow_predictive.feedback.cycle import run_feedback_cycle
 
-    try:
-        now = _now(args.now)
-    except ValueError:
-        print(f"--now {args.now!r} is not an ISO 8601 timestamp", file=sys.stderr)
-        return 2
+    now = args.now or datetime.now(UTC)
     store = _store(args)
     try:
         result = run_feedback_cycle(
@@ -70,13 +63,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     report.add_argument("-o", "--output", default="predictive-report.html", help="HTML file to write")
     report.add_argument("--store", help="SQLAlchemy URL or SQLite file (default: [predictive] config)")
     report.add_argument("--pool", action="append", help="only this capacity pool (repeatable)")
-    report.add_argument("--now", help="the report's 'now' (ISO 8601; default: current time)")
+    report.add_argument("--now", type=_timestamp, help="the report's 'now' (ISO 8601; default: current time)")
     report.add_argument("--hours", type=float, default=24, help="hours of history to draw")
     report.set_defaults(func=_report)
 
     evaluate = commands.add_parser("evaluate", help="score past forecasts, recalibrate, print the scores")
     evaluate.add_argument("--store", help="SQLAlchemy URL or SQLite file (default: [predictive] config)")
     evaluate.add_argument("--pool", action="append", help="only this capacity pool (repeatable)")
-    evaluate.add_argument("--now", help="evaluate as of this time (ISO 8601)")
+    evaluate.add_argument("--now", type=_timestamp, help="evaluate as of this time (ISO 8601)")
     evaluate.add_argument("--dry-run", action="store_true", help="score only; change no calibration")
     evaluate.set_defaults(func=_evaluate)

@@ -221,6 +221,35 @@ def _collection(r: _Request) -> str:
     return r.path[len("/compute/v1/") :]
 
 
+def _read_routes(scope: str, collection: str, kind: str, *, aggregated: bool) -> list[Route]:
+    """``list`` and ``get`` of one stored collection (and ``aggregatedList`` of a zonal one).
+
+    :param scope: path pattern of the collection's parent (``_Z`` for zonal, ``_P/global`` for global).
+    :param collection: REST collection name, e.g. ``disks``.
+    :param kind: resource kind without ``compute#``, e.g. ``disk``.
+    :param aggregated: whether Google serves ``projects/P/aggregated/<collection>``.
+    """
+    routes: list[Route] = [
+        (
+            "GET",
+            re.compile(f"^{scope}/{collection}$"),
+            lambda s, r: _list_response(
+                f"compute#{kind}List", _collection(r), s.list(_collection(r), r.filter), r.query
+            ),
+        ),
+        ("GET", re.compile(f"^{scope}/{collection}/(?P<name>[^/]+)$"), lambda s, r: s.get(_collection(r))),
+    ]
+    if aggregated:
+        routes.append(
+            (
+                "GET",
+                re.compile(f"^{_P}/aggregated/{collection}$"),
+                lambda s, r: _aggregated(s, r, collection, f"compute#{kind}AggregatedList"),
+            )
+        )
+    return routes
+
+
 ROUTES: list[Route] = [
     (
         "GET",
@@ -269,18 +298,6 @@ ROUTES: list[Route] = [
     ),
     # instances
     (
-        "GET",
-        re.compile(f"^{_P}/aggregated/instances$"),
-        lambda s, r: _aggregated(s, r, "instances", "compute#instanceAggregatedList"),
-    ),
-    (
-        "GET",
-        re.compile(f"^{_Z}/instances$"),
-        lambda s, r: _list_response(
-            "compute#instanceList", _collection(r), s.list(_collection(r), r.filter), r.query
-        ),
-    ),
-    (
         "POST",
         re.compile(f"^{_Z}/instances$"),
         lambda s, r: s.insert_instance(r["project"], r["zone"], _with_template(s, r), r.request_id),
@@ -290,7 +307,6 @@ ROUTES: list[Route] = [
         re.compile(f"^{_Z}/instances/bulkInsert$"),
         lambda s, r: s.bulk_insert_instances(r["project"], r["zone"], r.body, r.request_id),
     ),
-    ("GET", re.compile(f"^{_Z}/instances/(?P<name>[^/]+)$"), lambda s, r: s.get(_collection(r))),
     (
         "DELETE",
         re.compile(f"^{_Z}/instances/(?P<name>[^/]+)$"),
@@ -342,23 +358,10 @@ ROUTES: list[Route] = [
     ),
     # disks
     (
-        "GET",
-        re.compile(f"^{_P}/aggregated/disks$"),
-        lambda s, r: _aggregated(s, r, "disks", "compute#diskAggregatedList"),
-    ),
-    (
-        "GET",
-        re.compile(f"^{_Z}/disks$"),
-        lambda s, r: _list_response(
-            "compute#diskList", _collection(r), s.list(_collection(r), r.filter), r.query
-        ),
-    ),
-    (
         "POST",
         re.compile(f"^{_Z}/disks$"),
         lambda s, r: s.insert_disk(r["project"], r["zone"], r.body, r.request_id),
     ),
-    ("GET", re.compile(f"^{_Z}/disks/(?P<name>[^/]+)$"), lambda s, r: s.get(_collection(r))),
     (
         "DELETE",
         re.compile(f"^{_Z}/disks/(?P<name>[^/]+)$"),
@@ -376,21 +379,9 @@ ROUTES: list[Route] = [
     ),
     # instance templates
     (
-        "GET",
-        re.compile(f"^{_P}/global/instanceTemplates$"),
-        lambda s, r: _list_response(
-            "compute#instanceTemplateList", _collection(r), s.list(_collection(r), r.filter), r.query
-        ),
-    ),
-    (
         "POST",
         re.compile(f"^{_P}/global/instanceTemplates$"),
         lambda s, r: s.insert_template(r["project"], r.body, r.request_id),
-    ),
-    (
-        "GET",
-        re.compile(f"^{_P}/global/instanceTemplates/(?P<name>[^/]+)$"),
-        lambda s, r: s.get(_collection(r)),
     ),
     (
         "DELETE",
@@ -399,23 +390,10 @@ ROUTES: list[Route] = [
     ),
     # managed instance groups
     (
-        "GET",
-        re.compile(f"^{_P}/aggregated/instanceGroupManagers$"),
-        lambda s, r: _aggregated(s, r, "instanceGroupManagers", "compute#instanceGroupManagerAggregatedList"),
-    ),
-    (
-        "GET",
-        re.compile(f"^{_Z}/instanceGroupManagers$"),
-        lambda s, r: _list_response(
-            "compute#instanceGroupManagerList", _collection(r), s.list(_collection(r), r.filter), r.query
-        ),
-    ),
-    (
         "POST",
         re.compile(f"^{_Z}/instanceGroupManagers$"),
         lambda s, r: s.insert_group(r["project"], r["zone"], r.body, r.request_id),
     ),
-    ("GET", re.compile(f"^{_Z}/instanceGroupManagers/(?P<name>[^/]+)$"), lambda s, r: s.get(_collection(r))),
     (
         "DELETE",
         re.compile(f"^{_Z}/instanceGroupManagers/(?P<name>[^/]+)$"),
@@ -449,6 +427,10 @@ ROUTES: list[Route] = [
             "", _collection(r), s.list_group_errors(r["project"], r["zone"], r["name"]), r.query
         ),
     ),
+    *_read_routes(_Z, "instances", "instance", aggregated=True),
+    *_read_routes(_Z, "disks", "disk", aggregated=True),
+    *_read_routes(f"{_P}/global", "instanceTemplates", "instanceTemplate", aggregated=False),
+    *_read_routes(_Z, "instanceGroupManagers", "instanceGroupManager", aggregated=True),
     *_operation_routes(),
 ]
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.simulation import metrics
-from airflow_predictive.simulation.replay import ReplayContext, replay
+from airflow_predictive.simulation.replay import Policy, ReplayContext, ReplayResult, replay
 from airflow_predictive.simulation.traces import TraceError, load_trace, parse_interval
 
 ALL_POLICIES: tuple[str, ...] = ("reactive", "seasonal", "predictive", "oracle")
@@ -128,6 +128,29 @@ def _infer_interval_s(series: pd.Series) -> int:
     return int(np.median(steps) // 10**9) if len(steps) else 0
 
 
+def replay_and_score(
+    policy: Policy, context: ReplayContext, *, prices: tuple[float, float]
+) -> tuple[ReplayResult, metrics.Metrics]:
+    """Replay one policy and score its scored steps: the one scoring every backtest shares.
+
+    :param policy: the scaling policy.
+    :param context: the trace and the pool's simulation parameters.
+    :param prices: standard and spot price of one instance-hour.
+    """
+    outcome = replay(policy, context)
+    scores = metrics.score(
+        context.demand[context.start :],
+        outcome.running,
+        outcome.targets,
+        instance_capacity=context.instance_capacity,
+        interval_s=context.interval_s,
+        price_standard=prices[0],
+        price_spot=prices[1],
+        previous_target=outcome.previous_target,
+    )
+    return outcome, scores
+
+
 def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) -> dict[str, Any]:
     """Replay one trace under each policy and return its result object (the JSON contract).
 
@@ -156,17 +179,7 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
     }
 
     def run(policy) -> dict[str, Any]:
-        outcome = replay(policy, context)
-        scores = metrics.score(
-            scored,
-            outcome.running,
-            outcome.targets,
-            instance_capacity=context.instance_capacity,
-            interval_s=context.interval_s,
-            price_standard=price_standard,
-            price_spot=price_spot,
-            previous_target=outcome.previous_target,
-        )
+        outcome, scores = replay_and_score(policy, context, prices=(price_standard, price_spot))
         return {"outcome": outcome, "metrics": scores}
 
     policies = {}

@@ -35,6 +35,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _within(
+    query: sa.Select, column: sa.ColumnElement, start: datetime | None, end: datetime | None
+) -> sa.Select:
+    """``query`` restricted to ``start <= column < end``; a missing bound leaves that side open."""
+    if start is not None:
+        query = query.where(column >= _to_utc(start))
+    if end is not None:
+        query = query.where(column < _to_utc(end))
+    return query
+
+
 def _to_utc(value: Any) -> datetime | None:
     """Normalise any timestamp to an aware UTC ``datetime`` (``None``/NaT stay ``None``)."""
     if value is None or (not isinstance(value, datetime) and pd.isna(value)):
@@ -278,8 +289,7 @@ class ProfileStore:
         query = sa.select(t)
         if start is not None:
             query = query.where(sa.or_(t.c.start_date >= _to_utc(start), t.c.end_date >= _to_utc(start)))
-        if end is not None:
-            query = query.where(t.c.start_date < _to_utc(end))
+        query = _within(query, t.c.start_date, None, end)
         if dag_ids:
             query = query.where(t.c.dag_id.in_(list(dag_ids)))
         return self._frame(query.order_by(t.c.start_date), t)
@@ -287,19 +297,13 @@ class ProfileStore:
     def dag_runs(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         t = schema.dag_runs
         query = sa.select(t)
-        if start is not None:
-            query = query.where(t.c.start_date >= _to_utc(start))
-        if end is not None:
-            query = query.where(t.c.start_date < _to_utc(end))
+        query = _within(query, t.c.start_date, start, end)
         return self._frame(query.order_by(t.c.start_date), t)
 
     def usage_samples(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         t = schema.usage_samples
         query = sa.select(t)
-        if start is not None:
-            query = query.where(t.c.ts >= _to_utc(start))
-        if end is not None:
-            query = query.where(t.c.ts < _to_utc(end))
+        query = _within(query, t.c.ts, start, end)
         return self._frame(query.order_by(t.c.ts), t)
 
     # ----------------------------------------------------------------- demand series
@@ -325,10 +329,7 @@ class ProfileStore:
         query = sa.select(t.c.series_id, t.c.ts, t.c.value)
         if series_ids is not None:
             query = query.where(t.c.series_id.in_(list(series_ids)))
-        if start is not None:
-            query = query.where(t.c.ts >= _to_utc(start))
-        if end is not None:
-            query = query.where(t.c.ts < _to_utc(end))
+        query = _within(query, t.c.ts, start, end)
         frame = self._frame(query.order_by(t.c.series_id, t.c.ts), t)
         frame["value"] = frame["value"].astype(float)
         return frame

@@ -27,9 +27,8 @@ import pandas as pd
 
 from airflow_predictive.forecasting.combine import combine
 from airflow_predictive.forecasting.structural import profiles_from_task_runs, structural_forecast
-from airflow_predictive.simulation.backtest import BacktestOptions, context_for
+from airflow_predictive.simulation.backtest import BacktestOptions, context_for, replay_and_score
 from airflow_predictive.simulation.policies import POOL_NAME, SERIES_ID, PredictivePolicy, pool_prices
-from airflow_predictive.simulation.replay import replay
 
 QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
 
@@ -309,8 +308,6 @@ def combination_backtest(trace: pd.Series, options: BacktestOptions | None = Non
     :param trace: a trace from :func:`airflow_predictive.simulation.traces.load_trace`.
     :param options: backtest options (boot delay, history, peak instances...).
     """
-    from airflow_predictive.simulation import metrics
-
     options = (options or BacktestOptions()).validated()
     interval_s = int(trace.attrs.get("interval_s") or np.median(np.diff(trace.index.asi8)) // 10**9)
     base_context = context_for(trace, options)
@@ -347,17 +344,7 @@ def combination_backtest(trace: pd.Series, options: BacktestOptions | None = Non
         policy.prepare(context)
         for level in QUANTILES:
             variant = policy.with_knob(quantile=level)
-            outcome = replay(variant, context)
-            m = metrics.score(
-                scored,
-                outcome.running,
-                outcome.targets,
-                instance_capacity=context.instance_capacity,
-                interval_s=context.interval_s,
-                price_standard=price_standard,
-                price_spot=price_spot,
-                previous_target=outcome.previous_target,
-            )
+            _, m = replay_and_score(variant, context, prices=(price_standard, price_spot))
             points.append(
                 {
                     "quantile": level,

@@ -167,4 +167,4 @@ def test_cli_report(store, tmp_path) -> None:
         text=True,
         timeout=120,
     )
-    assert bad.returncode == 2 and "--now 'x'" in bad.stderr
+    assert bad.returncode == 2 and "--now: 'x' is not an ISO 8601 timestamp" in bad.stderr
