@@ -375,8 +375,9 @@ def forecast_cycle(
     refit = fitted[: math.ceil(fraction * len(fitted))] if fitted else []
     frame, updated = forecaster.forecast(history, states, now=now, refit=refit)
     errors.update(forecaster.errors)
+    forecasted = set(frame["series_id"]) if not frame.empty else set()
     for sid in series_ids:
-        if sid not in errors and sid not in set(frame["series_id"]):
+        if sid not in errors and sid not in forecasted:
             errors[sid] = f"series {sid!r} has no demand in the last {forecaster.history_buckets} buckets"
     if not frame.empty:
         store.write_forecasts(frame)

@@ -9,6 +9,7 @@ DataFrames in the long format of the architecture doc, with timestamps as UTC-aw
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -44,6 +45,13 @@ def _within(
     if end is not None:
         query = query.where(column < _to_utc(end))
     return query
+
+
+def _is_blank(value: Any) -> bool:
+    """A key value that is absent: None, NaN/NaT (pandas' missing string is NaN), or an empty string."""
+    if value is None or (isinstance(value, str) and value == ""):
+        return True
+    return not isinstance(value, str | datetime) and bool(pd.isna(value))
 
 
 def _to_utc(value: Any) -> datetime | None:
@@ -222,6 +230,66 @@ class ProfileStore:
                     conn.execute(table.insert(), [row])
         return len(rows)
 
+    def _upsert_frame(self, table: sa.Table, frame: pd.DataFrame) -> int:
+        """Upsert a frame of plain columns (numbers, strings, timestamps); the later of two equal keys wins.
+
+        On PostgreSQL with psycopg2 the rows are COPYed into a temporary table and merged with one
+        ``INSERT ... SELECT ... ON CONFLICT``: a forecast chunk is ~60k rows, and batched executemany
+        spent 3.7 s on 57,600 of them where COPY + merge takes 0.6 s. Elsewhere: row upserts.
+        """
+        if frame.empty:
+            return 0
+        if not (self.engine.dialect.name == "postgresql" and self.engine.driver == "psycopg2"):
+            rows = self._rows(table, frame.to_dict("records"))
+            with self._write() as conn:
+                return self._upsert(conn, table, rows)
+        unknown = set(frame.columns) - set(table.c.keys())
+        if unknown:
+            raise ValueError(f"unknown field(s) for {table.name}: {', '.join(sorted(unknown))}")
+        keys = [c.name for c in table.primary_key.columns]
+        absent = [
+            k
+            for k in keys
+            if k not in frame.columns
+            or frame[k].isna().any()
+            or (pd.api.types.is_string_dtype(frame[k]) and (frame[k] == "").any())
+        ]
+        if absent:
+            raise ValueError(f"{table.name} rows lack their key field(s) {', '.join(absent)}")
+        frame = frame.drop_duplicates(keys, keep="last").copy()
+        for column in frame.columns:
+            if isinstance(table.c[column].type, sa.DateTime):
+                frame[column] = pd.to_datetime(frame[column], utc=True)  # naive means UTC, as in _to_utc
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False, header=False, na_rep=r"\N", date_format="%Y-%m-%d %H:%M:%S.%f%z")
+        buffer.seek(0)
+        quote = self.engine.dialect.identifier_preparer.quote
+        columns = ", ".join(quote(c) for c in frame.columns)
+        changing = [c for c in frame.columns if c not in keys]
+        on_conflict = (
+            f"DO UPDATE SET {', '.join(f'{quote(c)} = EXCLUDED.{quote(c)}' for c in changing)}"
+            if changing
+            else "DO NOTHING"
+        )
+        with self._write() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                # The temporary table lives until this transaction ends; a failure rolls back both.
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE _predictive_load ON COMMIT DROP AS "
+                    f"SELECT {columns} FROM {quote(table.name)} WITH NO DATA"
+                )
+                cursor.copy_expert(
+                    f"COPY _predictive_load ({columns}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer
+                )
+                cursor.execute(
+                    f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM _predictive_load "
+                    f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) {on_conflict}"
+                )
+            finally:
+                cursor.close()
+        return len(frame)
+
     def _rows(self, table: sa.Table, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         rows = []
         names = set(table.c.keys())
@@ -230,7 +298,7 @@ class ProfileStore:
             unknown = set(record) - names
             if unknown:
                 raise ValueError(f"unknown field(s) for {table.name}: {', '.join(sorted(unknown))}")
-            missing = [k for k in keys if record.get(k) is None or record.get(k) == ""]
+            missing = [k for k in keys if _is_blank(record.get(k))]
             if missing:
                 raise ValueError(f"{table.name} record {number} lacks its key field(s) {', '.join(missing)}")
             row = {}
@@ -313,9 +381,7 @@ class ProfileStore:
         missing = {"series_id", "ts", "value"} - set(frame.columns)
         if missing:
             raise ValueError(f"demand frame lacks column(s): {', '.join(sorted(missing))}")
-        rows = self._rows(schema.demand, frame[["series_id", "ts", "value"]].to_dict("records"))
-        with self._write() as conn:
-            return self._upsert(conn, schema.demand, rows)
+        return self._upsert_frame(schema.demand, frame[["series_id", "ts", "value"]])
 
     def demand(
         self,
@@ -368,9 +434,7 @@ class ProfileStore:
                 "fallback": frame["fallback"].fillna("") if "fallback" in frame else "",
             }
         )
-        rows = self._rows(schema.forecasts, records.to_dict("records"))
-        with self._write() as conn:
-            return self._upsert(conn, schema.forecasts, rows)
+        return self._upsert_frame(schema.forecasts, records)
 
     def _forecast_frame(self, query: sa.Select) -> pd.DataFrame:
         frame = self._frame(query, schema.forecasts)
@@ -692,7 +756,15 @@ class ProfileStore:
     def _frame(self, query: sa.Select, table: sa.Table) -> pd.DataFrame:
         with self._read() as conn:
             result = conn.execute(query)
-            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            columns = list(result.keys())
+            rows = result.fetchall()
+        # Column-wise: building from Row objects makes pandas probe every row (1 s per 60k rows).
+        frame = pd.DataFrame(
+            {c: list(values) for c, values in zip(columns, zip(*rows, strict=True), strict=True)}
+            if rows
+            else {c: [] for c in columns},
+            columns=columns,
+        )
         datetime_columns = [c.name for c in table.c if isinstance(c.type, sa.DateTime)]
         return _utc_columns(frame, datetime_columns)
 

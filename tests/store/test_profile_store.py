@@ -147,6 +147,42 @@ def test_forecasts_round_trip_with_quantiles_and_latest_wins(any_store):
     assert any_store.prune_forecasts(T0 + timedelta(minutes=1)) == 4
 
 
+def test_bulk_writes_keep_the_last_duplicate_read_naive_times_as_utc_and_refuse_missing_keys(any_store):
+    # On PostgreSQL these frames go through COPY + one merge, elsewhere through row upserts: same result.
+    naive = pd.Timestamp(T0).tz_localize(None)
+    frame = pd.DataFrame(
+        {
+            "series_id": ["pool=etl/resource=cpu"] * 3,
+            "ts": [naive, naive, naive + timedelta(minutes=5)],
+            "value": [1.0, 2.0, float("nan")],
+        }
+    )
+    assert any_store.write_demand(frame) in (2, 3)
+    stored = any_store.demand(["pool=etl/resource=cpu"])
+    assert stored["ts"].tolist() == [pd.Timestamp(T0), pd.Timestamp(T0 + timedelta(minutes=5))]
+    assert stored["value"].iloc[0] == 2.0 and pd.isna(stored["value"].iloc[1])
+
+    forecast = pd.DataFrame(
+        {
+            "series_id": ["pool=etl/resource=cpu"],
+            "ts": [T0 + timedelta(minutes=5)],
+            "mean": [1.5],
+            "q0.9": [3.25],
+            "model": ['arima "(1,0,1)", weekly'],
+            "fallback": [""],
+            "issued_at": [T0],
+        }
+    )
+    any_store.write_forecasts(forecast)
+    stored = any_store.forecasts()
+    assert stored["model"].tolist() == ['arima "(1,0,1)", weekly']
+    assert stored["fallback"].tolist() == [""] and stored["q0.9"].tolist() == [3.25]
+
+    with pytest.raises(ValueError, match="demand .*lacks? (its|their) key field"):
+        any_store.write_demand(frame.assign(series_id=["pool=etl/resource=cpu", None, "x"]))
+    assert len(any_store.demand()) == 2
+
+
 def test_recording_a_plan_again_never_resets_an_applied_action(any_store):
     action = Action(
         pool="etl", kind=ActionKind.RESIZE_GROUP, amount=3, reason="q0.9 at now+lead", request_id="req-1"
