@@ -19,7 +19,7 @@ import pandas as pd
 
 from airflow_predictive.simulation import metrics
 from airflow_predictive.simulation.replay import Policy, ReplayContext, ReplayResult, replay
-from airflow_predictive.simulation.traces import TraceError, load_trace, parse_interval
+from airflow_predictive.simulation.traces import TraceError, duration, load_trace, parse_interval
 
 ALL_POLICIES: tuple[str, ...] = ("reactive", "seasonal", "predictive", "oracle")
 
@@ -59,7 +59,7 @@ class BacktestOptions:
             )
         for name, value in (("--boot-delay", self.boot_delay), ("--history", self.history)):
             try:
-                delta = pd.Timedelta(value)
+                delta = duration(value)
             except ValueError:
                 raise ValueError(f"{name}: {value!r} is not a duration like 5min, 3d, 90s") from None
             if delta < pd.Timedelta(0):
@@ -84,7 +84,7 @@ def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
     source = series.attrs.get("source", name)
     interval_s = int(series.attrs.get("interval_s") or _infer_interval_s(series))
     values = series.to_numpy(dtype=float)
-    history = math.ceil(pd.Timedelta(options.history).total_seconds() / interval_s)
+    history = math.ceil(duration(options.history).total_seconds() / interval_s)
     if len(values) <= history:
         raise TraceError(
             f"{source}: {len(values)} points of {interval_s} s, not more than the history "
@@ -101,7 +101,7 @@ def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
         index=index,
         interval_s=interval_s,
         instance_capacity=peak / options.peak_instances,
-        boot_steps=math.ceil(pd.Timedelta(options.boot_delay).total_seconds() / interval_s),
+        boot_steps=math.ceil(duration(options.boot_delay).total_seconds() / interval_s),
         max_instances=options.max_instances,
         start=history,
     )
@@ -171,7 +171,7 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
         "trace": str(series.name),
         "interval_s": int(context.interval_s),
         "scored_steps": int(len(scored)),
-        "boot_delay_s": int(pd.Timedelta(options.boot_delay).total_seconds()),
+        "boot_delay_s": int(duration(options.boot_delay).total_seconds()),
         "peak_instances": int(options.peak_instances),
         "instance_capacity": float(context.instance_capacity),
         "daily_autocorrelation": round(daily_autocorrelation(context.demand, context.interval_s), 3),

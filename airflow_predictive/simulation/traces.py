@@ -68,6 +68,16 @@ class TraceSpec:
     interval: str | int | float | pd.Timedelta | None = None
 
 
+def duration(value: str | pd.Timedelta) -> pd.Timedelta:
+    """``pd.Timedelta`` of a duration string, accepting ``3d`` (pandas deprecates the lowercase day unit).
+
+    :param value: e.g. ``5min``, ``90s``, ``3d``, ``1 day``.
+    """
+    if isinstance(value, str):
+        value = re.sub(r"(?<=\d)\s*d$", "D", value.strip())
+    return pd.Timedelta(value)
+
+
 def parse_interval(value: str | int | float | pd.Timedelta | None) -> pd.Timedelta | None:
     """Turn ``5min``, ``300s``, ``300`` or a Timedelta into a positive Timedelta (``None`` stays).
 
@@ -79,7 +89,7 @@ def parse_interval(value: str | int | float | pd.Timedelta | None) -> pd.Timedel
         delta = pd.Timedelta(seconds=float(value))
     else:
         try:
-            delta = pd.Timedelta(str(value).strip())
+            delta = duration(str(value))
         except ValueError as exc:
             raise ValueError(f"invalid interval {value!r}: use e.g. 300, 300s, 5min or 1h") from exc
     if delta <= pd.Timedelta(0):
