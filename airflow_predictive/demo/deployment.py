@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,10 +210,14 @@ class AirflowDeployment:
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
         with self.client() as client:
-            client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
-            response = client.post(
-                f"/api/v2/dags/{dag_id}/dagRuns",
-                json={"logical_date": None, "conf": dict(conf or {})},
+            _retry_server_errors(
+                lambda: client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+            ).raise_for_status()
+            response = _retry_server_errors(
+                lambda: client.post(
+                    f"/api/v2/dags/{dag_id}/dagRuns",
+                    json={"logical_date": None, "conf": dict(conf or {})},
+                )
             )
             response.raise_for_status()
             return response.json()["dag_run_id"]
@@ -232,6 +236,22 @@ class AirflowDeployment:
         raise AssertionError(
             f"run {dag_id}/{run_id} still {state} after {timeout}s\n{self.log_tail('scheduler')}"
         )
+
+
+def _retry_server_errors(send: Callable[[], httpx.Response], attempts: int = 5) -> httpx.Response:
+    """``send()``, sent again after a 5xx (at most ``attempts`` times in all).
+
+    On a SQLite metadata DB the API server answers 500 ("database is locked") when the scheduler holds
+    the write lock longer than the 5 s busy timeout; the failed request's transaction was rolled back,
+    so sending it again is safe.
+    """
+    response = send()
+    for attempt in range(1, attempts):
+        if response.status_code < 500:
+            break
+        time.sleep(attempt)
+        response = send()
+    return response
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
