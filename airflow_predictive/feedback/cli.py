@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def _timestamp(raw: str) -> datetime:
@@ -38,13 +38,19 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from airflow_predictive import config
     from airflow_predictive.feedback.cycle import run_feedback_cycle
 
     now = args.now or datetime.now(UTC)
     store = _store(args)
     try:
         result = run_feedback_cycle(
-            store, now=now, pools=args.pool or None, recalibrate=not args.dry_run, emit_metrics=False
+            store,
+            now=now,
+            pools=args.pool or None,
+            recalibrate=not args.dry_run,
+            emit_metrics=False,
+            retention=None if args.dry_run else timedelta(hours=config.get_int("forecast_retention_hours")),
         )
     finally:
         store.dispose()
@@ -71,5 +77,5 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     evaluate.add_argument("--store", help="SQLAlchemy URL or SQLite file (default: [predictive] config)")
     evaluate.add_argument("--pool", action="append", help="only this capacity pool (repeatable)")
     evaluate.add_argument("--now", type=_timestamp, help="evaluate as of this time (ISO 8601)")
-    evaluate.add_argument("--dry-run", action="store_true", help="score only; change no calibration")
+    evaluate.add_argument("--dry-run", action="store_true", help="score only: change no calibration, prune no forecasts")
     evaluate.set_defaults(func=_evaluate)

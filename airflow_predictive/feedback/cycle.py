@@ -53,6 +53,7 @@ class FeedbackResult:
     alerts: list[alerts_mod.Alert] = field(default_factory=list)
     metrics_sent: list[str] = field(default_factory=list)
     notifications: int = 0
+    pruned_forecasts: int = 0
 
     @property
     def recalibrated(self) -> list[str]:
@@ -74,6 +75,7 @@ class FeedbackResult:
             "reselect": self.reselected,
             "alerts": [a.kind for a in self.alerts],
             "metrics": len(self.metrics_sent),
+            "pruned_forecasts": self.pruned_forecasts,
         }
 
     def table(self) -> str:
@@ -170,6 +172,7 @@ def run_feedback_cycle(
     emit_metrics: bool = True,
     fit_seconds: Sequence[float] = (),
     coverage_alert_gap: float = 0.1,
+    retention: timedelta | None = None,
 ) -> FeedbackResult:
     """Score, store, recalibrate, flag, alert and emit metrics for the window since the last cycle.
 
@@ -188,7 +191,13 @@ def run_feedback_cycle(
     :param emit_metrics: send metrics through Airflow's Stats.
     :param fit_seconds: forecasting fit durations to report as the fit-time metric.
     :param coverage_alert_gap: alert "forecast degraded" when coverage is this far below target.
+    :param retention: after scoring, delete forecasts issued more than this before ``now`` (None: keep
+        all). Scoring needs issues up to ``max(max_window, recalibration_window)`` + the forecast
+        horizon old (48 h with the defaults and a 24 h horizon); ``[predictive] forecast_retention_hours``
+        is 72.
     """
+    if retention is not None and retention <= timedelta(0):
+        raise ValueError(f"retention must be positive, got {retention}")
     notifier_map = alerts_mod.validate_notifiers(notifiers)
     now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     # The bucket that contains `now` is still filling: score buckets that have ended.
@@ -276,6 +285,9 @@ def run_feedback_cycle(
     raised = alerts_mod.alerts_for(decisions, failed, capped, coverage_alert_gap=coverage_alert_gap)
 
     result = FeedbackResult(start, end, evaluations, decisions, raised)
+    if retention is not None:
+        # Every cycle stores series x horizon steps: unpruned, the table grows by that every 5 minutes.
+        result.pruned_forecasts = store.prune_forecasts(now - retention)
     if emit_metrics:
         result.metrics_sent = _emit(store, result, actions, series, end, fit_seconds, levels_of=plans)
     if raised:

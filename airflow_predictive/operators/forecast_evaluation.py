@@ -104,6 +104,7 @@ class ForecastEvaluationOperator(BaseOperator):
                 context=context,
                 emit_metrics=self.emit_metrics,
                 fit_seconds=self._fit_seconds(context),
+                retention=timedelta(hours=config.get_int("forecast_retention_hours")),
             )
         finally:
             store.dispose()

@@ -115,6 +115,24 @@ def test_cycle_stores_scores_alerts_and_flags(store, tmp_path) -> None:
     assert again.evaluations.empty or not (again.evaluations["metric"] == "n").any()
 
 
+def test_cycle_prunes_forecasts_older_than_the_retention_and_keeps_what_it_scores(store) -> None:
+    seed(store, NOW)
+    store.write_forecasts(_forecast([1.0, 2.0], NOW - timedelta(hours=80), spread=0.5))
+    store.write_forecasts(_forecast([1.0, 2.0], NOW - timedelta(hours=40), spread=0.5))
+    kept_before = store.forecasts([SERIES])
+    recent = kept_before[kept_before["issued_at"] > pd.Timestamp(NOW - timedelta(hours=72))]
+
+    dry = run_feedback_cycle(store, now=NOW, emit_metrics=False)
+    assert dry.pruned_forecasts == 0 and len(store.forecasts([SERIES])) == len(kept_before)
+
+    result = run_feedback_cycle(store, now=NOW, emit_metrics=False, retention=timedelta(hours=72))
+    assert result.pruned_forecasts == 2 and result.summary()["pruned_forecasts"] == 2
+    left = store.forecasts([SERIES])
+    assert len(left) == len(recent) and left["issued_at"].min() >= pd.Timestamp(NOW - timedelta(hours=72))
+    with pytest.raises(ValueError, match="retention must be positive"):
+        run_feedback_cycle(store, now=NOW, emit_metrics=False, retention=timedelta(0))
+
+
 def test_bad_notifier_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown alert kind 'forecast_bad'"):
         alerts.validate_notifiers({"forecast_bad": FileNotifier("x")})
