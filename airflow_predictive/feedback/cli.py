@@ -77,5 +77,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     evaluate.add_argument("--store", help="SQLAlchemy URL or SQLite file (default: [predictive] config)")
     evaluate.add_argument("--pool", action="append", help="only this capacity pool (repeatable)")
     evaluate.add_argument("--now", type=_timestamp, help="evaluate as of this time (ISO 8601)")
-    evaluate.add_argument("--dry-run", action="store_true", help="score only: change no calibration, prune no forecasts")
+    evaluate.add_argument(
+        "--dry-run", action="store_true", help="score only: change no calibration, prune no forecasts"
+    )
     evaluate.set_defaults(func=_evaluate)

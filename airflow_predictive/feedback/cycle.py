@@ -155,6 +155,17 @@ def _corrected_since(store: Any, series: Sequence[str]) -> dict[str, datetime]:
     return out
 
 
+def target_grid(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """The bucket timestamps in ``[start, end)`` that are whole multiples of ``step`` (since the epoch).
+
+    :param start: first moment of the window.
+    :param end: end of the window (excluded).
+    :param step: grid spacing, a multiple of the bucket width.
+    """
+    first = pd.Timestamp(start).ceil(f"{int(step.total_seconds())}s")
+    return [t.to_pydatetime() for t in pd.date_range(first, pd.Timestamp(end), freq=step, inclusive="left")]
+
+
 def run_feedback_cycle(
     store: Any,
     *,
@@ -163,6 +174,7 @@ def run_feedback_cycle(
     interval: timedelta = timedelta(minutes=5),
     max_window: timedelta = timedelta(days=1),
     recalibration_window: timedelta = timedelta(hours=12),
+    recalibration_grid: timedelta | None = timedelta(minutes=30),
     tolerance: float = 0.03,
     mase_threshold: float = 1.0,
     min_samples: int = 30,
@@ -182,6 +194,7 @@ def run_feedback_cycle(
     :param interval: bucket width of the demand series.
     :param max_window: score at most this far back (first cycle, or after an outage).
     :param recalibration_window: target buckets whose forecasts feed the width correction.
+    :param recalibration_grid: of those, only the buckets on this grid (None: every bucket).
     :param tolerance: coverage drift tolerated before the width changes.
     :param mase_threshold: MASE above which a series is flagged for re-selection.
     :param min_samples: scored forecast rows needed before a width correction.
@@ -209,7 +222,7 @@ def run_feedback_cycle(
 
     # Forecast targets in (start, end): scored once, when observed.
     window_start = min(start, end - recalibration_window)
-    forecasts = store.forecasts(series, ts_from=window_start, ts_to=end)
+    forecasts = store.forecasts(series, ts_from=start, ts_to=end)
     demand = store.demand(series, start=window_start - timedelta(days=7), end=end)
     observed = demand[demand["ts"] >= pd.Timestamp(window_start)]
     history = demand[demand["ts"] < pd.Timestamp(start)]
@@ -236,7 +249,12 @@ def run_feedback_cycle(
 
     # Recalibration: errors of the forecasts issued since each series' calibration last changed.
     decisions: list[Decision] = []
-    joined = evaluation.joined(forecasts, observed)
+    # Each target bucket was forecast by every cycle of the horizon before it (288 issues a day), so the
+    # window holds ~41k rows per series: read the targets on a coarser grid (their errors are the same
+    # kind of sample, and neighbouring buckets' errors are strongly correlated anyway).
+    grid = recalibration_grid if recalibration_grid and not recalibration_grid % interval else interval
+    sampled = store.forecasts(series, ts_in=target_grid(window_start, end, grid))
+    joined = evaluation.joined(sampled, observed)
     if not joined.empty:
         since = _corrected_since(store, sorted(joined["series_id"].unique()))
         keep = np.ones(len(joined), dtype=bool)

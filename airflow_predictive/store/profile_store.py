@@ -440,7 +440,9 @@ class ProfileStore:
         frame = self._frame(query, schema.forecasts)
         if frame.empty:
             return frame.drop(columns=["quantiles"])
-        quantiles = pd.DataFrame([json.loads(q) for q in frame.pop("quantiles")], index=frame.index)
+        # One parse of one JSON array: per-row json.loads was most of a large read (4.5 s per 830k rows).
+        parsed = json.loads("[" + ",".join(frame.pop("quantiles")) + "]")
+        quantiles = pd.DataFrame(parsed, index=frame.index)
         quantiles.columns = [f"q{c}" for c in quantiles.columns]
         ordered = sorted(quantiles.columns, key=lambda c: float(c[1:]))
         return pd.concat([frame, quantiles[ordered]], axis=1)
@@ -473,12 +475,18 @@ class ProfileStore:
         issued_to: datetime | None = None,
         ts_from: datetime | None = None,
         ts_to: datetime | None = None,
+        ts_in: Sequence[datetime] | None = None,
     ) -> pd.DataFrame:
-        """Every stored forecast row matching the filters (for evaluation and the UI)."""
+        """Every stored forecast row matching the filters (for evaluation and the UI).
+
+        ``ts_in`` keeps only these target buckets (an empty list matches nothing).
+        """
         t = schema.forecasts
         query = sa.select(t)
         if series_ids is not None:
             query = query.where(t.c.series_id.in_(list(series_ids)))
+        if ts_in is not None:
+            query = query.where(t.c.ts.in_([_to_utc(v) for v in ts_in]))
         if issued_from is not None:
             query = query.where(t.c.issued_at >= _to_utc(issued_from))
         if issued_to is not None:
