@@ -257,9 +257,13 @@ def run_feedback_cycle(
     joined = evaluation.joined(sampled, observed)
     if not joined.empty:
         since = _corrected_since(store, sorted(joined["series_id"].unique()))
+        # A row is fresh when it was issued after its series' calibration last changed (no change: all).
         keep = np.ones(len(joined), dtype=bool)
-        for sid, moment in since.items():
-            keep &= ~((joined["series_id"] == sid) & (joined["issued_at"] <= pd.Timestamp(moment))).to_numpy()
+        if since:
+            changed = pd.Series(
+                {sid: pd.Timestamp(m) for sid, m in since.items()}, dtype="datetime64[ns, UTC]"
+            )
+            keep = ~(joined["issued_at"] <= joined["series_id"].map(changed)).to_numpy()
         levels = {
             sid: evaluation.provisioning_level(plans, parse_series_id(sid).pool)
             for sid in joined["series_id"].unique()
@@ -339,6 +343,10 @@ def _emit(
         capacity_rows.append({"pool": pool, "resource": resource, "value": float(group["value"].iloc[-1])})
     decision_of = {d.series_id: d for d in result.decisions}
     ev = result.evaluations
+    mase_of, unmet_of, idle_of = (
+        evaluation.values_of(ev, metric)
+        for metric in (scores.MASE, scores.UNMET_DEMAND, scores.IDLE_CAPACITY)
+    )
     for sid in sorted(set(ev["series_id"]) if not ev.empty else set()):
         key = parse_series_id(sid)
         d = decision_of.get(sid)
@@ -347,9 +355,9 @@ def _emit(
                 "pool": key.pool,
                 "resource": key.resource,
                 "coverage": d.coverage if d and d.n else None,
-                "mase": evaluation.value_of(ev, sid, scores.MASE),
-                "unmet_demand": evaluation.value_of(ev, sid, scores.UNMET_DEMAND),
-                "idle_capacity": evaluation.value_of(ev, sid, scores.IDLE_CAPACITY),
+                "mase": mase_of.get(sid, float("nan")),
+                "unmet_demand": unmet_of.get(sid, float("nan")),
+                "idle_capacity": idle_of.get(sid, float("nan")),
                 "factor": d.factor if d else None,
             }
         )

@@ -106,8 +106,11 @@ def score_forecasts(
         frame[f"covered_{col}"] = (frame["actual"] <= frame[col]).astype(float)
 
     rows: list[tuple] = []
+    # Grouped once: a per-series boolean scan of the history is quadratic in the number of series.
+    past_of = {sid: part["value"] for sid, part in history.groupby("series_id", sort=False)}
+    no_past = pd.Series(dtype=float)
     for sid, group in frame.groupby("series_id", sort=True):
-        past = history.loc[history["series_id"] == sid, "value"]
+        past = past_of.get(sid, no_past)
         scale = naive_scale(past, season)
         if not np.isfinite(scale) and season > 1:  # under one season of history: the lag-1 naive
             scale = naive_scale(past, 1)
@@ -154,11 +157,14 @@ def score_capacity(
     rows: list[tuple] = []
     if capacity.empty or demand.empty:
         return pd.DataFrame(columns=EVALUATION_COLUMNS)
+    demand_of = {sid: part for sid, part in demand.groupby("series_id", sort=False)}
     for (pool, resource), cap in capacity.groupby(["pool", "resource"], sort=True):
         if pools and pool not in pools:
             continue
         sid = series_id(pool, resource)
-        d = demand[demand["series_id"] == sid].dropna(subset=["value"]).sort_values("ts")
+        if sid not in demand_of:
+            continue
+        d = demand_of[sid].dropna(subset=["value"]).sort_values("ts")
         if d.empty:
             continue
         merged = pd.merge_asof(
@@ -186,6 +192,20 @@ def score_capacity(
             ),
         ]
     return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
+
+
+def values_of(evaluations: pd.DataFrame, metric: str, horizon: int = scores.ALL_HORIZONS) -> dict[str, float]:
+    """``{series_id: score}`` of one metric (the last row per series), for lookups in a loop over series.
+
+    :param evaluations: rows in the evaluations layout.
+    :param metric: the metric name.
+    :param horizon: the lead-time bucket.
+    """
+    if evaluations.empty:
+        return {}
+    hit = evaluations[(evaluations["metric"] == metric) & (evaluations["horizon_minutes"] == horizon)]
+    last = hit.drop_duplicates("series_id", keep="last")
+    return dict(zip(last["series_id"], last["value"].astype(float), strict=True))
 
 
 def value_of(evaluations: pd.DataFrame, sid: str, metric: str, horizon: int = scores.ALL_HORIZONS) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.feedback import scores
-from airflow_predictive.feedback.evaluation import value_of
+from airflow_predictive.feedback.evaluation import values_of
 
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 
@@ -94,6 +94,7 @@ def decide(
     if joined.empty:
         return []
     decisions = []
+    mase_of = values_of(evaluations, scores.MASE)
     for sid, group in joined.groupby("series_id", sort=True):
         q = level.get(sid, 0.95) if isinstance(level, dict) else level
         col = f"q{q:g}"
@@ -110,7 +111,7 @@ def decide(
             if len(group)
             else float("nan")
         )
-        mase = value_of(evaluations, sid, scores.MASE)
+        mase = mase_of.get(sid, float("nan"))
         decision = Decision(series_id=sid, level=q, coverage=covered, n=int(ok.sum()), mase=mase)
         reasons = []
         # Act only on drift beyond both the tolerance and two binomial standard errors: a coverage
