@@ -46,7 +46,6 @@ def _run(
     demand: pd.DataFrame,
     *,
     feedback: bool,
-    grid: timedelta | None = None,
     mase_threshold: float = 1.0,
 ) -> float:
     store.write_demand(demand)
@@ -70,7 +69,6 @@ def _run(
             emit_metrics=False,
             min_samples=40,
             recalibration_window=timedelta(days=2),
-            recalibration_grid=grid,
             mase_threshold=mase_threshold,
         )
         now += STEP
