@@ -53,7 +53,7 @@ def seed_steady_state(
         raise ValueError(f"series and donors must be at least 1, got series={series}, donors={donors}")
     history = generate_history(series, days=days, seed=seed, end=end)
     history["series_id"] = history["series_id"].str.replace("pool=bench-", f"pool={prefix}-", regex=False)
-    _bulk_demand(store, history)
+    store.write_demand(history)  # COPY + one merge on PostgreSQL
     ids = list(dict.fromkeys(history["series_id"]))
 
     forecaster = Forecaster(select_workers=0)
@@ -74,27 +74,6 @@ def seed_steady_state(
         records.append({"series_id": sid, "model": MODEL_NAME, "state": state, "fitted_at": fitted_at})
     store.save_model_states(records)
     return ids
-
-
-def _bulk_demand(store: Any, history: Any) -> None:
-    """Write generated demand: COPY on PostgreSQL (row upserts cost ~1 ms each there), else upserts."""
-    if store.engine.dialect.name != "postgresql":
-        store.write_demand(history)
-        return
-    import io
-
-    buf = io.StringIO()
-    history.assign(ts=history["ts"].dt.strftime("%Y-%m-%d %H:%M:%S+00")).to_csv(
-        buf, index=False, header=False, columns=["series_id", "ts", "value"]
-    )
-    buf.seek(0)
-    raw = store.engine.raw_connection()
-    try:
-        with raw.cursor() as cursor:
-            cursor.copy_expert("COPY demand (series_id, ts, value) FROM STDIN WITH (FORMAT csv)", buf)
-        raw.commit()
-    finally:
-        raw.close()
 
 
 def pools_yaml(pools: list[str], *, scale: list[str], project: str = "scale-project") -> str:

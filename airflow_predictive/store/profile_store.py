@@ -487,14 +487,8 @@ class ProfileStore:
             query = query.where(t.c.series_id.in_(list(series_ids)))
         if ts_in is not None:
             query = query.where(t.c.ts.in_([_to_utc(v) for v in ts_in]))
-        if issued_from is not None:
-            query = query.where(t.c.issued_at >= _to_utc(issued_from))
-        if issued_to is not None:
-            query = query.where(t.c.issued_at < _to_utc(issued_to))
-        if ts_from is not None:
-            query = query.where(t.c.ts >= _to_utc(ts_from))
-        if ts_to is not None:
-            query = query.where(t.c.ts < _to_utc(ts_to))
+        query = _within(query, t.c.issued_at, issued_from, issued_to)
+        query = _within(query, t.c.ts, ts_from, ts_to)
         return self._forecast_frame(query.order_by(t.c.series_id, t.c.issued_at, t.c.ts))
 
     def prune_forecasts(self, before: datetime) -> int:
