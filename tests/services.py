@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,16 +75,7 @@ def ensure_redis() -> str:
 @contextmanager
 def postgres_database(prefix: str = "predictive_test") -> Iterator[str]:
     """Create a throw-away database and yield its URL; drop it afterwards."""
-    import sqlalchemy as sa
+    from airflow_predictive.scaleout.bench import throwaway_database
 
-    admin_url = ensure_postgres()
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_database(ensure_postgres(), prefix) as url:
+        yield url

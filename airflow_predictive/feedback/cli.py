@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 
 
@@ -60,10 +61,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``report`` and ``evaluate`` to the ``airflow-predictive`` command.
+    """Add ``report``, ``evaluate`` and ``bench evaluate`` to the ``airflow-predictive`` command.
 
     :param commands: top-level sub-parsers.
-    :param bench: ``bench`` sub-parsers (unused).
+    :param bench: ``bench`` sub-parsers.
     """
     report = commands.add_parser("report", help="write the forecast report page (self-contained HTML)")
     report.add_argument("-o", "--output", default="predictive-report.html", help="HTML file to write")
@@ -81,3 +82,43 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "--dry-run", action="store_true", help="score only: change no calibration, prune no forecasts"
     )
     evaluate.set_defaults(func=_evaluate)
+
+    speed = bench.add_parser(
+        "evaluate",
+        help="time of one feedback cycle with N series and H hours of stored 5-minute forecasts",
+        description=(
+            "Seed a throw-away PostgreSQL profile store with demand and the forecasts a 5-minute loop "
+            "stores over H hours, then time the first and the steady-state feedback cycle."
+        ),
+    )
+    speed.add_argument("--series", type=int, default=20, help="demand series (20)")
+    speed.add_argument("--hours", type=int, default=36, help="hours of stored forecast issues (36)")
+    speed.add_argument("--repeats", type=int, default=3, help="cycles per measurement; median reported (3)")
+    speed.add_argument(
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL superuser URL (throw-away databases are created and dropped)",
+    )
+    speed.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
+    speed.set_defaults(func=_bench_evaluate)
+
+
+def _bench_evaluate(args: argparse.Namespace) -> int:
+    if args.series < 1 or args.hours < 1 or args.repeats < 1:
+        print("--series, --hours and --repeats must be at least 1", file=sys.stderr)
+        return 2
+    from airflow_predictive.feedback.bench import run
+
+    result = run(
+        series=args.series,
+        hours=args.hours,
+        repeats=args.repeats,
+        postgres_url=args.postgres,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    text = json.dumps(result, indent=2)
+    if args.json_out:
+        with open(args.json_out, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return 0

@@ -92,14 +92,16 @@ class GroupRss:
 
 
 @contextlib.contextmanager
-def _database(admin_url: str, prefix: str) -> Iterator[str]:
+def throwaway_database(admin_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (a copy of ``template`` if given), dropped on exit; yields its URL."""
     import sqlalchemy as sa
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}"' if template else ""
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
         yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
@@ -169,8 +171,8 @@ def run(
         "points": [],
     }
     with contextlib.ExitStack() as stack:
-        meta_url = stack.enter_context(_database(postgres_url, "predictive_bench_meta"))
-        store_url = stack.enter_context(_database(postgres_url, "predictive_bench_store"))
+        meta_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_meta"))
+        store_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_store"))
         _flush(broker_url)
         stack.callback(_flush, broker_url)
         store = ProfileStore(store_url)

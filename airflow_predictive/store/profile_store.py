@@ -234,8 +234,8 @@ class ProfileStore:
         """Upsert a frame of plain columns (numbers, strings, timestamps); the later of two equal keys wins.
 
         On PostgreSQL with psycopg2 the rows are COPYed into a temporary table and merged with one
-        ``INSERT ... SELECT ... ON CONFLICT``: a forecast chunk is ~60k rows, and batched executemany
-        spent 3.7 s on 57,600 of them where COPY + merge takes 0.6 s. Elsewhere: row upserts.
+        ``INSERT ... SELECT ... ON CONFLICT``: a 200-series forecast chunk is ~60k rows, and batched
+        executemany upserts were most of a chunk's time (``bench scaleout``). Elsewhere: row upserts.
         """
         if frame.empty:
             return 0
