@@ -83,6 +83,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     evaluate.set_defaults(func=_evaluate)
 
+    from airflow_predictive.scaleout.cli import add_postgres_argument
+
     speed = bench.add_parser(
         "evaluate",
         help="time of one feedback cycle with N series and H hours of stored 5-minute forecasts",
@@ -94,11 +96,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     speed.add_argument("--series", type=int, default=20, help="demand series (20)")
     speed.add_argument("--hours", type=int, default=36, help="hours of stored forecast issues (36)")
     speed.add_argument("--repeats", type=int, default=3, help="cycles per measurement; median reported (3)")
-    speed.add_argument(
-        "--postgres",
-        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
-        help="PostgreSQL superuser URL (throw-away databases are created and dropped)",
-    )
+    add_postgres_argument(speed)
     speed.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
     speed.set_defaults(func=_bench_evaluate)
 

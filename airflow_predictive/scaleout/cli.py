@@ -17,6 +17,15 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def add_postgres_argument(parser: argparse.ArgumentParser) -> None:
+    """``--postgres``: the superuser URL benchmarks create their throw-away databases with."""
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL superuser URL (throw-away databases are created and dropped)",
+    )
+
+
 def register(commands, bench) -> None:
     """Add ``bench scaleout``.
 
@@ -37,11 +46,7 @@ def register(commands, bench) -> None:
     parser.add_argument("--chunk", type=int, default=200, help="series per mapped task (200)")
     parser.add_argument("--repeats", type=int, default=1, help="cycles per point; median reported (1)")
     parser.add_argument("--days", type=int, default=3, help="days of seeded history per series (3)")
-    parser.add_argument(
-        "--postgres",
-        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
-        help="PostgreSQL superuser URL (throw-away databases are created and dropped)",
-    )
+    add_postgres_argument(parser)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/7", help="Redis URL (index flushed)")
     parser.add_argument("--home", default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
