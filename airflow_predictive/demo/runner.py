@@ -226,12 +226,12 @@ def _walk_instances(node: Any) -> list[dict[str, Any]]:
 
 
 def _backtest(store: Any, report: Path, out: TextIO) -> dict[str, Any]:
-    from airflow_predictive.simulation.backtest import BacktestOptions, backtest_trace
+    from airflow_predictive.simulation.backtest import BacktestOptions, backtest_trace, series_from_demand
     from airflow_predictive.simulation.report import text_table, write_html
 
-    # The last 10 days (3 of warm-up, 7 scored) keep the demo within its few minutes.
-    demand = store.demand([BACKTEST_SERIES])
-    series = demand.set_index("ts")["value"].rename(BACKTEST_SERIES)
+    # The last 10 days (3 of warm-up, 7 scored) keep the demo within its few minutes. The shared loader
+    # fills gaps (buckets the profiler did not observe are NULL) as the backtest of trace files does.
+    series = series_from_demand(store.demand([BACKTEST_SERIES]), BACKTEST_SERIES)
     series = series[series.index >= series.index.max() - timedelta(days=BACKTEST_DAYS)]
     result = backtest_trace(series, BacktestOptions())
     print(text_table([result]), file=out)
