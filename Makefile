@@ -27,9 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check airflow_predictive dags plugins tests
 	$(BIN)/ruff format --check airflow_predictive dags plugins tests
 
-# The README's backtest table: every shared trace, all four policies, product defaults.
+# Backtest every trace in TRACES (default: the repository's sample traces), all four policies, product
+# defaults. The team's benchmark tables use the larger shared set: make backtest TRACES='../shared/data/traces/*.csv'
+TRACES ?= examples/traces/*.csv
 backtest: $(STAMP)
-	$(BIN)/airflow-predictive backtest ../shared/data/traces/*.csv --json backtest.json --report backtest.html --markdown backtest.md
+	$(BIN)/airflow-predictive backtest $(TRACES) --json backtest.json --report backtest.html --markdown backtest.md
 
 clean:
 	rm -rf $(VENV) .demo artifacts build *.egg-info

@@ -38,7 +38,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "combination",
         help="backtest: statistical alone vs combined with the structural forecast (trace + synthetic schedule)",
     )
-    combination.add_argument("--trace", type=Path, default=None, help="trace CSV (default: NAB RDS CPU)")
+    combination.add_argument(
+        "--trace", type=Path, default=None, help="trace CSV (default: the repository's sample NAB RDS CPU trace)"
+    )
     combination.add_argument("--history", default="3d", help="warm-up history (default 3d)")
     combination.add_argument("--boot-delay", default="5min", help="lead time of new capacity (default 5min)")
     combination.add_argument("--out", type=Path, help="also write the JSON here")
@@ -46,9 +48,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def default_trace() -> Path:
-    """The shared traces folder next to the repository (``../shared/data/traces``)."""
+    """The repository's sample NAB RDS CPU trace (``examples/traces``; a source checkout only)."""
     repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "data" / "traces" / "nab_rds_cpu_utilization_e47b3b.csv"
+    return repo / "examples" / "traces" / "nab_rds_cpu_utilization_e47b3b.csv"
 
 
 def _bench_combination(args: argparse.Namespace) -> int:

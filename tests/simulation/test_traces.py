@@ -1,4 +1,9 @@
-"""The trace loaders read every shared format into a regular UTC float series, or say what is wrong."""
+"""The trace loaders read every supported format into a regular UTC float series, or say what is wrong.
+
+NAB files come from the repository's sample traces (``examples/traces``, MIT); the Alibaba and
+Bitbrains layouts, whose data the repository may not redistribute, are written here in their exact
+format (header, separator, time encoding) with made-up values.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,63 @@ import pytest
 
 from airflow_predictive.simulation.traces import TraceError, load_trace, load_traces
 
-TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
-ALIBABA = TRACES / "dctraces_alibaba2018_machine_usage_days_1_to_8_grouped_300_seconds.csv"
+TRACES = Path(__file__).resolve().parents[2] / "examples" / "traces"
+ALIBABA_NAME = "dctraces_alibaba2018_machine_usage_days_1_to_8_grouped_300_seconds.csv"
+BITBRAINS_HEADER = ";\t".join(
+    [
+        "Timestamp [ms]",
+        "CPU cores",
+        "CPU capacity provisioned [MHZ]",
+        "CPU usage [MHZ]",
+        "CPU usage [%]",
+        "Memory capacity provisioned [KB]",
+        "Memory usage [KB]",
+        "Disk read throughput [KB/s]",
+        "Disk write throughput [KB/s]",
+        "Network received throughput [KB/s]",
+        "Network transmitted throughput [KB/s]",
+    ]
+)
+
+
+@pytest.fixture
+def alibaba(tmp_path) -> Path:
+    """The aggregated Alibaba 2018 layout: a header, no time column, interval in the file name."""
+    path = tmp_path / ALIBABA_NAME
+    rows = [f"{16.126976521322472 + i},{87.13895543842837 - i},34.9,27.7,4.1" for i in range(6)]
+    path.write_text(
+        "cpu_util_percent,mem_util_percent,net_in,net_out,disk_io_percent\n" + "\n".join(rows) + "\n"
+    )
+    return path
+
+
+@pytest.fixture
+def bitbrains(tmp_path) -> Path:
+    """The Bitbrains GWA-T-12 layout: ``;\\t`` separated, epoch seconds under ``Timestamp [ms]``,
+    300 s steps with 1 s jitter and one 2,704 s gap (as in the real files)."""
+    start = 1372629804
+    offsets = [0, 300, 601, 900, 1200, 1200 + 2704, 1200 + 2704 + 300]
+    rows = [
+        ";\t".join(
+            [
+                str(start + off),
+                "1",
+                "2399.999679",
+                f"{2126.399715594 + i}",
+                "88.6",
+                "3143680.0",
+                "548054.1",
+                "7.0",
+                "308.1",
+                "273.4",
+                "21.3",
+            ]
+        )
+        for i, off in enumerate(offsets)
+    ]
+    path = tmp_path / "bitbrains_rnd_2013-7_407.csv"
+    path.write_text(BITBRAINS_HEADER + "\n" + "\n".join(rows) + "\n")
+    return path
 
 
 def _regular(series: pd.Series, seconds: int) -> None:
@@ -48,22 +108,26 @@ def test_nab_gaps_are_filled_on_the_regular_grid():
     assert series.attrs["filled"] == 8  # eight 600 s steps, one missing bucket each
 
 
-def test_alibaba_fixed_interval_file_defaults_to_cpu_and_picks_other_columns():
-    cpu = load_trace(ALIBABA)
-    _regular(cpu, 300)
-    assert len(cpu) == 2243
+def test_alibaba_fixed_interval_file_defaults_to_cpu_and_picks_other_columns(alibaba):
+    cpu = load_trace(alibaba)
+    _regular(cpu, 300)  # the interval comes from "..._300_seconds" in the file name
+    assert len(cpu) == 6
     assert cpu.iloc[0] == pytest.approx(16.126976521322472)
-    mem = load_trace(ALIBABA, value_column="mem_util_percent")
+    assert cpu.iloc[5] == pytest.approx(21.126976521322472)
+    mem = load_trace(alibaba, value_column="mem_util_percent")
     assert mem.iloc[0] == pytest.approx(87.13895543842837)
     assert mem.name.endswith(":mem_util_percent")
 
 
-def test_bitbrains_semicolon_tab_file_reads_epoch_seconds_and_cpu_mhz():
-    series = load_trace(TRACES / "bitbrains_rnd_2013-7_407.csv")
+def test_bitbrains_semicolon_tab_file_reads_epoch_seconds_and_cpu_mhz(bitbrains):
+    series = load_trace(bitbrains)
     _regular(series, 300)
     assert series.index[0] == pd.Timestamp("2013-06-30 22:03:24", tz="UTC")
     assert series.iloc[0] == pytest.approx(2126.399715594)
-    assert 9 <= series.attrs["filled"] <= 11  # the single 2704 s gap (plus jitter)
+    assert series.iloc[2] == pytest.approx(2128.399715594)  # the 1 s jitter snaps onto the grid
+    # 2,704 s after 22:23:24 is bucket 22:68:28 -> snapped to 23:08:24: eight buckets filled between.
+    assert series.attrs["filled"] == 8
+    assert len(series) == 5 + 8 + 2
 
 
 def test_headerless_fixed_interval_file_needs_and_uses_interval(tmp_path):
@@ -111,7 +175,7 @@ def test_missing_file_and_missing_column_are_named(tmp_path):
         load_trace(TRACES / "nab_rds_cpu_utilization_e47b3b.csv", value_column="bogus")
 
 
-def test_load_traces_keeps_order_and_lets_each_file_use_its_default_column():
-    first, second = load_traces([ALIBABA, TRACES / "nab_rds_cpu_utilization_e47b3b.csv"])
+def test_load_traces_keeps_order_and_lets_each_file_use_its_default_column(alibaba):
+    first, second = load_traces([alibaba, TRACES / "nab_rds_cpu_utilization_e47b3b.csv"])
     assert first.attrs["column"] == "cpu_util_percent"
     assert second.attrs["column"] == "value"
