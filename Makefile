@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` (the main job on embedded defaults) and `make test`.
-# Both create the project-local virtual environment on first use and reinstall when pyproject.toml changes.
+# Both create the project-local virtual environment on first use and reinstall when a pyproject.toml changes.
+# They install the provider and the repository's tooling (tools/: emulator, demo, benchmarks).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,11 +9,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint backtest clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./tools
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,12 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-chromium.sh
-	$(BIN)/ruff check airflow_predictive dags plugins tests
+	$(BIN)/ruff check airflow_predictive tools dags plugins tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check airflow_predictive dags plugins tests
-	$(BIN)/ruff format --check airflow_predictive dags plugins tests
+	$(BIN)/ruff check airflow_predictive tools dags plugins tests
+	$(BIN)/ruff format --check airflow_predictive tools dags plugins tests
 
 # Backtest every trace in TRACES (default: the repository's sample traces), all four policies, product
 # defaults. The team's benchmark tables use the larger shared set: make backtest TRACES='../shared/data/traces/*.csv'

@@ -1,19 +1,24 @@
 """The ``airflow-predictive`` command.
 
-Each room contributes its commands from ``airflow_predictive/<room>/cli.py`` through
-``register(commands, bench)``, so this file never grows with the rooms and heavy imports (pmdarima,
-the Compute Engine client) happen only inside the handler that needs them.
+Each module of ``airflow_predictive/commands/`` contributes its commands through
+``register(commands, bench)``; installed packages add theirs through the entry-point group
+``airflow_predictive.commands`` (the repository's tooling adds demo, gce-emulator and the benchmarks).
+Heavy imports (pmdarima, the Compute Engine client) happen only inside the handler that needs them, so
+``airflow-predictive --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 import airflow_predictive
+from airflow_predictive.commands import backtest, feedback, plan, profile, templates
+
+#: The provider's own commands, in the order ``--help`` lists them.
+PRODUCT_COMMANDS = (plan, backtest, templates, feedback, profile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,21 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = commands.add_parser("bench", help="benchmarks (JSON output)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK")
     bench_parser.set_defaults(func=lambda _args: _usage(bench_parser))
-    for module in _room_cli_modules():
+    for module in PRODUCT_COMMANDS:
         module.register(commands, bench)
+    for entry in sorted(entry_points(group="airflow_predictive.commands"), key=lambda e: e.name):
+        entry.load()(commands, bench)
     return parser
-
-
-def _room_cli_modules() -> list:
-    modules = []
-    for info in sorted(pkgutil.iter_modules(airflow_predictive.__path__), key=lambda m: m.name):
-        if info.ispkg:
-            try:
-                modules.append(importlib.import_module(f"airflow_predictive.{info.name}.cli"))
-            except ModuleNotFoundError as exc:
-                if exc.name != f"airflow_predictive.{info.name}.cli":
-                    raise
-    return modules
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

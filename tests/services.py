@@ -75,7 +75,7 @@ def ensure_redis() -> str:
 @contextmanager
 def postgres_database(prefix: str = "predictive_test") -> Iterator[str]:
     """Create a throw-away database and yield its URL; drop it afterwards."""
-    from airflow_predictive.scaleout.bench import throwaway_database
+    from airflow_predictive_tools.bench.scaleout import throwaway_database
 
     with throwaway_database(ensure_postgres(), prefix) as url:
         yield url

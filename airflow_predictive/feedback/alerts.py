@@ -8,15 +8,10 @@ Each notifier is called like an Airflow callback with the task context plus ``pr
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from airflow_predictive.feedback import metrics
-
-log = logging.getLogger(__name__)
 
 FORECAST_DEGRADED = "forecast_degraded"
 ACTION_FAILED = "action_failed"
@@ -115,22 +110,3 @@ def alerts_for(
             )
         )
     return alerts
-
-
-def send(alerts: Iterable[Alert], notifiers: Mapping[str, list[Any]], context: Mapping[str, Any]) -> int:
-    """Call each alert kind's notifiers; return how many notifications went out.
-
-    :param alerts: this cycle's alerts.
-    :param notifiers: :func:`validate_notifiers` output.
-    :param context: the task context (notifiers render their templates with it).
-    """
-    sent = 0
-    for alert in alerts:
-        metrics.incr(metrics.ALERTS, 1, alert.kind)
-        for notifier in notifiers.get(alert.kind, []):
-            try:
-                notifier({**context, "predictive_alert": alert.to_dict()})
-                sent += 1
-            except Exception:
-                log.exception("notifier %r failed for alert %s", notifier, alert.kind)
-    return sent

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.demand import parse_series_id, series_id
+from airflow_predictive.contracts.demand import parse_series_id, series_id
 from airflow_predictive.feedback import scores
 
 # Lead-time buckets (upper edges, minutes) the scores are broken down by; ALL_HORIZONS covers all.

@@ -1,7 +1,7 @@
 """The forecast report page as one self-contained HTML file (``make demo`` ends by writing it).
 
 Same data and same charts as the ``/predictive`` page in the Airflow UI
-(:func:`airflow_predictive.plugins.pages.collect` and :func:`~airflow_predictive.plugins.pages.render_page`);
+(:func:`airflow_predictive.feedback.pages.collect` and :func:`~airflow_predictive.feedback.pages.render_page`);
 only plotly.js differs: it is inlined from the installed ``plotly`` package's offline bundle, so the
 file opens anywhere with no server and no internet access.
 """
@@ -25,7 +25,7 @@ def render_report(
     """
     from plotly.offline import get_plotlyjs
 
-    from airflow_predictive.plugins import pages
+    from airflow_predictive.feedback import pages
 
     data = pages.collect(store, pools=pools, now=now, history=timedelta(hours=history_hours))
     return pages.render_page(data, plotly_inline=get_plotlyjs(), title="Predictive capacity report")

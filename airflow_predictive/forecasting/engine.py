@@ -8,7 +8,7 @@
 - :meth:`Forecaster.forecast` is the per-cycle warm path: it re-filters each series' recent window
   with its stored parameters (about a millisecond), re-estimates the parameters of the ``refit``
   series (warm-started CSS, tens of milliseconds) and returns the forecast frame of
-  :mod:`airflow_predictive.forecasting.types` plus the updated states. A series that cannot be
+  :mod:`airflow_predictive.contracts.forecast` plus the updated states. A series that cannot be
   modelled gets a recorded fallback; a series that cannot be forecast at all is reported in
   :attr:`Forecaster.errors`, never failing the others.
 
@@ -29,6 +29,7 @@ from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 
+from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
 from airflow_predictive.forecasting.auto_arima import AutoArima
 from airflow_predictive.forecasting.models import (
     STATE_VERSION,
@@ -45,7 +46,6 @@ from airflow_predictive.forecasting.series import (
     regular_window,
     to_epoch_seconds,
 )
-from airflow_predictive.forecasting.types import DEFAULT_QUANTILES, forecast_columns, quantile_column
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.demand import RESOURCES, series_id, validate_pool_name
-from airflow_predictive.forecasting.types import DEFAULT_QUANTILES, forecast_columns, quantile_column
+from airflow_predictive.contracts.demand import RESOURCES, series_id, validate_pool_name
+from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
 
 MODEL_NAME = "structural"
 DEFAULT_DURATION_S = 300.0

@@ -1,5 +1,1 @@
-"""Compute Engine side of the provider: the allocator hook's helpers and the local emulator.
-
-Kept light on purpose: import ``airflow_predictive.gce.emulator`` (stdlib only until a client is
-built) or ``airflow_predictive.gce.compute`` explicitly.
-"""
+"""Compute Engine adapter: ``compute.py`` is the only module of the provider that knows Compute Engine."""

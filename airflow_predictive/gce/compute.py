@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from airflow_predictive.allocation.machines import MachineType, family_of
-from airflow_predictive.allocation.pool import Backend, CapacityPool
-from airflow_predictive.allocation.state import DiskState, InstanceState, PoolState
-from airflow_predictive.allocation.types import Action, ActionKind, Provisioning, request_id_for
+from airflow_predictive.contracts.capacity import DiskState, InstanceState, PoolState
+from airflow_predictive.contracts.machines import MachineType, family_of
+from airflow_predictive.contracts.plan import Action, ActionKind, Provisioning, request_id_for
+from airflow_predictive.contracts.pools import Backend, CapacityPool
 
 log = logging.getLogger(__name__)
 

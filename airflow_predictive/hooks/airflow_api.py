@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_predictive.profiling.api_client import DEFAULT_PAGE_SIZE, AirflowApiClient, AirflowApiError
+from airflow_predictive.airflow_api.client import DEFAULT_PAGE_SIZE, AirflowApiClient, AirflowApiError
 
 __all__ = ["AirflowApiClient", "AirflowApiError", "AirflowApiHook", "client_from_connection"]
 

@@ -6,7 +6,20 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from airflow_predictive import config
 from airflow_predictive.store import ProfileStore, StoreError
+
+
+def configured_store(conn_id: str | None = None, **kwargs: Any) -> ProfileStore:
+    """The store named by ``[predictive] store_conn_id`` (or ``conn_id``), else the SQLite default.
+
+    :param conn_id: connection id; ``None`` reads ``[predictive] store_conn_id``, ``""`` means SQLite.
+    :param kwargs: passed to :class:`ProfileStore` (e.g. ``upgrade=False``).
+    """
+    conn_id = config.get("store_conn_id") if conn_id is None else conn_id
+    if not conn_id:
+        return ProfileStore.sqlite(config.get_path("store_path"), **kwargs)
+    return ProfileStoreHook(conn_id).get_store(**kwargs)
 
 
 class ProfileStoreHook(BaseHook):

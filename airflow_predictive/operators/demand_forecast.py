@@ -2,7 +2,7 @@
 
 With ``[predictive] combination = residual`` (the default) the stored forecast includes the work
 Airflow already knows about (upcoming scheduled runs, remaining stages of runs in progress), read from
-the provider's upcoming-work endpoint: see :mod:`airflow_predictive.operators.known_work`.
+the provider's upcoming-work endpoint: see :mod:`airflow_predictive.runtime.known_work`.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def series_chunks(
     :param chunk_size: series per chunk (default: ``[predictive] series_per_chunk``).
     :param store_conn_id: profile store connection (default: ``[predictive] store_conn_id``).
     """
-    from airflow_predictive.store import ProfileStore
+    from airflow_predictive.hooks.profile_store import configured_store
 
     size = chunk_size or config.get_int("series_per_chunk")
     if size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {size}")
-    store = ProfileStore.from_config(store_conn_id)
+    store = configured_store(store_conn_id)
     try:
         ids = store.series_ids(list(pools) if pools else None)
     finally:
@@ -113,7 +113,7 @@ class DemandForecastOperator(BaseOperator):
         return cycle_origin(self.now, context)
 
     def _combination(self) -> str:
-        from airflow_predictive.operators.known_work import COMBINATIONS
+        from airflow_predictive.runtime.known_work import COMBINATIONS
 
         value = (self.combination or config.get("combination")).strip().lower()
         if value not in COMBINATIONS:
@@ -129,15 +129,15 @@ class DemandForecastOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_predictive.forecasting.engine import Forecaster
-        from airflow_predictive.operators.known_work import (
+        from airflow_predictive.hooks.profile_store import configured_store
+        from airflow_predictive.runtime.known_work import (
             forecast_with_known_work,
             upcoming_from_connection,
         )
-        from airflow_predictive.store import ProfileStore
 
         combination = self._combination()
 
-        store = ProfileStore.from_config(self.store_conn_id)
+        store = configured_store(self.store_conn_id)
         try:
             ids = (
                 list(self.series_ids) if self.series_ids else store.series_ids(list(self.pools or []) or None)

@@ -15,7 +15,7 @@ from airflow_predictive.operators.cycle import cycle_origin
 class ForecastEvaluationOperator(BaseOperator):
     """Score past forecasts and provisioned capacity, recalibrate interval widths, alert and emit metrics.
 
-    Runs :func:`airflow_predictive.feedback.cycle.run_feedback_cycle` on the profile store. Alerts go
+    Runs :func:`airflow_predictive.runtime.feedback_cycle.run_feedback_cycle` on the profile store. Alerts go
     to the notifiers given per kind (``forecast_degraded``, ``action_failed``, ``budget_cap_hit``), e.g.
     ``notifiers={"action_failed": [SmtpNotifier(to="ops@example.com", subject="{{ predictive_alert.title }}")]}``.
     Metrics go through Airflow's Stats (StatsD/OpenTelemetry as ``[metrics]`` configures).
@@ -85,11 +85,11 @@ class ForecastEvaluationOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_predictive import config
-        from airflow_predictive.feedback.cycle import run_feedback_cycle
-        from airflow_predictive.store import ProfileStore
+        from airflow_predictive.hooks.profile_store import configured_store
+        from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
 
         interval = timedelta(minutes=self.interval_minutes or config.get_int("interval_minutes"))
-        store = ProfileStore.from_config(self.store_conn_id)
+        store = configured_store(self.store_conn_id)
         try:
             result = run_feedback_cycle(
                 store,

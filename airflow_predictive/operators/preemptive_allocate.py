@@ -81,9 +81,9 @@ class PreemptiveAllocateOperator(BaseOperator):
         return running_task_hosts(self.api_conn_id or config.get("api_conn_id"))
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_predictive.allocation.cycle import run_cycle
-        from airflow_predictive.allocation.pool import load_pools
-        from airflow_predictive.store import ProfileStore
+        from airflow_predictive.contracts.pools import load_pools
+        from airflow_predictive.hooks.profile_store import configured_store
+        from airflow_predictive.runtime.allocation_cycle import run_cycle
 
         pools_file = self.pools_file or str(config.get_path("pools_file"))
         pools = load_pools(pools_file)
@@ -94,7 +94,7 @@ class PreemptiveAllocateOperator(BaseOperator):
                 f"pool(s) {', '.join(unknown)} not in {pools_file}; known: {', '.join(sorted(pools))}"
             )
         busy = self._busy()
-        store = ProfileStore.from_config(self.store_conn_id)
+        store = configured_store(self.store_conn_id)
         results = {}
         try:
             for name in names:

@@ -19,10 +19,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from airflow_predictive import config
-from airflow_predictive.links import URL_PREFIX
 
 # "Upcoming DAG runs + task resource hints" (templates room): it needs the metadata DB, so it lives here.
-from airflow_predictive.plugins import pages, upcoming
+from airflow_predictive.feedback import pages
+from airflow_predictive.links import URL_PREFIX
+from airflow_predictive.plugins import upcoming
 from airflow_predictive.plugins.upcoming import router as upcoming_router
 
 __all__ = ["URL_PREFIX", "create_app"]
@@ -34,12 +35,12 @@ _stores: dict[str, Any] = {}
 def get_store() -> Any:
     """The profile store named by ``[predictive]`` config, opened once per API-server process."""
     from airflow_predictive import config
-    from airflow_predictive.store import ProfileStore
+    from airflow_predictive.hooks.profile_store import configured_store
 
     key = config.get("store_conn_id") or str(config.get_path("store_path"))
     with _store_lock:
         if key not in _stores:
-            _stores[key] = ProfileStore.from_config()
+            _stores[key] = configured_store()
         return _stores[key]
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from airflow_predictive.links import ForecastPageLink
-from airflow_predictive.plugins.app import URL_PREFIX, create_app
 
 # The worker listener that samples task resource usage (profiling room).
-from airflow_predictive.profiling import listener as usage_listener
+from airflow_predictive.plugins import listener as usage_listener
+from airflow_predictive.plugins.app import URL_PREFIX, create_app
 
 app = create_app()
 

@@ -1,7 +1,7 @@
 """Demand-series builder: task runs + usage samples -> per pool and resource, a fixed-interval series.
 
 Each bucket holds the time-weighted sum of what the runs overlapping it used: a run that used 2 vCPU
-for half of a 5-minute bucket adds 1.0 to it. Units follow :mod:`airflow_predictive.demand` (cpu vCPU,
+for half of a 5-minute bucket adds 1.0 to it. Units follow :mod:`airflow_predictive.contracts.demand` (cpu vCPU,
 memory GiB, storage GiB, network Mbit/s).
 
 What a run used, per resource, by precedence: **usage samples** (the worker listener, per sample
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.demand import RESOURCES, series_id, validate_pool_name
+from airflow_predictive.contracts.demand import RESOURCES, series_id, validate_pool_name
 
 DEFAULTS = {"cpu": 1.0, "memory": 0.5, "storage": 0.5, "network": 0.0}
 KEY = ["dag_id", "run_id", "task_id", "map_index", "try_number"]

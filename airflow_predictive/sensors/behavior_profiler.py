@@ -17,7 +17,7 @@ def configured_queue_pools() -> dict[str, str] | None:
     path = config.get_path("pools_file")
     if not path.is_file():
         return None
-    from airflow_predictive.allocation.pool import load_pools
+    from airflow_predictive.contracts.pools import load_pools
 
     return {pool.queue_name: name for name, pool in load_pools(path).items()}
 
@@ -120,13 +120,13 @@ class BehaviorProfilerSensor(BaseSensorOperator):
             raise
 
     def poke(self, context: Any) -> PokeReturnValue:
+        from airflow_predictive.airflow_api.client import AirflowApiError
         from airflow_predictive.hooks.airflow_api import AirflowApiHook
-        from airflow_predictive.profiling.api_client import AirflowApiError
-        from airflow_predictive.profiling.window import profile_window
-        from airflow_predictive.store import ProfileStore
+        from airflow_predictive.hooks.profile_store import configured_store
+        from airflow_predictive.runtime.profile_window import profile_window
 
         start, end = self._window(context)
-        store = ProfileStore.from_config(self.store_conn_id)
+        store = configured_store(self.store_conn_id)
         try:
             with AirflowApiHook(self._conn_id()).get_client() as client:
                 summary = profile_window(

@@ -307,7 +307,7 @@ def backtest_pool_history(
     :param options: backtest options (the history must be shorter than the recorded demand).
     :param resource: which resource series to replay.
     """
-    from airflow_predictive.demand import series_id as make_series_id
+    from airflow_predictive.contracts.demand import series_id as make_series_id
 
     sid = make_series_id(pool, resource)
     return backtest_trace(series_from_demand(store.demand([sid]), sid), options)

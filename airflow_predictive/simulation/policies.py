@@ -10,7 +10,7 @@
   the instances needed for the demand of the steps it can still influence.
 
 Nothing here sizes a pool or forecasts by itself: the adapters translate the simulated fleet into a
-:class:`~airflow_predictive.allocation.state.PoolState` and a trace window into the long demand frame,
+:class:`~airflow_predictive.contracts.capacity.PoolState` and a trace window into the long demand frame,
 call the production code, and read the target size off the returned plan.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from airflow_predictive.allocation import machines
+from airflow_predictive.contracts import machines
 from airflow_predictive.simulation.replay import Fleet, ReplayContext
 
 #: Pool name and series id every backtest uses (one pool, one resource: cpu).
@@ -119,7 +119,8 @@ def backtest_pool(
     :param target_utilization: planned utilisation (None: the product default for the signal).
     :param guard_utilization: the planner's reactive guard (None: the product default).
     """
-    from airflow_predictive.allocation.pool import (
+    from airflow_predictive.contracts.plan import Mode
+    from airflow_predictive.contracts.pools import (
         Backend,
         CapacityPool,
         LeadTimes,
@@ -129,7 +130,6 @@ def backtest_pool(
         SpotMode,
         SpotPolicy,
     )
-    from airflow_predictive.allocation.types import Mode
 
     standard, spot = pool_prices(machine_type)
     sizing: dict[str, Any] = {
@@ -168,7 +168,7 @@ class FleetStates:
     """Builds the planner's :class:`PoolState` from the simulated fleet (instances reused by name)."""
 
     def __init__(self) -> None:
-        from airflow_predictive.allocation.state import InstanceState
+        from airflow_predictive.contracts.capacity import InstanceState
 
         self._make = InstanceState
         self._cache: dict[tuple[int, str], Any] = {}
@@ -179,7 +179,7 @@ class FleetStates:
         :param fleet: the simulated fleet.
         :param now: the decision time.
         """
-        from airflow_predictive.allocation.state import PoolState
+        from airflow_predictive.contracts.capacity import PoolState
 
         statuses = ["RUNNING"] * fleet.running + ["PROVISIONING"] * fleet.booting_count
         instances = tuple(self._instance(i, status) for i, status in enumerate(statuses))
@@ -198,7 +198,7 @@ class FleetStates:
 def planned_size(plan: Any) -> int:
     """Instances (running + booting) once the plan is applied.
 
-    :param plan: a :class:`~airflow_predictive.allocation.types.Plan`.
+    :param plan: a :class:`~airflow_predictive.contracts.plan.Plan`.
     """
     return int(plan.summary["instances_after"])
 
@@ -224,7 +224,7 @@ class ReactivePolicy:
             "target_utilization": self.target_utilization,
             "stabilization_minutes": self._pool.scale_in.stabilization_minutes if self._pool else 10.0,
             "initialization_period": "boot delay",
-            "planner": "airflow_predictive.allocation.planner.plan",
+            "planner": "airflow_predictive.planning.planner.plan",
         }
 
     def prepare(self, context: ReplayContext) -> None:
@@ -237,7 +237,7 @@ class ReactivePolicy:
         self._window = max(1, math.ceil(stab_s / context.interval_s))
 
     def decide(self, step: int, fleet: Fleet) -> int:
-        from airflow_predictive.allocation.planner import plan
+        from airflow_predictive.planning.planner import plan
 
         context = self._context
         now = context.index[step].to_pydatetime()
@@ -335,7 +335,7 @@ class ForecastPolicy:
             "cycle_window_days": pool.policy.cycle_window_days if pool else None,
             "fallback_utilization": pool.policy.fallback_utilization if pool else None,
             "refresh_steps": self.refresh_steps,
-            "planner": "airflow_predictive.allocation.planner.plan",
+            "planner": "airflow_predictive.planning.planner.plan",
             **({"steps_by_rule": dict(self.rules)} if self.rules else {}),
         }
 
@@ -364,7 +364,7 @@ class ForecastPolicy:
         return self.refresh_steps + context.boot_steps + max(stab, 1) + 2
 
     def decide(self, step: int, fleet: Fleet) -> int:
-        from airflow_predictive.allocation.planner import plan
+        from airflow_predictive.planning.planner import plan
 
         if step - self._view_step >= self.refresh_steps:
             if step not in self._cache:
@@ -380,7 +380,7 @@ class ForecastPolicy:
         return planned_size(result)
 
     def forecast_at(self, step: int) -> Any:
-        """A :class:`~airflow_predictive.allocation.planner.ForecastView` issued at ``step``.
+        """A :class:`~airflow_predictive.planning.planner.ForecastView` issued at ``step``.
 
         :param step: the decision step (demand of steps ``< step`` is known).
         """
@@ -392,7 +392,7 @@ class ForecastPolicy:
         :param first_step: the step of the first forecast bucket.
         :param columns: column name (``mean``, ``q0.9``...) -> values.
         """
-        from airflow_predictive.allocation.planner import ForecastView
+        from airflow_predictive.planning.planner import ForecastView
 
         context = self.context
         n = len(next(iter(columns.values())))
@@ -435,9 +435,9 @@ class SeasonalPolicy(ForecastPolicy):
         return {**super().settings(), "forecaster": "airflow_predictive.forecasting.models.SeasonalNaive"}
 
     def forecast_at(self, step: int) -> Any:
+        from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
         from airflow_predictive.forecasting.models import SeasonalNaive
         from airflow_predictive.forecasting.series import SeriesWindow
-        from airflow_predictive.forecasting.types import DEFAULT_QUANTILES, quantile_column
 
         context = self.context
         lo = max(0, step - context.start)
@@ -526,8 +526,8 @@ class PredictivePolicy(ForecastPolicy):
 
         :param step: the decision step.
         """
+        from airflow_predictive.contracts.forecast import quantile_column
         from airflow_predictive.forecasting.series import SeriesWindow
-        from airflow_predictive.forecasting.types import quantile_column
 
         forecaster = self.forecaster
         context = self.context
@@ -556,7 +556,7 @@ class PredictivePolicy(ForecastPolicy):
         return self.view(step, columns)
 
     def _slow_path(self, step: int) -> Any:
-        from airflow_predictive.allocation.planner import ForecastView
+        from airflow_predictive.planning.planner import ForecastView
 
         lo = max(0, step - self.forecaster.history_buckets)
         frame, updated = self.forecaster.forecast(

@@ -113,18 +113,6 @@ class ProfileStore:
     def sqlite(cls, path: str | Path, **kwargs: Any) -> ProfileStore:
         return cls(f"sqlite:///{Path(path).expanduser().absolute()}", **kwargs)
 
-    @classmethod
-    def from_config(cls, conn_id: str | None = None, **kwargs: Any) -> ProfileStore:
-        """The store named by ``[predictive] store_conn_id`` (or ``conn_id``), else the SQLite default."""
-        from airflow_predictive import config
-
-        conn_id = config.get("store_conn_id") if conn_id is None else conn_id
-        if not conn_id:
-            return cls.sqlite(config.get_path("store_path"), **kwargs)
-        from airflow_predictive.hooks.profile_store import ProfileStoreHook
-
-        return ProfileStoreHook(conn_id).get_store(**kwargs)
-
     @property
     def display_url(self) -> str:
         """The URL with its password hidden: the only form that may reach a log or the UI."""

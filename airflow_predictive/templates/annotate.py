@@ -6,7 +6,7 @@ Two ways for DAG authors, one for platform teams:
   (``BashOperator(task_id=..., **stage_kwargs(...))``) and ``@task(**stage_kwargs(...))`` alike;
 * ``apply_template(dag, "etl_batch", {"extract": "extract_*", ...})`` binds a whole DAG by task-id
   patterns (default: the patterns in the template's stages);
-* the cluster policy (:mod:`airflow_predictive.templates.policy`) does the same without touching DAGs.
+* the cluster policy (:mod:`airflow_predictive.plugins.cluster_policy`) does the same without touching DAGs.
 
 Binding sets ``resources`` (cpus, ram, disk, gpus), ``queue``, ``pool_slots`` (and ``pool`` when the
 stage names one) and, for the Kubernetes executor, ``executor_config["pod_override"]`` requests. The

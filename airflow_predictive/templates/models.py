@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from airflow_predictive.demand import validate_pool_name
+from airflow_predictive.contracts.demand import validate_pool_name
 from airflow_predictive.templates.units import (
     format_duration,
     parse_bytes_gib,

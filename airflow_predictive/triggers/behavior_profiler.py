@@ -70,10 +70,10 @@ class BehaviorProfilerTrigger(BaseTrigger):
 
     def _pass(self) -> dict[str, Any]:
         from airflow_predictive.hooks.airflow_api import AirflowApiHook
-        from airflow_predictive.profiling.window import profile_window
-        from airflow_predictive.store import ProfileStore
+        from airflow_predictive.hooks.profile_store import configured_store
+        from airflow_predictive.runtime.profile_window import profile_window
 
-        store = ProfileStore.from_config(self.store_conn_id or None)
+        store = configured_store(self.store_conn_id or None)
         try:
             with AirflowApiHook(self.api_conn_id).get_client() as client:
                 return profile_window(
@@ -89,7 +89,7 @@ class BehaviorProfilerTrigger(BaseTrigger):
             store.dispose()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_predictive.profiling.api_client import AirflowApiError
+        from airflow_predictive.airflow_api.client import AirflowApiError
 
         deadline = time.monotonic() + self.timeout
         last_error = ""

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from airflow_predictive.forecasting.types import DEFAULT_QUANTILES, quantile_column
+from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 SPREAD = {0.5: 1.0, 0.8: 1.1, 0.9: 1.2, 0.95: 1.3, 0.99: 1.5}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import yaml
+from airflow_predictive_tools.emulator.server import running_emulator
 
-from airflow_predictive.allocation.pool import load_pools
 from airflow_predictive.cli import main
+from airflow_predictive.contracts.pools import load_pools
 from airflow_predictive.gce.compute import ComputeEngine
-from airflow_predictive.gce.emulator import running_emulator
 from airflow_predictive.store import ProfileStore
 from tests.allocation.conftest import forecast_frame
 

@@ -7,14 +7,14 @@ import threading
 from datetime import timedelta
 
 import pytest
+from airflow_predictive_tools.emulator.server import EmulatorControl, running_emulator
 
-from airflow_predictive.allocation.cycle import run_cycle
-from airflow_predictive.allocation.ledger import execute_plan
-from airflow_predictive.allocation.planner import plan
-from airflow_predictive.allocation.pool import CapacityPool
-from airflow_predictive.allocation.types import Action, ActionKind, Provisioning
+from airflow_predictive.contracts.plan import Action, ActionKind, Provisioning
+from airflow_predictive.contracts.pools import CapacityPool
 from airflow_predictive.gce.compute import ComputeEngine, QuotaExceeded, RetryPolicy
-from airflow_predictive.gce.emulator import EmulatorControl, running_emulator
+from airflow_predictive.planning.planner import plan
+from airflow_predictive.runtime.allocation_cycle import run_cycle
+from airflow_predictive.runtime.ledger import execute_plan
 from tests.allocation.conftest import NOW, forecast_frame
 
 PROJECT, ZONE = "demo-project", "us-central1-a"

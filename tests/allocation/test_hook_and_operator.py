@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
+from airflow_predictive_tools.emulator.server import running_emulator
 
 from airflow_predictive.gce.compute import ComputeEngineError
-from airflow_predictive.gce.emulator import running_emulator
 from airflow_predictive.hooks.gce_allocator import GceAllocatorHook
 from airflow_predictive.store import ProfileStore
 from tests.airflow_harness import airflow_cli
@@ -71,7 +71,7 @@ def test_operator_applies_a_plan_to_the_emulator_under_airflow_dags_test(airflow
             "AIRFLOW__PREDICTIVE__EMULATOR_URL": url,
         }
         airflow_cli("dags", "test", "allocate_emulator", env=env, timeout=300)
-        from airflow_predictive.allocation.pool import load_pools
+        from airflow_predictive.contracts.pools import load_pools
         from airflow_predictive.gce.compute import ComputeEngine
 
         etl = load_pools(pools_file)["etl"]

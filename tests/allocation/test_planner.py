@@ -8,10 +8,10 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_predictive.allocation.planner import ForecastView, plan, planned_capacity
-from airflow_predictive.allocation.pool import CapacityPool
-from airflow_predictive.allocation.state import DiskState, InstanceState, PoolState
-from airflow_predictive.allocation.types import ActionKind, Provisioning
+from airflow_predictive.contracts.capacity import DiskState, InstanceState, PoolState
+from airflow_predictive.contracts.plan import ActionKind, Provisioning
+from airflow_predictive.contracts.pools import CapacityPool
+from airflow_predictive.planning.planner import ForecastView, plan, planned_capacity
 from tests.allocation.conftest import NOW, SPREAD, forecast_frame
 
 
@@ -289,7 +289,7 @@ def _days(days: float, *, cycle: bool, seed: int = 0) -> list[float]:
 
 
 def test_daily_cycle_is_the_lag_one_day_autocorrelation():
-    from airflow_predictive.allocation.planner import daily_cycle
+    from airflow_predictive.planning.planner import daily_cycle
 
     assert daily_cycle(_days(3, cycle=True), 288) > 0.9
     assert abs(daily_cycle(_days(3, cycle=False), 288)) < 0.2

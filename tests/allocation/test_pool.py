@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from airflow_predictive.allocation.pool import EXAMPLE_POOLS, Backend, PoolConfigError, load_pools
+from airflow_predictive.contracts.pools import EXAMPLE_POOLS, Backend, PoolConfigError, load_pools
 
 
 def _write(tmp_path, pools: dict) -> str:

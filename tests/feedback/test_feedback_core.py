@@ -13,9 +13,9 @@ import pytest
 from airflow.sdk import BaseNotifier
 
 from airflow_predictive.feedback import alerts, evaluation, scores
-from airflow_predictive.feedback.cycle import run_feedback_cycle
 from airflow_predictive.feedback.recalibration import conformal_factor, decide
 from airflow_predictive.feedback.report import write_report
+from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
 from tests.ui.seed import MEANS, NOW, POOL, SERIES, seed
 
 

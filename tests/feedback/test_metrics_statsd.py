@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.feedback import metrics
+from airflow_predictive.runtime import metrics
 from airflow_predictive.store import ProfileStore
 from tests.airflow_harness import airflow_cli
 from tests.ui.seed import POOL, SERIES, seed

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 from airflow_predictive.feedback import evaluation, scores
-from airflow_predictive.feedback.cycle import run_feedback_cycle
 from airflow_predictive.forecasting.auto_arima import AutoArima
 from airflow_predictive.forecasting.engine import Forecaster, forecast_cycle
+from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
 from airflow_predictive.store import ProfileStore
 
 SERIES = "pool=batch/resource=cpu"

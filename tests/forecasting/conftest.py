@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from airflow_predictive_tools.bench.forecasting import generate_history
 
-from airflow_predictive.forecasting.bench import generate_history
 from airflow_predictive.forecasting.engine import Forecaster
 
 SID = "pool=bench-0000/resource=cpu"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+from airflow_predictive_tools.bench.forecasting import generate_history
 
-from airflow_predictive.forecasting.bench import generate_history
 from airflow_predictive.forecasting.engine import Forecaster, forecast_cycle
 from airflow_predictive.store import ProfileStore
 from tests.airflow_harness import airflow_cli

@@ -8,10 +8,10 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from airflow_predictive.contracts.forecast import forecast_columns
 from airflow_predictive.forecasting import arima
 from airflow_predictive.forecasting.auto_arima import Selection
 from airflow_predictive.forecasting.engine import Forecaster
-from airflow_predictive.forecasting.types import forecast_columns
 from tests.forecasting.conftest import SID
 
 
@@ -171,7 +171,7 @@ def test_rows_of_a_series_need_not_be_contiguous(demand, origin, selected):
 
 
 def test_bench_deals_the_re_estimated_series_evenly_to_the_workers():
-    from airflow_predictive.forecasting.bench import balanced_chunks
+    from airflow_predictive_tools.bench.forecasting import balanced_chunks
 
     ids = [f"s{i:03d}" for i in range(100)]
     heavy = set(ids[::12])  # every 12th id: all even, all in one worker if dealt by position

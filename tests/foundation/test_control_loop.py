@@ -26,7 +26,7 @@ def test_control_loop_dag_parses_with_no_import_errors(airflow_db):
 @pytest.mark.integration
 def test_demo_runs_the_control_loop_and_applies_a_plan_to_the_emulator(tmp_path, monkeypatch):
     """`make demo` in small: generated history -> airflow dags test -> forecasts, ledger, emulator VMs."""
-    from airflow_predictive.demo.runner import run_demo
+    from airflow_predictive_tools.demo.runner import run_demo
 
     out = io.StringIO()
     result = run_demo(tmp_path / "demo", days=5, out=out)

@@ -1,7 +1,7 @@
 """Fixtures for tests that drive the real google-cloud-compute client against the local emulator.
 
 Other test folders can reuse the same thing without fixtures:
-``from airflow_predictive.gce.emulator import running_emulator`` (yields the base URL).
+``from airflow_predictive_tools.emulator.server import running_emulator`` (yields the base URL).
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-from airflow_predictive.gce.emulator import ComputeEngineEmulator, EmulatorControl, compute_client
+from airflow_predictive_tools.emulator.server import ComputeEngineEmulator, EmulatorControl, compute_client
 
 PROJECT = "demo-project"
 ZONE = "us-central1-a"

@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from google.cloud import compute_v1
-
-from airflow_predictive.gce.emulator import (
+from airflow_predictive_tools.emulator.filter import FilterError, matches
+from airflow_predictive_tools.emulator.machine_types import max_egress_gbps
+from airflow_predictive_tools.emulator.server import (
     ComputeEngineEmulator,
     EmulatorControl,
     compute_client,
     running_emulator,
 )
-from airflow_predictive.gce.emulator_filter import FilterError, matches
-from airflow_predictive.gce.emulator_machine_types import max_egress_gbps
+from google.cloud import compute_v1
+
 from tests.gce.conftest import FAST, PROJECT, ZONE, eventually
 
 
@@ -172,7 +172,7 @@ def test_wait_returns_at_its_deadline_with_the_operation_still_running(gce_emula
 
 
 def test_finished_operations_are_pruned_oldest_first(monkeypatch):
-    from airflow_predictive.gce import emulator_state
+    from airflow_predictive_tools.emulator import state as emulator_state
 
     monkeypatch.setattr(emulator_state, "MAX_OPERATIONS", 3)
     state = emulator_state.ComputeEngineState(config={"operation_seconds": 0})

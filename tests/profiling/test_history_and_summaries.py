@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from airflow_predictive_tools.demo.history import generate_history
 
-from airflow_predictive.profiling.history import generate_history
-from airflow_predictive.profiling.pipeline import refresh_profile
 from airflow_predictive.profiling.summaries import hour_of_week, user_behaviour
+from airflow_predictive.runtime.profile_refresh import refresh_profile
 
 NOW = datetime(2026, 3, 30, 6, 0, tzinfo=UTC)  # a Monday: the history includes the month end
 DAY = 288  # 5-minute buckets per day

@@ -17,8 +17,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from airflow_predictive.profiling.api_client import AirflowApiClient
-from airflow_predictive.profiling.collector import TaskHistoryCollector
+from airflow_predictive.airflow_api.client import AirflowApiClient
+from airflow_predictive.airflow_api.collector import TaskHistoryCollector
 from airflow_predictive.store import ProfileStore
 from tests.airflow_harness import AirflowDeployment
 

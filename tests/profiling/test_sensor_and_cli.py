@@ -115,7 +115,7 @@ def test_queues_map_to_the_pools_of_the_pools_file(monkeypatch: pytest.MonkeyPat
     from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
 
     pools_file = tmp_path / "pools.yaml"
-    example = Path(__file__).resolve().parents[2] / "airflow_predictive" / "allocation" / "example_pools.yaml"
+    example = Path(__file__).resolve().parents[2] / "airflow_predictive" / "contracts" / "example_pools.yaml"
     pools_file.write_text(example.read_text())
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__POOLS_FILE", str(pools_file))
     mapping = configured_queue_pools()

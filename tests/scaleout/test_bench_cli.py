@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from airflow_predictive_tools.bench.scaleout_seed import pool_names, pools_yaml
 
 from airflow_predictive.cli import main
-from airflow_predictive.scaleout.seed import pool_names, pools_yaml
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ def test_bad_input_exits_2(argv, capsys) -> None:
 
 
 def test_pools_file_modes() -> None:
-    from airflow_predictive.allocation.pool import load_pools
+    from airflow_predictive.contracts.pools import load_pools
 
     pools = pool_names(10)
     assert pools == ["scale-0000", "scale-0001", "scale-0002"]

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from airflow_predictive_tools.bench.scaleout_seed import pool_names, pools_yaml, seed_steady_state
 
-from airflow_predictive.scaleout.seed import pool_names, pools_yaml, seed_steady_state
 from tests.airflow_harness import AirflowDeployment, free_port
 from tests.services import ensure_redis, postgres_database
 
@@ -43,7 +43,8 @@ def _flush_broker(url: str) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Seeded store, emulator, Airflow with CeleryExecutor and workers worker-a and worker-b."""
-    from airflow_predictive.gce.emulator import running_emulator
+    from airflow_predictive_tools.emulator.server import running_emulator
+
     from airflow_predictive.store import ProfileStore
 
     home = tmp_path_factory.mktemp("scaleout")

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_predictive.allocation import planner
 from airflow_predictive.cli import main
 from airflow_predictive.forecasting.engine import Forecaster
+from airflow_predictive.planning import planner
 from airflow_predictive.simulation.policies import (
     PredictivePolicy,
     ReactivePolicy,
@@ -96,7 +96,7 @@ def test_predictive_calls_the_production_forecaster_and_planner(monkeypatch, pla
     assert len(predicted) == 48 and len(planner_calls) == 48
     settings = policy.settings()
     assert settings["forecaster"] == "airflow_predictive.forecasting.engine.Forecaster"
-    assert settings["planner"] == "airflow_predictive.allocation.planner.plan"
+    assert settings["planner"] == "airflow_predictive.planning.planner.plan"
     assert settings["quantile"] == 0.9  # the product default, not tuned here
     assert result.running.min() >= 1
 

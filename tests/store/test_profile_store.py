@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from airflow_predictive.allocation.types import Action, ActionKind, ActionStatus, Mode, Plan
+from airflow_predictive.contracts.plan import Action, ActionKind, ActionStatus, Mode, Plan
 from airflow_predictive.store import ProfileStore, StoreError, schema
 from tests.services import postgres_database
 

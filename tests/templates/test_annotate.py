@@ -73,7 +73,7 @@ def policy(monkeypatch):
     """The provider's cluster policy, registered by its ``airflow.policy`` entry point on install."""
     from airflow import settings
 
-    from airflow_predictive.templates import policy as policy_module
+    from airflow_predictive.plugins import cluster_policy as policy_module
 
     manager = settings.get_policy_plugin_manager()
     assert manager.get_plugin("predictive") is policy_module  # what a platform team relies on
@@ -99,7 +99,7 @@ def test_cluster_policy_with_broken_templates_logs_and_leaves_tasks_untouched(po
         "name: platform_etl\ndags: ['nightly_*']\nstages:\n  - name: pull\n    cpu: many\n"
     )
     policy.setenv("AIRFLOW__PREDICTIVE__TEMPLATES_FOLDER", str(tmp_path))
-    with caplog.at_level(logging.ERROR, logger="airflow_predictive.templates.policy"):
+    with caplog.at_level(logging.ERROR, logger="airflow_predictive.plugins.cluster_policy"):
         bag = DagBag(dag_folder=str(HERE / "policy_dags"))
     assert not bag.import_errors
     assert all(bound_stage(t) is None for t in bag.dags["nightly_sales"].tasks)

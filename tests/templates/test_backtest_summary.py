@@ -1,6 +1,6 @@
 """The combination backtest's verdict: a frontier point beaten outright or at equal capacity-hours."""
 
-from airflow_predictive.templates.backtest import dominance
+from airflow_predictive_tools.bench.combination import dominance
 
 
 def point(q, hours, unmet):

@@ -18,12 +18,13 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import pytest
+from airflow_predictive_tools.bench.forecasting import generate_history
 
-from airflow_predictive.forecasting.bench import generate_history
 from airflow_predictive.forecasting.engine import Forecaster
+from airflow_predictive.hooks.profile_store import configured_store
 from airflow_predictive.operators.demand_forecast import DemandForecastOperator, describe_known_work
-from airflow_predictive.operators.known_work import flag_changed_bases, forecast_with_known_work
 from airflow_predictive.profiling.demand_series import build_demand
+from airflow_predictive.runtime.known_work import flag_changed_bases, forecast_with_known_work
 from airflow_predictive.store import ProfileStore
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -147,7 +148,7 @@ def forecast(combination: str) -> tuple[dict[str, Any], pd.DataFrame]:
         combination=combination,
     )
     summary = operator.execute({})
-    store = ProfileStore.from_config()
+    store = configured_store()
     try:
         latest = store.latest_forecasts([SID]).set_index("ts")
     finally:

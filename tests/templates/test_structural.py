@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from airflow_predictive.contracts.forecast import forecast_columns
 from airflow_predictive.forecasting.combine import combine, known_work_demand, residual_demand
 from airflow_predictive.forecasting.structural import (
     profiles_from_task_runs,
     structural_forecast,
     user_transitions,
 )
-from airflow_predictive.forecasting.types import forecast_columns
 
 NOW = datetime(2026, 3, 10, 5, 0, tzinfo=UTC)
 H = timedelta(hours=3)

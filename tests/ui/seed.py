@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.allocation.types import Action, ActionKind, ActionStatus, Mode, Plan, Provisioning
+from airflow_predictive.contracts.plan import Action, ActionKind, ActionStatus, Mode, Plan, Provisioning
 from airflow_predictive.feedback import scores
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

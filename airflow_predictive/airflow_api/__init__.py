@@ -1,0 +1,1 @@
+"""Airflow REST API adapter: the API client and the task-history collector the profiler reads through."""

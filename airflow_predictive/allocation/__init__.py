@@ -1,1 +1,0 @@
-"""Allocation: capacity-pool policy, the pure planner, the cost model and the action ledger."""

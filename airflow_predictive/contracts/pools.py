@@ -1,0 +1,383 @@
+"""Capacity pools: where each Airflow queue's work runs on Compute Engine, and the policy that sizes it.
+
+A pool file is YAML with one ``pools:`` mapping (name -> settings); see ``example_pools.yaml``.
+:func:`load_pools` validates it with pydantic and turns every mistake into one
+:class:`PoolConfigError` that names the file and the field (``pools.etl.min_instances``), so nothing
+is planned or applied from a half-valid file.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from airflow_predictive.contracts import machines
+from airflow_predictive.contracts.demand import RESOURCES, validate_pool_name
+from airflow_predictive.contracts.plan import Mode
+
+_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_GCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class PoolConfigError(ValueError):
+    """A pool file or pool setting is invalid; the message names the file and the field."""
+
+
+class Backend(StrEnum):
+    MANAGED_INSTANCE_GROUP = "managed_instance_group"
+    INSTANCES = "instances"
+
+
+class Signal(StrEnum):
+    """What the planner sizes the pool for.
+
+    ``forecast``: the forecast quantile at ``now + lead time`` (predictive, seasonal and oracle
+    policies differ only in which forecast frame they pass). ``recent_demand``: the Compute Engine
+    autoscaler rule, sized from observed demand over the stabilisation window (the reactive baseline).
+    """
+
+    FORECAST = "forecast"
+    RECENT_DEMAND = "recent_demand"
+
+
+class SpotMode(StrEnum):
+    NONE = "none"  # standard VMs only
+    ABOVE_BASELINE = "above_baseline"  # standard carries the predicted baseline, spot the rest
+    ALL = "all"  # every instance above min_standard is spot
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SizingPolicy(_Model):
+    """How much capacity to hold.
+
+    :param signal: ``forecast`` or ``recent_demand`` (reactive autoscaler).
+    :param quantile: forecast quantile provisioned for (must be one the forecaster stores).
+    :param target_utilization: fraction of each instance's vCPUs/memory the plan may fill (GCE autoscaler
+        default for CPU is 0.6; a forecast quantile already carries the safety margin, so 1.0).
+    :param planning_interval_minutes: how far past ``now + lead time`` one cycle must cover (the cycle length).
+    :param guard_utilization: forecast signal only: never hold less than the newest observed demand / this
+        (a forecast undershooting a level shift is corrected next cycle); 0 = no guard.
+        Default ``[predictive] guard_utilization``.
+    :param min_daily_cycle: forecast signal only: follow the forecast while the lag-one-day
+        autocorrelation of recent demand is at least this, else the reactive rule at
+        ``fallback_utilization`` (prediction has no cycle to anticipate); -1 = always the forecast.
+        Default ``[predictive] min_daily_cycle``.
+    :param cycle_window_days: days of recent demand that check reads (``[predictive] cycle_window_days``).
+    :param fallback_utilization: target utilisation of the reactive fallback
+        (``[predictive] fallback_utilization``, Compute Engine's 0.6).
+    """
+
+    signal: Signal = Signal.FORECAST
+    quantile: float = Field(0.9, gt=0, lt=1)
+    target_utilization: float = Field(1.0, gt=0, le=1)
+    planning_interval_minutes: float = Field(5.0, gt=0)
+    guard_utilization: float = Field(default_factory=lambda: _option("guard_utilization"), ge=0, le=1)
+    min_daily_cycle: float = Field(default_factory=lambda: _option("min_daily_cycle"), ge=-1, le=1)
+    cycle_window_days: float = Field(default_factory=lambda: _option("cycle_window_days"), ge=1.5)
+    fallback_utilization: float = Field(default_factory=lambda: _option("fallback_utilization"), gt=0, le=1)
+
+
+def _option(key: str) -> float:
+    """The ``[predictive]`` default of a sizing option (airflow.cfg, env var, or the documented default)."""
+    from airflow_predictive import config
+
+    return config.get_float(key)
+
+
+class LeadTimes(_Model):
+    """Minutes from asking Compute Engine to usable capacity, per resource kind.
+
+    :param boot: VM create to ready (cpu, memory and instance network capacity).
+    :param disk_attach: disk create/grow and attach to usable (storage).
+    :param network: bandwidth reconfiguration to usable (a stop/start of an idle VM).
+    """
+
+    boot: float = Field(3.0, ge=0)
+    disk_attach: float = Field(1.0, ge=0)
+    network: float = Field(5.0, ge=0)
+
+    def for_resource(self, resource: str) -> float:
+        return {"storage": self.disk_attach, "network": self.network}.get(resource, self.boot)
+
+
+class ScaleIn(_Model):
+    """When capacity is given back.
+
+    :param stabilization_minutes: capacity is released only if the forecast upper bound stays below it
+        over this window (the GCE autoscaler's scale-in stabilisation, default 10 minutes).
+    :param quantile: the forecast upper bound used for that check.
+    :param max_release_per_cycle: at most this many instances released in one cycle.
+    """
+
+    stabilization_minutes: float = Field(10.0, ge=0)
+    quantile: float = Field(0.95, gt=0, lt=1)
+    max_release_per_cycle: int = Field(10, ge=1)
+
+
+class Thresholds(_Model):
+    """Minimum change per resource (the pseudocode's thresholdCPU/Memory/Storage/Network): smaller gaps are ignored.
+
+    :param cpu: vCPUs. :param memory: GiB. :param storage: GiB. :param network: Mbit/s.
+    """
+
+    cpu: float = Field(0.0, ge=0)
+    memory: float = Field(0.0, ge=0)
+    storage: float = Field(10.0, ge=0)
+    network: float = Field(0.0, ge=0)
+
+    def for_resource(self, resource: str) -> float:
+        return float(getattr(self, resource))
+
+
+class SpotPolicy(_Model):
+    """Which capacity runs on spot VMs.
+
+    :param mode: ``none``, ``above_baseline`` or ``all``.
+    :param baseline_quantile: the forecast quantile whose demand standard VMs carry.
+    :param low_demand_standard_share: in a predicted low-demand period (demand at ``now + lead`` below
+        the median over the forecast horizon) standard VMs carry only this share of the baseline.
+    :param interruptible: every task of this pool may be retried elsewhere: all capacity above
+        ``min_standard`` goes to spot.
+    :param min_standard: standard instances kept whatever the policy (the floor a preemption cannot take).
+    """
+
+    mode: SpotMode = SpotMode.ABOVE_BASELINE
+    baseline_quantile: float = Field(0.5, gt=0, lt=1)
+    low_demand_standard_share: float = Field(0.5, ge=0, le=1)
+    interruptible: bool = False
+    min_standard: int = Field(0, ge=0)
+
+
+class Prices(_Model):
+    """Hourly prices in the account's currency (defaults: the machine type's list price).
+
+    :param standard: per standard instance-hour.
+    :param spot: per spot instance-hour.
+    :param disk_gib_month: per GiB-month of persistent disk.
+    """
+
+    standard: float | None = Field(None, ge=0)
+    spot: float | None = Field(None, ge=0)
+    disk_gib_month: float = Field(0.10, ge=0)
+
+
+class Storage(_Model):
+    """Data disks of the pool.
+
+    :param disk_type: persistent disk type.
+    :param max_disk_gib: largest single disk; above it a new disk is created.
+    :param max_total_gib: storage cap for the pool.
+    """
+
+    disk_type: str = "pd-balanced"
+    max_disk_gib: float = Field(2048.0, gt=0)
+    max_total_gib: float = Field(16384.0, gt=0)
+
+
+class Launch(_Model):
+    """How new standalone instances are created (``instances`` backend).
+
+    :param source_instance_template: optional global template URL used for every new VM.
+    :param source_image: boot image when no template is set.
+    :param network: VPC network.
+    :param name_prefix: prefix of generated instance names (default: the pool name).
+    """
+
+    source_instance_template: str = ""
+    source_image: str = "projects/debian-cloud/global/images/family/debian-12"
+    network: str = "global/networks/default"
+    name_prefix: str = ""
+
+
+class CapacityPool(_Model):
+    """One capacity pool: placement, machine, limits, lead times, sizing and cost policy, mode.
+
+    :param name: pool name (the ``pool=`` part of its demand series ids).
+    :param queue: Airflow queue whose tasks run here (default: the pool name).
+    :param project: Google Cloud project id.
+    :param zone: zone, e.g. ``us-central1-a``.
+    :param backend: ``managed_instance_group`` or ``instances`` (VMs labelled ``predictive-pool=<name>``).
+    :param group: MIG name for standard capacity (MIG backend).
+    :param spot_group: optional MIG whose template uses SPOT provisioning.
+    :param machine_type: machine type of every instance.
+    :param vcpus: override vCPUs (custom types); normally read from the machine type.
+    :param memory_gib: override memory in GiB.
+    :param min_instances: never fewer live instances.
+    :param max_instances: never more live instances.
+    :param budget_per_hour: hourly cost cap (instances + disks); None = no cap.
+    :param mode: ``forecast_only`` (record plans) or ``forecast_and_scale`` (apply them).
+    :param allow_vertical: allow ``resize_instance`` of an idle VM to a larger type when the pool is at max.
+    :param allow_tier_1: allow Tier_1 networking for ``raise_bandwidth``.
+    """
+
+    name: str
+    queue: str = ""
+    project: str
+    zone: str
+    backend: Backend = Backend.INSTANCES
+    group: str = ""
+    spot_group: str = ""
+    machine_type: str
+    vcpus: float | None = Field(None, gt=0)
+    memory_gib: float | None = Field(None, gt=0)
+    min_instances: int = Field(0, ge=0)
+    max_instances: int = Field(10, ge=1)
+    lead_time_minutes: LeadTimes = LeadTimes()
+    policy: SizingPolicy = Field(default_factory=SizingPolicy)  # reads [predictive] defaults when built
+    scale_in: ScaleIn = ScaleIn()
+    thresholds: Thresholds = Thresholds()
+    spot: SpotPolicy = SpotPolicy()
+    prices: Prices = Prices()
+    storage: Storage = Storage()
+    launch: Launch = Launch()
+    budget_per_hour: float | None = Field(None, gt=0)
+    mode: Mode = Mode.FORECAST_ONLY
+    allow_vertical: bool = True
+    allow_tier_1: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_pool_name(value)
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if not _ZONE.match(value):
+            raise ValueError(f"zone {value!r} is not a Compute Engine zone like 'us-central1-a'")
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not _PROJECT.match(value):
+            raise ValueError(
+                f"project {value!r} is not a Google Cloud project id (6-30 lowercase letters, digits, '-')"
+            )
+        return value
+
+    @field_validator("group", "spot_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if value and not _GCE_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid Compute Engine resource name")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CapacityPool:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) > max_instances ({self.max_instances})")
+        if self.backend is Backend.MANAGED_INSTANCE_GROUP and not self.group:
+            raise ValueError("backend managed_instance_group needs 'group' (the MIG name)")
+        if machines.lookup(self.machine_type) is None and (self.vcpus is None or self.memory_gib is None):
+            raise ValueError(
+                f"unknown machine_type {self.machine_type!r}: use a predefined type such as n2-standard-8, "
+                "a custom type such as n2-custom-6-24576, or set vcpus and memory_gib"
+            )
+        if self.spot.min_standard > self.max_instances:
+            raise ValueError("spot.min_standard exceeds max_instances")
+        return self
+
+    # ----------------------------------------------------------------- derived values
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue or self.name
+
+    @property
+    def machine(self) -> machines.MachineType:
+        """The machine type spec (catalog or API values, with the pool's overrides applied)."""
+        return _machine(self.machine_type, self.vcpus, self.memory_gib)
+
+    def price(self, spot: bool) -> float:
+        """Hourly price of one instance (the pool's override, else the machine type's list price)."""
+        override = self.prices.spot if spot else self.prices.standard
+        return float(override) if override is not None else self.machine.hourly_price(spot=spot)
+
+    @property
+    def has_spot(self) -> bool:
+        """Whether the backend can hold spot capacity (labelled instances, or a spot MIG)."""
+        if self.spot.mode is SpotMode.NONE and not self.spot.interruptible:
+            return False
+        return self.backend is Backend.INSTANCES or bool(self.spot_group)
+
+    def with_machine(self, vcpus: float, memory_gib: float) -> CapacityPool:
+        """This pool with vCPUs and memory read from the Compute Engine API."""
+        return self.model_copy(update={"vcpus": float(vcpus), "memory_gib": float(memory_gib)})
+
+
+@lru_cache(maxsize=256)
+def _machine(name: str, vcpus: float | None, memory_gib: float | None) -> machines.MachineType:
+    base = machines.lookup(name)
+    return machines.MachineType(
+        name,
+        float(vcpus if vcpus is not None else base.vcpus),  # type: ignore[union-attr]
+        float(memory_gib if memory_gib is not None else base.memory_gib),  # type: ignore[union-attr]
+        base.family if base else machines.family_of(name),
+    )
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_pools(data: Any, source: str = "<pools>") -> dict[str, CapacityPool]:
+    """Validate a parsed pools document (``{"pools": {name: settings}}``) into pools.
+
+    :param data: the parsed YAML/JSON document.
+    :param source: file name used in error messages.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("pools"), dict) or not data["pools"]:
+        raise PoolConfigError(f"{source}: expected a top-level 'pools:' mapping of pool name -> settings")
+    unknown = sorted(set(data) - {"pools"})
+    if unknown:
+        raise PoolConfigError(
+            f"{source}: unknown top-level key(s) {', '.join(unknown)}; only 'pools' is allowed"
+        )
+    pools: dict[str, CapacityPool] = {}
+    for name, settings in data["pools"].items():
+        if not isinstance(settings, dict):
+            raise PoolConfigError(f"{source}: pools.{name}: expected a mapping of settings")
+        if "name" in settings and settings["name"] != name:
+            raise PoolConfigError(f"{source}: pools.{name}.name: differs from the key {name!r}")
+        try:
+            pools[str(name)] = CapacityPool(**{**settings, "name": str(name)})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = _where(first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            more = f" (and {exc.error_count() - 1} more error(s))" if exc.error_count() > 1 else ""
+            where = f"pools.{name}.{field}" if first["loc"] else f"pools.{name}"
+            raise PoolConfigError(f"{source}: {where}: {message}{more}") from None
+    return pools
+
+
+def load_pools(path: str | Path) -> dict[str, CapacityPool]:
+    """Read and validate a pools YAML file.
+
+    :param path: the YAML file (``[predictive] pools_file`` by default in the operator and CLI).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PoolConfigError(f"{path}: pools file not found (set [predictive] pools_file)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PoolConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_pools(data, str(path))
+
+
+EXAMPLE_POOLS = Path(__file__).with_name("example_pools.yaml")
+RESOURCE_NAMES = tuple(RESOURCES)

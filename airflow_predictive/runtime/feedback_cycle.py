@@ -1,0 +1,401 @@
+"""One feedback cycle on the ProfileStore: score, recalibrate, flag re-selection, alert, emit metrics.
+
+:func:`run_feedback_cycle` is what the control loop's ``evaluate`` task (ForecastEvaluationOperator)
+runs, and what the demo and tests run directly. It scores the forecasts whose target buckets were
+observed since the last cycle (a watermark in the store), scores provisioned capacity against demand,
+stores both, then recalibrates each series from the errors of the forecasts issued since its last
+correction (:mod:`airflow_predictive.feedback.recalibration`) through the forecaster's own stored
+calibration, and flags degraded series for model re-selection in the next cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airflow_predictive.contracts.demand import parse_series_id
+from airflow_predictive.feedback import alerts as alerts_mod
+from airflow_predictive.feedback import evaluation, scores
+from airflow_predictive.feedback.recalibration import Decision, decide
+from airflow_predictive.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "feedback:evaluated_until"
+# Key in a model state's calibration dict: when the feedback loop last corrected it, and the product
+# of its corrections since the forecaster last calibrated (for the UI and the logs).
+FEEDBACK_AT = "feedback_at"
+FEEDBACK_FACTOR = "feedback_factor"
+
+
+@dataclass
+class FeedbackResult:
+    """What one feedback cycle did.
+
+    :param window_start: start of the scored window (exclusive).
+    :param window_end: end of the scored window (inclusive).
+    :param evaluations: the scores stored this cycle (evaluations layout).
+    :param decisions: per-series recalibration decisions.
+    :param alerts: alerts raised this cycle.
+    :param metrics_sent: metric names emitted.
+    """
+
+    window_start: datetime
+    window_end: datetime
+    evaluations: pd.DataFrame
+    decisions: list[Decision] = field(default_factory=list)
+    alerts: list[alerts_mod.Alert] = field(default_factory=list)
+    metrics_sent: list[str] = field(default_factory=list)
+    notifications: int = 0
+    pruned_forecasts: int = 0
+
+    @property
+    def recalibrated(self) -> list[str]:
+        return [d.series_id for d in self.decisions if d.factor != 1.0]
+
+    @property
+    def reselected(self) -> list[str]:
+        return [d.series_id for d in self.decisions if d.reselect]
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON summary (the evaluate task's XCom)."""
+        coverage = {d.series_id: round(d.coverage, 4) for d in self.decisions if math.isfinite(d.coverage)}
+        return {
+            "window_start": self.window_start.isoformat(),
+            "window_end": self.window_end.isoformat(),
+            "scores": len(self.evaluations),
+            "coverage": coverage,
+            "recalibrated": {d.series_id: round(d.factor, 4) for d in self.decisions if d.factor != 1.0},
+            "reselect": self.reselected,
+            "alerts": [a.kind for a in self.alerts],
+            "metrics": len(self.metrics_sent),
+            "pruned_forecasts": self.pruned_forecasts,
+        }
+
+    def table(self) -> str:
+        """A compact text table for the task log: series, n, coverage/target, MASE, factor, re-select."""
+        header = f"{'series':<44} {'n':>6} {'coverage':>9} {'target':>6} {'MASE':>7} {'factor':>7} reselect"
+        lines = [header, "-" * len(header)]
+        for d in self.decisions:
+            mase = f"{d.mase:7.3f}" if math.isfinite(d.mase) else "      -"
+            lines.append(
+                f"{d.series_id:<44} {d.n:>6} {d.coverage:>9.3f} {d.level:>6.2f} {mase} {d.factor:>7.3f} "
+                f"{'yes' if d.reselect else 'no'}"
+            )
+        return "\n".join(lines)
+
+
+def apply_corrections(store: Any, decisions: Sequence[Decision], *, now: datetime) -> list[str]:
+    """Apply width corrections to the forecaster's stored calibration; flag re-selections.
+
+    The forecaster (``AutoArima.predict``) adds ``calibration["offsets"]`` (per horizon knot and
+    quantile level, in scaled units) to its point forecast; scaling those offsets by the factor
+    widens or narrows every quantile around the point forecast, which is the correction
+    :func:`~airflow_predictive.feedback.recalibration.decide` computed. The forecaster re-learns the
+    offsets from its window at its next refit; the loop then measures again.
+
+    :param store: the ProfileStore.
+    :param decisions: this cycle's decisions.
+    :param now: when the correction is made (stored as ``calibration.feedback_at``).
+    :returns: series whose stored calibration changed.
+    """
+    changing = {d.series_id: d for d in decisions if d.factor != 1.0}
+    changed: list[str] = []
+    if changing:
+        rows = store.model_states(list(changing))
+        updates = []
+        for sid, row in rows.items():
+            state = dict(row["state"])
+            calibration = dict(state.get("calibration") or {})
+            offsets = calibration.get("offsets")
+            if not offsets:
+                continue  # a fallback or uncalibrated state: nothing to widen (re-selection handles it)
+            factor = changing[sid].factor
+            calibration["offsets"] = (np.asarray(offsets, dtype=float) * factor).tolist()
+            calibration[FEEDBACK_FACTOR] = float(calibration.get(FEEDBACK_FACTOR, 1.0)) * factor
+            calibration[FEEDBACK_AT] = now.isoformat()
+            state["calibration"] = calibration
+            updates.append(
+                {
+                    "series_id": sid,
+                    "model": row["model"],
+                    "state": state,
+                    "fitted_at": row["fitted_at"] or now,
+                    "needs_reselect": row["needs_reselect"],
+                }
+            )
+            changed.append(sid)
+        if updates:
+            store.save_model_states(updates)
+    reselect = [d.series_id for d in decisions if d.reselect]
+    if reselect:
+        store.mark_reselect(reselect)
+    return changed
+
+
+def _corrected_since(store: Any, series: Sequence[str]) -> dict[str, datetime]:
+    """Per series, the newest moment its forecasts' calibration changed (forecaster refit or feedback)."""
+    out = {}
+    for sid, row in store.model_states(list(series)).items():
+        calibration = (row["state"] or {}).get("calibration") or {}
+        moments = [row["fitted_at"]]
+        # fitted_at is the cycle time of the last selection/refit (the forecaster re-learns its
+        # calibration then); FEEDBACK_AT the time of this loop's last correction.
+        if calibration.get(FEEDBACK_AT):
+            moments.append(datetime.fromisoformat(calibration[FEEDBACK_AT]))
+        moments = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments if m is not None]
+        if moments:
+            out[sid] = max(moments)
+    return out
+
+
+def target_grid(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """The bucket timestamps in ``[start, end)`` that are whole multiples of ``step`` (since the epoch).
+
+    :param start: first moment of the window.
+    :param end: end of the window (excluded).
+    :param step: grid spacing, a multiple of the bucket width.
+    """
+    first = pd.Timestamp(start).ceil(f"{int(step.total_seconds())}s")
+    return [t.to_pydatetime() for t in pd.date_range(first, pd.Timestamp(end), freq=step, inclusive="left")]
+
+
+def run_feedback_cycle(
+    store: Any,
+    *,
+    now: datetime,
+    pools: Sequence[str] | None = None,
+    interval: timedelta = timedelta(minutes=5),
+    max_window: timedelta = timedelta(days=1),
+    recalibration_window: timedelta = timedelta(hours=12),
+    recalibration_grid: timedelta | None = timedelta(minutes=30),
+    tolerance: float = 0.03,
+    mase_threshold: float = 1.0,
+    min_samples: int = 30,
+    recalibrate: bool = True,
+    notifiers: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    emit_metrics: bool = True,
+    fit_seconds: Sequence[float] = (),
+    coverage_alert_gap: float = 0.1,
+    retention: timedelta | None = None,
+) -> FeedbackResult:
+    """Score, store, recalibrate, flag, alert and emit metrics for the window since the last cycle.
+
+    :param store: the ProfileStore.
+    :param now: the cycle's time; buckets ending after it are not scored.
+    :param pools: only these capacity pools (default: all).
+    :param interval: bucket width of the demand series.
+    :param max_window: score at most this far back (first cycle, or after an outage).
+    :param recalibration_window: target buckets whose forecasts feed the width correction.
+    :param recalibration_grid: of those, only the buckets on this grid (None: every bucket).
+    :param tolerance: coverage drift tolerated before the width changes.
+    :param mase_threshold: MASE above which a series is flagged for re-selection.
+    :param min_samples: scored forecast rows needed before a width correction.
+    :param recalibrate: apply the corrections (False: score and report only).
+    :param notifiers: ``{alert kind: BaseNotifier or [BaseNotifier]}``.
+    :param context: the task context passed to notifiers.
+    :param emit_metrics: send metrics through Airflow's Stats.
+    :param fit_seconds: forecasting fit durations to report as the fit-time metric.
+    :param coverage_alert_gap: alert "forecast degraded" when coverage is this far below target.
+    :param retention: after scoring, delete forecasts issued more than this before ``now`` (None: keep
+        all). Scoring needs issues up to ``max(max_window, recalibration_window)`` + the forecast
+        horizon old (48 h with the defaults and a 24 h horizon); ``[predictive] forecast_retention_hours``
+        is 72.
+    """
+    if retention is not None and retention <= timedelta(0):
+        raise ValueError(f"retention must be positive, got {retention}")
+    notifier_map = alerts_mod.validate_notifiers(notifiers)
+    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+    # The bucket that contains `now` is still filling: score buckets that have ended.
+    end = pd.Timestamp(now).floor(f"{int(interval.total_seconds())}s").to_pydatetime()
+    raw_mark = store.get_watermark(WATERMARK)
+    start = datetime.fromisoformat(raw_mark) if raw_mark else end - max_window
+    start = max(start, end - max_window)
+    series = store.series_ids(list(pools) if pools else None)
+
+    # Forecast targets in (start, end): scored once, when observed.
+    window_start = min(start, end - recalibration_window)
+    forecasts = store.forecasts(series, ts_from=start, ts_to=end)
+    demand = store.demand(series, start=window_start - timedelta(days=7), end=end)
+    observed = demand[demand["ts"] >= pd.Timestamp(window_start)]
+    history = demand[demand["ts"] < pd.Timestamp(start)]
+    in_window = forecasts[forecasts["ts"] > pd.Timestamp(start)] if not forecasts.empty else forecasts
+    # MASE against the seasonal (daily) naive forecast: below 1 means better than "same time yesterday".
+    season = max(1, round(timedelta(days=1) / interval))
+    scored = evaluation.score_forecasts(
+        in_window,
+        observed[observed["ts"] > pd.Timestamp(start)],
+        window_end=end,
+        history=history,
+        season=season,
+    )
+    capacity = store.capacity(since=start)
+    plans = store.plans(since=start - timedelta(days=7))
+    pool_scores = evaluation.score_capacity(
+        capacity,
+        observed[observed["ts"] > pd.Timestamp(start)],
+        window_end=end,
+        interval_minutes=interval.total_seconds() / 60,
+        pools=pools,
+    )
+    evaluations = pd.concat([f for f in (scored, pool_scores) if not f.empty] or [scored], ignore_index=True)
+
+    # Recalibration: errors of the forecasts issued since each series' calibration last changed.
+    decisions: list[Decision] = []
+    # Each target bucket was forecast by every cycle of the horizon before it (288 issues a day), so the
+    # window holds ~41k rows per series: read the targets on a coarser grid (their errors are the same
+    # kind of sample, and neighbouring buckets' errors are strongly correlated anyway).
+    grid = recalibration_grid if recalibration_grid and not recalibration_grid % interval else interval
+    sampled = store.forecasts(series, ts_in=target_grid(window_start, end, grid))
+    joined = evaluation.joined(sampled, observed)
+    if not joined.empty:
+        since = _corrected_since(store, sorted(joined["series_id"].unique()))
+        # A row is fresh when it was issued after its series' calibration last changed (no change: all).
+        keep = np.ones(len(joined), dtype=bool)
+        if since:
+            changed = pd.Series(
+                {sid: pd.Timestamp(m) for sid, m in since.items()}, dtype="datetime64[ns, UTC]"
+            )
+            keep = ~(joined["issued_at"] <= joined["series_id"].map(changed)).to_numpy()
+        levels = {
+            sid: evaluation.provisioning_level(plans, parse_series_id(sid).pool)
+            for sid in joined["series_id"].unique()
+        }
+        joined["fresh"] = keep
+        decisions = decide(
+            joined,
+            scored,
+            level=levels,
+            tolerance=tolerance,
+            mase_threshold=mase_threshold,
+            min_samples=min_samples,
+        )
+    if recalibrate and decisions:
+        apply_corrections(store, decisions, now=now)
+    calibration_rows = [
+        (d.series_id, end, scores.ALL_HORIZONS, scores.CALIBRATION_SCALE, d.factor) for d in decisions
+    ]
+    if calibration_rows:
+        evaluations = pd.concat(
+            [evaluations, pd.DataFrame(calibration_rows, columns=evaluation.EVALUATION_COLUMNS)],
+            ignore_index=True,
+        )
+    if not evaluations.empty:
+        store.write_evaluations(evaluations)
+    store.set_watermark(WATERMARK, end.isoformat())
+
+    # Alerts: degraded forecasts, actions that failed and plans a cap cut since the last cycle.
+    actions = store.actions(since=start)
+    if pools and not actions.empty:
+        actions = actions[actions["pool"].isin(list(pools))]
+    failed = actions[actions["status"] == "failed"].to_dict("records") if not actions.empty else []
+    recent_plans = plans[plans["created_at"] > pd.Timestamp(start)] if not plans.empty else plans
+    capped = []
+    for row in recent_plans.to_dict("records"):
+        cut = (
+            evaluation.json.loads(row["capped"]) if isinstance(row.get("capped"), str) else row.get("capped")
+        )
+        if cut:
+            capped.append({"pool": row["pool"], "plan_id": row["plan_id"], "capped": list(cut)})
+    raised = alerts_mod.alerts_for(decisions, failed, capped, coverage_alert_gap=coverage_alert_gap)
+
+    result = FeedbackResult(start, end, evaluations, decisions, raised)
+    if retention is not None:
+        # Every cycle stores series x horizon steps: unpruned, the table grows by that every 5 minutes.
+        result.pruned_forecasts = store.prune_forecasts(now - retention)
+    if emit_metrics:
+        result.metrics_sent = _emit(store, result, actions, series, end, fit_seconds, levels_of=plans)
+    if raised:
+        result.notifications = send_alerts(raised, notifier_map, context or {})
+    return result
+
+
+def _emit(
+    store: Any,
+    result: FeedbackResult,
+    actions: pd.DataFrame,
+    series: Sequence[str],
+    end: datetime,
+    fit_seconds: Sequence[float],
+    *,
+    levels_of: pd.DataFrame,
+) -> list[str]:
+    """Gather the cycle's numbers (newest forecast, capacity, scores, action counts) and emit them."""
+    forecast_rows, capacity_rows, score_rows = [], [], []
+    latest = store.latest_forecasts(list(series)) if series else pd.DataFrame()
+    for sid, group in latest.groupby("series_id") if not latest.empty else []:
+        key = parse_series_id(sid)
+        first = group.sort_values("ts").iloc[0]
+        level = evaluation.provisioning_level(levels_of, key.pool)
+        upper = first.get(f"q{level:g}", float("nan"))
+        forecast_rows.append(
+            {"pool": key.pool, "resource": key.resource, "mean": first["mean"], "upper": upper}
+        )
+    capacity = store.capacity(since=end - timedelta(days=1))
+    for (pool, resource), group in capacity.groupby(["pool", "resource"]) if not capacity.empty else []:
+        capacity_rows.append({"pool": pool, "resource": resource, "value": float(group["value"].iloc[-1])})
+    decision_of = {d.series_id: d for d in result.decisions}
+    ev = result.evaluations
+    mase_of, unmet_of, idle_of = (
+        evaluation.values_of(ev, metric)
+        for metric in (scores.MASE, scores.UNMET_DEMAND, scores.IDLE_CAPACITY)
+    )
+    for sid in sorted(set(ev["series_id"]) if not ev.empty else set()):
+        key = parse_series_id(sid)
+        d = decision_of.get(sid)
+        score_rows.append(
+            {
+                "pool": key.pool,
+                "resource": key.resource,
+                "coverage": d.coverage if d and d.n else None,
+                "mase": mase_of.get(sid, float("nan")),
+                "unmet_demand": unmet_of.get(sid, float("nan")),
+                "idle_capacity": idle_of.get(sid, float("nan")),
+                "factor": d.factor if d else None,
+            }
+        )
+    counts: dict[tuple[str, str], int] = {}
+    pools = {parse_series_id(s).pool for s in series}
+    for pool in sorted(pools | (set(actions["pool"]) if not actions.empty else set())):
+        for status in ("applied", "failed", "planned"):
+            counts[(pool, status)] = 0
+    for row in actions.to_dict("records") if not actions.empty else []:
+        counts[(row["pool"], row["status"])] = counts.get((row["pool"], row["status"]), 0) + 1
+    return metrics.emit_cycle(
+        forecasts=forecast_rows,
+        capacity=capacity_rows,
+        scores=score_rows,
+        action_counts=counts,
+        fit_seconds=fit_seconds,
+        recalibrations=len(result.recalibrated),
+        reselections=len(result.reselected),
+    )
+
+
+def send_alerts(
+    alerts: Iterable[alerts_mod.Alert], notifiers: Mapping[str, list[Any]], context: Mapping[str, Any]
+) -> int:
+    """Call each alert kind's notifiers; return how many notifications went out.
+
+    :param alerts: this cycle's alerts.
+    :param notifiers: :func:`~airflow_predictive.feedback.alerts.validate_notifiers` output.
+    :param context: the task context (notifiers render their templates with it).
+    """
+    sent = 0
+    for alert in alerts:
+        metrics.incr(metrics.ALERTS, 1, alert.kind)
+        for notifier in notifiers.get(alert.kind, []):
+            try:
+                notifier({**context, "predictive_alert": alert.to_dict()})
+                sent += 1
+            except Exception:
+                log.exception("notifier %r failed for alert %s", notifier, alert.kind)
+    return sent

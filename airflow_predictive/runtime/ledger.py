@@ -1,0 +1,143 @@
+"""The action ledger and the per-pool lock: every action is recorded before and after it is applied.
+
+:func:`execute_plan` writes the plan (actions ``planned``, or ``dry_run`` when nothing is to be
+applied), then for each action not already ``applied`` calls the applier and records ``applied``
+with the details or ``failed`` with the error. A fault mid-plan leaves the earlier actions
+``applied``; the next cycle re-reads capacity and converges, and the deterministic request ids stop
+Compute Engine from doing any call twice.
+
+:func:`pool_lock` is a lease row in the store (``watermarks`` table, name ``lock:allocation/<pool>``)
+taken with one atomic conditional write, so a manual trigger during a scheduled run waits or skips
+instead of planning from the same stale capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_predictive.contracts.plan import Action, ActionKind, ActionStatus, Plan
+
+log = logging.getLogger(__name__)
+
+Applier = Callable[[Action], dict[str, Any]]
+
+
+class PoolBusy(RuntimeError):
+    """Another allocator run holds this pool's lock."""
+
+
+@dataclass
+class Outcome:
+    """What one execution of a plan did.
+
+    :param applied: request ids applied now.
+    :param skipped: request ids already applied by an earlier run (nothing called).
+    :param failed: request id -> error message.
+    :param dry_run: request ids only recorded.
+    """
+
+    applied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    dry_run: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "applied": len(self.applied),
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "dry_run": len(self.dry_run),
+            "errors": dict(self.failed),
+        }
+
+
+def execute_plan(
+    plan: Plan,
+    store: Any,
+    applier: Applier | None,
+    *,
+    drain: Callable[[Action], None] | None = None,
+) -> Outcome:
+    """Record a plan in the ledger and apply its actions (``applier=None``: record as ``dry_run`` only).
+
+    :param plan: the plan from the planner.
+    :param store: a ProfileStore.
+    :param applier: applies one action and returns details (``ComputeEngine.apply`` bound to the pool).
+    :param drain: called before a ``release`` (stop the Celery worker taking new tasks); errors are logged.
+    """
+    outcome = Outcome()
+    if applier is None:
+        for action in plan.actions:
+            action.status = ActionStatus.DRY_RUN
+        store.record_plan(plan)
+        outcome.dry_run = [a.request_id for a in plan.actions]
+        return outcome
+    for action in plan.actions:
+        action.status = ActionStatus.PLANNED
+    store.record_plan(plan)  # keeps the stored status of request ids seen before
+    known = store.actions(request_ids=[a.request_id for a in plan.actions]) if plan.actions else None
+    done = set()
+    if known is not None and not known.empty:
+        done = set(known.loc[known["status"] == str(ActionStatus.APPLIED), "request_id"])
+    for action in plan.actions:
+        if action.request_id in done:
+            action.status = ActionStatus.APPLIED
+            outcome.skipped.append(action.request_id)
+            continue
+        try:
+            if drain is not None and action.kind == ActionKind.RELEASE:
+                try:
+                    drain(action)
+                except Exception as exc:  # a drain is best effort: the VM is idle already
+                    log.warning("drain of %s failed (%s); releasing the idle VM anyway", action.target, exc)
+            details = applier(action)
+        except Exception as exc:
+            message = f"{exc.__class__.__name__}: {exc}"
+            action.status, action.error = ActionStatus.FAILED, message
+            store.update_action(action.request_id, ActionStatus.FAILED, error=message)
+            outcome.failed[action.request_id] = message
+            log.error("%s %s failed: %s", action.kind, action.target or action.request_id, message)
+            continue
+        action.status = ActionStatus.APPLIED
+        store.update_action(
+            action.request_id, ActionStatus.APPLIED, details={**action.details, **(details or {})}
+        )
+        outcome.applied.append(action.request_id)
+        log.info("applied %s %s: %s", action.kind, action.target, action.reason)
+    return outcome
+
+
+@contextmanager
+def pool_lock(
+    store: Any, pool: str, *, ttl_seconds: float = 900.0, wait_seconds: float = 0.0
+) -> Iterator[str]:
+    """Hold the pool's allocation lease for the block; raise :class:`PoolBusy` if another run holds it.
+
+    :param store: a ProfileStore.
+    :param pool: pool name.
+    :param ttl_seconds: the lease expires after this long (a crashed run cannot block the pool forever).
+    :param wait_seconds: how long to wait for a busy lease before giving up.
+    """
+    name = f"lock:allocation/{pool}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_seconds
+    while not store.try_lease(name, owner, ttl_seconds):
+        if time.monotonic() >= deadline:
+            holder, until = store.lease_holder(name) or ("?", "?")
+            raise PoolBusy(
+                f"pool {pool}: another allocator run holds the lock ({holder}, until {until}); "
+                "this run skips the pool to avoid double provisioning"
+            )
+        time.sleep(0.2)
+    try:
+        yield owner
+    finally:
+        store.release_lease(name, owner)

@@ -1,1 +1,0 @@
-"""Scale-out: the control loop on PostgreSQL + CeleryExecutor (seeding, benchmark)."""

@@ -1,0 +1,245 @@
+"""``airflow-predictive demo``: the control loop on embedded defaults, end to end, through real Airflow.
+
+1. Generate weeks of a realistic organisation's Airflow history into a SQLite ProfileStore and build
+   its demand series (the profiler's own generator and builder).
+2. Start the local Compute Engine emulator (the real google-cloud-compute client talks to it) and an
+   Airflow API server on 127.0.0.1 (the profiler sensor reads the REST API, as in production).
+3. Run the control-loop DAG ``predictive_scaling`` once with ``airflow dags test``: profile ->
+   forecast (auto-ARIMA selection on the cold start) -> allocate (a real plan applied to the emulator
+   for pools in ``forecast_and_scale``) -> evaluate.
+4. Print the forecasts, the actions with their reasons and what the emulator now runs; backtest the
+   demo pool's history (predictive vs seasonal vs reactive vs oracle); write the report pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+DAG_ID = "predictive_scaling"
+BACKTEST_SERIES = "pool=etl-workers/resource=cpu"
+BACKTEST_DAYS = 10
+
+
+def repo_dags_folder() -> Path:
+    folder = Path(__file__).resolve().parents[3] / "dags"
+    if not (folder / "predictive_scaling.py").exists():
+        raise FileNotFoundError(
+            f"the control-loop DAG is not at {folder}/predictive_scaling.py: run the demo from a checkout "
+            "of the repository (make demo)"
+        )
+    return folder
+
+
+def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[str, Any]:
+    """Run one control-loop cycle on embedded defaults under ``home`` (recreated) and report it.
+
+    :param home: working folder (AIRFLOW_HOME, profile store, pools file, reports); emptied first.
+    :param days: days of generated history to learn from.
+    :param out: where the human-readable account goes (default stdout).
+    :return: what happened, for tests: counts, paths, actions.
+    """
+    from airflow_predictive.contracts.pools import EXAMPLE_POOLS, load_pools
+    from airflow_predictive.runtime.profile_refresh import refresh_profile
+    from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
+    from airflow_predictive.store import ProfileStore
+    from airflow_predictive_tools.demo.allocation import seed_groups
+    from airflow_predictive_tools.demo.history import generate_history
+    from airflow_predictive_tools.deployment import AirflowDeployment, airflow_cli
+    from airflow_predictive_tools.emulator.server import EmulatorControl, running_emulator
+
+    out = out or sys.stdout
+    started = time.monotonic()
+    home = Path(home).resolve()
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    pools_file = home / "pools.yaml"
+    shutil.copyfile(EXAMPLE_POOLS, pools_file)
+    pools = load_pools(pools_file)
+    store_path = home / "profile.db"
+    reports = home / "reports"
+    reports.mkdir()
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        emulator_url = stack.enter_context(running_emulator(config={"boot_seconds": 1.0}))
+        for pool in pools.values():
+            if pool.backend == "managed_instance_group":
+                seed_groups(EmulatorControl(emulator_url), pool)
+        env = {
+            "AIRFLOW__PREDICTIVE__STORE_PATH": str(store_path),
+            "AIRFLOW__PREDICTIVE__POOLS_FILE": str(pools_file),
+            "AIRFLOW__PREDICTIVE__EMULATOR_URL": emulator_url,
+        }
+        # This process reads the same [predictive] settings as the Airflow tasks it starts.
+        for key, value in env.items():
+            stack.callback(_restore_env, key, os.environ.get(key))
+            os.environ[key] = value
+
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        store = ProfileStore.sqlite(store_path)
+        stack.callback(store.dispose)
+        history = generate_history(store, days=days, now=now)
+        demand = refresh_profile(
+            store, now=now, end=now, summary_days=days, queue_pools=configured_queue_pools()
+        )
+        series = store.series_ids()
+        say(
+            f"== 1. history: {history['dag_runs']} DAG runs, {history['task_runs']} task tries by "
+            f"{len(history['users'])} users over {days} days -> {len(series)} demand series"
+        )
+
+        airflow = stack.enter_context(
+            AirflowDeployment(home / "airflow", repo_dags_folder(), components=("api-server",), env=env)
+        )
+        api_conn = json.dumps(
+            {
+                "conn_type": "predictive_airflow_api",
+                "host": airflow.base_url,
+                "login": "admin",
+                "password": airflow.password,
+            }
+        )
+        say(f"== 2. Airflow API server on {airflow.base_url}; Compute Engine emulator on {emulator_url}")
+        cycle_started = time.monotonic()
+        result = airflow_cli(
+            "dags",
+            "test",
+            DAG_ID,
+            env={**airflow.env, "AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT": api_conn},
+            timeout=600,
+            check=False,
+        )
+        (home / "dags-test.log").write_text(result.stdout + result.stderr)
+        cycle_seconds = time.monotonic() - cycle_started
+        if result.returncode != 0 or "state=success" not in (result.stdout + result.stderr).replace(
+            ", ", " "
+        ):
+            failed = _failed_tasks(result.stdout + result.stderr)
+            say(f"control loop failed{failed}; full log: {home / 'dags-test.log'}")
+            raise RuntimeError(f"airflow dags test {DAG_ID} failed; see {home / 'dags-test.log'}")
+        say(f"== 3. control loop (airflow dags test {DAG_ID}) succeeded in {cycle_seconds:.0f} s")
+
+        forecasts = store.latest_forecasts()
+        say(_forecast_table(forecasts))
+        actions = store.actions()
+        say("\n== 4. plan: every action with its reason (ledger)")
+        say(_actions_table(actions))
+        live = _emulator_instances(EmulatorControl(emulator_url).state())
+        say(
+            f"\nthe emulator now runs {len(live)} instances: "
+            + ", ".join(f"{name} ({status.lower()}, {model.lower()})" for name, status, model in live)
+        )
+
+        say("\n== 5. backtest of the demo pool's own history (same forecaster and planner)")
+        backtest = _backtest(store, reports / "backtest.html", out)
+        report_path = _write_report(store, reports / "forecast-report.html")
+        say(f"\nreport page: {report_path}")
+        say(f"backtest report: {reports / 'backtest.html'}")
+        say(f"done in {time.monotonic() - started:.0f} s (AIRFLOW_HOME={home / 'airflow'})")
+        return {
+            "series": series,
+            "demand": demand,
+            "forecast_series": sorted(forecasts["series_id"].unique()) if not forecasts.empty else [],
+            "actions": actions.to_dict("records"),
+            "instances": live,
+            "backtest": backtest,
+            "report": str(report_path),
+            "cycle_seconds": cycle_seconds,
+        }
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+def _failed_tasks(log: str) -> str:
+    failed = sorted(
+        {
+            line.split("task_id=")[1].split()[0]
+            for line in log.splitlines()
+            if "state=failed" in line and "task_id=" in line
+        }
+    )
+    return f" (failed tasks: {', '.join(failed)})" if failed else ""
+
+
+def _forecast_table(forecasts: Any) -> str:
+    if forecasts.empty:
+        return "no forecasts were stored"
+    lines = [
+        f"{'series':<40} {'model':<14} {'next hour mean':>14} {'next hour q0.9':>14} {'24 h peak q0.9':>14}"
+    ]
+    for sid, rows in forecasts.groupby("series_id"):
+        first_hour = rows.head(12)
+        lines.append(
+            f"{sid:<40} {rows['model'].iloc[0]:<14} {first_hour['mean'].mean():>14.2f} "
+            f"{first_hour['q0.9'].max():>14.2f} {rows['q0.9'].max():>14.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _actions_table(actions: Any) -> str:
+    if actions.empty:
+        return "no actions: every pool already had the capacity its forecast needs"
+    lines = []
+    for row in actions.itertuples():
+        lines.append(
+            f"- [{row.status}] {row.pool}: {row.kind} {row.amount:g} {row.resource} ({row.provisioning})"
+            f"{' -> ' + row.target if row.target else ''}\n    why: {row.reason}"
+            + (f"\n    error: {row.error}" if row.error else "")
+        )
+    return "\n".join(lines)
+
+
+def _emulator_instances(state: dict[str, Any]) -> list[tuple[str, str, str]]:
+    found = []
+    for instance in _walk_instances(state):
+        scheduling = instance.get("scheduling") or {}
+        found.append(
+            (instance["name"], instance.get("status", "?"), scheduling.get("provisioningModel", "STANDARD"))
+        )
+    return sorted(found)
+
+
+def _walk_instances(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("kind") == "compute#instance" and "name" in node:
+            return [node]
+        return [i for value in node.values() for i in _walk_instances(value)]
+    if isinstance(node, list):
+        return [i for value in node for i in _walk_instances(value)]
+    return []
+
+
+def _backtest(store: Any, report: Path, out: TextIO) -> dict[str, Any]:
+    from airflow_predictive.simulation.backtest import BacktestOptions, backtest_trace, series_from_demand
+    from airflow_predictive.simulation.report import text_table, write_html
+
+    # The last 10 days (3 of warm-up, 7 scored) keep the demo within its few minutes. The shared loader
+    # fills gaps (buckets the profiler did not observe are NULL) as the backtest of trace files does.
+    series = series_from_demand(store.demand([BACKTEST_SERIES]), BACKTEST_SERIES)
+    series = series[series.index >= series.index.max() - timedelta(days=BACKTEST_DAYS)]
+    result = backtest_trace(series, BacktestOptions())
+    print(text_table([result]), file=out)
+    write_html([result], report)
+    return result
+
+
+def _write_report(store: Any, path: Path) -> Path:
+    from airflow_predictive.feedback.report import write_report
+
+    return write_report(store, path, now=datetime.now(UTC) + timedelta(minutes=1))
