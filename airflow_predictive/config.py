@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+from airflow_predictive.contracts.pools import SIZING_DEFAULTS, load_pools
 
 SECTION = "predictive"
 
@@ -75,7 +78,7 @@ OPTIONS: dict[str, Option] = {
         "this utilisation, so a forecast that undershoots a level shift is corrected at the next cycle "
         "instead of leaving demand unmet (looser than the reactive rule's 0.6). 0 turns the guard off. "
         "A pool's policy.guard_utilization overrides it.",
-        "0.9",
+        f"{SIZING_DEFAULTS['guard_utilization']:g}",
         "float",
     ),
     "min_daily_cycle": Option(
@@ -84,19 +87,19 @@ OPTIONS: dict[str, Option] = {
         "least this. Below it (or with less than 1.5 days of demand) prediction has nothing to anticipate "
         "and the pool follows the reactive rule (fallback_utilization, scale-in after the stabilisation "
         "window). -1 always follows the forecast. A pool's policy.min_daily_cycle overrides it.",
-        "0.2",
+        f"{SIZING_DEFAULTS['min_daily_cycle']:g}",
         "float",
     ),
     "cycle_window_days": Option(
         "Days of recent demand the daily-cycle check of min_daily_cycle reads (a week: one outlier day "
         "or a quiet weekend does not flip the rule).",
-        "7",
+        f"{SIZING_DEFAULTS['cycle_window_days']:g}",
         "float",
     ),
     "fallback_utilization": Option(
         "Target utilisation of the reactive rule a pool falls back to when its demand has no daily cycle "
         "(Compute Engine's autoscaler default, 0.6).",
-        "0.6",
+        f"{SIZING_DEFAULTS['fallback_utilization']:g}",
         "float",
     ),
     "emulator_url": Option(
@@ -162,6 +165,27 @@ def get_float(key: str) -> float:
         return float(value)
     except ValueError:
         raise ConfigError(f"[predictive] {key} must be a number, got {value!r}") from None
+
+
+def interval() -> timedelta:
+    """``[predictive] interval_minutes`` as a bucket width."""
+    minutes = get_int("interval_minutes")
+    if minutes <= 0:
+        raise ConfigError(f"[predictive] interval_minutes must be positive, got {minutes}")
+    return timedelta(minutes=minutes)
+
+
+def sizing_defaults() -> dict[str, float]:
+    """The deployment's defaults for the pools' sizing options (see ``contracts.pools.SIZING_DEFAULTS``)."""
+    return {key: get_float(key) for key in SIZING_DEFAULTS}
+
+
+def configured_queue_pools() -> dict[str, str] | None:
+    """``{queue: pool}`` from the capacity pools file (``[predictive] pools_file``), if it exists."""
+    path = get_path("pools_file")
+    if not path.is_file():
+        return None
+    return {pool.queue_name: name for name, pool in load_pools(path, sizing_defaults()).items()}
 
 
 def get_path(key: str) -> Path:

@@ -9,19 +9,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from airflow_predictive.contracts.airflow_api import UPCOMING_PATH, AirflowApiError, validate_upcoming
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
-
-
-class AirflowApiError(RuntimeError):
-    """The REST API is unreachable, refused our credentials, or answered something unusable."""
 
 
 class AirflowApiClient:
@@ -184,3 +182,50 @@ class AirflowApiClient:
             return response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise AirflowApiError(f"Airflow API at {self.base_url} is unreachable: {exc}") from None
+
+
+def fetch_upcoming(client: AirflowApiClient, *, now: datetime, horizon: timedelta) -> dict[str, Any]:
+    """``GET /predictive/api/upcoming`` through an authenticated REST API client.
+
+    The plugin app is mounted beside ``/api/v2``, not under it, so the request goes through the
+    client's HTTP session and token rather than :meth:`AirflowApiClient.get` (which prefixes
+    ``/api/v2``); an expired token is renewed once, as there.
+
+    :param client: an authenticated client (its session and token are reused).
+    :param now: list runs as of this time.
+    :param horizon: how far ahead.
+    :raises AirflowApiError: unreachable, refused, HTTP error, or not the upcoming-work JSON.
+    """
+    params = {
+        "horizon_minutes": max(1, int(horizon.total_seconds() // 60)),
+        "now": now.astimezone(UTC).isoformat(),
+    }
+    for attempt in range(2):
+        if client._token is None:
+            client._token = client._fetch_token()
+        try:
+            response = client._http.get(
+                UPCOMING_PATH, params=params, headers={"Authorization": f"Bearer {client._token}"}
+            )
+        except httpx.HTTPError as exc:
+            raise AirflowApiError(
+                f"upcoming-work endpoint at {client.base_url} is unreachable: {exc}"
+            ) from None
+        if response.status_code == 401 and attempt == 0 and not client._token_is_preissued:
+            client._token = None
+            continue
+        if response.status_code == 404:
+            raise AirflowApiError(
+                f"GET {UPCOMING_PATH} answered HTTP 404: is the airflow-predictive plugin installed on "
+                f"the API server at {client.base_url}?"
+            )
+        if response.status_code >= 400:
+            raise AirflowApiError(
+                f"GET {UPCOMING_PATH} answered HTTP {response.status_code}: {response.text[:300]}"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise AirflowApiError(f"GET {UPCOMING_PATH} did not return JSON") from None
+        return validate_upcoming(body)
+    raise AirflowApiError(f"GET {UPCOMING_PATH}: token refused twice")

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from airflow_predictive import config
+
 
 def register(commands, bench) -> None:
     """Add the ``backtest`` command.
@@ -59,6 +61,7 @@ def run_backtest(args: argparse.Namespace) -> int:
 
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     options = BacktestOptions(
+        sizing_defaults=config.sizing_defaults(),
         peak_instances=args.peak_instances,
         boot_delay=args.boot_delay,
         history=args.history,

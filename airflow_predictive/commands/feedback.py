@@ -6,6 +6,8 @@ import argparse
 import json
 from datetime import UTC, datetime, timedelta
 
+from airflow_predictive import config
+
 
 def _timestamp(raw: str) -> datetime:
     """``--now`` as an aware datetime (naive means UTC); argparse turns the error into exit code 2."""
@@ -31,7 +33,14 @@ def _report(args: argparse.Namespace) -> int:
     now = args.now or datetime.now(UTC)
     store = _store(args)
     try:
-        path = write_report(store, args.output, now=now, pools=args.pool or None, history_hours=args.hours)
+        path = write_report(
+            store,
+            args.output,
+            now=now,
+            pools=args.pool or None,
+            history_hours=args.hours,
+            default_mode=config.get("default_mode"),
+        )
     finally:
         store.dispose()
     print(path)
@@ -39,7 +48,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from airflow_predictive import config
     from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
 
     now = args.now or datetime.now(UTC)

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from typing import Any
 
+from airflow_predictive import config
+
 
 def register(commands: Any, bench: Any) -> None:
     """Add ``plan`` to the ``airflow-predictive`` command.
@@ -46,7 +48,6 @@ def register(commands: Any, bench: Any) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from airflow_predictive import config
     from airflow_predictive.contracts.pools import PoolConfigError, load_pools
     from airflow_predictive.gce.compute import ComputeEngineError
     from airflow_predictive.hooks.gce_allocator import GceAllocatorHook
@@ -56,7 +57,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     pools_file = args.pools_file or str(config.get_path("pools_file"))
     try:
-        pools = load_pools(pools_file)
+        pools = load_pools(pools_file, config.sizing_defaults())
     except PoolConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

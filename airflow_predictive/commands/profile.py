@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from airflow_predictive import config
+
 
 def register(commands: Any, bench: Any) -> None:
     """Add ``profile``.
@@ -57,9 +59,7 @@ def _queue_pools(items: list[str]) -> dict[str, str] | None:
         queue_pools[queue] = pool
     if queue_pools:
         return queue_pools
-    from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
-
-    return configured_queue_pools()
+    return config.configured_queue_pools()
 
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
@@ -95,13 +95,13 @@ def _interval(minutes: int | None) -> timedelta | None:
 
 def _profile(args: argparse.Namespace) -> int:
     from airflow_predictive.airflow_api.client import AirflowApiClient, AirflowApiError
-    from airflow_predictive.airflow_api.collector import TaskHistoryCollector
     from airflow_predictive.runtime.profile_refresh import refresh_profile
+    from airflow_predictive.runtime.task_history import TaskHistoryCollector
     from airflow_predictive.store import StoreError
 
     try:
         queue_pools = _queue_pools(args.queue_pool)
-        interval = _interval(args.interval_minutes)
+        interval = _interval(args.interval_minutes) or config.interval()
         if args.conn_id:
             from airflow_predictive.hooks.airflow_api import AirflowApiHook
 

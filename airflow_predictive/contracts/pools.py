@@ -9,13 +9,22 @@ is planned or applied from a half-valid file.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from airflow_predictive.contracts import machines
 from airflow_predictive.contracts.demand import RESOURCES, validate_pool_name
@@ -57,6 +66,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The documented defaults of the sizing options a deployment may override in ``[predictive]``
+#: (``airflow_predictive.config`` publishes these as the section's defaults).
+SIZING_DEFAULTS: dict[str, float] = {
+    "guard_utilization": 0.9,
+    "min_daily_cycle": 0.2,
+    "cycle_window_days": 7.0,
+    "fallback_utilization": 0.6,
+}
+#: Validation-context key under which :func:`parse_pools` passes a deployment's sizing defaults.
+SIZING_CONTEXT = "sizing_defaults"
+
+
 class SizingPolicy(_Model):
     """How much capacity to hold.
 
@@ -81,17 +102,20 @@ class SizingPolicy(_Model):
     quantile: float = Field(0.9, gt=0, lt=1)
     target_utilization: float = Field(1.0, gt=0, le=1)
     planning_interval_minutes: float = Field(5.0, gt=0)
-    guard_utilization: float = Field(default_factory=lambda: _option("guard_utilization"), ge=0, le=1)
-    min_daily_cycle: float = Field(default_factory=lambda: _option("min_daily_cycle"), ge=-1, le=1)
-    cycle_window_days: float = Field(default_factory=lambda: _option("cycle_window_days"), ge=1.5)
-    fallback_utilization: float = Field(default_factory=lambda: _option("fallback_utilization"), gt=0, le=1)
+    guard_utilization: float = Field(SIZING_DEFAULTS["guard_utilization"], ge=0, le=1)
+    min_daily_cycle: float = Field(SIZING_DEFAULTS["min_daily_cycle"], ge=-1, le=1)
+    cycle_window_days: float = Field(SIZING_DEFAULTS["cycle_window_days"], ge=1.5)
+    fallback_utilization: float = Field(SIZING_DEFAULTS["fallback_utilization"], gt=0, le=1)
 
-
-def _option(key: str) -> float:
-    """The ``[predictive]`` default of a sizing option (airflow.cfg, env var, or the documented default)."""
-    from airflow_predictive import config
-
-    return config.get_float(key)
+    @model_validator(mode="before")
+    @classmethod
+    def _deployment_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        # A deployment's [predictive] defaults arrive as validation context (the shell reads them), so
+        # this contract never reads Airflow's configuration itself; what the pool sets wins.
+        defaults = (info.context or {}).get(SIZING_CONTEXT)
+        if defaults and isinstance(data, dict):
+            return {**{k: v for k, v in defaults.items() if k in SIZING_DEFAULTS}, **data}
+        return data
 
 
 class LeadTimes(_Model):
@@ -233,7 +257,7 @@ class CapacityPool(_Model):
     min_instances: int = Field(0, ge=0)
     max_instances: int = Field(10, ge=1)
     lead_time_minutes: LeadTimes = LeadTimes()
-    policy: SizingPolicy = Field(default_factory=SizingPolicy)  # reads [predictive] defaults when built
+    policy: SizingPolicy = Field(default_factory=SizingPolicy)
     scale_in: ScaleIn = ScaleIn()
     thresholds: Thresholds = Thresholds()
     spot: SpotPolicy = SpotPolicy()
@@ -331,11 +355,15 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def parse_pools(data: Any, source: str = "<pools>") -> dict[str, CapacityPool]:
+def parse_pools(
+    data: Any, source: str = "<pools>", sizing_defaults: Mapping[str, float] | None = None
+) -> dict[str, CapacityPool]:
     """Validate a parsed pools document (``{"pools": {name: settings}}``) into pools.
 
     :param data: the parsed YAML/JSON document.
     :param source: file name used in error messages.
+    :param sizing_defaults: the deployment's defaults for the sizing options a pool's ``policy:`` omits
+        (keys of :data:`SIZING_DEFAULTS`); ``None``: the documented defaults.
     """
     if not isinstance(data, dict) or not isinstance(data.get("pools"), dict) or not data["pools"]:
         raise PoolConfigError(f"{source}: expected a top-level 'pools:' mapping of pool name -> settings")
@@ -351,7 +379,10 @@ def parse_pools(data: Any, source: str = "<pools>") -> dict[str, CapacityPool]:
         if "name" in settings and settings["name"] != name:
             raise PoolConfigError(f"{source}: pools.{name}.name: differs from the key {name!r}")
         try:
-            pools[str(name)] = CapacityPool(**{**settings, "name": str(name)})
+            document = {"policy": {}, **settings, "name": str(name)}  # policy validated with the context
+            pools[str(name)] = CapacityPool.model_validate(
+                document, context={SIZING_CONTEXT: dict(sizing_defaults or {})}
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             field = _where(first["loc"])
@@ -362,10 +393,13 @@ def parse_pools(data: Any, source: str = "<pools>") -> dict[str, CapacityPool]:
     return pools
 
 
-def load_pools(path: str | Path) -> dict[str, CapacityPool]:
+def load_pools(
+    path: str | Path, sizing_defaults: Mapping[str, float] | None = None
+) -> dict[str, CapacityPool]:
     """Read and validate a pools YAML file.
 
     :param path: the YAML file (``[predictive] pools_file`` by default in the operator and CLI).
+    :param sizing_defaults: see :func:`parse_pools`.
     """
     path = Path(path)
     try:
@@ -376,7 +410,7 @@ def load_pools(path: str | Path) -> dict[str, CapacityPool]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PoolConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_pools(data, str(path))
+    return parse_pools(data, str(path), sizing_defaults)
 
 
 EXAMPLE_POOLS = Path(__file__).with_name("example_pools.yaml")

@@ -123,6 +123,7 @@ def collect(
     now: datetime | None = None,
     history: timedelta = timedelta(hours=24),
     ledger_limit: int = 200,
+    default_mode: str = "forecast_only",
 ) -> dict[str, Any]:
     """Everything the forecast page shows, as plain JSON-able data.
 
@@ -133,6 +134,7 @@ def collect(
     :param task_id: the task of that run the link came from.
     :param now: the page's "now" (default: the current time).
     :param history: how much demand and capacity history to draw.
+    :param default_mode: the mode shown for a pool with no plan yet (``[predictive] default_mode``).
     :param ledger_limit: newest ledger rows to list.
     """
     now = now or datetime.now(UTC)
@@ -160,13 +162,11 @@ def collect(
     if pool_filter:
         keys = {k for k in keys if k[0] in pool_filter}
 
-    from airflow_predictive import config
-
     pools_out = []
     for pool in sorted({k[0] for k in keys}):
         level = provisioning_level(plans, pool)
         pool_plans = plans[plans["pool"] == pool] if not plans.empty else plans
-        mode = str(pool_plans.iloc[-1]["mode"]) if not pool_plans.empty else config.get("default_mode")
+        mode = str(pool_plans.iloc[-1]["mode"]) if not pool_plans.empty else default_mode
         resources = []
         for resource in sorted(r for p, r in keys if p == pool):
             series = f"pool={pool}/resource={resource}"

@@ -14,7 +14,12 @@ from typing import Any
 
 
 def render_report(
-    store: Any, *, now: datetime | None = None, pools: list[str] | None = None, history_hours: float = 24
+    store: Any,
+    *,
+    now: datetime | None = None,
+    pools: list[str] | None = None,
+    history_hours: float = 24,
+    default_mode: str = "forecast_only",
 ) -> str:
     """The report HTML (plotly.js inlined).
 
@@ -22,12 +27,15 @@ def render_report(
     :param now: the report's "now" (default: the current time).
     :param pools: only these capacity pools.
     :param history_hours: demand and capacity history to draw.
+    :param default_mode: the mode shown for a pool with no plan yet (``[predictive] default_mode``).
     """
     from plotly.offline import get_plotlyjs
 
     from airflow_predictive.feedback import pages
 
-    data = pages.collect(store, pools=pools, now=now, history=timedelta(hours=history_hours))
+    data = pages.collect(
+        store, pools=pools, now=now, history=timedelta(hours=history_hours), default_mode=default_mode
+    )
     return pages.render_page(data, plotly_inline=get_plotlyjs(), title="Predictive capacity report")
 
 
@@ -38,6 +46,7 @@ def write_report(
     now: datetime | None = None,
     pools: list[str] | None = None,
     history_hours: float = 24,
+    default_mode: str = "forecast_only",
 ) -> Path:
     """Write the report page to ``path`` (folders created); return its absolute path.
 
@@ -46,10 +55,12 @@ def write_report(
     :param now: the report's "now" (default: the current time).
     :param pools: only these capacity pools.
     :param history_hours: demand and capacity history to draw.
+    :param default_mode: the mode shown for a pool with no plan yet (``[predictive] default_mode``).
     """
     target = Path(path).expanduser().absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(
-        render_report(store, now=now, pools=pools, history_hours=history_hours), encoding="utf-8"
+        render_report(store, now=now, pools=pools, history_hours=history_hours, default_mode=default_mode),
+        encoding="utf-8",
     )
     return target

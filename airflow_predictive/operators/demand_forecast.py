@@ -8,13 +8,15 @@ the provider's upcoming-work endpoint: see :mod:`airflow_predictive.runtime.know
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_predictive import config
+from airflow_predictive.airflow_api.client import fetch_upcoming
+from airflow_predictive.hooks.airflow_api import AirflowApiHook
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
 
@@ -123,16 +125,13 @@ class DemandForecastOperator(BaseOperator):
         return value
 
     def _queue_pools(self) -> dict[str, str] | None:
-        from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
-
-        return self.queue_pools if self.queue_pools is not None else configured_queue_pools()
+        return self.queue_pools if self.queue_pools is not None else config.configured_queue_pools()
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_predictive.forecasting.engine import Forecaster
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.known_work import (
             forecast_with_known_work,
-            upcoming_from_connection,
         )
 
         combination = self._combination()
@@ -228,3 +227,16 @@ def compact(summary: dict[str, Any]) -> dict[str, Any]:
         out[key] = items
         out[f"{key}_count"] = len(summary[key])
     return out
+
+
+def upcoming_from_connection(conn_id: str) -> Callable[[datetime, timedelta], dict[str, Any]]:
+    """A fetcher ``(now, horizon) -> upcoming JSON`` over the REST API connection ``conn_id``.
+
+    :param conn_id: Airflow connection (conn type ``predictive_airflow_api``).
+    """
+
+    def fetch(now: datetime, horizon: timedelta) -> dict[str, Any]:
+        with AirflowApiHook(conn_id).get_client() as client:
+            return fetch_upcoming(client, now=now, horizon=horizon)
+
+    return fetch

@@ -86,7 +86,7 @@ class PreemptiveAllocateOperator(BaseOperator):
         from airflow_predictive.runtime.allocation_cycle import run_cycle
 
         pools_file = self.pools_file or str(config.get_path("pools_file"))
-        pools = load_pools(pools_file)
+        pools = load_pools(pools_file, config.sizing_defaults())
         names = self.pools or sorted(pools)
         unknown = [n for n in names if n not in pools]
         if unknown:

@@ -34,7 +34,6 @@ _stores: dict[str, Any] = {}
 
 def get_store() -> Any:
     """The profile store named by ``[predictive]`` config, opened once per API-server process."""
-    from airflow_predictive import config
     from airflow_predictive.hooks.profile_store import configured_store
 
     key = config.get("store_conn_id") or str(config.get_path("store_path"))
@@ -74,6 +73,11 @@ def _now(request: Request) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _collect(store: Any, **kwargs: Any) -> dict[str, Any]:
+    """The page data, with the configured mode shown for a pool that has no plan yet."""
+    return pages.collect(store, default_mode=config.get("default_mode"), **kwargs)
+
+
 def create_app() -> FastAPI:
     """Build the app; routes open the store lazily so importing the plugin stays cheap."""
     app = FastAPI(
@@ -84,12 +88,12 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def overview_page(request: Request) -> HTMLResponse:
-        data = pages.collect(get_store(), now=_now(request))
+        data = _collect(get_store(), now=_now(request))
         return HTMLResponse(pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js"))
 
     @app.get("/pools/{pool}", response_class=HTMLResponse)
     def pool_page(pool: str, request: Request) -> HTMLResponse:
-        data = pages.collect(get_store(), pools=[pool], now=_now(request))
+        data = _collect(get_store(), pools=[pool], now=_now(request))
         if not data["pools"]:
             raise HTTPException(404, f"no forecast, demand or capacity stored for pool {pool!r}")
         return HTMLResponse(pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js"))
@@ -119,21 +123,21 @@ def create_app() -> FastAPI:
                 if t.get("capacity_pool")
             }
         )
-        data = pages.collect(store, pools=dag_pools or None, dag_id=dag_id, now=now)
+        data = _collect(store, pools=dag_pools or None, dag_id=dag_id, now=now)
         if not data["pools"]:
-            data = pages.collect(store, dag_id=dag_id, now=now)
+            data = _collect(store, dag_id=dag_id, now=now)
         return HTMLResponse(
             pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js", upcoming=work)
         )
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_page(dag_id: str, run_id: str, request: Request, task_id: str | None = None) -> HTMLResponse:
-        data = pages.collect(get_store(), dag_id=dag_id, run_id=run_id, task_id=task_id, now=_now(request))
+        data = _collect(get_store(), dag_id=dag_id, run_id=run_id, task_id=task_id, now=_now(request))
         return HTMLResponse(pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js"))
 
     @app.get("/api/overview")
     def overview_json(request: Request, pool: str | None = None) -> JSONResponse:
-        return JSONResponse(pages.collect(get_store(), pools=[pool] if pool else None, now=_now(request)))
+        return JSONResponse(_collect(get_store(), pools=[pool] if pool else None, now=_now(request)))
 
     @app.get("/api/ledger")
     def ledger_json(pool: str | None = None, limit: int = 200) -> JSONResponse:

@@ -29,107 +29,18 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_predictive.contracts.airflow_api import validate_upcoming
 from airflow_predictive.contracts.demand import parse_series_id
 
 log = logging.getLogger(__name__)
 
 #: ``[predictive] combination`` values: ``residual`` (see the module docstring) or ``none``.
 COMBINATIONS = ("residual", "none")
-UPCOMING_PATH = "/predictive/api/upcoming"
 #: Runs that started this long before the history window can still overlap it (as the profiler).
 LOOKBACK = timedelta(days=1)
 #: Timetable kinds whose runs the endpoint lists: their past scheduled runs are known work.
 _PROJECTED_KINDS = ("scheduled", "asset_or_time", "once")
 _SUMMARY_LIMIT = 20
-
-
-# ------------------------------------------------------------------------------------------- fetching
-
-
-def fetch_upcoming(client: Any, *, now: datetime, horizon: timedelta) -> dict[str, Any]:
-    """``GET /predictive/api/upcoming`` through an authenticated REST API client.
-
-    The plugin app is mounted beside ``/api/v2``, not under it, so the request goes through the
-    client's HTTP session and token rather than :meth:`AirflowApiClient.get` (which prefixes
-    ``/api/v2``); an expired token is renewed once, as there.
-
-    :param client: an :class:`~airflow_predictive.airflow_api.client.AirflowApiClient`.
-    :param now: list runs as of this time.
-    :param horizon: how far ahead.
-    :raises AirflowApiError: unreachable, refused, HTTP error, or not the upcoming-work JSON.
-    """
-    import httpx
-
-    from airflow_predictive.airflow_api.client import AirflowApiError
-
-    params = {
-        "horizon_minutes": max(1, int(horizon.total_seconds() // 60)),
-        "now": now.astimezone(UTC).isoformat(),
-    }
-    for attempt in range(2):
-        if client._token is None:
-            client._token = client._fetch_token()
-        try:
-            response = client._http.get(
-                UPCOMING_PATH, params=params, headers={"Authorization": f"Bearer {client._token}"}
-            )
-        except httpx.HTTPError as exc:
-            raise AirflowApiError(
-                f"upcoming-work endpoint at {client.base_url} is unreachable: {exc}"
-            ) from None
-        if response.status_code == 401 and attempt == 0 and not client._token_is_preissued:
-            client._token = None
-            continue
-        if response.status_code == 404:
-            raise AirflowApiError(
-                f"GET {UPCOMING_PATH} answered HTTP 404: is the airflow-predictive plugin installed on "
-                f"the API server at {client.base_url}?"
-            )
-        if response.status_code >= 400:
-            raise AirflowApiError(
-                f"GET {UPCOMING_PATH} answered HTTP {response.status_code}: {response.text[:300]}"
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise AirflowApiError(f"GET {UPCOMING_PATH} did not return JSON") from None
-        return validate_upcoming(body)
-    raise AirflowApiError(f"GET {UPCOMING_PATH}: token refused twice")
-
-
-def validate_upcoming(body: Any) -> dict[str, Any]:
-    """Check the shape the structural forecast relies on; raise a message naming what is wrong.
-
-    :param body: the decoded JSON answer.
-    """
-    from airflow_predictive.airflow_api.client import AirflowApiError
-
-    if not isinstance(body, dict) or not isinstance(body.get("dags"), list):
-        raise AirflowApiError(f"GET {UPCOMING_PATH} answer has no list 'dags'")
-    for dag in body["dags"]:
-        if not isinstance(dag, dict) or not isinstance(dag.get("dag_id"), str):
-            raise AirflowApiError(f"GET {UPCOMING_PATH}: a DAG entry has no dag_id: {str(dag)[:200]}")
-        for key in ("tasks", "upcoming", "running"):
-            if not isinstance(dag.get(key, []), list):
-                raise AirflowApiError(
-                    f"GET {UPCOMING_PATH}: DAG {dag['dag_id']!r} field {key!r} is not a list"
-                )
-    return body
-
-
-def upcoming_from_connection(conn_id: str) -> Callable[[datetime, timedelta], dict[str, Any]]:
-    """A fetcher ``(now, horizon) -> upcoming JSON`` over the REST API connection ``conn_id``.
-
-    :param conn_id: Airflow connection (conn type ``predictive_airflow_api``).
-    """
-
-    def fetch(now: datetime, horizon: timedelta) -> dict[str, Any]:
-        from airflow_predictive.hooks.airflow_api import AirflowApiHook
-
-        with AirflowApiHook(conn_id).get_client() as client:
-            return fetch_upcoming(client, now=now, horizon=horizon)
-
-    return fetch
 
 
 # ------------------------------------------------------------------------------------------ known work

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from airflow_predictive.airflow_api.collector import coverage
 from airflow_predictive.profiling.demand_series import align, build_demand, build_queue_pressure
 from airflow_predictive.profiling.summaries import compute_summaries
+from airflow_predictive.runtime.task_history import coverage
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,9 @@ LOOKBACK = timedelta(days=1)
 def refresh_profile(
     store: Any,
     *,
+    interval: timedelta,
     start: datetime | None = None,
     end: datetime | None = None,
-    interval: timedelta | None = None,
     queue_pools: Mapping[str, str] | None = None,
     pools: Sequence[str] | None = None,
     collector_name: str = "default",
@@ -42,7 +42,7 @@ def refresh_profile(
     :param start: first bucket (default: ``end`` minus ``summary_days``).
     :param end: end of the last bucket (default: the end of the profiler's coverage, else now);
         only complete buckets are written.
-    :param interval: bucket width (default ``[predictive] interval_minutes``).
+    :param interval: bucket width (the shell passes ``[predictive] interval_minutes``).
     :param queue_pools: ``{queue: pool}`` from the pools configuration.
     :param pools: pools to include even without runs.
     :param collector_name: whose coverage marks the observed time (no coverage recorded: all observed).
@@ -50,10 +50,7 @@ def refresh_profile(
     :param now: the current time (still-running runs count until then).
     :param with_summaries: also recompute the behaviour summaries.
     """
-    from airflow_predictive import config
-
     now = now or datetime.now(UTC)
-    interval = interval or timedelta(minutes=config.get_int("interval_minutes"))
     observed = coverage(store, collector_name) or None
     if end is None:
         end = min(observed[-1][1], now) if observed else now

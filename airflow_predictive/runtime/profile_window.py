@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from airflow_predictive.airflow_api.collector import TaskHistoryCollector
 from airflow_predictive.runtime.profile_refresh import refresh_profile
+from airflow_predictive.runtime.task_history import TaskHistoryCollector
 
 
 def profile_window(
@@ -24,8 +24,8 @@ def profile_window(
     start: datetime,
     end: datetime,
     queue_pools: Mapping[str, str] | None = None,
+    interval: timedelta,
     collector_name: str = "default",
-    interval: timedelta | None = None,
     settle: timedelta = timedelta(seconds=0),
     restate: timedelta = timedelta(hours=6),
 ) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def profile_window(
     :param end: window end (usually the DAG run's data interval end).
     :param queue_pools: ``{queue: pool}``.
     :param collector_name: names the watermark and the coverage.
-    :param interval: demand bucket width (default ``[predictive] interval_minutes``).
+    :param interval: demand bucket width.
     :param settle: extra time past ``end`` before the window counts as complete (late commits).
     :param restate: also rebuild the demand of this much time before the window: the worker
         listener reports a try's usage when the try ends, so earlier buckets improve later.
@@ -57,7 +57,7 @@ def profile_window(
     refreshed = refresh_profile(
         store,
         start=min(start, end - restate),
-        end=max(end, start + (interval or timedelta(minutes=5))),
+        end=max(end, start + interval),
         interval=interval,
         queue_pools=queue_pools,
         collector_name=collector_name,

@@ -9,17 +9,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
-
-def configured_queue_pools() -> dict[str, str] | None:
-    """``{queue: pool}`` from the capacity pools file (``[predictive] pools_file``), if it exists."""
-    from airflow_predictive import config
-
-    path = config.get_path("pools_file")
-    if not path.is_file():
-        return None
-    from airflow_predictive.contracts.pools import load_pools
-
-    return {pool.queue_name: name for name, pool in load_pools(path).items()}
+from airflow_predictive import config
 
 
 class BehaviorProfilerSensor(BaseSensorOperator):
@@ -73,12 +63,10 @@ class BehaviorProfilerSensor(BaseSensorOperator):
     def _conn_id(self) -> str:
         if self.api_conn_id:
             return self.api_conn_id
-        from airflow_predictive import config
-
         return config.get("api_conn_id")
 
     def _queue_pools(self) -> dict[str, str] | None:
-        return self.queue_pools if self.queue_pools is not None else configured_queue_pools()
+        return self.queue_pools if self.queue_pools is not None else config.configured_queue_pools()
 
     def _window(self, context: Any) -> tuple[datetime, datetime]:
         end: Any = self.window_end or context.get("data_interval_end")
@@ -120,7 +108,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
             raise
 
     def poke(self, context: Any) -> PokeReturnValue:
-        from airflow_predictive.airflow_api.client import AirflowApiError
+        from airflow_predictive.contracts.airflow_api import AirflowApiError
         from airflow_predictive.hooks.airflow_api import AirflowApiHook
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.profile_window import profile_window
@@ -136,7 +124,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
                     end=end,
                     queue_pools=self._queue_pools(),
                     collector_name=self.collector_name,
-                    interval=self.interval,
+                    interval=self.interval or config.interval(),
                 )
         except AirflowApiError as exc:
             self._last_api_error = str(exc)

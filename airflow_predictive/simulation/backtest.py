@@ -9,7 +9,7 @@ trace is warm-up (forecaster history, never scored).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ class BacktestOptions:
     :param policies: policies to run, among ``reactive``, ``seasonal``, ``predictive``, ``oracle``.
     :param sweep: also trace each policy's (capacity-hours, unmet) frontier over its main knob.
     :param machine_type: Compute Engine machine type whose standard and spot prices give ``cost``.
+    :param sizing_defaults: the deployment's ``[predictive]`` sizing defaults (``None``: documented ones).
     """
 
     peak_instances: int = 20
@@ -44,6 +45,7 @@ class BacktestOptions:
     policies: tuple[str, ...] = ALL_POLICIES
     sweep: bool = False
     machine_type: str = "n2-standard-4"
+    sizing_defaults: Mapping[str, float] | None = None
 
     def validated(self) -> BacktestOptions:
         """Check every option; raise ``ValueError`` naming the option that is wrong."""
@@ -104,6 +106,7 @@ def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
         boot_steps=math.ceil(duration(options.boot_delay).total_seconds() / interval_s),
         max_instances=options.max_instances,
         start=history,
+        sizing_defaults=options.sizing_defaults,
     )
 
 

@@ -121,6 +121,7 @@ def backtest_pool(
     """
     from airflow_predictive.contracts.plan import Mode
     from airflow_predictive.contracts.pools import (
+        SIZING_CONTEXT,
         Backend,
         CapacityPool,
         LeadTimes,
@@ -155,7 +156,9 @@ def backtest_pool(
         min_instances=0,
         max_instances=context.max_instances,
         lead_time_minutes=LeadTimes(boot=context.boot_steps * context.interval_s / 60.0),
-        policy=SizingPolicy(**sizing),
+        policy=SizingPolicy.model_validate(
+            sizing, context={SIZING_CONTEXT: dict(context.sizing_defaults or {})}
+        ),
         spot=SpotPolicy(mode=SpotMode.NONE),
         prices=Prices(standard=standard, spot=spot),
         mode=Mode.FORECAST_AND_SCALE,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,6 +89,8 @@ class ReplayContext:
     :param boot_steps: boot delay in steps.
     :param max_instances: the pool's maximum size.
     :param start: first scored step (the steps before are history/warm-up).
+    :param sizing_defaults: the deployment's sizing defaults (``[predictive]``) the simulated pool
+        uses where a policy sets nothing (``None``: the documented defaults).
     """
 
     demand: np.ndarray
@@ -97,6 +100,7 @@ class ReplayContext:
     boot_steps: int
     max_instances: int
     start: int
+    sizing_defaults: Mapping[str, float] | None = None
 
 
 class Policy(Protocol):

@@ -10,6 +10,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_predictive import config
+
 
 class BehaviorProfilerTrigger(BaseTrigger):
     """Ingest task history every ``poke_interval`` seconds until the profiling window is complete.
@@ -83,13 +85,15 @@ class BehaviorProfilerTrigger(BaseTrigger):
                     end=datetime.fromisoformat(self.window_end),
                     queue_pools=self.queue_pools or None,
                     collector_name=self.collector_name,
-                    interval=timedelta(minutes=self.interval_minutes) if self.interval_minutes else None,
+                    interval=timedelta(minutes=self.interval_minutes)
+                    if self.interval_minutes
+                    else config.interval(),
                 )
         finally:
             store.dispose()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_predictive.airflow_api.client import AirflowApiError
+        from airflow_predictive.contracts.airflow_api import AirflowApiError
 
         deadline = time.monotonic() + self.timeout
         last_error = ""

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from airflow_predictive.contracts.capacity import DiskState, InstanceState, PoolState
 from airflow_predictive.contracts.plan import ActionKind, Provisioning
-from airflow_predictive.contracts.pools import CapacityPool
+from airflow_predictive.contracts.pools import CapacityPool, parse_pools
 from airflow_predictive.planning.planner import ForecastView, plan, planned_capacity
 from tests.allocation.conftest import NOW, SPREAD, forecast_frame
 
@@ -349,5 +349,21 @@ def test_sizing_defaults_come_from_the_predictive_config_section(monkeypatch):
     assert pool.policy.cycle_window_days == float(config.OPTIONS["cycle_window_days"].default)
     assert pool.policy.fallback_utilization == 0.6
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__GUARD_UTILIZATION", "0.75")
-    assert make_pool().policy.guard_utilization == 0.75
-    assert make_pool(policy={"guard_utilization": 0.5}).policy.guard_utilization == 0.5  # the pool wins
+
+    def loaded(**settings):  # what the operator and `plan` do: the pools file with the deployment's defaults
+        document = {
+            "pools": {
+                "etl": {
+                    "project": "demo-project",
+                    "zone": "us-central1-a",
+                    "machine_type": "n2-standard-8",
+                    **settings,
+                }
+            }
+        }
+        return parse_pools(document, "pools.yaml", config.sizing_defaults())["etl"]
+
+    assert loaded().policy.guard_utilization == 0.75
+    assert loaded(policy={"quantile": 0.8}).policy.guard_utilization == 0.75
+    assert loaded(policy={"guard_utilization": 0.5}).policy.guard_utilization == 0.5  # the pool wins
+    assert make_pool().policy.guard_utilization == 0.9  # the contract alone reads no configuration

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from airflow_predictive.airflow_api.client import AirflowApiClient, AirflowApiError
-from airflow_predictive.airflow_api.collector import TaskHistoryCollector, coverage
+from airflow_predictive.runtime.task_history import TaskHistoryCollector, coverage
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

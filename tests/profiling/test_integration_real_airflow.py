@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from airflow_predictive.airflow_api.client import AirflowApiClient
-from airflow_predictive.airflow_api.collector import TaskHistoryCollector
+from airflow_predictive.runtime.task_history import TaskHistoryCollector
 from airflow_predictive.store import ProfileStore
 from tests.airflow_harness import AirflowDeployment
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_predictive import config
 from airflow_predictive.cli import main
 from airflow_predictive.sensors.behavior_profiler import BehaviorProfilerSensor
 from airflow_predictive.triggers.behavior_profiler import BehaviorProfilerTrigger
@@ -112,13 +113,11 @@ def test_bad_input_is_one_clear_message_and_exit_code_2(argv, message, tmp_path:
 
 
 def test_queues_map_to_the_pools_of_the_pools_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
-
     pools_file = tmp_path / "pools.yaml"
     example = Path(__file__).resolve().parents[2] / "airflow_predictive" / "contracts" / "example_pools.yaml"
     pools_file.write_text(example.read_text())
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__POOLS_FILE", str(pools_file))
-    mapping = configured_queue_pools()
+    mapping = config.configured_queue_pools()
     assert mapping and all(pool and queue for queue, pool in mapping.items())
     monkeypatch.setenv("AIRFLOW__PREDICTIVE__POOLS_FILE", str(tmp_path / "missing.yaml"))
-    assert configured_queue_pools() is None
+    assert config.configured_queue_pools() is None

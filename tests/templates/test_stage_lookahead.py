@@ -19,13 +19,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from airflow_predictive.airflow_api.client import AirflowApiClient
+from airflow_predictive.airflow_api.client import AirflowApiClient, fetch_upcoming
 from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.pools import CapacityPool
 from airflow_predictive.forecasting.engine import Forecaster
 from airflow_predictive.forecasting.structural import structural_forecast
 from airflow_predictive.planning.planner import plan, planned_capacity
-from airflow_predictive.runtime.known_work import fetch_upcoming, forecast_with_known_work
+from airflow_predictive.runtime.known_work import forecast_with_known_work
 from airflow_predictive.store import ProfileStore
 from tests.airflow_harness import AirflowDeployment
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airflow_predictive import config
 from airflow_predictive.commands.profile import (
     _fail,
     _interval,
@@ -173,7 +174,7 @@ def _seed_history(args: argparse.Namespace) -> int:
     try:
         now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
-        interval = _interval(args.interval_minutes)
+        interval = _interval(args.interval_minutes) or config.interval()
         queue_pools = _queue_pools(args.queue_pool)
         if args.days < 1:
             raise ValueError(f"--days must be at least 1, got {args.days}")
@@ -243,7 +244,9 @@ def _bench_combination(args: argparse.Namespace) -> int:
     path = args.trace or default_trace()
     try:
         trace = load_trace(path)
-        options = BacktestOptions(history=args.history, boot_delay=args.boot_delay)
+        options = BacktestOptions(
+            history=args.history, boot_delay=args.boot_delay, sizing_defaults=config.sizing_defaults()
+        )
         result = combination_backtest(trace, options)
     except (TraceError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_predictive.airflow_api.collector import extend_coverage
+from airflow_predictive.runtime.task_history import extend_coverage
 
 DEMO_QUEUES = ("etl", "analytics", "ml", "reporting")
 

@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from airflow_predictive import config
+
 DAG_ID = "predictive_scaling"
 BACKTEST_SERIES = "pool=etl-workers/resource=cpu"
 BACKTEST_DAYS = 10
@@ -48,7 +50,6 @@ def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[s
     """
     from airflow_predictive.contracts.pools import EXAMPLE_POOLS, load_pools
     from airflow_predictive.runtime.profile_refresh import refresh_profile
-    from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
     from airflow_predictive.store import ProfileStore
     from airflow_predictive_tools.demo.allocation import seed_groups
     from airflow_predictive_tools.demo.history import generate_history
@@ -63,7 +64,7 @@ def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[s
     home.mkdir(parents=True)
     pools_file = home / "pools.yaml"
     shutil.copyfile(EXAMPLE_POOLS, pools_file)
-    pools = load_pools(pools_file)
+    pools = load_pools(pools_file, config.sizing_defaults())
     store_path = home / "profile.db"
     reports = home / "reports"
     reports.mkdir()
@@ -91,7 +92,12 @@ def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[s
         stack.callback(store.dispose)
         history = generate_history(store, days=days, now=now)
         demand = refresh_profile(
-            store, now=now, end=now, summary_days=days, queue_pools=configured_queue_pools()
+            store,
+            interval=config.interval(),
+            now=now,
+            end=now,
+            summary_days=days,
+            queue_pools=config.configured_queue_pools(),
         )
         series = store.series_ids()
         say(
@@ -233,7 +239,7 @@ def _backtest(store: Any, report: Path, out: TextIO) -> dict[str, Any]:
     # fills gaps (buckets the profiler did not observe are NULL) as the backtest of trace files does.
     series = series_from_demand(store.demand([BACKTEST_SERIES]), BACKTEST_SERIES)
     series = series[series.index >= series.index.max() - timedelta(days=BACKTEST_DAYS)]
-    result = backtest_trace(series, BacktestOptions())
+    result = backtest_trace(series, BacktestOptions(sizing_defaults=config.sizing_defaults()))
     print(text_table([result]), file=out)
     write_html([result], report)
     return result

@@ -14,24 +14,16 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
-from airflow_predictive.airflow_api.client import AirflowApiError
+from airflow_predictive.contracts.airflow_api import AirflowApiError, ApiClient
 from airflow_predictive.profiling.records import Ingest, dag_run_record, parse_time, task_run_record
 
 log = logging.getLogger(__name__)
 
 WATERMARK = "profiler:{name}:updated_at"
 COVERAGE = "profiler:{name}:coverage"
-
-
-class ApiClient(Protocol):
-    server_time: datetime | None
-
-    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]: ...
-
-    def paginate(self, path: str, items_key: str, params: dict[str, Any] | None = None): ...
 
 
 @dataclass
