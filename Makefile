@@ -22,11 +22,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check airflow_predictive tools dags plugins tests
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# ruff, and the layer contract of pyproject.toml's [tool.importlinter] (layers import only downward).
 lint: $(STAMP)
 	$(BIN)/ruff check airflow_predictive tools dags plugins tests
 	$(BIN)/ruff format --check airflow_predictive tools dags plugins tests
+	$(BIN)/lint-imports
 
 # Backtest every trace in TRACES (default: the repository's sample traces), all four policies, product
 # defaults. The team's benchmark tables use the larger shared set: make backtest TRACES='../shared/data/traces/*.csv'
