@@ -63,9 +63,8 @@ with DAG(
         and auto-ARIMA selection for queues nobody provisions would cost every cold start for nothing.
         """
         from airflow_predictive.operators.demand_forecast import series_chunks as chunk_series
-        from airflow_predictive.sensors.behavior_profiler import configured_queue_pools
 
-        queue_pools = configured_queue_pools()
+        queue_pools = config.configured_queue_pools()
         return chunk_series(sorted(set(queue_pools.values())) if queue_pools else None)
 
     chunks = series_chunks()
