@@ -309,7 +309,10 @@ def figure(block: dict[str, Any]) -> Any:
     )
     acts = block["actions"]
     if acts:
-        cap = pd.Series(block["capacity"]["value"], index=pd.to_datetime(block["capacity"]["ts"], utc=True))
+        cap = pd.Series(
+            block["capacity"]["value"],
+            index=pd.to_datetime(block["capacity"]["ts"], utc=True, format="ISO8601"),
+        )
         ys = []
         for act in acts:
             at = pd.Timestamp(act["created_at"])
@@ -404,16 +407,54 @@ def _accuracy_table(pool: dict[str, Any]) -> str:
 def _summaries_html(summaries: dict[str, Any]) -> str:
     if not summaries:
         return '<p class="empty">No behaviour summaries yet (the profiler writes them each cycle).</p>'
-    parts = []
-    for kind, payloads in summaries.items():
-        items = "".join(
-            f"<li><b>{_esc(key)}</b>: <code>{_esc(json.dumps(value, sort_keys=True, default=str)[:600])}</code></li>"
-            for key, value in sorted(payloads.items())[:20]
-        )
-        parts.append(
-            f'<div class="summary" data-kind="{_esc(kind)}"><h4>{_esc(kind)}</h4><ul>{items}</ul></div>'
-        )
-    return "".join(parts)
+    return "".join(
+        f'<div class="summary" data-kind="{_esc(kind)}"><h4>{_esc(kind)}</h4>{_summary_table(payloads)}</div>'
+        for kind, payloads in summaries.items()
+    )
+
+
+#: Rows shown per kind of learned behaviour (the largest keys first would need a size per kind).
+_SUMMARY_ROWS = 20
+
+
+def _summary_table(payloads: dict[str, Any]) -> str:
+    """One row per key (task, DAG, user, pool), one column per field of its payload."""
+    rows = sorted(payloads.items())[:_SUMMARY_ROWS]
+    columns = list(dict.fromkeys(f for _, value in rows if isinstance(value, dict) for f in value))
+    head = "".join(f"<th>{_esc(c)}</th>" for c in ["", *columns])
+    body = "".join(
+        "<tr><td>"
+        + _esc(key)
+        + "</td>"
+        + "".join(_summary_cell(value.get(c) if isinstance(value, dict) else None) for c in columns)
+        + "</tr>"
+        for key, value in rows
+    )
+    more = len(payloads) - len(rows)
+    note = f'<p class="meta">and {more} more</p>' if more > 0 else ""
+    return f"<table><tr>{head}</tr>{body}</table>{note}"
+
+
+def _summary_cell(value: Any) -> str:
+    """A field as a reader wants it: numbers right-aligned, counts as their top entries, series as a range."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return f"<td>{_esc('' if value is None else value)}</td>"
+    if isinstance(value, int | float):
+        return f'<td class="num">{_fmt(value)}</td>'
+    if isinstance(value, dict):
+        counts = {k: v for k, v in value.items() if isinstance(v, int | float)}
+        if counts and len(counts) == len(value):  # {name: count}: the three largest
+            top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+            text = ", ".join(f"{k} ({_fmt(v)})" for k, v in top) + (" ..." if len(counts) > 3 else "")
+        else:  # nested mappings (transitions): how many, the rest is in the JSON endpoint
+            text = f"{len(value)} entries"
+        return f"<td>{_esc(text)}</td>"
+    if isinstance(value, list | tuple):
+        numbers = [v for v in value if isinstance(v, int | float)]
+        if len(numbers) == len(value) and len(value) > 6:  # a series (e.g. hour of week): its range
+            return f"<td>{len(value)} values, mean {_fmt(sum(numbers) / len(numbers))}, max {_fmt(max(numbers))}</td>"
+        return f"<td>{_esc(', '.join(str(v) for v in value))}</td>"
+    return f"<td>{_esc(value)}</td>"
 
 
 _CSS = """

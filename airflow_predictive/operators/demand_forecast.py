@@ -128,6 +128,13 @@ class DemandForecastOperator(BaseOperator):
         return self.queue_pools if self.queue_pools is not None else config.configured_queue_pools()
 
     def execute(self, context: Any) -> dict[str, Any]:
+        return self.execute_at(self._origin(context))
+
+    def execute_at(self, now: datetime) -> dict[str, Any]:
+        """Forecast as of ``now``: the task's work, callable outside a task (the demo's simulated day).
+
+        :param now: the forecast origin (UTC).
+        """
         from airflow_predictive.forecasting.engine import Forecaster
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.known_work import (
@@ -154,7 +161,7 @@ class DemandForecastOperator(BaseOperator):
             summary = forecast_with_known_work(
                 store,
                 ids,
-                now=self._origin(context),
+                now=now,
                 forecaster=forecaster,
                 combination=combination,
                 fetch=upcoming_from_connection(self.api_conn_id or config.get("api_conn_id")),

@@ -84,6 +84,15 @@ class ForecastEvaluationOperator(BaseOperator):
         return [float(x["seconds"]) for x in items if isinstance(x, Mapping) and x.get("seconds") is not None]
 
     def execute(self, context: Any) -> dict[str, Any]:
+        return self.execute_at(self._origin(context), context)
+
+    def execute_at(self, now: datetime, context: Any = None) -> dict[str, Any]:
+        """Score and recalibrate as of ``now``: the task's work, callable outside a task (the demo).
+
+        :param now: the evaluation time (UTC).
+        :param context: the task context (notifiers render with it; the forecast task's fit times).
+        """
+        context = context or {}
         from airflow_predictive import config
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
@@ -93,7 +102,7 @@ class ForecastEvaluationOperator(BaseOperator):
         try:
             result = run_feedback_cycle(
                 store,
-                now=self._origin(context),
+                now=now,
                 pools=list(self.pools) if self.pools else None,
                 interval=interval,
                 tolerance=self.tolerance,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -11,6 +12,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_predictive import config
 from airflow_predictive.links import ForecastPageLink
+from airflow_predictive.operators.cycle import cycle_origin
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,10 @@ class PreemptiveAllocateOperator(BaseOperator):
     :param lock_wait_seconds: how long to wait when another allocator run holds a pool.
     :param drain_celery: before releasing a VM, tell its Celery worker to stop consuming the pool's queue.
     :param emulator_url: talk to this Compute Engine emulator (overrides connection and config).
+    :param now: plan as of this ISO time (templated); default: the clock when the task runs.
     """
 
-    template_fields: Sequence[str] = ("pools", "pools_file", "emulator_url")
+    template_fields: Sequence[str] = ("pools", "pools_file", "emulator_url", "now")
     operator_extra_links = (ForecastPageLink(),)
     ui_color = "#e8f4ea"
 
@@ -52,6 +55,7 @@ class PreemptiveAllocateOperator(BaseOperator):
         lock_wait_seconds: float = 30.0,
         drain_celery: bool = True,
         emulator_url: str | None = None,
+        now: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -65,6 +69,7 @@ class PreemptiveAllocateOperator(BaseOperator):
         self.lock_wait_seconds = lock_wait_seconds
         self.drain_celery = drain_celery
         self.emulator_url = emulator_url
+        self.now = now
 
     @cached_property
     def hook(self):
@@ -81,6 +86,13 @@ class PreemptiveAllocateOperator(BaseOperator):
         return running_task_hosts(self.api_conn_id or config.get("api_conn_id"))
 
     def execute(self, context: Any) -> dict[str, Any]:
+        return self.execute_at(cycle_origin(self.now, {}) if self.now else None)
+
+    def execute_at(self, now: datetime | None) -> dict[str, Any]:
+        """Plan (and apply) every pool as of ``now``: the task's work, callable outside a task (the demo).
+
+        :param now: the planning time (UTC); ``None``: the clock.
+        """
         from airflow_predictive.contracts.pools import load_pools
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.allocation_cycle import run_cycle
@@ -105,6 +117,7 @@ class PreemptiveAllocateOperator(BaseOperator):
                     pool,
                     store,
                     engine,
+                    now=now,
                     busy_hosts=busy,
                     apply=self.apply,
                     lock_wait_seconds=self.lock_wait_seconds,

@@ -4,10 +4,13 @@
    its demand series (the profiler's own generator and builder).
 2. Start the local Compute Engine emulator (the real google-cloud-compute client talks to it) and an
    Airflow API server on 127.0.0.1 (the profiler sensor reads the REST API, as in production).
-3. Run the control-loop DAG ``predictive_scaling`` once with ``airflow dags test``: profile ->
-   forecast (auto-ARIMA selection on the cold start) -> allocate (a real plan applied to the emulator
-   for pools in ``forecast_and_scale``) -> evaluate.
-4. Print the forecasts, the actions with their reasons and what the emulator now runs; backtest the
+3. Run the last day of that history through the control loop on a simulated clock (the DAG's own
+   operators, cycle after cycle: forecast -> allocate -> evaluate; :mod:`.day`), so the report shows a
+   day of forecasts, capacity, actions and accuracy.
+4. Run the control-loop DAG ``predictive_scaling`` once with ``airflow dags test`` for the cycle at the
+   present: profile -> forecast -> allocate (a real plan applied to the emulator for pools in
+   ``forecast_and_scale``) -> evaluate.
+5. Print the forecasts, the actions with their reasons and what the emulator now runs; backtest the
    demo pool's history (predictive vs seasonal vs reactive vs oracle); write the report pages.
 """
 
@@ -40,11 +43,20 @@ def repo_dags_folder() -> Path:
     return folder
 
 
-def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[str, Any]:
-    """Run one control-loop cycle on embedded defaults under ``home`` (recreated) and report it.
+def run_demo(
+    home: Path,
+    *,
+    days: int = 21,
+    day_hours: float = 24,
+    cycle_minutes: float = 30,
+    out: TextIO | None = None,
+) -> dict[str, Any]:
+    """Run a simulated day of the control loop and one real DAG run on embedded defaults, and report it.
 
     :param home: working folder (AIRFLOW_HOME, profile store, pools file, reports); emptied first.
     :param days: days of generated history to learn from.
+    :param day_hours: length of the simulated stretch of control-loop cycles before the real DAG run.
+    :param cycle_minutes: simulated cycle length.
     :param out: where the human-readable account goes (default stdout).
     :return: what happened, for tests: counts, paths, actions.
     """
@@ -117,12 +129,28 @@ def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[s
             }
         )
         say(f"== 2. Airflow API server on {airflow.base_url}; Compute Engine emulator on {emulator_url}")
+        # The simulated day runs the operators in this process: give it the deployment's environment
+        # (AIRFLOW_HOME before Airflow is first imported, and the REST API connection).
+        for key, value in {**airflow.env, "AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT": api_conn}.items():
+            if os.environ.get(key) != value:
+                stack.callback(_restore_env, key, os.environ.get(key))
+                os.environ[key] = value
+        from airflow_predictive_tools.demo.day import run_day
+
+        say(
+            f"== 3. a simulated day: the control loop every {cycle_minutes:g} min over the last {day_hours:g} h"
+        )
+        day = run_day(now, hours=day_hours, every=timedelta(minutes=cycle_minutes), say=say)
+        say(
+            f"   {day['cycles']} cycles in {day['seconds']:.0f} s"
+            + (f"; {len(day['failures'])} with failed actions (in the ledger)" if day["failures"] else "")
+        )
         cycle_started = time.monotonic()
         result = airflow_cli(
             "dags",
             "test",
             DAG_ID,
-            env={**airflow.env, "AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT": api_conn},
+            env=dict(os.environ),
             timeout=600,
             check=False,
         )
@@ -134,20 +162,24 @@ def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[s
             failed = _failed_tasks(result.stdout + result.stderr)
             say(f"control loop failed{failed}; full log: {home / 'dags-test.log'}")
             raise RuntimeError(f"airflow dags test {DAG_ID} failed; see {home / 'dags-test.log'}")
-        say(f"== 3. control loop (airflow dags test {DAG_ID}) succeeded in {cycle_seconds:.0f} s")
+        say(f"== 4. control loop now (airflow dags test {DAG_ID}) succeeded in {cycle_seconds:.0f} s")
 
         forecasts = store.latest_forecasts()
         say(_forecast_table(forecasts))
         actions = store.actions()
-        say("\n== 4. plan: every action with its reason (ledger)")
-        say(_actions_table(actions))
+        say("\n== 5. the present cycle's plan: every action with its reason (the whole day is in the ledger)")
+        say(
+            _actions_table(
+                actions[actions["plan_id"].isin(_latest_plans(store))] if not actions.empty else actions
+            )
+        )
         live = _emulator_instances(EmulatorControl(emulator_url).state())
         say(
             f"\nthe emulator now runs {len(live)} instances: "
             + ", ".join(f"{name} ({status.lower()}, {model.lower()})" for name, status, model in live)
         )
 
-        say("\n== 5. backtest of the demo pool's own history (same forecaster and planner)")
+        say("\n== 6. backtest of the demo pool's own history (same forecaster and planner)")
         backtest = _backtest(store, reports / "backtest.html", out)
         report_path = _write_report(store, reports / "forecast-report.html")
         say(f"\nreport page: {report_path}")
@@ -162,7 +194,16 @@ def run_demo(home: Path, *, days: int = 21, out: TextIO | None = None) -> dict[s
             "backtest": backtest,
             "report": str(report_path),
             "cycle_seconds": cycle_seconds,
+            "day": day,
         }
+
+
+def _latest_plans(store: Any) -> list[str]:
+    """The newest plan of each pool (the present cycle's)."""
+    plans = store.plans()
+    if plans.empty:
+        return []
+    return plans.sort_values("created_at").groupby("pool")["plan_id"].last().tolist()
 
 
 def _restore_env(key: str, value: str | None) -> None:
