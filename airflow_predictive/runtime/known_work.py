@@ -30,6 +30,12 @@ from typing import Any
 import pandas as pd
 
 from airflow_predictive.contracts.demand import parse_series_id
+from airflow_predictive.contracts.stores import (
+    ForecastBasisStore,
+    KnownWorkStore,
+    ResidualForecastStore,
+    StructuralForecastInputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +179,7 @@ class KnownWorkView:
 
     def __init__(
         self,
-        store: Any,
+        store: ResidualForecastStore,
         upcoming: Mapping[str, Any],
         structural: Any,
         *,
@@ -281,7 +287,7 @@ def combine_on_grid(statistical: pd.DataFrame, structural: Any, *, method: str =
 
 
 def structural_for(
-    store: Any,
+    store: StructuralForecastInputs,
     upcoming: Mapping[str, Any],
     series_ids: Sequence[str],
     *,
@@ -325,7 +331,7 @@ def _basis_key(sid: str) -> str:
     return f"forecast_basis:{sid}"
 
 
-def flag_changed_bases(store: Any, bases: Mapping[str, str]) -> list[str]:
+def flag_changed_bases(store: ForecastBasisStore, bases: Mapping[str, str]) -> list[str]:
     """Record on what history each series' model is fitted; flag series whose basis changed.
 
     A model selected on total demand is not a model of the residual (and the other way round): when
@@ -345,7 +351,7 @@ def flag_changed_bases(store: Any, bases: Mapping[str, str]) -> list[str]:
 
 
 def forecast_with_known_work(
-    store: Any,
+    store: KnownWorkStore,
     series_ids: Sequence[str],
     *,
     now: datetime,

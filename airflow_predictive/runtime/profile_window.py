@@ -14,12 +14,13 @@ from typing import Any
 import pandas as pd
 
 from airflow_predictive.airflow_api.collector import TaskHistoryCollector
+from airflow_predictive.contracts.stores import ProfilerStore
 from airflow_predictive.runtime.profile_refresh import refresh_profile
 
 
 def profile_window(
     client: Any,
-    store: Any,
+    store: ProfilerStore,
     *,
     start: datetime,
     end: datetime,
