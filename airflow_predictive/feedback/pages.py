@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from airflow_predictive.contracts.demand import RESOURCES, parse_series_id
+from airflow_predictive.contracts.stores import ForecastPageStore, LedgerReader
 from airflow_predictive.feedback import scores
 from airflow_predictive.feedback.evaluation import provisioning_level
 
@@ -49,7 +50,7 @@ def _pool_of(series: str) -> tuple[str, str] | None:
 
 
 def ledger(
-    store: Any, *, pool: str | None = None, since: datetime | None = None, limit: int = 200
+    store: LedgerReader, *, pool: str | None = None, since: datetime | None = None, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Newest-first action ledger rows (kind, amount, spot/standard, reason, status, error).
 
@@ -114,7 +115,7 @@ def accuracy(evaluations: pd.DataFrame, now: datetime, level: float) -> dict[str
 
 
 def collect(
-    store: Any,
+    store: ForecastPageStore,
     *,
     pools: Sequence[str] | None = None,
     dag_id: str | None = None,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+
+from airflow_predictive.contracts.stores import ForecastPageStore
 
 
 def render_report(
-    store: Any,
+    store: ForecastPageStore,
     *,
     now: datetime | None = None,
     pools: list[str] | None = None,
@@ -40,7 +41,7 @@ def render_report(
 
 
 def write_report(
-    store: Any,
+    store: ForecastPageStore,
     path: str | Path,
     *,
     now: datetime | None = None,

@@ -15,6 +15,7 @@ from typing import Any
 from airflow_predictive.contracts.demand import series_id
 from airflow_predictive.contracts.plan import Action, Mode, Plan
 from airflow_predictive.contracts.pools import CapacityPool, Signal
+from airflow_predictive.contracts.stores import AllocationStore
 from airflow_predictive.planning.planner import plan as make_plan
 from airflow_predictive.planning.planner import planned_capacity
 from airflow_predictive.runtime import allocation_metrics as metrics
@@ -71,7 +72,7 @@ class CycleResult:
 
 def run_cycle(
     pool: CapacityPool,
-    store: Any,
+    store: AllocationStore,
     engine: Any,
     *,
     now: datetime | None = None,

@@ -21,6 +21,12 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.contracts.demand import parse_series_id
+from airflow_predictive.contracts.stores import (
+    FeedbackMetricsSource,
+    FeedbackStore,
+    ModelStateReader,
+    ModelStateStore,
+)
 from airflow_predictive.feedback import alerts as alerts_mod
 from airflow_predictive.feedback import evaluation, scores
 from airflow_predictive.feedback.recalibration import Decision, decide
@@ -92,7 +98,7 @@ class FeedbackResult:
         return "\n".join(lines)
 
 
-def apply_corrections(store: Any, decisions: Sequence[Decision], *, now: datetime) -> list[str]:
+def apply_corrections(store: ModelStateStore, decisions: Sequence[Decision], *, now: datetime) -> list[str]:
     """Apply width corrections to the forecaster's stored calibration; flag re-selections.
 
     The forecaster (``AutoArima.predict``) adds ``calibration["offsets"]`` (per horizon knot and
@@ -140,7 +146,7 @@ def apply_corrections(store: Any, decisions: Sequence[Decision], *, now: datetim
     return changed
 
 
-def _corrected_since(store: Any, series: Sequence[str]) -> dict[str, datetime]:
+def _corrected_since(store: ModelStateReader, series: Sequence[str]) -> dict[str, datetime]:
     """Per series, the newest moment its forecasts' calibration changed (forecaster refit or feedback)."""
     out = {}
     for sid, row in store.model_states(list(series)).items():
@@ -168,7 +174,7 @@ def target_grid(start: datetime, end: datetime, step: timedelta) -> list[datetim
 
 
 def run_feedback_cycle(
-    store: Any,
+    store: FeedbackStore,
     *,
     now: datetime,
     pools: Sequence[str] | None = None,
@@ -319,7 +325,7 @@ def run_feedback_cycle(
 
 
 def _emit(
-    store: Any,
+    store: FeedbackMetricsSource,
     result: FeedbackResult,
     actions: pd.DataFrame,
     series: Sequence[str],

@@ -31,6 +31,12 @@ import pandas as pd
 
 from airflow_predictive.contracts.airflow_api import validate_upcoming
 from airflow_predictive.contracts.demand import parse_series_id
+from airflow_predictive.contracts.stores import (
+    ForecastBasisStore,
+    KnownWorkStore,
+    ResidualForecastStore,
+    StructuralForecastInputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +90,7 @@ class KnownWorkView:
 
     def __init__(
         self,
-        store: Any,
+        store: ResidualForecastStore,
         upcoming: Mapping[str, Any],
         structural: Any,
         *,
@@ -192,7 +198,7 @@ def combine_on_grid(statistical: pd.DataFrame, structural: Any, *, method: str =
 
 
 def structural_for(
-    store: Any,
+    store: StructuralForecastInputs,
     upcoming: Mapping[str, Any],
     series_ids: Sequence[str],
     *,
@@ -236,7 +242,7 @@ def _basis_key(sid: str) -> str:
     return f"forecast_basis:{sid}"
 
 
-def flag_changed_bases(store: Any, bases: Mapping[str, str]) -> list[str]:
+def flag_changed_bases(store: ForecastBasisStore, bases: Mapping[str, str]) -> list[str]:
     """Record on what history each series' model is fitted; flag series whose basis changed.
 
     A model selected on total demand is not a model of the residual (and the other way round): when
@@ -256,7 +262,7 @@ def flag_changed_bases(store: Any, bases: Mapping[str, str]) -> list[str]:
 
 
 def forecast_with_known_work(
-    store: Any,
+    store: KnownWorkStore,
     series_ids: Sequence[str],
     *,
     now: datetime,

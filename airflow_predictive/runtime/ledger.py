@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_predictive.contracts.plan import Action, ActionKind, ActionStatus, Plan
+from airflow_predictive.contracts.stores import Leases, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Outcome:
 
 def execute_plan(
     plan: Plan,
-    store: Any,
+    store: Ledger,
     applier: Applier | None,
     *,
     drain: Callable[[Action], None] | None = None,
@@ -117,7 +118,7 @@ def execute_plan(
 
 @contextmanager
 def pool_lock(
-    store: Any, pool: str, *, ttl_seconds: float = 900.0, wait_seconds: float = 0.0
+    store: Leases, pool: str, *, ttl_seconds: float = 900.0, wait_seconds: float = 0.0
 ) -> Iterator[str]:
     """Hold the pool's allocation lease for the block; raise :class:`PoolBusy` if another run holds it.
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_predictive.contracts.stores import ProfileRefreshStore
 from airflow_predictive.profiling.demand_series import align, build_demand, build_queue_pressure
 from airflow_predictive.profiling.summaries import compute_summaries
 from airflow_predictive.runtime.task_history import coverage
@@ -24,7 +25,7 @@ LOOKBACK = timedelta(days=1)
 
 
 def refresh_profile(
-    store: Any,
+    store: ProfileRefreshStore,
     *,
     interval: timedelta,
     start: datetime | None = None,

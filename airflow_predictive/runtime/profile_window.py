@@ -13,13 +13,14 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_predictive.contracts.stores import ProfilerStore
 from airflow_predictive.runtime.profile_refresh import refresh_profile
 from airflow_predictive.runtime.task_history import TaskHistoryCollector
 
 
 def profile_window(
     client: Any,
-    store: Any,
+    store: ProfilerStore,
     *,
     start: datetime,
     end: datetime,

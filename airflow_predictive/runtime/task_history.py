@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow_predictive.contracts.airflow_api import AirflowApiError, ApiClient
+from airflow_predictive.contracts.stores import HistoryIngestStore, WatermarkReader, Watermarks
 from airflow_predictive.profiling.records import Ingest, dag_run_record, parse_time, task_run_record
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class TaskHistoryCollector:
     def __init__(
         self,
         client: ApiClient,
-        store: Any,
+        store: HistoryIngestStore,
         *,
         name: str = "default",
         overlap: timedelta = timedelta(minutes=2),
@@ -203,7 +204,7 @@ def _dedupe(records: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[s
 # ----------------------------------------------------------------- coverage (gaps are explicit)
 
 
-def coverage(store: Any, name: str = "default") -> list[tuple[datetime, datetime]]:
+def coverage(store: WatermarkReader, name: str = "default") -> list[tuple[datetime, datetime]]:
     """The time intervals the profiler has observed (outside them demand is unknown, not zero)."""
     raw = store.get_watermark(COVERAGE.format(name=name))
     if not raw:
@@ -217,7 +218,7 @@ def coverage(store: Any, name: str = "default") -> list[tuple[datetime, datetime
 
 
 def extend_coverage(
-    store: Any, name: str, start: datetime, end: datetime, *, max_intervals: int = 500
+    store: Watermarks, name: str, start: datetime, end: datetime, *, max_intervals: int = 500
 ) -> list[tuple[datetime, datetime]]:
     """Add ``[start, end)`` to the observed intervals (merging overlaps) and store them.
 

@@ -1,0 +1,36 @@
+"""Forecast and capacity scores: ``series_id, window_end, horizon_minutes, metric, value``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+
+from airflow_predictive.store import schema
+from airflow_predictive.store.database import Part, to_utc
+
+
+class Evaluations(Part):
+    """Write and read evaluation scores."""
+
+    def write_evaluations(self, frame: pd.DataFrame) -> int:
+        """Upsert scores: ``series_id, window_end, horizon_minutes, metric, value``."""
+        rows = self._db.rows(
+            schema.evaluations,
+            frame[["series_id", "window_end", "horizon_minutes", "metric", "value"]].to_dict("records"),
+        )
+        with self._db.write() as conn:
+            return self._db.upsert(conn, schema.evaluations, rows)
+
+    def evaluations(
+        self, series_ids: Sequence[str] | None = None, *, since: datetime | None = None
+    ) -> pd.DataFrame:
+        t = schema.evaluations
+        query = sa.select(t)
+        if series_ids is not None:
+            query = query.where(t.c.series_id.in_(list(series_ids)))
+        if since is not None:
+            query = query.where(t.c.window_end >= to_utc(since))
+        return self._db.frame(query.order_by(t.c.series_id, t.c.window_end), t)

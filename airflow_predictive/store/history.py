@@ -1,0 +1,73 @@
+"""Task history: task tries, DAG runs and the worker's usage samples, as the profiler records them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from airflow_predictive.store import schema
+from airflow_predictive.store.database import Part, to_utc, utcnow, within
+
+
+class TaskHistory(Part):
+    """Task runs, DAG runs and usage samples."""
+
+    def upsert_task_runs(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Store task tries keyed by (dag_id, run_id, task_id, map_index, try_number); re-ingest updates."""
+        rows = self._db.rows(schema.task_runs, records)
+        now = utcnow()
+        for row in rows:
+            row.setdefault("map_index", -1)
+            row.setdefault("try_number", 1)
+            row["map_index"] = -1 if row["map_index"] is None else row["map_index"]
+            row["try_number"] = 1 if row["try_number"] is None else row["try_number"]
+            row["updated_at"] = now
+        with self._db.write() as conn:
+            return self._db.upsert(conn, schema.task_runs, rows)
+
+    def upsert_dag_runs(self, records: Iterable[Mapping[str, Any]]) -> int:
+        rows = self._db.rows(schema.dag_runs, records)
+        now = utcnow()
+        for row in rows:
+            row["updated_at"] = now
+        with self._db.write() as conn:
+            return self._db.upsert(conn, schema.dag_runs, rows)
+
+    def add_usage_samples(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Store usage samples; a sample already stored (same task try and ts) is kept as it was."""
+        rows = self._db.rows(schema.usage_samples, records)
+        with self._db.write() as conn:
+            return self._db.upsert(conn, schema.usage_samples, rows, update=False)
+
+    def task_runs(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        dag_ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Task tries whose start_date is in [start, end) (or still unstarted when no start is given)."""
+        t = schema.task_runs
+        query = sa.select(t)
+        if start is not None:
+            query = query.where(sa.or_(t.c.start_date >= to_utc(start), t.c.end_date >= to_utc(start)))
+        query = within(query, t.c.start_date, None, end)
+        if dag_ids:
+            query = query.where(t.c.dag_id.in_(list(dag_ids)))
+        return self._db.frame(query.order_by(t.c.start_date), t)
+
+    def dag_runs(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        t = schema.dag_runs
+        query = sa.select(t)
+        query = within(query, t.c.start_date, start, end)
+        return self._db.frame(query.order_by(t.c.start_date), t)
+
+    def usage_samples(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        t = schema.usage_samples
+        query = sa.select(t)
+        query = within(query, t.c.ts, start, end)
+        return self._db.frame(query.order_by(t.c.ts), t)
