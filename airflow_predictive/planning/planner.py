@@ -27,6 +27,12 @@ One planner serves the operator, the CLI and the backtest. The rules, in the ord
 6. **Storage** grows the largest disk or creates and attaches a new one (never shrinks: that loses data).
    **Network**: Tier_1 or a larger machine type on idle VMs when the per-VM egress is not enough.
    **Vertical**: at ``max_instances``, an idle VM may move to a larger machine type (``resize_instance``).
+
+:func:`plan` runs each rule as one named step, in the order the steps apply: ``_read_cycle`` (0, 1),
+``_scale_out`` (2), ``_hold_min_instances`` (4, the floor sets how many to add), ``_scale_in`` (3),
+``_cap_additions_at_max`` and ``_release_above_max`` (4), ``_split_spot`` (5), ``_cap_budget`` (4, it
+prices the split), then the actions: ``_add_capacity_actions``, ``_release_actions``, ``_vertical``,
+``_bandwidth`` and ``_storage`` (6), and the ``_summary``.
 """
 
 from __future__ import annotations
@@ -247,24 +253,26 @@ def plan(
         now = now.replace(tzinfo=UTC)
     key = _cycle_key(pool, now)
     result = Plan(plan_id=f"{pool.name}@{key}", pool=pool.name, created_at=now, mode=pool.mode)
-    # rules 0 and 1: the sizing rule, the demand to cover and the capacity the pool has now
     cycle = _read_cycle(
         forecast, state, pool, now, key, busy_instances, recent_demand, interruptible_fraction
     )
+    # the capacity change, one rule at a time; each reads what the rules before it decided
     draft = _Draft()
-    _scale_out(cycle, draft)  # 2
-    _hold_min_instances(cycle, draft)  # 4
-    _scale_in(cycle, draft)  # 3
-    _cap_additions_at_max(cycle, draft, result)  # 4
-    _release_above_max(cycle, draft, result)  # 4
-    _split_spot(cycle, draft)  # 5
-    _cap_budget(cycle, draft, result)  # 4
-    after = _after(cycle, draft)
+    _scale_out(cycle, draft)
+    _hold_min_instances(cycle, draft)
+    _scale_in(cycle, draft)
+    _cap_additions_at_max(cycle, draft, result)
+    _release_above_max(cycle, draft, result)
+    _split_spot(cycle, draft)
+    _cap_budget(cycle, draft, result)
+    # the actions: additions first (a new disk may attach to a VM this plan launches), then releases
     _add_capacity_actions(cycle, draft, result)
     _release_actions(cycle, draft, result)
-    _vertical(cycle, after, result)  # 6
-    _bandwidth(cycle, after, result)  # 6
-    storage_added = _storage(cycle, after, result)  # 6
+    # the per-VM and storage rules size against the pool as it will be
+    after = _after(cycle, draft)
+    _vertical(cycle, after, result)
+    _bandwidth(cycle, after, result)
+    storage_added = _storage(cycle, after, result)
     result.summary.update(_summary(cycle, draft, after, storage_added))
     return result
 
@@ -286,7 +294,6 @@ class _Cycle:
 
     pool: CapacityPool
     state: PoolState
-    now: datetime
     key: str
     busy: set[str]
     live: list[InstanceState]
@@ -369,7 +376,6 @@ def _read_cycle(
     return _Cycle(
         pool=pool,
         state=state,
-        now=now,
         key=key,
         busy=busy,
         live=live,
@@ -676,6 +682,11 @@ def _add_capacity_actions(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
             result.actions.append(_resize_group_action(cycle, draft.binding, prov, n, reason))
         else:
             result.actions.append(_launch_action(cycle, draft.binding, prov, n, reason))
+
+
+def _res(binding: str) -> str:
+    """The resource an addition is for: ``min_instances`` additions are counted as cpu."""
+    return binding if binding in ("cpu", "memory", "network") else "cpu"
 
 
 def _resize_group_action(cycle: _Cycle, binding: str, prov: Provisioning, n: int, reason: str) -> Action:
@@ -1093,11 +1104,7 @@ def _cost_after(cycle: _Cycle, after: _After, storage_added: float) -> float:
     return hourly_cost(pool, after.live, standard=max(0, new_std), spot=max(0, new_spot), storage_gib=storage)
 
 
-# ------------------------------------------------------------------------------ planner: inputs
-
-
-def _res(binding: str) -> str:
-    return binding if binding in ("cpu", "memory", "network") else "cpu"
+# ------------------------------------------------------------------------------ planner: sizing rule, demand, capacity now
 
 
 def _host_key(host: str) -> str:
@@ -1195,50 +1202,70 @@ def daily_cycle(values: np.ndarray, lag: int) -> float | None:
     return float(a @ b) / denom
 
 
+_Demands = dict[str, _Demand]
+
+
 def _demands(
     forecast: pd.DataFrame | ForecastView | None,
     recent: Mapping[str, np.ndarray],
     pool: CapacityPool,
     now: datetime,
     sizing: _Sizing,
-) -> tuple[dict[str, _Demand], dict[str, _Demand], dict[str, _Demand]]:
+) -> tuple[_Demands, _Demands, _Demands]:
     """Demand to cover (up), upper bound over the stabilisation window (hold), baseline (base)."""
-    up: dict[str, _Demand] = {}
-    hold: dict[str, _Demand] = {}
-    base: dict[str, _Demand] = {}
-    policy = pool.policy
     if sizing.signal is Signal.RECENT_DEMAND:
-        window = _stabilization_buckets(pool)
-        for r, values in recent.items():
-            values = values[-window:]
-            if len(values) == 0:
-                continue
-            latest = float(values[-1])
-            up[r] = _Demand(latest, "latest observed demand")
-            hold[r] = _Demand(
-                float(np.max(values)), f"peak observed over {pool.scale_in.stabilization_minutes:g} min"
-            )
-            base[r] = _Demand(float(np.min(values)), "lowest observed demand in the window")
-        return up, hold, base
+        return _observed_demands(recent, pool)
     if forecast is None:
-        return up, hold, base
+        return {}, {}, {}
     view = forecast if isinstance(forecast, ForecastView) else ForecastView.from_frame(forecast, pool.name)
+    return _forecast_demands(view, recent, pool, now, sizing)
+
+
+def _observed_demands(
+    recent: Mapping[str, np.ndarray], pool: CapacityPool
+) -> tuple[_Demands, _Demands, _Demands]:
+    """The reactive rule: the newest observed demand, held at the stabilisation window's peak."""
+    up: _Demands = {}
+    hold: _Demands = {}
+    base: _Demands = {}
+    window = _stabilization_buckets(pool)
+    for r, values in recent.items():
+        values = values[-window:]
+        if len(values) == 0:
+            continue
+        latest = float(values[-1])
+        up[r] = _Demand(latest, "latest observed demand")
+        hold[r] = _Demand(
+            float(np.max(values)), f"peak observed over {pool.scale_in.stabilization_minutes:g} min"
+        )
+        base[r] = _Demand(float(np.min(values)), "lowest observed demand in the window")
+    return up, hold, base
+
+
+def _forecast_demands(
+    view: ForecastView,
+    recent: Mapping[str, np.ndarray],
+    pool: CapacityPool,
+    now: datetime,
+    sizing: _Sizing,
+) -> tuple[_Demands, _Demands, _Demands]:
+    """The forecast rule: the quantile over the window after each resource's lead time, guarded."""
+    up: _Demands = {}
+    hold: _Demands = {}
+    base: _Demands = {}
+    policy = pool.policy
     now_ns = _to_ns(now)
     step = int(policy.planning_interval_minutes * _NS_PER_MIN)
     upper = max(pool.scale_in.quantile, policy.quantile)
     for r in view.series:
+        # capacity ordered now is ready after the lead time: cover the interval that starts then
         lead = int(pool.lead_time_minutes.for_resource(r) * _NS_PER_MIN)
         d = _window_max(view, r, policy.quantile, now_ns + lead, now_ns + lead + step)
         if d is None:
             continue
         stab = int(pool.scale_in.stabilization_minutes * _NS_PER_MIN)
         h = _window_max(view, r, upper, now_ns, now_ns + lead + max(stab, step))
-        seen = recent.get(r)
-        if sizing.guard > 0 and r in COUNT_RESOURCES and seen is not None and len(seen):
-            # Demand is planned at `utilization`: this much planned demand holds observed / guard.
-            g = float(seen[-1]) * sizing.utilization / sizing.guard
-            if g > d.value:
-                d = _Demand(g, f"observed demand / guard utilisation {sizing.guard:g}")
+        d = _guarded(d, r, recent.get(r), sizing)
         up[r] = d
         hold[r] = h if h is not None and h.value >= d.value else d
         if r in ("cpu", "memory") and pool.has_spot:
@@ -1247,6 +1274,16 @@ def _demands(
                 low = b.value < _horizon_median(view, r, b.source)
                 base[r] = _Demand(b.value, b.source, b.ts_ns, low)
     return up, hold, base
+
+
+def _guarded(d: _Demand, resource: str, seen: np.ndarray | None, sizing: _Sizing) -> _Demand:
+    """Never less than the newest observed demand / guard: a forecast that misses a level shift."""
+    if sizing.guard > 0 and resource in COUNT_RESOURCES and seen is not None and len(seen):
+        # Demand is planned at `utilization`: this much planned demand holds observed / guard.
+        g = float(seen[-1]) * sizing.utilization / sizing.guard
+        if g > d.value:
+            return _Demand(g, f"observed demand / guard utilisation {sizing.guard:g}")
+    return d
 
 
 def _stabilization_buckets(pool: CapacityPool) -> int:
