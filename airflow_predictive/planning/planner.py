@@ -290,6 +290,7 @@ class _Cycle:
     :param counts: instances per provisioning; a MIG counts its target size (it converges to it).
     :param current: instances now (standard + spot).
     :param capacity: capacity now, per counted resource.
+    :param interruptible_fraction: share of demand from interruptible tasks (spot split).
     """
 
     pool: CapacityPool
@@ -488,7 +489,7 @@ def daily_cycle(values: np.ndarray, lag: int) -> float | None:
     return float(a @ b) / denom
 
 
-_Demands = dict[str, _Demand]
+_Demands = dict[str, _Demand]  # resource -> demand
 
 
 def _demands(
