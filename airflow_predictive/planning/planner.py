@@ -27,14 +27,21 @@ One planner serves the operator, the CLI and the backtest. The rules, in the ord
 6. **Storage** grows the largest disk or creates and attaches a new one (never shrinks: that loses data).
    **Network**: Tier_1 or a larger machine type on idle VMs when the per-VM egress is not enough.
    **Vertical**: at ``max_instances``, an idle VM may move to a larger machine type (``resize_instance``).
+
+:func:`plan` runs each rule as one named step, in the order the steps apply: ``_read_cycle`` (0, 1),
+``_scale_out`` (2), ``_hold_min_instances`` (4, the floor sets how many to add), ``_scale_in`` (3),
+``_cap_additions_at_max`` and ``_release_above_max`` (4), ``_split_spot`` (5), ``_cap_budget`` (4, it
+prices the split), then the actions: ``_add_capacity_actions``, ``_release_actions``, ``_vertical``,
+``_bandwidth`` and ``_storage`` (6), and the ``_summary``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -216,7 +223,6 @@ def _fmt(value: float) -> str:
 
 _UNITS = {"cpu": "vCPU", "memory": "GiB", "storage": "GiB", "network": "Mbit/s"}
 
-
 # --------------------------------------------------------------------------------------------- planner
 
 
@@ -245,188 +251,147 @@ def plan(
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    bucket = pd.Timestamp(now).floor(f"{int(pool.policy.planning_interval_minutes * 60)}s")
-    cycle = bucket.isoformat()
-    result = Plan(plan_id=f"{pool.name}@{cycle}", pool=pool.name, created_at=now, mode=pool.mode)
-    busy = {_host_key(h) for h in busy_instances if h}
-    live = state.live()
-    is_mig = pool.backend is Backend.MANAGED_INSTANCE_GROUP
-
-    # 0. which rule sizes the pool: its forecast, or the reactive rule when prediction cannot help
-    recent = _recent_series(recent_demand, pool, now)
-    sizing = _sizing(pool, recent)
-    u = sizing.utilization
-
-    # 1. demand to cover (up) and the upper bound over the stabilisation window (hold), per resource
-    up, hold, base = _demands(forecast, recent, pool, now, sizing)
-
-    # current capacity per resource; a MIG counts its target size (it converges to it)
-    counts = _current_counts(state, pool)
-    current = counts[Provisioning.STANDARD] + counts[Provisioning.SPOT]
-    cap = {r: _capacity(state, pool, r, counts) for r in COUNT_RESOURCES}
-    tier_1_ok = pool.allow_tier_1 and not is_mig and pool.machine.supports_tier_1
-
-    # 2. instances to add: the binding resource wins; gaps under the threshold are ignored
-    add = 0
-    binding = ""
-    for r in COUNT_RESOURCES:
-        d = up.get(r)
-        if d is None:
-            continue
-        unit = _unit(pool, r, tier_1=tier_1_ok) * u
-        if d.value > cap[r] * u + pool.thresholds.for_resource(r) + _EPS:
-            extra = _ceil((d.value - cap[r] * u) / unit)
-            if extra > add:
-                add, binding = extra, r
-    if current < pool.min_instances:
-        floor_add = pool.min_instances - current
-        if floor_add > add:
-            add, binding = floor_add, "min_instances"
-
-    # 3. scale-in candidates (idle, spot first, booting first, newest first)
-    releases: list[InstanceState] = []
-    why_release: dict[str, str] = {}  # instance name -> the rule that released it
-    if add == 0:
-        releases = _scale_in(live, pool, hold, cap, current, busy, why_release, sizing)
-
-    # 4a. max_instances
-    if current + add > pool.max_instances:
-        allowed = max(0, pool.max_instances - current)
-        result.capped.append(
-            f"max_instances {pool.max_instances}: wanted {current + add} instances ({binding} binds), "
-            f"holding {current + allowed}"
-        )
-        add = allowed
-    if current - len(releases) > pool.max_instances:
-        extra = _release_order(live, busy, pool)
-        already = {i.name for i in releases}
-        for inst in extra:
-            if current - len(releases) <= pool.max_instances:
-                break
-            if inst.name not in already:
-                releases.append(inst)
-                why_release[inst.name] = (
-                    f"max_instances {pool.max_instances}: {current} live instances; release idle {inst.name} "
-                    f"({inst.provisioning})"
-                )
-        if current - len(releases) > pool.max_instances:
-            result.capped.append(
-                f"max_instances {pool.max_instances}: {current - len(releases)} instances remain because "
-                "the rest run Airflow tasks"
-            )
-
-    # 5. spot split for the additions
-    std_add, spot_add = _split(add, pool, state, counts, base, up, interruptible_fraction, now, u)
-
-    # 4b. budget: convert standard additions to spot, then cut additions, then release idle VMs
-    std_add, spot_add, budget_releases = _apply_budget(
-        pool, state, live, releases, std_add, spot_add, busy, counts, result, why_release
+    key = _cycle_key(pool, now)
+    result = Plan(plan_id=f"{pool.name}@{key}", pool=pool.name, created_at=now, mode=pool.mode)
+    cycle = _read_cycle(
+        forecast, state, pool, now, key, busy_instances, recent_demand, interruptible_fraction
     )
-    releases.extend(budget_releases)
-
-    after_live = [i for i in live if i.name not in {r.name for r in releases}]
-    std_after = (
-        counts[Provisioning.STANDARD]
-        + std_add
-        - sum(1 for r in releases if r.provisioning == Provisioning.STANDARD)
-    )
-    spot_after = (
-        counts[Provisioning.SPOT] + spot_add - sum(1 for r in releases if r.provisioning == Provisioning.SPOT)
-    )
-
-    # actions: additions
-    why_up = _reason_up(up, cap, current, pool, binding, sizing)
-    for prov, n in ((Provisioning.STANDARD, std_add), (Provisioning.SPOT, spot_add)):
-        if n <= 0:
-            continue
-        split = f"; {std_add} standard + {spot_add} spot ({_split_rule(pool, base)})"
-        if is_mig:
-            group = pool.spot_group if prov == Provisioning.SPOT else pool.group
-            before = int(state.target_sizes.get(group, 0))
-            rid = request_id_for(pool.name, cycle, ActionKind.RESIZE_GROUP, group, before, before + n)
-            result.actions.append(
-                Action(
-                    pool=pool.name,
-                    kind=ActionKind.RESIZE_GROUP,
-                    amount=float(before + n),
-                    reason=f"{why_up}{split}: resize {group} {before} -> {before + n}",
-                    request_id=rid,
-                    resource=_res(binding),
-                    provisioning=prov,
-                    target=group,
-                    details={"group": group, "from": before, "to": before + n, "zone": pool.zone},
-                )
-            )
-        else:
-            rid = request_id_for(pool.name, cycle, ActionKind.LAUNCH_INSTANCES, prov, current, n)
-            prefix = (pool.launch.name_prefix or pool.name).replace("_", "-").replace(".", "-")[:40]
-            names = [f"{prefix}-{rid[:8]}-{i}" for i in range(n)]
-            result.actions.append(
-                Action(
-                    pool=pool.name,
-                    kind=ActionKind.LAUNCH_INSTANCES,
-                    amount=float(n),
-                    reason=f"{why_up}{split}: launch {n} {prov} {pool.machine_type}",
-                    request_id=rid,
-                    resource=_res(binding),
-                    provisioning=prov,
-                    details={"names": names, "machine_type": pool.machine_type, "zone": pool.zone},
-                )
-            )
-
-    # actions: releases (each names its VM, so only the chosen idle VMs go)
-    for inst in releases:
-        why = why_release[inst.name]
-        result.actions.append(
-            Action(
-                pool=pool.name,
-                kind=ActionKind.RELEASE,
-                amount=1.0,
-                reason=why,
-                request_id=request_id_for(pool.name, cycle, ActionKind.RELEASE, inst.name),
-                resource="cpu",
-                provisioning=inst.provisioning,
-                target=inst.name,
-                details={"instance": inst.name, "group": inst.group, "status": inst.status, "drain": True},
-            )
-        )
-
-    # 6. vertical resize at max_instances, network bandwidth, storage
-    n_after = std_after + spot_after
-    _vertical(pool, up, after_live, busy, n_after, cycle, result, u)
-    _bandwidth(pool, up, after_live, busy, n_after, cycle, result, is_mig)
-    storage_added = _storage(pool, up, state, after_live, cycle, result)
-
-    result.summary.update(
-        {
-            "policy": str(pool.policy.signal),
-            "sizing": sizing.why,
-            "quantile": pool.policy.quantile,
-            "cycle": cycle,
-            "instances_before": current,
-            "instances_after": n_after,
-            "standard_after": std_after,
-            "spot_after": spot_after,
-            "binding": binding,
-            "demand": {r: round(d.value, 3) for r, d in up.items()},
-            "hold": {r: round(d.value, 3) for r, d in hold.items()},
-            "capacity_before": {r: round(v, 3) for r, v in cap.items()} | {"storage": state.storage_gib},
-            "cost_before": round(
-                hourly_cost(pool, live, storage_gib=state.storage_gib)
-                if not is_mig
-                else _mig_cost(pool, counts, state),
-                4,
-            ),
-            "cost_after": round(
-                _cost_after(pool, after_live, state, std_after, spot_after, is_mig, storage_added), 4
-            ),
-        }
-    )
+    # the capacity change, one rule at a time; each reads what the rules before it decided
+    draft = _Draft()
+    _scale_out(cycle, draft)
+    _hold_min_instances(cycle, draft)
+    _scale_in(cycle, draft)
+    _cap_additions_at_max(cycle, draft, result)
+    _release_above_max(cycle, draft, result)
+    _split_spot(cycle, draft)
+    _cap_budget(cycle, draft, result)
+    # the actions: additions first (a new disk may attach to a VM this plan launches), then releases
+    _add_capacity_actions(cycle, draft, result)
+    _release_actions(cycle, draft, result)
+    # the per-VM and storage rules size against the pool as it will be
+    after = _after(cycle, draft)
+    _vertical(cycle, after, result)
+    _bandwidth(cycle, after, result)
+    storage_added = _storage(cycle, after, result)
+    result.summary.update(_summary(cycle, draft, after, storage_added))
     return result
 
 
-def _res(binding: str) -> str:
-    return binding if binding in ("cpu", "memory", "network") else "cpu"
+@dataclass(frozen=True, slots=True)
+class _Cycle:
+    """What one planning cycle reads: the pool, its capacity now, the sizing rule and the demand to cover.
+
+    :param key: the planning bucket's start (ISO): part of the plan id and of every request id.
+    :param busy: instance names running an Airflow task (never released, never resized).
+    :param live: the pool's live instances.
+    :param up: demand to cover, per resource.
+    :param hold: upper bound over the stabilisation window, per resource (scale-in keeps it).
+    :param base: the baseline standard VMs carry, per resource (spot split).
+    :param counts: instances per provisioning; a MIG counts its target size (it converges to it).
+    :param current: instances now (standard + spot).
+    :param capacity: capacity now, per counted resource.
+    :param interruptible_fraction: share of demand from interruptible tasks (spot split).
+    """
+
+    pool: CapacityPool
+    state: PoolState
+    key: str
+    busy: set[str]
+    live: list[InstanceState]
+    sizing: _Sizing
+    up: dict[str, _Demand]
+    hold: dict[str, _Demand]
+    base: dict[str, _Demand]
+    counts: dict[Provisioning, int]
+    current: int
+    capacity: dict[str, float]
+    interruptible_fraction: float
+
+    @property
+    def is_mig(self) -> bool:
+        return self.pool.backend is Backend.MANAGED_INSTANCE_GROUP
+
+    @property
+    def utilization(self) -> float:
+        return self.sizing.utilization
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The plan's capacity change while the rules refine it, before it is written as actions.
+
+    :param add: instances to add (before the spot split).
+    :param binding: the resource (or ``min_instances``) that asks for them.
+    :param releases: idle instances to release, in release order.
+    :param why_release: instance name -> the rule that released it (the action's reason).
+    :param standard: standard instances to add (after the spot split).
+    :param spot: spot instances to add.
+    """
+
+    add: int = 0
+    binding: str = ""
+    releases: list[InstanceState] = field(default_factory=list)
+    why_release: dict[str, str] = field(default_factory=dict)
+    standard: int = 0
+    spot: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _After:
+    """The pool once the plan is applied: the instances kept and the count per provisioning."""
+
+    live: list[InstanceState]
+    standard: int
+    spot: int
+
+    @property
+    def instances(self) -> int:
+        return self.standard + self.spot
+
+
+def _cycle_key(pool: CapacityPool, now: datetime) -> str:
+    """The planning bucket ``now`` falls in: plans within one interval share their request ids."""
+    bucket = pd.Timestamp(now).floor(f"{int(pool.policy.planning_interval_minutes * 60)}s")
+    return bucket.isoformat()
+
+
+def _read_cycle(
+    forecast: pd.DataFrame | ForecastView | None,
+    state: PoolState,
+    pool: CapacityPool,
+    now: datetime,
+    key: str,
+    busy_instances: Iterable[str],
+    recent_demand: pd.DataFrame | Mapping[str, Sequence[float]] | None,
+    interruptible_fraction: float,
+) -> _Cycle:
+    """Rules 0 and 1: which rule sizes the pool, the demand it covers, and the pool's capacity now."""
+    busy = {_host_key(h) for h in busy_instances if h}
+    live = state.live()
+    # 0. its forecast, or the reactive rule when prediction cannot help
+    recent = _recent_series(recent_demand, pool, now)
+    sizing = _sizing(pool, recent)
+    # 1. demand to cover (up) and the upper bound over the stabilisation window (hold), per resource
+    up, hold, base = _demands(forecast, recent, pool, now, sizing)
+    counts = _current_counts(state, pool)
+    return _Cycle(
+        pool=pool,
+        state=state,
+        key=key,
+        busy=busy,
+        live=live,
+        sizing=sizing,
+        up=up,
+        hold=hold,
+        base=base,
+        counts=counts,
+        current=counts[Provisioning.STANDARD] + counts[Provisioning.SPOT],
+        capacity={r: _capacity(state, pool, r, counts) for r in COUNT_RESOURCES},
+        interruptible_fraction=interruptible_fraction,
+    )
+
+
+# ----------------------------------------------------------------- planner: sizing rule, demand, capacity now
 
 
 def _host_key(host: str) -> str:
@@ -524,50 +489,70 @@ def daily_cycle(values: np.ndarray, lag: int) -> float | None:
     return float(a @ b) / denom
 
 
+_Demands = dict[str, _Demand]  # resource -> demand
+
+
 def _demands(
     forecast: pd.DataFrame | ForecastView | None,
     recent: Mapping[str, np.ndarray],
     pool: CapacityPool,
     now: datetime,
     sizing: _Sizing,
-) -> tuple[dict[str, _Demand], dict[str, _Demand], dict[str, _Demand]]:
+) -> tuple[_Demands, _Demands, _Demands]:
     """Demand to cover (up), upper bound over the stabilisation window (hold), baseline (base)."""
-    up: dict[str, _Demand] = {}
-    hold: dict[str, _Demand] = {}
-    base: dict[str, _Demand] = {}
-    policy = pool.policy
     if sizing.signal is Signal.RECENT_DEMAND:
-        window = _stabilization_buckets(pool)
-        for r, values in recent.items():
-            values = values[-window:]
-            if len(values) == 0:
-                continue
-            latest = float(values[-1])
-            up[r] = _Demand(latest, "latest observed demand")
-            hold[r] = _Demand(
-                float(np.max(values)), f"peak observed over {pool.scale_in.stabilization_minutes:g} min"
-            )
-            base[r] = _Demand(float(np.min(values)), "lowest observed demand in the window")
-        return up, hold, base
+        return _observed_demands(recent, pool)
     if forecast is None:
-        return up, hold, base
+        return {}, {}, {}
     view = forecast if isinstance(forecast, ForecastView) else ForecastView.from_frame(forecast, pool.name)
+    return _forecast_demands(view, recent, pool, now, sizing)
+
+
+def _observed_demands(
+    recent: Mapping[str, np.ndarray], pool: CapacityPool
+) -> tuple[_Demands, _Demands, _Demands]:
+    """The reactive rule: the newest observed demand, held at the stabilisation window's peak."""
+    up: _Demands = {}
+    hold: _Demands = {}
+    base: _Demands = {}
+    window = _stabilization_buckets(pool)
+    for r, values in recent.items():
+        values = values[-window:]
+        if len(values) == 0:
+            continue
+        latest = float(values[-1])
+        up[r] = _Demand(latest, "latest observed demand")
+        hold[r] = _Demand(
+            float(np.max(values)), f"peak observed over {pool.scale_in.stabilization_minutes:g} min"
+        )
+        base[r] = _Demand(float(np.min(values)), "lowest observed demand in the window")
+    return up, hold, base
+
+
+def _forecast_demands(
+    view: ForecastView,
+    recent: Mapping[str, np.ndarray],
+    pool: CapacityPool,
+    now: datetime,
+    sizing: _Sizing,
+) -> tuple[_Demands, _Demands, _Demands]:
+    """The forecast rule: the quantile over the window after each resource's lead time, guarded."""
+    up: _Demands = {}
+    hold: _Demands = {}
+    base: _Demands = {}
+    policy = pool.policy
     now_ns = _to_ns(now)
     step = int(policy.planning_interval_minutes * _NS_PER_MIN)
     upper = max(pool.scale_in.quantile, policy.quantile)
     for r in view.series:
+        # capacity ordered now is ready after the lead time: cover the interval that starts then
         lead = int(pool.lead_time_minutes.for_resource(r) * _NS_PER_MIN)
         d = _window_max(view, r, policy.quantile, now_ns + lead, now_ns + lead + step)
         if d is None:
             continue
         stab = int(pool.scale_in.stabilization_minutes * _NS_PER_MIN)
         h = _window_max(view, r, upper, now_ns, now_ns + lead + max(stab, step))
-        seen = recent.get(r)
-        if sizing.guard > 0 and r in COUNT_RESOURCES and seen is not None and len(seen):
-            # Demand is planned at `utilization`: this much planned demand holds observed / guard.
-            g = float(seen[-1]) * sizing.utilization / sizing.guard
-            if g > d.value:
-                d = _Demand(g, f"observed demand / guard utilisation {sizing.guard:g}")
+        d = _guarded(d, r, recent.get(r), sizing)
         up[r] = d
         hold[r] = h if h is not None and h.value >= d.value else d
         if r in ("cpu", "memory") and pool.has_spot:
@@ -576,6 +561,16 @@ def _demands(
                 low = b.value < _horizon_median(view, r, b.source)
                 base[r] = _Demand(b.value, b.source, b.ts_ns, low)
     return up, hold, base
+
+
+def _guarded(d: _Demand, resource: str, seen: np.ndarray | None, sizing: _Sizing) -> _Demand:
+    """Never less than the newest observed demand / guard: a forecast that misses a level shift."""
+    if sizing.guard > 0 and resource in COUNT_RESOURCES and seen is not None and len(seen):
+        # Demand is planned at `utilization`: this much planned demand holds observed / guard.
+        g = float(seen[-1]) * sizing.utilization / sizing.guard
+        if g > d.value:
+            return _Demand(g, f"observed demand / guard utilisation {sizing.guard:g}")
+    return d
 
 
 def _stabilization_buckets(pool: CapacityPool) -> int:
@@ -605,6 +600,34 @@ def _recent_series(
     return out
 
 
+# ------------------------------------------------------------------------------------ planner: capacity rules
+
+
+def _scale_out(cycle: _Cycle, draft: _Draft) -> None:
+    """Rule 2: instances to add; the binding resource wins and gaps under the pool's threshold are ignored."""
+    pool, u = cycle.pool, cycle.utilization
+    # a MIG's template is not changed here, so only an instances pool can count on Tier_1 egress
+    tier_1_ok = pool.allow_tier_1 and not cycle.is_mig and pool.machine.supports_tier_1
+    for r in COUNT_RESOURCES:
+        d = cycle.up.get(r)
+        if d is None:
+            continue
+        unit = _unit(pool, r, tier_1=tier_1_ok) * u
+        have = cycle.capacity[r]
+        if d.value > have * u + pool.thresholds.for_resource(r) + _EPS:
+            extra = _ceil((d.value - have * u) / unit)
+            if extra > draft.add:
+                draft.add, draft.binding = extra, r
+
+
+def _hold_min_instances(cycle: _Cycle, draft: _Draft) -> None:
+    """Rule 4 (floor): never below ``min_instances``, whatever the forecast says."""
+    if cycle.current < cycle.pool.min_instances:
+        floor_add = cycle.pool.min_instances - cycle.current
+        if floor_add > draft.add:
+            draft.add, draft.binding = floor_add, "min_instances"
+
+
 def _release_order(live: Sequence[InstanceState], busy: set[str], pool: CapacityPool) -> list[InstanceState]:
     """Idle instances in release order: spot first, then booting ones, then newest first."""
     idle = [i for i in live if i.name.lower() not in busy]
@@ -624,30 +647,50 @@ def _release_order(live: Sequence[InstanceState], busy: set[str], pool: Capacity
     return sorted(idle, key=key)
 
 
-def _scale_in(
-    live: Sequence[InstanceState],
-    pool: CapacityPool,
-    hold: Mapping[str, _Demand],
-    cap: Mapping[str, float],
-    current: int,
-    busy: set[str],
-    why_release: dict[str, str],
-    sizing: _Sizing,
-) -> list[InstanceState]:
-    """Idle instances whose release keeps capacity above the forecast upper bound (+ threshold)."""
-    if not hold and sizing.signal is Signal.FORECAST:
-        return []  # no forecast for this pool: never shrink blind
-    u = sizing.utilization
-    keep = {r: (hold[r].value + pool.thresholds.for_resource(r)) / u for r in COUNT_RESOURCES if r in hold}
+def _scale_in(cycle: _Cycle, draft: _Draft) -> None:
+    """Rule 3: when nothing is added, release idle instances the upper bound over the window leaves spare."""
+    if draft.add != 0:
+        return
+    keep = _scale_in_floor(cycle)
     if not keep:
-        return []  # no cpu/memory/network forecast for this pool: never shrink blind
-    remaining = dict(cap)
-    count = current
+        return  # no cpu/memory/network forecast (or observed demand) for this pool: never shrink blind
+    chosen, remaining = _spare_instances(cycle, keep)
+    if not chosen:
+        return
+    pool, hold = cycle.pool, cycle.hold
+    bound = ", ".join(f"{r} {hold[r].at} = {_fmt(hold[r].value)} {_UNITS[r]}" for r in keep)
+    left = ", ".join(f"{r} {_fmt(remaining[r])}" for r in keep)
+    reason = (
+        f"scale-in: upper bound over now..now+{pool.lead_time_minutes.boot + pool.scale_in.stabilization_minutes:g} min "
+        f"({bound}) stays below the remaining capacity ({left}) at utilisation {cycle.utilization:g}; "
+        "idle instance, spot before standard"
+    )
+    for inst in chosen:
+        draft.why_release[inst.name] = f"{reason}: release {inst.name} ({inst.provisioning}, {inst.status})"
+    draft.releases = chosen
+
+
+def _scale_in_floor(cycle: _Cycle) -> dict[str, float]:
+    """Capacity each resource must keep: its upper bound plus the pool's threshold, at planned utilisation."""
+    if not cycle.hold and cycle.sizing.signal is Signal.FORECAST:
+        return {}  # no forecast for this pool: never shrink blind
+    pool, hold, u = cycle.pool, cycle.hold, cycle.utilization
+    return {r: (hold[r].value + pool.thresholds.for_resource(r)) / u for r in COUNT_RESOURCES if r in hold}
+
+
+def _spare_instances(
+    cycle: _Cycle, keep: Mapping[str, float]
+) -> tuple[list[InstanceState], dict[str, float]]:
+    """Idle instances (in release order) whose release keeps every resource above ``keep``; and what remains."""
+    pool = cycle.pool
+    remaining = dict(cycle.capacity)
+    count = cycle.current
     chosen: list[InstanceState] = []
-    for inst in _release_order(live, busy, pool):
+    for inst in _release_order(cycle.live, cycle.busy, pool):
         if count <= pool.min_instances or len(chosen) >= pool.scale_in.max_release_per_cycle:
             break
-        if pool.backend is Backend.MANAGED_INSTANCE_GROUP and inst.group not in (pool.group, pool.spot_group):
+        # a MIG releases only instances of its own groups (it cannot delete another group's VM)
+        if cycle.is_mig and inst.group not in (pool.group, pool.spot_group):
             continue
         take = {r: _instance_capacity(pool, inst, r) for r in keep}
         if all(remaining[r] - take[r] >= keep[r] - _EPS for r in keep):
@@ -655,49 +698,80 @@ def _scale_in(
                 remaining[r] -= take[r]
             count -= 1
             chosen.append(inst)
-    if chosen:
-        bound = ", ".join(f"{r} {hold[r].at} = {_fmt(hold[r].value)} {_UNITS[r]}" for r in keep)
-        left = ", ".join(f"{r} {_fmt(remaining[r])}" for r in keep)
-        reason = (
-            f"scale-in: upper bound over now..now+{pool.lead_time_minutes.boot + pool.scale_in.stabilization_minutes:g} min "
-            f"({bound}) stays below the remaining capacity ({left}) at utilisation {u:g}; idle instance, "
-            "spot before standard"
+    return chosen, remaining
+
+
+def _cap_additions_at_max(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
+    """Rule 4 (ceiling): never add above ``max_instances``; the cut is written in ``Plan.capped``."""
+    pool, current = cycle.pool, cycle.current
+    if current + draft.add > pool.max_instances:
+        allowed = max(0, pool.max_instances - current)
+        result.capped.append(
+            f"max_instances {pool.max_instances}: wanted {current + draft.add} instances "
+            f"({draft.binding} binds), holding {current + allowed}"
         )
-        for inst in chosen:
-            why_release[inst.name] = f"{reason}: release {inst.name} ({inst.provisioning}, {inst.status})"
-    return chosen
+        draft.add = allowed
 
 
-def _split(
-    add: int,
-    pool: CapacityPool,
-    state: PoolState,
-    counts: Mapping[Provisioning, int],
-    base: Mapping[str, _Demand],
-    up: Mapping[str, _Demand],
-    interruptible_fraction: float,
-    now: datetime,
-    u: float,
-) -> tuple[int, int]:
-    """Split additions into standard and spot: standard carries the baseline, spot the rest."""
+def _release_above_max(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
+    """Rule 4 (ceiling): a pool above ``max_instances`` (the cap was lowered) releases idle instances."""
+    pool, current, releases = cycle.pool, cycle.current, draft.releases
+    if current - len(releases) <= pool.max_instances:
+        return
+    already = {i.name for i in releases}
+    for inst in _release_order(cycle.live, cycle.busy, pool):
+        if current - len(releases) <= pool.max_instances:
+            break
+        if inst.name not in already:
+            releases.append(inst)
+            draft.why_release[inst.name] = (
+                f"max_instances {pool.max_instances}: {current} live instances; release idle {inst.name} "
+                f"({inst.provisioning})"
+            )
+    if current - len(releases) > pool.max_instances:
+        result.capped.append(
+            f"max_instances {pool.max_instances}: {current - len(releases)} instances remain because "
+            "the rest run Airflow tasks"
+        )
+
+
+# ----------------------------------------------------------------------------------- planner: spot and budget
+
+
+def _split_spot(cycle: _Cycle, draft: _Draft) -> None:
+    """Rule 5: split the additions: standard VMs carry the baseline, spot VMs the rest."""
+    add = draft.add
     if add <= 0:
-        return 0, 0
-    if not pool.has_spot:
-        return add, 0
-    std_now = counts[Provisioning.STANDARD]
-    if pool.spot.interruptible or pool.spot.mode is SpotMode.ALL:
-        target_std = pool.spot.min_standard
-    else:
-        need = 0
-        for r in ("cpu", "memory"):
-            if r in base:
-                demand = base[r].value * (1.0 - min(max(interruptible_fraction, 0.0), 1.0))
-                need = max(need, _ceil(demand / (_unit(pool, r) * u)))
-        if any(d.low for d in base.values()):
-            need = _ceil(need * pool.spot.low_demand_standard_share)
-        target_std = max(pool.spot.min_standard, need)
-    std_add = min(add, max(0, target_std - std_now))
-    return std_add, add - std_add
+        draft.standard, draft.spot = 0, 0
+        return
+    if not cycle.pool.has_spot:
+        draft.standard, draft.spot = add, 0
+        return
+    std_add = min(add, max(0, _standard_target(cycle) - cycle.counts[Provisioning.STANDARD]))
+    draft.standard, draft.spot = std_add, add - std_add
+
+
+def _standard_target(cycle: _Cycle) -> int:
+    """Standard instances the pool should have: ``spot.min_standard``, or the baseline's if larger."""
+    spot = cycle.pool.spot
+    if spot.interruptible or spot.mode is SpotMode.ALL:
+        return spot.min_standard
+    need = _baseline_instances(cycle)
+    if any(d.low for d in cycle.base.values()):
+        # a predicted low-demand period needs less standard capacity than the baseline says
+        need = _ceil(need * spot.low_demand_standard_share)
+    return max(spot.min_standard, need)
+
+
+def _baseline_instances(cycle: _Cycle) -> int:
+    """Instances the baseline needs (binding of cpu and memory), less the interruptible work's share."""
+    pool, u = cycle.pool, cycle.utilization
+    need = 0
+    for r in ("cpu", "memory"):
+        if r in cycle.base:
+            demand = cycle.base[r].value * (1.0 - min(max(cycle.interruptible_fraction, 0.0), 1.0))
+            need = max(need, _ceil(demand / (_unit(pool, r) * u)))
+    return need
 
 
 def _split_rule(pool: CapacityPool, base: Mapping[str, _Demand]) -> str:
@@ -709,28 +783,47 @@ def _split_rule(pool: CapacityPool, base: Mapping[str, _Demand]) -> str:
     return f"standard carries the q{pool.spot.baseline_quantile:g} baseline ({period}), spot the rest"
 
 
-def _apply_budget(
-    pool: CapacityPool,
-    state: PoolState,
-    live: Sequence[InstanceState],
-    releases: list[InstanceState],
-    std_add: int,
-    spot_add: int,
-    busy: set[str],
-    counts: Mapping[Provisioning, int],
-    result: Plan,
-    why_release: dict[str, str],
-) -> tuple[int, int, list[InstanceState]]:
-    """Keep the plan's hourly cost within ``budget_per_hour``; returns (standard, spot, extra releases)."""
-    budget = pool.budget_per_hour
+_CostOf = Callable[..., float]  # (standard added, spot added[, extra releases]) -> hourly cost
+
+
+def _cap_budget(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
+    """Rule 4 (budget): keep the hourly cost within ``budget_per_hour``, the cheapest way first.
+
+    Standard additions become spot, then additions are cut, then idle instances are released; never
+    below ``min_instances`` (which, with busy instances, may cost more than the budget).
+    """
+    budget = cycle.pool.budget_per_hour
     if budget is None:
-        return std_add, spot_add, []
+        return
+    cost = _cost_with(cycle, draft.releases)
+    wanted = cost(draft.standard, draft.spot)
+    if wanted <= budget + _EPS:
+        return
+    asked = (draft.standard, draft.spot)
+    _budget_standard_to_spot(cycle, draft, cost, budget)
+    _budget_cut_additions(cycle, draft, cost, budget)
+    extra = _budget_release_idle(cycle, draft, cost, budget)
+    final = cost(draft.standard, draft.spot, extra)
+    msg = (
+        f"budget_per_hour {budget:g}: wanted +{asked[0]} standard +{asked[1]} spot costing {wanted:.2f}/h; "
+        f"planned +{draft.standard} standard +{draft.spot} spot"
+        + (f" and released {len(extra)} idle" if extra else "")
+        + f", costing {final:.2f}/h"
+    )
+    if final > budget + _EPS:
+        msg += " (min_instances and instances running tasks alone exceed the budget)"
+    result.capped.append(msg)
+    draft.releases.extend(extra)
+
+
+def _cost_with(cycle: _Cycle, releases: Sequence[InstanceState]) -> _CostOf:
+    """The pool's hourly cost after ``releases`` (and any extra ones), with standard and spot VMs added."""
+    pool, state, live, counts = cycle.pool, cycle.state, cycle.live, cycle.counts
     released = {i.name for i in releases}
-    is_mig = pool.backend is Backend.MANAGED_INSTANCE_GROUP
 
     def cost(std: int, spot: int, extra_released: Sequence[InstanceState] = ()) -> float:
         gone = released | {i.name for i in extra_released}
-        if is_mig:
+        if cycle.is_mig:
             kept_std = counts[Provisioning.STANDARD] - sum(
                 1 for i in live if i.name in gone and i.provisioning == Provisioning.STANDARD
             )
@@ -743,106 +836,207 @@ def _apply_budget(
         kept = [i for i in live if i.name not in gone]
         return hourly_cost(pool, kept, standard=std, spot=spot, storage_gib=state.storage_gib)
 
-    wanted = cost(std_add, spot_add)
-    if wanted <= budget + _EPS:
-        return std_add, spot_add, []
-    orig = (std_add, spot_add)
-    # standard additions above the floor become spot first: same capacity, lower price
-    if pool.has_spot:
-        movable = max(0, std_add - max(0, pool.spot.min_standard - counts[Provisioning.STANDARD]))
-        while movable > 0 and cost(std_add, spot_add) > budget + _EPS:
-            std_add, spot_add, movable = std_add - 1, spot_add + 1, movable - 1
-    current = counts[Provisioning.STANDARD] + counts[Provisioning.SPOT] - len(releases)
-    while cost(std_add, spot_add) > budget + _EPS and (spot_add + std_add) > 0:
-        if current + std_add + spot_add <= pool.min_instances:
+    return cost
+
+
+def _budget_standard_to_spot(cycle: _Cycle, draft: _Draft, cost: _CostOf, budget: float) -> None:
+    """Standard additions above the ``spot.min_standard`` floor become spot: same capacity, lower price."""
+    pool = cycle.pool
+    if not pool.has_spot:
+        return
+    floor = max(0, pool.spot.min_standard - cycle.counts[Provisioning.STANDARD])
+    movable = max(0, draft.standard - floor)
+    while movable > 0 and cost(draft.standard, draft.spot) > budget + _EPS:
+        draft.standard, draft.spot, movable = draft.standard - 1, draft.spot + 1, movable - 1
+
+
+def _budget_cut_additions(cycle: _Cycle, draft: _Draft, cost: _CostOf, budget: float) -> None:
+    """Cut additions, spot first, until the plan fits the budget or the pool is at ``min_instances``."""
+    current = cycle.current - len(draft.releases)
+    while cost(draft.standard, draft.spot) > budget + _EPS and (draft.spot + draft.standard) > 0:
+        if current + draft.standard + draft.spot <= cycle.pool.min_instances:
             break
-        if spot_add > 0:
-            spot_add -= 1
+        if draft.spot > 0:
+            draft.spot -= 1
         else:
-            std_add -= 1
+            draft.standard -= 1
+
+
+def _budget_release_idle(cycle: _Cycle, draft: _Draft, cost: _CostOf, budget: float) -> list[InstanceState]:
+    """With no additions left and still over budget, release idle instances down to ``min_instances``."""
     extra: list[InstanceState] = []
-    if cost(std_add, spot_add) > budget + _EPS and std_add + spot_add == 0:
-        for inst in _release_order(live, busy, pool):
-            if cost(0, 0, extra) <= budget + _EPS or current - len(extra) <= pool.min_instances:
-                break
-            if inst.name in released:
-                continue
-            extra.append(inst)
-            why_release[inst.name] = (
-                f"budget cap {budget:g}/h: the pool costs {cost(0, 0):.2f}/h; release idle {inst.name} "
-                f"({inst.provisioning})"
-            )
-    final = cost(std_add, spot_add, extra)
-    msg = (
-        f"budget_per_hour {budget:g}: wanted +{orig[0]} standard +{orig[1]} spot costing {wanted:.2f}/h; "
-        f"planned +{std_add} standard +{spot_add} spot"
-        + (f" and released {len(extra)} idle" if extra else "")
-        + f", costing {final:.2f}/h"
+    if not (cost(draft.standard, draft.spot) > budget + _EPS and draft.standard + draft.spot == 0):
+        return extra
+    current = cycle.current - len(draft.releases)
+    released = {i.name for i in draft.releases}
+    for inst in _release_order(cycle.live, cycle.busy, cycle.pool):
+        if cost(0, 0, extra) <= budget + _EPS or current - len(extra) <= cycle.pool.min_instances:
+            break
+        if inst.name in released:
+            continue
+        extra.append(inst)
+        draft.why_release[inst.name] = (
+            f"budget cap {budget:g}/h: the pool costs {cost(0, 0):.2f}/h; release idle {inst.name} "
+            f"({inst.provisioning})"
+        )
+    return extra
+
+
+# ------------------------------------------------------------------------------------------- planner: actions
+
+
+def _add_capacity_actions(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
+    """Write the additions: a MIG is resized to an absolute size, an instances pool launches named VMs."""
+    why_up = _reason_up(cycle, draft.binding)
+    for prov, n in ((Provisioning.STANDARD, draft.standard), (Provisioning.SPOT, draft.spot)):
+        if n <= 0:
+            continue
+        split = f"{draft.standard} standard + {draft.spot} spot ({_split_rule(cycle.pool, cycle.base)})"
+        reason = f"{why_up}; {split}"
+        if cycle.is_mig:
+            result.actions.append(_resize_group_action(cycle, draft.binding, prov, n, reason))
+        else:
+            result.actions.append(_launch_action(cycle, draft.binding, prov, n, reason))
+
+
+def _res(binding: str) -> str:
+    """The resource an addition is for: ``min_instances`` additions are counted as cpu."""
+    return binding if binding in ("cpu", "memory", "network") else "cpu"
+
+
+def _resize_group_action(cycle: _Cycle, binding: str, prov: Provisioning, n: int, reason: str) -> Action:
+    pool = cycle.pool
+    group = pool.spot_group if prov == Provisioning.SPOT else pool.group
+    before = int(cycle.state.target_sizes.get(group, 0))
+    return Action(
+        pool=pool.name,
+        kind=ActionKind.RESIZE_GROUP,
+        amount=float(before + n),
+        reason=f"{reason}: resize {group} {before} -> {before + n}",
+        request_id=request_id_for(pool.name, cycle.key, ActionKind.RESIZE_GROUP, group, before, before + n),
+        resource=_res(binding),
+        provisioning=prov,
+        target=group,
+        details={"group": group, "from": before, "to": before + n, "zone": pool.zone},
     )
-    if final > budget + _EPS:
-        msg += " (min_instances and instances running tasks alone exceed the budget)"
-    result.capped.append(msg)
-    return std_add, spot_add, extra
 
 
-def _reason_up(
-    up: Mapping[str, _Demand],
-    cap: Mapping[str, float],
-    current: int,
-    pool: CapacityPool,
-    binding: str,
-    sizing: _Sizing,
-) -> str:
-    u = sizing.utilization
+def _launch_action(cycle: _Cycle, binding: str, prov: Provisioning, n: int, reason: str) -> Action:
+    pool = cycle.pool
+    rid = request_id_for(pool.name, cycle.key, ActionKind.LAUNCH_INSTANCES, prov, cycle.current, n)
+    # names derive from the request id, so a retried plan launches the same VMs (not new ones)
+    prefix = (pool.launch.name_prefix or pool.name).replace("_", "-").replace(".", "-")[:40]
+    return Action(
+        pool=pool.name,
+        kind=ActionKind.LAUNCH_INSTANCES,
+        amount=float(n),
+        reason=f"{reason}: launch {n} {prov} {pool.machine_type}",
+        request_id=rid,
+        resource=_res(binding),
+        provisioning=prov,
+        details={
+            "names": [f"{prefix}-{rid[:8]}-{i}" for i in range(n)],
+            "machine_type": pool.machine_type,
+            "zone": pool.zone,
+        },
+    )
+
+
+def _release_actions(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
+    """Write the releases; each names its VM, so only the chosen idle VMs go."""
+    for inst in draft.releases:
+        result.actions.append(
+            Action(
+                pool=cycle.pool.name,
+                kind=ActionKind.RELEASE,
+                amount=1.0,
+                reason=draft.why_release[inst.name],
+                request_id=request_id_for(cycle.pool.name, cycle.key, ActionKind.RELEASE, inst.name),
+                resource="cpu",
+                provisioning=inst.provisioning,
+                target=inst.name,
+                details={"instance": inst.name, "group": inst.group, "status": inst.status, "drain": True},
+            )
+        )
+
+
+def _reason_up(cycle: _Cycle, binding: str) -> str:
+    """Why capacity is added: the rule that sized it, and each resource's demand against its capacity."""
+    pool, sizing, u = cycle.pool, cycle.sizing, cycle.utilization
     if binding == "min_instances":
-        return f"{current} live instances < min_instances {pool.min_instances}"
+        return f"{cycle.current} live instances < min_instances {pool.min_instances}"
     parts = []
-    lead = pool.lead_time_minutes.boot
     for r in COUNT_RESOURCES:
-        if r in up:
-            d = up[r]
+        if r in cycle.up:
+            d = cycle.up[r]
             mark = " (binds)" if r == binding else ""
-            parts.append(f"{r} {d.at} = {_fmt(d.value)} {_UNITS[r]} vs {_fmt(cap[r] * u)}{mark}")
+            parts.append(f"{r} {d.at} = {_fmt(d.value)} {_UNITS[r]} vs {_fmt(cycle.capacity[r] * u)}{mark}")
     basis = (
-        f"forecast at now+{lead:g} min boot lead"
+        f"forecast at now+{pool.lead_time_minutes.boot:g} min boot lead"
         if sizing.signal is Signal.FORECAST
         else f"observed demand / target utilisation {u:g}"
     )
     if sizing.why.startswith("reactive fallback"):
         basis = f"{sizing.why}: {basis}"
-    return f"{basis}: " + "; ".join(parts) + f" on {current} x {pool.machine_type}"
+    return f"{basis}: " + "; ".join(parts) + f" on {cycle.current} x {pool.machine_type}"
 
 
-def _vertical(
-    pool: CapacityPool,
-    up: Mapping[str, _Demand],
-    after_live: Sequence[InstanceState],
-    busy: set[str],
-    n_after: int,
-    cycle: str,
-    result: Plan,
-    u: float,
-) -> None:
-    """At max_instances with a remaining cpu/memory gap, move one idle VM to a larger machine type."""
-    if not pool.allow_vertical or pool.backend is not Backend.INSTANCES or n_after < pool.max_instances:
+# --------------------------------------------------------- planner: the pool as it will be; vertical, network
+
+
+def _after(cycle: _Cycle, draft: _Draft) -> _After:
+    """The pool once the draft is applied (the vertical, network and storage rules size against it)."""
+    gone = {r.name for r in draft.releases}
+    released = {
+        prov: sum(1 for r in draft.releases if r.provisioning == prov)
+        for prov in (Provisioning.STANDARD, Provisioning.SPOT)
+    }
+    return _After(
+        live=[i for i in cycle.live if i.name not in gone],
+        standard=cycle.counts[Provisioning.STANDARD] + draft.standard - released[Provisioning.STANDARD],
+        spot=cycle.counts[Provisioning.SPOT] + draft.spot - released[Provisioning.SPOT],
+    )
+
+
+def _vertical(cycle: _Cycle, after: _After, result: Plan) -> None:
+    """Rule 6 (vertical): at ``max_instances`` with a cpu/memory gap left, move one idle VM to a larger type."""
+    pool = cycle.pool
+    # a MIG's VMs share one template: only an instances pool can resize a single VM
+    if not pool.allow_vertical or cycle.is_mig or after.instances < pool.max_instances:
         return
-    new_instances = max(0, n_after - len(after_live))
-    gaps = {}
-    for r in ("cpu", "memory"):
-        if r not in up:
-            continue
-        have = sum(_instance_capacity(pool, i, r) for i in after_live) + new_instances * _unit(pool, r)
-        gap = up[r].value / u - have
-        if gap > pool.thresholds.for_resource(r) / u + _EPS:
-            gaps[r] = gap
+    gaps = _vertical_gaps(cycle, after)
     if not gaps:
         return
-    idle = [i for i in after_live if i.name.lower() not in busy and i.status == "RUNNING"]
+    idle = [i for i in after.live if i.name.lower() not in cycle.busy and i.status == "RUNNING"]
     if not idle:
         result.capped.append("resize_instance: no idle running VM to grow (every VM runs a task)")
         return
     inst = min(idle, key=lambda i: (i.provisioning != Provisioning.STANDARD, i.name))
     spec = machines.lookup(inst.machine_type or pool.machine_type) or pool.machine
+    choice = _larger_type(spec, gaps, result)
+    if choice is not None:
+        result.actions.append(_resize_instance_action(cycle, inst, spec, choice, gaps))
+
+
+def _vertical_gaps(cycle: _Cycle, after: _After) -> dict[str, float]:
+    """cpu and memory the pool still lacks after the plan (at full utilisation), above the thresholds."""
+    pool, u = cycle.pool, cycle.utilization
+    new_instances = max(0, after.instances - len(after.live))
+    gaps = {}
+    for r in ("cpu", "memory"):
+        if r not in cycle.up:
+            continue
+        have = sum(_instance_capacity(pool, i, r) for i in after.live) + new_instances * _unit(pool, r)
+        gap = cycle.up[r].value / u - have
+        if gap > pool.thresholds.for_resource(r) / u + _EPS:
+            gaps[r] = gap
+    return gaps
+
+
+def _larger_type(
+    spec: machines.MachineType, gaps: Mapping[str, float], result: Plan
+) -> machines.MachineType | None:
+    """The smallest larger type of the family that closes every gap, else the family's largest."""
     choice = None
     for bigger in machines.larger_in_family(spec):
         if all(
@@ -859,179 +1053,223 @@ def _vertical(
         result.capped.append(f"resize_instance: the largest {spec.family} type does not close the gap")
     if choice is None:
         result.capped.append(f"resize_instance: no larger machine type than {spec.name}")
-        return
+    return choice
+
+
+def _resize_instance_action(
+    cycle: _Cycle,
+    inst: InstanceState,
+    spec: machines.MachineType,
+    choice: machines.MachineType,
+    gaps: Mapping[str, float],
+) -> Action:
+    pool = cycle.pool
     gap_text = ", ".join(f"{r} short {_fmt(g)}" for r, g in gaps.items())
-    result.actions.append(
-        Action(
-            pool=pool.name,
-            kind=ActionKind.RESIZE_INSTANCE,
-            amount=choice.vcpus,
-            reason=(
-                f"at max_instances {pool.max_instances} the forecast still needs more ({gap_text}); "
-                f"grow idle {inst.name} {spec.name} -> {choice.name}"
-            ),
-            request_id=request_id_for(pool.name, cycle, ActionKind.RESIZE_INSTANCE, inst.name, choice.name),
-            resource=next(iter(gaps)),
-            provisioning=inst.provisioning,
-            target=inst.name,
-            details={"instance": inst.name, "from": spec.name, "machine_type": choice.name},
-        )
+    return Action(
+        pool=pool.name,
+        kind=ActionKind.RESIZE_INSTANCE,
+        amount=choice.vcpus,
+        reason=(
+            f"at max_instances {pool.max_instances} the forecast still needs more ({gap_text}); "
+            f"grow idle {inst.name} {spec.name} -> {choice.name}"
+        ),
+        request_id=request_id_for(pool.name, cycle.key, ActionKind.RESIZE_INSTANCE, inst.name, choice.name),
+        resource=next(iter(gaps)),
+        provisioning=inst.provisioning,
+        target=inst.name,
+        details={"instance": inst.name, "from": spec.name, "machine_type": choice.name},
     )
 
 
-def _bandwidth(
-    pool: CapacityPool,
-    up: Mapping[str, _Demand],
-    after_live: Sequence[InstanceState],
-    busy: set[str],
-    n_after: int,
-    cycle: str,
-    result: Plan,
-    is_mig: bool,
-) -> None:
-    """Give idle VMs Tier_1 (or a larger type) when the pool's per-VM egress cannot carry the forecast."""
-    d = up.get("network")
-    if d is None or n_after <= 0:
+def _bandwidth(cycle: _Cycle, after: _After, result: Plan) -> None:
+    """Rule 6 (network): give idle VMs Tier_1 (or a larger type) when per-VM egress cannot carry the forecast."""
+    pool, d = cycle.pool, cycle.up.get("network")
+    if d is None or after.instances <= 0:
         return
-    have = sum(_instance_capacity(pool, i, "network") for i in after_live)
-    have += max(0, n_after - len(after_live)) * _unit(pool, "network")
+    have = sum(_instance_capacity(pool, i, "network") for i in after.live)
+    have += max(0, after.instances - len(after.live)) * _unit(pool, "network")
     gap = d.value - have
     if gap <= pool.thresholds.network + _EPS:
         return
-    if is_mig:
+    if cycle.is_mig:
         result.capped.append(
             f"raise_bandwidth: network {d.at} = {_fmt(d.value)} Mbit/s exceeds {_fmt(have)} Mbit/s; a managed "
             "instance group needs a new instance template with Tier_1 (not changed automatically)"
         )
         return
-    spec = pool.machine
     candidates = [
-        i for i in after_live if i.name.lower() not in busy and i.status == "RUNNING" and not i.tier_1
+        i for i in after.live if i.name.lower() not in cycle.busy and i.status == "RUNNING" and not i.tier_1
     ]
     for inst in candidates:
         if gap <= pool.thresholds.network + _EPS:
             break
-        own = machines.lookup(inst.machine_type) or spec
-        if pool.allow_tier_1 and own.supports_tier_1:
-            gain = own.egress_mbps(True) - own.egress_mbps(False)
-            details = {"instance": inst.name, "tier": "TIER_1"}
-            how = "Tier_1 networking"
-        else:
-            bigger = next(
-                (m for m in machines.larger_in_family(own) if m.egress_mbps() > own.egress_mbps()), None
-            )
-            if bigger is None or not pool.allow_vertical:
-                continue
-            gain = bigger.egress_mbps() - own.egress_mbps()
-            details = {"instance": inst.name, "machine_type": bigger.name}
-            how = f"machine type {bigger.name}"
-        if gain <= 0:
+        raised = _bandwidth_raise(pool, inst)
+        if raised is None:
             continue
+        own, gain, details, how = raised
         gap -= gain
-        result.actions.append(
-            Action(
-                pool=pool.name,
-                kind=ActionKind.RAISE_BANDWIDTH,
-                amount=round(own.egress_mbps(False) + gain, 1),
-                reason=(
-                    f"network {d.at} = {_fmt(d.value)} Mbit/s > pool egress {_fmt(have)} Mbit/s; "
-                    f"give idle {inst.name} {how} (+{_fmt(gain)} Mbit/s)"
-                ),
-                request_id=request_id_for(
-                    pool.name, cycle, ActionKind.RAISE_BANDWIDTH, inst.name, str(details)
-                ),
-                resource="network",
-                provisioning=inst.provisioning,
-                target=inst.name,
-                details=details,
-            )
+        reason = (
+            f"network {d.at} = {_fmt(d.value)} Mbit/s > pool egress {_fmt(have)} Mbit/s; "
+            f"give idle {inst.name} {how} (+{_fmt(gain)} Mbit/s)"
         )
+        result.actions.append(_raise_bandwidth_action(cycle, inst, own, gain, details, reason))
     if gap > pool.thresholds.network + _EPS:
         result.capped.append(
             f"raise_bandwidth: {_fmt(gap)} Mbit/s of network demand left uncovered (no idle VM can be raised)"
         )
 
 
-def _storage(
-    pool: CapacityPool,
-    up: Mapping[str, _Demand],
-    state: PoolState,
-    after_live: Sequence[InstanceState],
-    cycle: str,
-    result: Plan,
-) -> float:
-    """Grow the largest data disk, then create and attach new ones, to cover forecast storage. Returns GiB added."""
-    d = up.get("storage")
+def _bandwidth_raise(
+    pool: CapacityPool, inst: InstanceState
+) -> tuple[machines.MachineType, float, dict[str, str], str] | None:
+    """How one VM gets more egress: Tier_1 where allowed, else a larger type; None when it cannot.
+
+    :returns: (its machine type, egress gained, the action's details, the change in words).
+    """
+    own = machines.lookup(inst.machine_type) or pool.machine
+    if pool.allow_tier_1 and own.supports_tier_1:
+        gain = own.egress_mbps(True) - own.egress_mbps(False)
+        details = {"instance": inst.name, "tier": "TIER_1"}
+        how = "Tier_1 networking"
+    else:
+        bigger = next(
+            (m for m in machines.larger_in_family(own) if m.egress_mbps() > own.egress_mbps()), None
+        )
+        if bigger is None or not pool.allow_vertical:
+            return None
+        gain = bigger.egress_mbps() - own.egress_mbps()
+        details = {"instance": inst.name, "machine_type": bigger.name}
+        how = f"machine type {bigger.name}"
+    if gain <= 0:
+        return None
+    return own, gain, details, how
+
+
+def _raise_bandwidth_action(
+    cycle: _Cycle,
+    inst: InstanceState,
+    own: machines.MachineType,
+    gain: float,
+    details: dict[str, str],
+    reason: str,
+) -> Action:
+    pool = cycle.pool
+    return Action(
+        pool=pool.name,
+        kind=ActionKind.RAISE_BANDWIDTH,
+        amount=round(own.egress_mbps(False) + gain, 1),
+        reason=reason,
+        request_id=request_id_for(pool.name, cycle.key, ActionKind.RAISE_BANDWIDTH, inst.name, str(details)),
+        resource="network",
+        provisioning=inst.provisioning,
+        target=inst.name,
+        details=details,
+    )
+
+
+# ------------------------------------------------------------------------------------------- planner: storage
+
+
+def _storage(cycle: _Cycle, after: _After, result: Plan) -> float:
+    """Rule 6 (storage): grow the largest data disk, then create and attach new ones; returns GiB added.
+
+    Storage never shrinks: that loses data.
+    """
+    d = cycle.up.get("storage")
     if d is None:
         return 0.0
-    have = state.storage_gib
-    if d.value <= have + pool.thresholds.storage + _EPS:
+    need = _storage_need(cycle, after, d, result)
+    if need <= 0:
         return 0.0
+    why = (
+        f"storage {d.at} (now+{cycle.pool.lead_time_minutes.disk_attach:g} min attach lead) = "
+        f"{_fmt(d.value)} GiB > {_fmt(cycle.state.storage_gib)} GiB"
+    )
+    added = 0.0
+    grow = _grow_largest_disk(cycle, need, why, result)
+    if grow > 0:
+        need -= grow
+        added += grow
+    attach_to = _attach_target(after, result)
+    for size in _create_disks(cycle, need, why, attach_to, result):
+        added += size
+    return added
+
+
+def _storage_need(cycle: _Cycle, after: _After, d: _Demand, result: Plan) -> int:
+    """Whole GiB to add: the forecast above the disks and threshold, within ``max_total_gib`` and the budget."""
+    pool = cycle.pool
+    have = cycle.state.storage_gib
+    if d.value <= have + pool.thresholds.storage + _EPS:
+        return 0
     need = min(d.value, pool.storage.max_total_gib) - have
     if d.value > pool.storage.max_total_gib:
         result.capped.append(
             f"storage max_total_gib {pool.storage.max_total_gib:g}: forecast {_fmt(d.value)} GiB capped"
         )
     if need <= 0:
-        return 0.0
+        return 0
     if pool.budget_per_hour is not None:
         per_gib = pool.prices.disk_gib_month / 730.0
-        room = max(0.0, pool.budget_per_hour - hourly_cost(pool, after_live, storage_gib=have))
+        room = max(0.0, pool.budget_per_hour - hourly_cost(pool, after.live, storage_gib=have))
         if per_gib > 0 and need * per_gib > room:
             result.capped.append(
                 f"budget_per_hour {pool.budget_per_hour:g}: storage growth cut to the budget"
             )
             need = room / per_gib
-    need = math.ceil(need)
-    if need <= 0:
-        return 0.0
-    added = 0.0
-    why = (
-        f"storage {d.at} (now+{pool.lead_time_minutes.disk_attach:g} min attach lead) = {_fmt(d.value)} GiB "
-        f"> {_fmt(have)} GiB"
+    return math.ceil(need)
+
+
+def _grow_largest_disk(cycle: _Cycle, need: int, why: str, result: Plan) -> float:
+    """Grow the largest disk toward ``max_disk_gib`` (one disk, no attach needed); returns GiB grown."""
+    pool, disks = cycle.pool, cycle.state.disks
+    if not disks:
+        return 0
+    disk = max(disks, key=lambda x: (x.size_gib, x.name))
+    grow = min(need, pool.storage.max_disk_gib - disk.size_gib)
+    if grow <= 0:
+        return 0
+    new_size = int(disk.size_gib + grow)
+    result.actions.append(
+        Action(
+            pool=pool.name,
+            kind=ActionKind.ALLOCATE_STORAGE,
+            amount=float(grow),
+            reason=f"{why}: grow {disk.name} {disk.size_gib:g} -> {new_size} GiB",
+            request_id=request_id_for(pool.name, cycle.key, ActionKind.ALLOCATE_STORAGE, disk.name, new_size),
+            resource="storage",
+            target=disk.name,
+            details={"disk": disk.name, "size_gib": new_size, "grow": True},
+        )
     )
-    if state.disks:
-        disk = max(state.disks, key=lambda x: (x.size_gib, x.name))
-        grow = min(need, pool.storage.max_disk_gib - disk.size_gib)
-        if grow > 0:
-            new_size = int(disk.size_gib + grow)
-            result.actions.append(
-                Action(
-                    pool=pool.name,
-                    kind=ActionKind.ALLOCATE_STORAGE,
-                    amount=float(grow),
-                    reason=f"{why}: grow {disk.name} {disk.size_gib:g} -> {new_size} GiB",
-                    request_id=request_id_for(
-                        pool.name, cycle, ActionKind.ALLOCATE_STORAGE, disk.name, new_size
-                    ),
-                    resource="storage",
-                    target=disk.name,
-                    details={"disk": disk.name, "size_gib": new_size, "grow": True},
-                )
-            )
-            need -= grow
-            added += grow
-    attach_to = next(
-        (i.name for i in sorted(after_live, key=lambda i: (i.provisioning != Provisioning.STANDARD, i.name))),
-        "",
-    )
-    if not attach_to:  # no VM yet: attach to the first one this plan launches (launches are applied first)
-        launched = [
-            a for a in result.actions if a.kind == ActionKind.LAUNCH_INSTANCES and a.details.get("names")
-        ]
-        attach_to = launched[0].details["names"][0] if launched else ""
-    index = 0
+    return grow
+
+
+def _attach_target(after: _After, result: Plan) -> str:
+    """The VM new disks attach to: the first standard one kept, else the first one this plan launches."""
+    kept = sorted(after.live, key=lambda i: (i.provisioning != Provisioning.STANDARD, i.name))
+    if kept and kept[0].name:
+        return kept[0].name
+    # no VM yet: attach to the first one this plan launches (launches are applied first)
+    launched = [a for a in result.actions if a.kind == ActionKind.LAUNCH_INSTANCES and a.details.get("names")]
+    return launched[0].details["names"][0] if launched else ""
+
+
+def _create_disks(cycle: _Cycle, need: float, why: str, attach_to: str, result: Plan) -> list[int]:
+    """Create disks of at most ``max_disk_gib`` (at least 10 GiB) until ``need`` is covered; their sizes."""
+    pool = cycle.pool
+    sizes: list[int] = []
+    where = f" attached to {attach_to}" if attach_to else " (no live instance to attach to yet)"
     while need > 0:
         size = int(min(pool.storage.max_disk_gib, max(10, need)))
-        rid = request_id_for(pool.name, cycle, ActionKind.ALLOCATE_STORAGE, "new", index, size)
+        rid = request_id_for(pool.name, cycle.key, ActionKind.ALLOCATE_STORAGE, "new", len(sizes), size)
         name = f"{pool.name.replace('_', '-').replace('.', '-')[:40]}-data-{rid[:8]}"
         result.actions.append(
             Action(
                 pool=pool.name,
                 kind=ActionKind.ALLOCATE_STORAGE,
                 amount=float(size),
-                reason=f"{why}: create {size} GiB {pool.storage.disk_type} disk {name}"
-                + (f" attached to {attach_to}" if attach_to else " (no live instance to attach to yet)"),
+                reason=f"{why}: create {size} GiB {pool.storage.disk_type} disk {name}{where}",
                 request_id=rid,
                 resource="storage",
                 target=name,
@@ -1044,12 +1282,39 @@ def _storage(
             )
         )
         need -= size
-        added += size
-        index += 1
-    return added
+        sizes.append(size)
+    return sizes
 
 
-def _mig_cost(pool: CapacityPool, counts: Mapping[Provisioning, int], state: PoolState) -> float:
+# ------------------------------------------------------------------------------------------- planner: summary
+
+
+def _summary(cycle: _Cycle, draft: _Draft, after: _After, storage_added: float) -> dict[str, Any]:
+    """``Plan.summary``: the rule that sized the pool, demand, and capacity and cost before and after."""
+    pool, state = cycle.pool, cycle.state
+    return {
+        "policy": str(pool.policy.signal),
+        "sizing": cycle.sizing.why,
+        "quantile": pool.policy.quantile,
+        "cycle": cycle.key,
+        "instances_before": cycle.current,
+        "instances_after": after.instances,
+        "standard_after": after.standard,
+        "spot_after": after.spot,
+        "binding": draft.binding,
+        "demand": {r: round(d.value, 3) for r, d in cycle.up.items()},
+        "hold": {r: round(d.value, 3) for r, d in cycle.hold.items()},
+        "capacity_before": {r: round(v, 3) for r, v in cycle.capacity.items()}
+        | {"storage": state.storage_gib},
+        "cost_before": round(_cost_before(cycle), 4),
+        "cost_after": round(_cost_after(cycle, after, storage_added), 4),
+    }
+
+
+def _cost_before(cycle: _Cycle) -> float:
+    pool, state, counts = cycle.pool, cycle.state, cycle.counts
+    if not cycle.is_mig:
+        return hourly_cost(pool, cycle.live, storage_gib=state.storage_gib)
     return hourly_cost(
         pool,
         standard=counts[Provisioning.STANDARD],
@@ -1058,21 +1323,14 @@ def _mig_cost(pool: CapacityPool, counts: Mapping[Provisioning, int], state: Poo
     )
 
 
-def _cost_after(
-    pool: CapacityPool,
-    after_live: Sequence[InstanceState],
-    state: PoolState,
-    std_after: int,
-    spot_after: int,
-    is_mig: bool,
-    storage_added: float,
-) -> float:
-    storage = state.storage_gib + storage_added
-    if is_mig:
-        return hourly_cost(pool, standard=std_after, spot=spot_after, storage_gib=storage)
-    new_std = std_after - sum(1 for i in after_live if i.provisioning == Provisioning.STANDARD)
-    new_spot = spot_after - sum(1 for i in after_live if i.provisioning == Provisioning.SPOT)
-    return hourly_cost(pool, after_live, standard=max(0, new_std), spot=max(0, new_spot), storage_gib=storage)
+def _cost_after(cycle: _Cycle, after: _After, storage_added: float) -> float:
+    pool = cycle.pool
+    storage = cycle.state.storage_gib + storage_added
+    if cycle.is_mig:
+        return hourly_cost(pool, standard=after.standard, spot=after.spot, storage_gib=storage)
+    new_std = after.standard - sum(1 for i in after.live if i.provisioning == Provisioning.STANDARD)
+    new_spot = after.spot - sum(1 for i in after.live if i.provisioning == Provisioning.SPOT)
+    return hourly_cost(pool, after.live, standard=max(0, new_std), spot=max(0, new_spot), storage_gib=storage)
 
 
 def planned_capacity(plan_: Plan, state: PoolState, pool: CapacityPool) -> dict[str, float]:
