@@ -113,7 +113,7 @@ class DemandForecastOperator(BaseOperator):
         return cycle_origin(self.now, context)
 
     def _combination(self) -> str:
-        from airflow_predictive.runtime.known_work import COMBINATIONS
+        from airflow_predictive.forecasting.combine import COMBINATIONS
 
         value = (self.combination or config.get("combination")).strip().lower()
         if value not in COMBINATIONS:

@@ -30,11 +30,10 @@ from typing import Any
 import pandas as pd
 
 from airflow_predictive.contracts.demand import parse_series_id
+from airflow_predictive.forecasting.combine import COMBINATIONS
 
 log = logging.getLogger(__name__)
 
-#: ``[predictive] combination`` values: ``residual`` (see the module docstring) or ``none``.
-COMBINATIONS = ("residual", "none")
 UPCOMING_PATH = "/predictive/api/upcoming"
 #: Runs that started this long before the history window can still overlap it (as the profiler).
 LOOKBACK = timedelta(days=1)
