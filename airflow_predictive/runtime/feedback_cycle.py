@@ -391,7 +391,7 @@ def send_alerts(
     """
     sent = 0
     for alert in alerts:
-        metrics.incr(metrics.ALERTS, 1, alert.kind)
+        metrics.incr(metrics.ALERTS, 1, kind=alert.kind)
         for notifier in notifiers.get(alert.kind, []):
             try:
                 notifier({**context, "predictive_alert": alert.to_dict()})
