@@ -6,7 +6,7 @@ import argparse
 import json
 from datetime import UTC, datetime, timedelta
 
-from airflow_predictive import config
+from airflow_predictive import config, stats
 
 
 def _timestamp(raw: str) -> datetime:
@@ -31,6 +31,7 @@ def _report(args: argparse.Namespace) -> int:
     from airflow_predictive.feedback.report import write_report
 
     now = args.now or datetime.now(UTC)
+    stats.install()
     store = _store(args)
     try:
         path = write_report(

@@ -12,7 +12,7 @@ import sys
 import textwrap
 from typing import Any
 
-from airflow_predictive import config
+from airflow_predictive import config, stats
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -56,6 +56,7 @@ def _plan(args: argparse.Namespace) -> int:
     from airflow_predictive.runtime.allocation_cycle import run_cycle
 
     pools_file = args.pools_file or str(config.get_path("pools_file"))
+    stats.install()
     try:
         pools = load_pools(pools_file, config.sizing_defaults())
     except PoolConfigError as exc:

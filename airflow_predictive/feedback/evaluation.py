@@ -6,7 +6,15 @@ mean absolute error of the naive forecast on the preceding history), pinball los
 quantile. :func:`score_capacity` compares the provisioned capacity (as it stood in each bucket) with
 the demand: unmet demand, idle capacity and the queue wait a reactive autoscaler would have caused.
 Both return rows in the ``evaluations`` layout (``series_id, window_end, horizon_minutes, metric,
-value``) so the store, the UI, the metrics and the recalibration all read one format.
+value``) so the store, the UI, the metrics and the recalibration all read one format. The measures
+themselves are :mod:`airflow_predictive.accuracy`'s.
+
+The ``metric`` names, per series and horizon bucket: ``mase``, ``pinball_q<level>``,
+``coverage_q<level>``. Per pool resource (stored under the pool's series id with :data:`ALL_HORIZONS`):
+``unmet_demand`` and ``idle_capacity`` (:func:`~airflow_predictive.accuracy.unmet_mean` and
+:func:`~airflow_predictive.accuracy.idle_mean`: mean per bucket, in the resource's own units) and the
+queue wait avoided. ``horizon_minutes`` is the upper edge of the lead-time bucket; :data:`ALL_HORIZONS`
+(0) aggregates every lead time of a cycle.
 """
 
 from __future__ import annotations
@@ -18,13 +26,31 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from airflow_predictive import accuracy
 from airflow_predictive.contracts.demand import parse_series_id, series_id
-from airflow_predictive.feedback import scores
 
 # Lead-time buckets (upper edges, minutes) the scores are broken down by; ALL_HORIZONS covers all.
 HORIZON_EDGES: tuple[int, ...] = (15, 60, 360, 1440)
 DEFAULT_PROVISIONING_LEVEL = 0.95
 EVALUATION_COLUMNS = ["series_id", "window_end", "horizon_minutes", "metric", "value"]
+
+# ``metric`` names of the evaluations layout (stored, and read by the UI).
+ALL_HORIZONS = 0
+MASE = "mase"
+UNMET_DEMAND = "unmet_demand"  # accuracy.unmet_mean: mean per bucket, in the resource's units
+IDLE_CAPACITY = "idle_capacity"  # accuracy.idle_mean: mean per bucket, in the resource's units
+QUEUE_WAIT_AVOIDED = "queue_wait_avoided_minutes"
+CALIBRATION_SCALE = "calibration_scale"
+
+
+def coverage_metric(level: float) -> str:
+    """Metric name of the empirical coverage of quantile ``level``: ``coverage_q0.95``."""
+    return f"coverage_q{level:g}"
+
+
+def pinball_metric(level: float) -> str:
+    """Metric name of the pinball (quantile) loss at ``level``: ``pinball_q0.95``."""
+    return f"pinball_q{level:g}"
 
 
 def quantile_levels(frame: pd.DataFrame) -> list[float]:
@@ -40,19 +66,6 @@ def quantile_levels(frame: pd.DataFrame) -> list[float]:
             except ValueError:
                 continue
     return sorted(levels)
-
-
-def naive_scale(history: pd.Series, season: int = 1) -> float:
-    """In-sample mean absolute error of the (seasonal) naive forecast: the MASE denominator.
-
-    :param history: demand values before the scored window, in time order.
-    :param season: naive lag in buckets (1 = last value; a day of buckets = seasonal naive).
-    """
-    values = history.dropna().to_numpy(dtype=float)
-    if values.size <= season:
-        return float("nan")
-    scale = float(np.mean(np.abs(values[season:] - values[:-season])))
-    return scale if scale > 0 else float("nan")
 
 
 def joined(forecasts: pd.DataFrame, demand: pd.DataFrame) -> pd.DataFrame:
@@ -101,9 +114,8 @@ def score_forecasts(
     frame["abs_error"] = (frame["actual"] - frame["mean"]).abs()
     for level in levels:
         col = f"q{level:g}"
-        diff = frame["actual"] - frame[col]
-        frame[f"pinball_{col}"] = np.maximum(level * diff, (level - 1) * diff)
-        frame[f"covered_{col}"] = (frame["actual"] <= frame[col]).astype(float)
+        frame[f"pinball_{col}"] = accuracy.pinball_loss(frame["actual"], frame[col], level)
+        frame[f"covered_{col}"] = accuracy.covered(frame["actual"], frame[col]).astype(float)
 
     rows: list[tuple] = []
     # Grouped once: a per-series boolean scan of the history is quadratic in the number of series.
@@ -111,20 +123,16 @@ def score_forecasts(
     no_past = pd.Series(dtype=float)
     for sid, group in frame.groupby("series_id", sort=True):
         past = past_of.get(sid, no_past)
-        scale = naive_scale(past, season)
-        if not np.isfinite(scale) and season > 1:  # under one season of history: the lag-1 naive
-            scale = naive_scale(past, 1)
-        for horizon, part in [(scores.ALL_HORIZONS, group), *group.groupby("horizon", sort=True)]:
+        scale = accuracy.mase_scale(past, season)
+        for horizon, part in [(ALL_HORIZONS, group), *group.groupby("horizon", sort=True)]:
             h = int(horizon)
             rows.append((sid, window_end, h, "n", float(len(part))))
-            rows.append((sid, window_end, h, scores.MASE, float(part["abs_error"].mean() / scale)))
+            rows.append((sid, window_end, h, MASE, float(part["abs_error"].mean() / scale)))
             for level in levels:
                 col = f"q{level:g}"
+                rows.append((sid, window_end, h, pinball_metric(level), float(part[f"pinball_{col}"].mean())))
                 rows.append(
-                    (sid, window_end, h, scores.pinball_metric(level), float(part[f"pinball_{col}"].mean()))
-                )
-                rows.append(
-                    (sid, window_end, h, scores.coverage_metric(level), float(part[f"covered_{col}"].mean()))
+                    (sid, window_end, h, coverage_metric(level), float(part[f"covered_{col}"].mean()))
                 )
     out = pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
     out["value"] = out["value"].replace([np.inf, -np.inf], np.nan)
@@ -176,25 +184,23 @@ def score_capacity(
             continue
         demand_v = merged["value"].to_numpy(float)
         cap_v = merged["cap"].to_numpy(float)
-        unmet = np.maximum(0.0, demand_v - cap_v)
-        idle = np.maximum(0.0, cap_v - demand_v)
         reactive = np.concatenate([np.full(lead_buckets, demand_v[0]), demand_v[:-lead_buckets]])
         avoided = (demand_v > reactive) & (cap_v >= demand_v)
         rows += [
-            (sid, window_end, scores.ALL_HORIZONS, scores.UNMET_DEMAND, float(unmet.mean())),
-            (sid, window_end, scores.ALL_HORIZONS, scores.IDLE_CAPACITY, float(idle.mean())),
+            (sid, window_end, ALL_HORIZONS, UNMET_DEMAND, accuracy.unmet_mean(demand_v, cap_v)),
+            (sid, window_end, ALL_HORIZONS, IDLE_CAPACITY, accuracy.idle_mean(demand_v, cap_v)),
             (
                 sid,
                 window_end,
-                scores.ALL_HORIZONS,
-                scores.QUEUE_WAIT_AVOIDED,
+                ALL_HORIZONS,
+                QUEUE_WAIT_AVOIDED,
                 float(avoided.sum() * interval_minutes),
             ),
         ]
     return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
 
 
-def values_of(evaluations: pd.DataFrame, metric: str, horizon: int = scores.ALL_HORIZONS) -> dict[str, float]:
+def values_of(evaluations: pd.DataFrame, metric: str, horizon: int = ALL_HORIZONS) -> dict[str, float]:
     """``{series_id: score}`` of one metric (the last row per series), for lookups in a loop over series.
 
     :param evaluations: rows in the evaluations layout.
@@ -208,7 +214,7 @@ def values_of(evaluations: pd.DataFrame, metric: str, horizon: int = scores.ALL_
     return dict(zip(last["series_id"], last["value"].astype(float), strict=True))
 
 
-def value_of(evaluations: pd.DataFrame, sid: str, metric: str, horizon: int = scores.ALL_HORIZONS) -> float:
+def value_of(evaluations: pd.DataFrame, sid: str, metric: str, horizon: int = ALL_HORIZONS) -> float:
     """One score from an evaluations frame (NaN when absent).
 
     :param evaluations: rows in the evaluations layout.

@@ -20,7 +20,7 @@ import pandas as pd
 
 from airflow_predictive.contracts.demand import RESOURCES, parse_series_id
 from airflow_predictive.contracts.stores import ForecastPageStore, LedgerReader
-from airflow_predictive.feedback import scores
+from airflow_predictive.feedback import evaluation
 from airflow_predictive.feedback.evaluation import provisioning_level
 
 # Behaviour summaries the profiling room stores (``store.summaries(kind)``); shown when present.
@@ -95,17 +95,17 @@ def accuracy(evaluations: pd.DataFrame, now: datetime, level: float) -> dict[str
     :param level: the provisioning quantile whose coverage to show.
     """
     wanted = {
-        "mase": scores.MASE,
-        "coverage": scores.coverage_metric(level),
-        "unmet_demand": scores.UNMET_DEMAND,
-        "idle_capacity": scores.IDLE_CAPACITY,
+        "mase": evaluation.MASE,
+        "coverage": evaluation.coverage_metric(level),
+        "unmet_demand": evaluation.UNMET_DEMAND,
+        "idle_capacity": evaluation.IDLE_CAPACITY,
     }
     result: dict[str, dict[str, float | None]] = {}
     for window, span in (("day", timedelta(days=1)), ("week", timedelta(days=7))):
         recent = evaluations[
             (evaluations["window_end"] > pd.Timestamp(now - span))
             & (evaluations["window_end"] <= pd.Timestamp(now))
-            & (evaluations["horizon_minutes"] == scores.ALL_HORIZONS)
+            & (evaluations["horizon_minutes"] == evaluation.ALL_HORIZONS)
         ]
         result[window] = {
             name: _num(recent.loc[recent["metric"] == metric, "value"].mean())

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.feedback import scores
-from airflow_predictive.feedback.evaluation import values_of
+from airflow_predictive import accuracy
+from airflow_predictive.feedback.evaluation import MASE, values_of
 
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 
@@ -94,7 +94,7 @@ def decide(
     if joined.empty:
         return []
     decisions = []
-    mase_of = values_of(evaluations, scores.MASE)
+    mase_of = values_of(evaluations, MASE)
     for sid, group in joined.groupby("series_id", sort=True):
         q = level.get(sid, 0.95) if isinstance(level, dict) else level
         col = f"q{q:g}"
@@ -106,11 +106,7 @@ def decide(
         half = (group[col] - group["mean"]).to_numpy(float)
         err = (group["actual"] - group["mean"]).to_numpy(float)
         ok = np.isfinite(half) & np.isfinite(err) & (half > 1e-9)
-        covered = (
-            float(np.mean(group["actual"].to_numpy(float) <= group[col].to_numpy(float)))
-            if len(group)
-            else float("nan")
-        )
+        covered = accuracy.coverage(group["actual"].to_numpy(float), group[col].to_numpy(float))
         mase = mase_of.get(sid, float("nan"))
         decision = Decision(series_id=sid, level=q, coverage=covered, n=int(ok.sum()), mase=mase)
         reasons = []

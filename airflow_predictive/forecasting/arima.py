@@ -5,7 +5,7 @@ The model is a regression with ARIMA errors on the series divided by a robust le
 ``x_t`` holds a constant (when undifferenced) and daily Fourier terms evaluated at absolute time
 (epoch bucket number), so a stored state applies to any window. Everything here is numpy/scipy on
 arrays (``scipy.signal.lfilter`` runs the recursions), so a warm forecast costs about a millisecond;
-pmdarima is only used for order selection (:mod:`airflow_predictive.forecasting.selection`).
+pmdarima is only used for order selection (:mod:`airflow_predictive.forecasting.auto_arima`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,13 @@ import pandas as pd
 
 from airflow_predictive.forecasting.structural import StructuralForecast, add_frames
 
-METHODS = ("residual", "sum", "max")
+RESIDUAL, SUM, MAX = "residual", "sum", "max"
+#: What :func:`combine` implements: ``residual`` (the default) and the two it is measured against.
+METHODS = (RESIDUAL, SUM, MAX)
+#: The statistical forecast alone (no known work combined in).
+NONE = "none"
+#: ``[predictive] combination`` values the control loop accepts: the default method, or none.
+COMBINATIONS = (RESIDUAL, NONE)
 MODEL_NAME = "combined"
 
 
@@ -175,7 +181,12 @@ def combine(
 
 
 __all__ = [
+    "COMBINATIONS",
+    "MAX",
     "METHODS",
+    "NONE",
+    "RESIDUAL",
+    "SUM",
     "add_frames",
     "combine",
     "known_work_demand",

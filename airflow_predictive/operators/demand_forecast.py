@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_predictive import config
+from airflow_predictive import config, stats
 from airflow_predictive.airflow_api.client import fetch_upcoming
 from airflow_predictive.hooks.airflow_api import AirflowApiHook
 from airflow_predictive.links import ForecastPageLink
@@ -115,7 +115,7 @@ class DemandForecastOperator(BaseOperator):
         return cycle_origin(self.now, context)
 
     def _combination(self) -> str:
-        from airflow_predictive.runtime.known_work import COMBINATIONS
+        from airflow_predictive.forecasting.combine import COMBINATIONS
 
         value = (self.combination or config.get("combination")).strip().lower()
         if value not in COMBINATIONS:
@@ -135,6 +135,7 @@ class DemandForecastOperator(BaseOperator):
 
         :param now: the forecast origin (UTC).
         """
+        stats.install()
         from airflow_predictive.forecasting.engine import Forecaster
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.known_work import (

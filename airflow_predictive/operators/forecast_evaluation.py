@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_predictive import config, stats
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
 
@@ -93,7 +94,7 @@ class ForecastEvaluationOperator(BaseOperator):
         :param context: the task context (notifiers render with it; the forecast task's fit times).
         """
         context = context or {}
-        from airflow_predictive import config
+        stats.install()
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_predictive import config
+from airflow_predictive import config, stats
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
 
@@ -93,6 +93,7 @@ class PreemptiveAllocateOperator(BaseOperator):
 
         :param now: the planning time (UTC); ``None``: the clock.
         """
+        stats.install()
         from airflow_predictive.contracts.pools import load_pools
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.allocation_cycle import run_cycle

@@ -18,7 +18,7 @@ from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import AllocationStore
 from airflow_predictive.planning.planner import plan as make_plan
 from airflow_predictive.planning.planner import planned_capacity
-from airflow_predictive.runtime import allocation_metrics as metrics
+from airflow_predictive.runtime import metrics
 from airflow_predictive.runtime.ledger import Outcome, PoolBusy, execute_plan, pool_lock
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def run_cycle(
             )
     except PoolBusy as exc:
         result.skipped = str(exc)
-        metrics.emit(pool.name, {metrics.POOL_LOCKED: 1})
+        metrics.emit_allocation(pool.name, {metrics.POOL_LOCKED: 1})
         log.warning("%s", exc)
         return result
     _emit(result)
@@ -140,16 +140,18 @@ def run_cycle(
 
 
 def _emit(result: CycleResult) -> None:
+    """Emit the pool's allocation metrics.
+
+    Applied, failed and pending actions are not counted here: the feedback cycle counts them once,
+    from the ledger (see :mod:`airflow_predictive.runtime.metrics`).
+    """
     plan = result.plan
     if plan is None:
         return
     out = result.outcome
-    metrics.emit(
+    metrics.emit_allocation(
         result.pool,
         {
-            metrics.ACTIONS_PLANNED: len(plan.actions),
-            metrics.ACTIONS_APPLIED: len(out.applied),
-            metrics.ACTIONS_FAILED: len(out.failed),
             metrics.ACTIONS_SKIPPED: len(out.skipped),
             metrics.ACTIONS_DRY_RUN: len(out.dry_run),
             metrics.PLAN_CAPPED: len(plan.capped),

@@ -28,7 +28,7 @@ from airflow_predictive.contracts.stores import (
     ModelStateStore,
 )
 from airflow_predictive.feedback import alerts as alerts_mod
-from airflow_predictive.feedback import evaluation, scores
+from airflow_predictive.feedback import evaluation
 from airflow_predictive.feedback.recalibration import Decision, decide
 from airflow_predictive.runtime import metrics
 
@@ -287,7 +287,7 @@ def run_feedback_cycle(
     if recalibrate and decisions:
         apply_corrections(store, decisions, now=now)
     calibration_rows = [
-        (d.series_id, end, scores.ALL_HORIZONS, scores.CALIBRATION_SCALE, d.factor) for d in decisions
+        (d.series_id, end, evaluation.ALL_HORIZONS, evaluation.CALIBRATION_SCALE, d.factor) for d in decisions
     ]
     if calibration_rows:
         evaluations = pd.concat(
@@ -352,7 +352,7 @@ def _emit(
     ev = result.evaluations
     mase_of, unmet_of, idle_of = (
         evaluation.values_of(ev, metric)
-        for metric in (scores.MASE, scores.UNMET_DEMAND, scores.IDLE_CAPACITY)
+        for metric in (evaluation.MASE, evaluation.UNMET_DEMAND, evaluation.IDLE_CAPACITY)
     )
     for sid in sorted(set(ev["series_id"]) if not ev.empty else set()):
         key = parse_series_id(sid)
@@ -397,7 +397,7 @@ def send_alerts(
     """
     sent = 0
     for alert in alerts:
-        metrics.incr(metrics.ALERTS, 1, alert.kind)
+        metrics.incr(metrics.ALERTS, 1, kind=alert.kind)
         for notifier in notifiers.get(alert.kind, []):
             try:
                 notifier({**context, "predictive_alert": alert.to_dict()})

@@ -37,11 +37,10 @@ from airflow_predictive.contracts.stores import (
     ResidualForecastStore,
     StructuralForecastInputs,
 )
+from airflow_predictive.forecasting.combine import COMBINATIONS
 
 log = logging.getLogger(__name__)
 
-#: ``[predictive] combination`` values: ``residual`` (see the module docstring) or ``none``.
-COMBINATIONS = ("residual", "none")
 #: Runs that started this long before the history window can still overlap it (as the profiler).
 LOOKBACK = timedelta(days=1)
 #: Timetable kinds whose runs the endpoint lists: their past scheduled runs are known work.

@@ -3,7 +3,9 @@
 Definitions (the JSON contract of ``airflow-predictive backtest``):
 
 - ``unmet_pct`` = 100 * sum(max(demand - capacity, 0)) / sum(demand)
+  (:func:`airflow_predictive.accuracy.unmet_percent`)
 - ``idle_pct`` = 100 * sum(max(capacity - demand, 0)) / sum(demand)
+  (:func:`airflow_predictive.accuracy.idle_percent`)
 - ``capacity_hours`` = sum over steps of running instances * interval (hours); booting instances
   are not capacity
 - ``cost`` = capacity_hours * the pool's standard hourly price of one instance (``cost_spot`` with
@@ -16,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from airflow_predictive.accuracy import idle_percent, unmet_percent
 
 
 @dataclass(frozen=True)
@@ -46,26 +50,6 @@ class Metrics:
             "cost_spot": round(self.cost_spot, 4),
             "changes": int(self.changes),
         }
-
-
-def unmet_pct(demand: np.ndarray, capacity: np.ndarray) -> float:
-    """100 * sum(max(demand - capacity, 0)) / sum(demand) (0 when there is no demand).
-
-    :param demand: demand per step.
-    :param capacity: served capacity per step (running instances * capacity of one).
-    """
-    total = float(np.sum(demand))
-    return 100.0 * float(np.sum(np.maximum(demand - capacity, 0.0))) / total if total > 0 else 0.0
-
-
-def idle_pct(demand: np.ndarray, capacity: np.ndarray) -> float:
-    """100 * sum(max(capacity - demand, 0)) / sum(demand) (0 when there is no demand).
-
-    :param demand: demand per step.
-    :param capacity: served capacity per step.
-    """
-    total = float(np.sum(demand))
-    return 100.0 * float(np.sum(np.maximum(capacity - demand, 0.0))) / total if total > 0 else 0.0
 
 
 def capacity_hours(running: np.ndarray, interval_s: float) -> float:
@@ -116,8 +100,8 @@ def score(
     capacity = running * instance_capacity
     hours = capacity_hours(running, interval_s)
     return Metrics(
-        unmet_pct=unmet_pct(demand, capacity),
-        idle_pct=idle_pct(demand, capacity),
+        unmet_pct=unmet_percent(demand, capacity),
+        idle_pct=idle_percent(demand, capacity),
         capacity_hours=hours,
         cost=hours * price_standard,
         cost_spot=hours * price_spot,

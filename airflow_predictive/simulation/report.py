@@ -11,6 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from airflow_predictive.accuracy import shortfall
+
 POLICY_ORDER = ("predictive", "seasonal", "reactive", "oracle")
 _COLORS = {
     "predictive": "#1f77b4",
@@ -198,9 +202,11 @@ def write_html(results: list[dict[str, Any]], path: str | Path) -> None:
                 row=1,
                 col=1,
             )
-            unmet = [
-                max(d - c, 0.0) for d, c in zip(detail["demand"], detail["capacity"][name], strict=False)
-            ]
+            demand, capacity = detail["demand"], detail["capacity"][name]
+            n = min(len(demand), len(capacity))
+            unmet = shortfall(
+                np.asarray(demand[:n], dtype=float), np.asarray(capacity[:n], dtype=float)
+            ).tolist()
             fig.add_trace(
                 go.Scatter(
                     x=ts,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from airflow.sdk import BaseNotifier
 
-from airflow_predictive.feedback import alerts, evaluation, scores
+from airflow_predictive.feedback import alerts, evaluation
 from airflow_predictive.feedback.recalibration import conformal_factor, decide
 from airflow_predictive.feedback.report import write_report
 from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
@@ -49,11 +49,13 @@ def test_scores_match_hand_computation() -> None:
     demand = pd.DataFrame({"series_id": SERIES, "ts": forecasts["ts"], "value": actual})
     history = pd.DataFrame({"series_id": SERIES, "ts": range(5), "value": [1.0, 2.0, 1.0, 2.0, 1.0]})
     out = evaluation.score_forecasts(forecasts, demand, window_end=NOW, history=history)
-    all_h = out[out["horizon_minutes"] == scores.ALL_HORIZONS].set_index("metric")["value"]
-    assert all_h[scores.MASE] == pytest.approx(np.mean(np.abs(actual - 10)) / 1.0)
-    assert all_h[scores.coverage_metric(0.95)] == pytest.approx(0.75)  # 10, 9, 11 <= 11.64; 12 is not
+    all_h = out[out["horizon_minutes"] == evaluation.ALL_HORIZONS].set_index("metric")["value"]
+    assert all_h[evaluation.MASE] == pytest.approx(np.mean(np.abs(actual - 10)) / 1.0)
+    assert all_h[evaluation.coverage_metric(0.95)] == pytest.approx(0.75)  # 10, 9, 11 <= 11.64; 12 is not
     diff = actual - 11.6449
-    assert all_h[scores.pinball_metric(0.95)] == pytest.approx(np.mean(np.maximum(0.95 * diff, -0.05 * diff)))
+    assert all_h[evaluation.pinball_metric(0.95)] == pytest.approx(
+        np.mean(np.maximum(0.95 * diff, -0.05 * diff))
+    )
     assert set(out["horizon_minutes"]) == {0, 15, 60}
 
 
@@ -70,7 +72,7 @@ def test_decide_widens_and_flags() -> None:
     forecasts = _forecast(np.full(200, 10.0), NOW, spread=1.0)
     forecasts["actual"] = 10 + 2 * rng.standard_normal(200)
     forecasts["lead_minutes"] = 5.0
-    ev = pd.DataFrame([(SERIES, NOW, 0, scores.MASE, 1.7)], columns=evaluation.EVALUATION_COLUMNS)
+    ev = pd.DataFrame([(SERIES, NOW, 0, evaluation.MASE, 1.7)], columns=evaluation.EVALUATION_COLUMNS)
     (d,) = decide(forecasts, ev, level=0.95, mase_threshold=1.5)
     assert d.coverage < 0.85 and d.factor > 1.5 and d.reselect
     with pytest.raises(ValueError, match="q0.8"):
@@ -103,8 +105,10 @@ def test_cycle_stores_scores_alerts_and_flags(store, tmp_path) -> None:
     assert result.reselected == [SERIES]
     assert store.model_states([SERIES])[SERIES]["needs_reselect"] is True
     stored = store.evaluations([SERIES])
-    assert {scores.MASE, scores.UNMET_DEMAND, scores.coverage_metric(0.95)} <= set(stored["metric"])
-    assert evaluation.value_of(stored, SERIES, scores.coverage_metric(0.95)) == 0.0
+    assert {evaluation.MASE, evaluation.UNMET_DEMAND, evaluation.coverage_metric(0.95)} <= set(
+        stored["metric"]
+    )
+    assert evaluation.value_of(stored, SERIES, evaluation.coverage_metric(0.95)) == 0.0
     lines = sent.read_text().splitlines()
     assert "forecast_degraded|Forecast degraded on 1 series" in lines
     assert "action_failed|1 capacity action(s) failed" in lines

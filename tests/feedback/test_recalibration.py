@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_predictive.feedback import evaluation, scores
+from airflow_predictive.feedback import evaluation
 from airflow_predictive.forecasting.auto_arima import AutoArima
 from airflow_predictive.forecasting.engine import Forecaster, forecast_cycle
 from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
@@ -81,7 +81,7 @@ def _run(
 
 def _factors(store: ProfileStore) -> pd.Series:
     stored = store.evaluations([SERIES])
-    return stored[stored["metric"] == scores.CALIBRATION_SCALE]["value"]
+    return stored[stored["metric"] == evaluation.CALIBRATION_SCALE]["value"]
 
 
 def test_reselection_restores_coverage_after_noise_doubles(tmp_path) -> None:

@@ -25,12 +25,28 @@ def test_control_loop_dag_parses_with_no_import_errors(airflow_db):
 
 @pytest.mark.integration
 def test_demo_runs_the_control_loop_and_applies_a_plan_to_the_emulator(tmp_path, monkeypatch):
-    """`make demo` in small: generated history -> airflow dags test -> forecasts, ledger, emulator VMs."""
+    """`make demo` in small: generated history -> simulated cycles -> airflow dags test -> forecasts,
+    ledger, emulator VMs, and a report whose accuracy tables the simulated cycles filled."""
     from airflow_predictive_tools.demo.runner import run_demo
 
+    from airflow_predictive.feedback import pages
+    from airflow_predictive.store import ProfileStore
+
     out = io.StringIO()
-    result = run_demo(tmp_path / "demo", days=5, out=out)
+    result = run_demo(tmp_path / "demo", days=5, day_hours=2, cycle_minutes=30, out=out)
     text = out.getvalue()
+
+    assert result["day"]["cycles"] == 4
+    store = ProfileStore.sqlite(tmp_path / "demo" / "profile.db")
+    try:
+        # four simulated cycles and the real run each recorded the capacity they planned, per pool
+        assert store.capacity(pool="etl-workers")["ts"].nunique() == 5
+        # the simulated cycles' forecasts were scored: the page's accuracy table has numbers
+        page = pages.collect(store, pools=["etl-workers"])
+        cpu = next(b for b in page["pools"][0]["resources"] if b["resource"] == "cpu")
+        assert cpu["accuracy"]["day"]["coverage"] is not None
+    finally:
+        store.dispose()
 
     configured = [s for s in result["series"] if s.startswith(("pool=etl-workers/", "pool=ml-training/"))]
     assert len(configured) == 8

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from airflow_predictive import accuracy
 from airflow_predictive.simulation import metrics
 from airflow_predictive.simulation.backtest import BacktestOptions, backtest_trace, headline
 from airflow_predictive.simulation.policies import OraclePolicy
@@ -19,8 +20,8 @@ def test_unmet_and_idle_are_percent_of_total_demand():
     demand = np.array([10.0, 10.0, 20.0, 0.0])
     capacity = np.array([5.0, 15.0, 20.0, 4.0])
     # unmet: 5 at step 0; idle: 5 at step 1 and 4 at step 3; total demand 40.
-    assert metrics.unmet_pct(demand, capacity) == pytest.approx(12.5)
-    assert metrics.idle_pct(demand, capacity) == pytest.approx(22.5)
+    assert accuracy.unmet_percent(demand, capacity) == pytest.approx(12.5)
+    assert accuracy.idle_percent(demand, capacity) == pytest.approx(22.5)
 
 
 def test_capacity_hours_count_running_instances_times_interval():
@@ -102,7 +103,7 @@ def test_oracle_meets_all_demand_with_the_fewest_instances():
     result = replay(OraclePolicy(), _context(demand, start=2, boot_steps=1))
     running = result.running
     assert list(running) == [1, 3, 3, 1, 1, 3, 1, 1]
-    assert metrics.unmet_pct(np.array(demand[2:]), running * 1.0) == 0.0
+    assert accuracy.unmet_percent(np.array(demand[2:]), running * 1.0) == 0.0
 
 
 def test_backtest_of_a_known_trace_returns_the_json_contract(tmp_path):

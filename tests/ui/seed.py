@@ -1,4 +1,4 @@
-"""A store holding one day of demand, a forecast, provisioned capacity, a plan with actions and scores."""
+"""A store holding one day of demand, a forecast, provisioned capacity, a plan with actions and evaluation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.contracts.plan import Action, ActionKind, ActionStatus, Mode, Plan, Provisioning
-from airflow_predictive.feedback import scores
+from airflow_predictive.feedback import evaluation
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 POOL = "etl-workers"
@@ -76,10 +76,16 @@ def seed(store, now: datetime = NOW) -> dict:
     store.write_evaluations(
         pd.DataFrame(
             [
-                (SERIES, now - timedelta(hours=2), scores.ALL_HORIZONS, scores.MASE, 0.82),
-                (SERIES, now - timedelta(hours=2), scores.ALL_HORIZONS, scores.coverage_metric(0.95), 0.93),
-                (SERIES, now - timedelta(hours=2), scores.ALL_HORIZONS, scores.UNMET_DEMAND, 1.5),
-                (SERIES, now - timedelta(hours=2), scores.ALL_HORIZONS, scores.IDLE_CAPACITY, 20.25),
+                (SERIES, now - timedelta(hours=2), evaluation.ALL_HORIZONS, evaluation.MASE, 0.82),
+                (
+                    SERIES,
+                    now - timedelta(hours=2),
+                    evaluation.ALL_HORIZONS,
+                    evaluation.coverage_metric(0.95),
+                    0.93,
+                ),
+                (SERIES, now - timedelta(hours=2), evaluation.ALL_HORIZONS, evaluation.UNMET_DEMAND, 1.5),
+                (SERIES, now - timedelta(hours=2), evaluation.ALL_HORIZONS, evaluation.IDLE_CAPACITY, 20.25),
             ],
             columns=["series_id", "window_end", "horizon_minutes", "metric", "value"],
         )

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
+from airflow_predictive.accuracy import exceedance, mae, mase_scale, pinball
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES
-from airflow_predictive.forecasting import metrics
 from airflow_predictive.forecasting.auto_arima import AutoArima, robust_scale
 from airflow_predictive.forecasting.engine import Forecaster, pin_threads
 from airflow_predictive.forecasting.models import SeasonalNaive, season_length
@@ -434,7 +434,7 @@ def accuracy_trace(
     for k, origin in enumerate(points):
         now = stamps[origin].to_pydatetime()
         actual = values[origin + 1 : origin + 1 + steps]
-        scale = metrics.mase_scale(values[: origin + 1], period)
+        scale = mase_scale(values[: origin + 1], period)
         hist = long.iloc[max(0, origin + 1 - engine.history_buckets) : origin + 1]
         started = time.perf_counter()
         if not states:
@@ -461,8 +461,8 @@ def accuracy_trace(
         for method, (mean, quantiles) in predictions.items():
             score = scores[method]
             for name, h in h_steps.items():
-                score["mase"][name].append(metrics.mae(actual[:h], mean[:h]) / scale)
-            score["pinball"].append(metrics.pinball(actual, quantiles, levels) / scale)
+                score["mase"][name].append(mae(actual[:h], mean[:h]) / scale)
+            score["pinball"].append(pinball(actual, quantiles, levels) / scale)
             score["actual"].append(actual)
             score["q"].append(quantiles)
     out: dict = {
@@ -479,7 +479,7 @@ def accuracy_trace(
         entry = {f"mase_{name}": round(float(np.mean(v)), 4) for name, v in score["mase"].items()}
         entry["pinball"] = round(float(np.mean(score["pinball"])), 4)
         entry["exceedance"] = {
-            f"{q:g}": round(metrics.exceedance(actual, quantiles[:, levels.index(q)]), 4)
+            f"{q:g}": round(exceedance(actual, quantiles[:, levels.index(q)]), 4)
             for q in (*EXCEEDANCE_LEVELS, 0.99)
             if q in levels
         }
