@@ -23,7 +23,7 @@ def register(commands: Any, bench: Any) -> None:
         help="hours of control-loop cycles on a simulated clock before the real DAG run (default 24)",
     )
     parser.add_argument(
-        "--cycle-minutes", type=float, default=30, help="simulated cycle length in minutes (default 30)"
+        "--cycle-minutes", type=float, default=60, help="simulated cycle length in minutes (default 60)"
     )
     parser.set_defaults(func=_demo)
 

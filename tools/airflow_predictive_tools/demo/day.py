@@ -10,12 +10,12 @@ is the generated history, which the store already holds up to the demo's end.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+
+from airflow.sdk.log import configure_logging
 
 from airflow_predictive import config
 from airflow_predictive.operators.demand_forecast import DemandForecastOperator, series_chunks
@@ -41,7 +41,7 @@ def run_day(
     end: datetime,
     *,
     hours: float = 24,
-    every: timedelta = timedelta(minutes=30),
+    every: timedelta = timedelta(minutes=60),
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the control loop's forecast, allocate and evaluate at every cycle of the simulated stretch.
@@ -53,18 +53,20 @@ def run_day(
     :param say: where the one-line-per-few-hours progress goes.
     :return: cycles run, allocation failures (recorded in the ledger too), and seconds taken.
     """
+    # The operators' task logs (tables per cycle) would bury the demo's account: this process logs
+    # warnings only from here on (Airflow's own logging set-up; `airflow dags test` logs as usual).
+    configure_logging(log_level="WARNING")
     queue_pools = config.configured_queue_pools()
     chunks = series_chunks(sorted(set(queue_pools.values())) if queue_pools else None)
     started = time.monotonic()
     failures: list[str] = []
     times = cycle_times(end, hours=hours, every=every)
-    with _quiet():
-        for k, now in enumerate(times):
-            failure = _cycle(now, chunks)
-            if failure:
-                failures.append(f"{now:%H:%M}: {failure}")
-            if k % max(1, len(times) // 6) == 0 or k == len(times) - 1:
-                say(f"   cycle {k + 1:>3}/{len(times)} at {now:%Y-%m-%d %H:%M} UTC")
+    for k, now in enumerate(times):
+        failure = _cycle(now, chunks)
+        if failure:
+            failures.append(f"{now:%H:%M}: {failure}")
+        if k % max(1, len(times) // 6) == 0 or k == len(times) - 1:
+            say(f"   cycle {k + 1:>3}/{len(times)} at {now:%Y-%m-%d %H:%M} UTC")
     return {"cycles": len(times), "failures": failures, "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -81,17 +83,3 @@ def _cycle(now: datetime, chunks: list[list[str]]) -> str | None:
         failure = str(exc)
     ForecastEvaluationOperator(task_id="evaluate").execute_at(now)
     return failure
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The operators' per-cycle task logs would bury the demo's output: warnings only, meanwhile."""
-    loggers = [logging.getLogger(name) for name in ("airflow_predictive", "airflow.task", "airflow")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)

@@ -26,11 +26,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
 from airflow_predictive import config
+from airflow_predictive.contracts.pools import EXAMPLE_POOLS
 
 DAG_ID = "predictive_scaling"
 BACKTEST_SERIES = "pool=etl-workers/resource=cpu"
 BACKTEST_DAYS = 10
+#: Actions printed with their reasons at the end of the day (the rest are in the ledger and the report).
+LAST_ACTIONS = 6
 
 
 def repo_dags_folder() -> Path:
@@ -48,7 +53,7 @@ def run_demo(
     *,
     days: int = 21,
     day_hours: float = 24,
-    cycle_minutes: float = 30,
+    cycle_minutes: float = 60,
     out: TextIO | None = None,
 ) -> dict[str, Any]:
     """Run a simulated day of the control loop and one real DAG run on embedded defaults, and report it.
@@ -60,7 +65,7 @@ def run_demo(
     :param out: where the human-readable account goes (default stdout).
     :return: what happened, for tests: counts, paths, actions.
     """
-    from airflow_predictive.contracts.pools import EXAMPLE_POOLS, load_pools
+    from airflow_predictive.contracts.pools import load_pools
     from airflow_predictive.runtime.profile_refresh import refresh_profile
     from airflow_predictive.store import ProfileStore
     from airflow_predictive_tools.demo.allocation import seed_groups
@@ -75,7 +80,7 @@ def run_demo(
         shutil.rmtree(home)
     home.mkdir(parents=True)
     pools_file = home / "pools.yaml"
-    shutil.copyfile(EXAMPLE_POOLS, pools_file)
+    _write_pools(pools_file, planning_interval_minutes=cycle_minutes)
     pools = load_pools(pools_file, config.sizing_defaults())
     store_path = home / "profile.db"
     reports = home / "reports"
@@ -135,11 +140,11 @@ def run_demo(
             if os.environ.get(key) != value:
                 stack.callback(_restore_env, key, os.environ.get(key))
                 os.environ[key] = value
-        from airflow_predictive_tools.demo.day import run_day
-
         say(
             f"== 3. a simulated day: the control loop every {cycle_minutes:g} min over the last {day_hours:g} h"
         )
+        from airflow_predictive_tools.demo.day import run_day
+
         day = run_day(now, hours=day_hours, every=timedelta(minutes=cycle_minutes), say=say)
         say(
             f"   {day['cycles']} cycles in {day['seconds']:.0f} s"
@@ -167,12 +172,11 @@ def run_demo(
         forecasts = store.latest_forecasts()
         say(_forecast_table(forecasts))
         actions = store.actions()
-        say("\n== 5. the present cycle's plan: every action with its reason (the whole day is in the ledger)")
-        say(
-            _actions_table(
-                actions[actions["plan_id"].isin(_latest_plans(store))] if not actions.empty else actions
-            )
-        )
+        say(f"\n== 5. the ledger: {len(actions)} actions over the day")
+        say(_ledger_counts(actions))
+        last = actions.sort_values("created_at").tail(LAST_ACTIONS) if not actions.empty else actions
+        say(f"the last {len(last)}, each with its reason:")
+        say(_actions_table(last))
         live = _emulator_instances(EmulatorControl(emulator_url).state())
         say(
             f"\nthe emulator now runs {len(live)} instances: "
@@ -198,12 +202,22 @@ def run_demo(
         }
 
 
-def _latest_plans(store: Any) -> list[str]:
-    """The newest plan of each pool (the present cycle's)."""
-    plans = store.plans()
-    if plans.empty:
-        return []
-    return plans.sort_values("created_at").groupby("pool")["plan_id"].last().tolist()
+def _write_pools(path: Path, *, planning_interval_minutes: float) -> None:
+    """The example pools, each planning for the demo's cycle length (a plan must last until the next)."""
+    document = yaml.safe_load(EXAMPLE_POOLS.read_text())
+    for settings in document["pools"].values():
+        settings.setdefault("policy", {})["planning_interval_minutes"] = planning_interval_minutes
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def _ledger_counts(actions: Any) -> str:
+    """Actions per pool, kind and status, one line each."""
+    if actions.empty:
+        return "   (none)"
+    counts = actions.groupby(["pool", "kind", "status"]).size()
+    return "\n".join(
+        f"   {pool:<14} {kind:<18} {status:<8} {n:>4}" for (pool, kind, status), n in counts.items()
+    )
 
 
 def _restore_env(key: str, value: str | None) -> None:
