@@ -55,6 +55,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     """
     from threadpoolctl import threadpool_limits
 
+    # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.simulation import report
     from airflow_predictive.simulation.backtest import BacktestOptions, backtest
     from airflow_predictive.simulation.traces import TraceError

@@ -19,6 +19,7 @@ def _timestamp(raw: str) -> datetime:
 
 
 def _store(args: argparse.Namespace):
+    # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.hooks.profile_store import configured_store
     from airflow_predictive.store import ProfileStore
 
@@ -28,6 +29,7 @@ def _store(args: argparse.Namespace):
 
 
 def _report(args: argparse.Namespace) -> int:
+    # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.feedback.report import write_report
 
     now = args.now or datetime.now(UTC)
@@ -49,6 +51,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
 
     now = args.now or datetime.now(UTC)

@@ -13,6 +13,7 @@ import textwrap
 from typing import Any
 
 from airflow_predictive import config, stats
+from airflow_predictive.contracts.pools import PoolConfigError, load_pools
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -48,7 +49,7 @@ def register(commands: Any, bench: Any) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from airflow_predictive.contracts.pools import PoolConfigError, load_pools
+    # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.gce.compute import ComputeEngineError
     from airflow_predictive.hooks.gce_allocator import GceAllocatorHook
     from airflow_predictive.hooks.profile_store import configured_store

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_predictive import config
+from airflow_predictive.airflow_api.client import AirflowApiClient, AirflowApiError
+from airflow_predictive.hooks.airflow_api import AirflowApiHook
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -75,6 +77,7 @@ def _fail(message: str) -> int:
 
 
 def _open_store(value: str | None):
+    # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.hooks.profile_store import configured_store
     from airflow_predictive.store import ProfileStore
 
@@ -94,7 +97,7 @@ def _interval(minutes: int | None) -> timedelta | None:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from airflow_predictive.airflow_api.client import AirflowApiClient, AirflowApiError
+    # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.runtime.profile_refresh import refresh_profile
     from airflow_predictive.runtime.task_history import TaskHistoryCollector
     from airflow_predictive.store import StoreError
@@ -103,8 +106,6 @@ def _profile(args: argparse.Namespace) -> int:
         queue_pools = _queue_pools(args.queue_pool)
         interval = _interval(args.interval_minutes) or config.interval()
         if args.conn_id:
-            from airflow_predictive.hooks.airflow_api import AirflowApiHook
-
             client = AirflowApiHook(args.conn_id).get_client()
         else:
             token = os.environ.get(args.token_env) if args.token_env else None

@@ -9,6 +9,16 @@ from pathlib import Path
 
 import yaml
 
+from airflow_predictive.templates.loader import (
+    BUILTIN_FOLDER,
+    TemplateError,
+    load_file,
+    load_folder,
+    registry,
+    user_folder,
+)
+from airflow_predictive.templates.models import TemplateLookupError
+
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add the ``templates`` command group.
@@ -36,13 +46,6 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from airflow_predictive.templates.loader import (
-        BUILTIN_FOLDER,
-        TemplateError,
-        load_file,
-        load_folder,
-        user_folder,
-    )
 
     paths = list(args.paths) or [BUILTIN_FOLDER, *([user_folder()] if user_folder() else [])]
     count = 0
@@ -61,8 +64,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from airflow_predictive.templates.loader import TemplateError, registry
-    from airflow_predictive.templates.models import TemplateLookupError
 
     try:
         reg = registry(args.folder)

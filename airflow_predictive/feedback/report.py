@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow_predictive.contracts.stores import ForecastPageStore
+from airflow_predictive.feedback import pages
 
 
 def render_report(
@@ -31,8 +32,6 @@ def render_report(
     :param default_mode: the mode shown for a pool with no plan yet (``[predictive] default_mode``).
     """
     from plotly.offline import get_plotlyjs
-
-    from airflow_predictive.feedback import pages
 
     data = pages.collect(
         store, pools=pools, now=now, history=timedelta(hours=history_hours), default_mode=default_mode

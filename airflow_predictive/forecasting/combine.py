@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.forecasting.structural import StructuralForecast, add_frames
+from airflow_predictive.profiling.demand_series import build_demand
 
 RESIDUAL, SUM, MAX = "residual", "sum", "max"
 #: What :func:`combine` implements: ``residual`` (the default) and the two it is measured against.
@@ -88,7 +89,6 @@ def known_work_demand(
     :param dag_ids: only runs of these DAGs (default: every DAG's scheduled runs).
     :param now: where still-running runs end (default: the clock), as for total demand.
     """
-    from airflow_predictive.profiling.demand_series import build_demand
 
     keys = scheduled_run_keys(dag_runs, dag_ids)
     runs = task_runs[of_runs(task_runs, keys)]

@@ -34,6 +34,7 @@ import pandas as pd
 
 from airflow_predictive.contracts.demand import RESOURCES, series_id, validate_pool_name
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
+from airflow_predictive.profiling.demand_series import pool_for_queue
 
 MODEL_NAME = "structural"
 DEFAULT_DURATION_S = 300.0
@@ -184,7 +185,6 @@ def task_model(
 
 
 def _pool_name(name: str) -> str:
-    from airflow_predictive.profiling.demand_series import pool_for_queue
 
     return pool_for_queue(name)
 

@@ -38,6 +38,7 @@ def series_chunks(
     :param chunk_size: series per chunk (default: ``[predictive] series_per_chunk``).
     :param store_conn_id: profile store connection (default: ``[predictive] store_conn_id``).
     """
+    # Imported when the task runs: the DAG file imports this module at every parse.
     from airflow_predictive.hooks.profile_store import configured_store
 
     size = chunk_size or config.get_int("series_per_chunk")
@@ -115,6 +116,7 @@ class DemandForecastOperator(BaseOperator):
         return cycle_origin(self.now, context)
 
     def _combination(self) -> str:
+        # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.forecasting.combine import COMBINATIONS
 
         value = (self.combination or config.get("combination")).strip().lower()
@@ -136,6 +138,7 @@ class DemandForecastOperator(BaseOperator):
         :param now: the forecast origin (UTC).
         """
         stats.install()
+        # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.forecasting.engine import Forecaster
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.known_work import (

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from airflow_predictive import config, stats
+from airflow_predictive.feedback.alerts import validate_notifiers
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
 
@@ -55,8 +56,6 @@ class ForecastEvaluationOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from airflow_predictive.feedback.alerts import validate_notifiers
-
         if not 0 < tolerance < 1:
             raise ValueError(f"tolerance must lie strictly between 0 and 1, got {tolerance}")
         if mase_threshold <= 0:
@@ -95,6 +94,7 @@ class ForecastEvaluationOperator(BaseOperator):
         """
         context = context or {}
         stats.install()
+        # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
 

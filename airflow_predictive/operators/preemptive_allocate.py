@@ -11,6 +11,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from airflow_predictive import config, stats
+from airflow_predictive.contracts.pools import load_pools
+from airflow_predictive.hooks.airflow_api import AirflowApiHook
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
 
@@ -73,6 +75,7 @@ class PreemptiveAllocateOperator(BaseOperator):
 
     @cached_property
     def hook(self):
+        # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.gce_allocator import GceAllocatorHook
 
         return GceAllocatorHook(
@@ -94,7 +97,7 @@ class PreemptiveAllocateOperator(BaseOperator):
         :param now: the planning time (UTC); ``None``: the clock.
         """
         stats.install()
-        from airflow_predictive.contracts.pools import load_pools
+        # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.allocation_cycle import run_cycle
 
@@ -144,8 +147,6 @@ def running_task_hosts(api_conn_id: str) -> list[str] | None:
     :param api_conn_id: AirflowApiHook connection id.
     """
     try:
-        from airflow_predictive.hooks.airflow_api import AirflowApiHook
-
         with AirflowApiHook(api_conn_id).get_client() as client:
             rows = client.paginate("/dags/~/dagRuns/~/taskInstances", "task_instances", {"state": "running"})
             return sorted({str(r["hostname"]) for r in rows if r.get("hostname")})

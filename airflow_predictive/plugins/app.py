@@ -19,10 +19,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from airflow_predictive import config
-
-# "Upcoming DAG runs + task resource hints" (templates room): it needs the metadata DB, so it lives here.
 from airflow_predictive.feedback import pages
+from airflow_predictive.hooks.profile_store import configured_store
 from airflow_predictive.links import URL_PREFIX
+
+# "Upcoming DAG runs + task resource hints" (known work): it needs the metadata DB, so it lives here.
 from airflow_predictive.plugins import upcoming
 from airflow_predictive.plugins.upcoming import router as upcoming_router
 
@@ -34,8 +35,6 @@ _stores: dict[str, Any] = {}
 
 def get_store() -> Any:
     """The profile store named by ``[predictive]`` config, opened once per API-server process."""
-    from airflow_predictive.hooks.profile_store import configured_store
-
     key = config.get("store_conn_id") or str(config.get_path("store_path"))
     with _store_lock:
         if key not in _stores:

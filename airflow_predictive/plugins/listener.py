@@ -22,6 +22,8 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
+from airflow_predictive import config
+
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -64,6 +66,7 @@ def _hints(ti: Any) -> dict[str, Any] | None:
 def _get_store() -> Any:
     global _store
     if _store is None:
+        # Imported when a task starts sampling: every Airflow process loads the listener.
         from airflow_predictive.hooks.profile_store import configured_store
 
         _store = configured_store()
@@ -81,7 +84,7 @@ def on_task_instance_running(previous_state: Any, task_instance: Any) -> None:
         with _lock:
             if key in _active:
                 return
-        from airflow_predictive import config
+        # Imported when a task starts sampling: every Airflow process loads the listener.
         from airflow_predictive.profiling.sampler import ProcessTreeSampler
 
         sampler = ProcessTreeSampler(
@@ -179,6 +182,7 @@ def _flush_all(state: str) -> None:
 
 
 def _record(key: tuple, info: dict[str, Any], state: str, hostname: str | None) -> None:
+    # Imported when a task starts sampling: every Airflow process loads the listener.
     from airflow_predictive.profiling.sampler import summarise
 
     sampler = info["sampler"]

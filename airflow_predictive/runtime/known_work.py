@@ -37,7 +37,20 @@ from airflow_predictive.contracts.stores import (
     ResidualForecastStore,
     StructuralForecastInputs,
 )
-from airflow_predictive.forecasting.combine import COMBINATIONS
+from airflow_predictive.forecasting.combine import (
+    COMBINATIONS,
+    combine,
+    known_work_demand,
+    of_runs,
+    residual_demand,
+    scheduled_run_keys,
+)
+from airflow_predictive.forecasting.engine import forecast_cycle, per_series_summary
+from airflow_predictive.forecasting.structural import (
+    StructuralForecast,
+    profiles_from_task_runs,
+    structural_forecast,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +128,6 @@ class KnownWorkView:
 
     def known_demand(self, series_ids: Sequence[str], *, start: datetime, end: datetime) -> pd.DataFrame:
         """Past demand of the projected DAGs' scheduled runs on ``series_ids`` in ``[start, end)``."""
-        from airflow_predictive.forecasting.combine import known_work_demand, of_runs, scheduled_run_keys
 
         empty = pd.DataFrame({"series_id": pd.Series(dtype=object), "ts": [], "value": []})
         if not self._dags:
@@ -149,7 +161,6 @@ class KnownWorkView:
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> pd.DataFrame:
-        from airflow_predictive.forecasting.combine import residual_demand
 
         total = self._store.demand(series_ids, start=start, end=end)
         if total.empty or start is None or end is None:
@@ -178,8 +189,6 @@ def combine_on_grid(statistical: pd.DataFrame, structural: Any, *, method: str =
     :param structural: :class:`~airflow_predictive.forecasting.structural.StructuralForecast`.
     :param method: combination method.
     """
-    from airflow_predictive.forecasting.combine import combine
-    from airflow_predictive.forecasting.structural import StructuralForecast
 
     if statistical.empty:
         return statistical
@@ -214,7 +223,6 @@ def structural_for(
     :param forecaster: the engine (interval, horizon, quantiles, history length).
     :param queue_pools: ``{queue: capacity pool}``.
     """
-    from airflow_predictive.forecasting.structural import profiles_from_task_runs, structural_forecast
 
     history = timedelta(seconds=forecaster.history_buckets * forecaster.interval_s)
     dag_ids = sorted(d["dag_id"] for d in upcoming.get("dags", []))
@@ -289,7 +297,6 @@ def forecast_with_known_work(
     :param refit_fraction: as for ``forecast_cycle``.
     :param max_selections: as for ``forecast_cycle``.
     """
-    from airflow_predictive.forecasting.engine import forecast_cycle, per_series_summary
 
     if combination not in COMBINATIONS:
         raise ValueError(f"unknown combination {combination!r}; expected one of {', '.join(COMBINATIONS)}")

@@ -10,6 +10,9 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_predictive import config
+from airflow_predictive.contracts.airflow_api import AirflowApiError
+from airflow_predictive.hooks.airflow_api import AirflowApiHook
+from airflow_predictive.triggers.behavior_profiler import BehaviorProfilerTrigger
 
 
 class BehaviorProfilerSensor(BaseSensorOperator):
@@ -79,8 +82,6 @@ class BehaviorProfilerSensor(BaseSensorOperator):
 
     def execute(self, context: Any) -> Any:
         if self.deferrable:
-            from airflow_predictive.triggers.behavior_profiler import BehaviorProfilerTrigger
-
             start, end = self._window(context)
             self.defer(
                 trigger=BehaviorProfilerTrigger(
@@ -108,8 +109,7 @@ class BehaviorProfilerSensor(BaseSensorOperator):
             raise
 
     def poke(self, context: Any) -> PokeReturnValue:
-        from airflow_predictive.contracts.airflow_api import AirflowApiError
-        from airflow_predictive.hooks.airflow_api import AirflowApiHook
+        # Imported when the sensor runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.profile_window import profile_window
 

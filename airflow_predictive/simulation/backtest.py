@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_predictive.contracts.demand import series_id as make_series_id
 from airflow_predictive.simulation import metrics
+from airflow_predictive.simulation.policies import build_policy, pool_prices, sweep_knobs
 from airflow_predictive.simulation.replay import Policy, ReplayContext, ReplayResult, replay
-from airflow_predictive.simulation.traces import TraceError, duration, load_trace, parse_interval
+from airflow_predictive.simulation.traces import TraceError, duration, load_trace, load_traces, parse_interval
 
 ALL_POLICIES: tuple[str, ...] = ("reactive", "seasonal", "predictive", "oracle")
 
@@ -160,7 +162,6 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
     :param series: a trace from :func:`~.traces.load_trace`.
     :param options: backtest options (defaults: the issue's defaults).
     """
-    from airflow_predictive.simulation.policies import build_policy, pool_prices, sweep_knobs
 
     options = (options or BacktestOptions()).validated()
     context = context_for(series, options)
@@ -267,7 +268,6 @@ def backtest(
     :param sep: see :func:`~.traces.load_trace`.
     :param interval: see :func:`~.traces.load_trace`.
     """
-    from airflow_predictive.simulation.traces import load_traces
 
     parse_interval(interval)
     traces = load_traces(
@@ -310,7 +310,6 @@ def backtest_pool_history(
     :param options: backtest options (the history must be shorter than the recorded demand).
     :param resource: which resource series to replay.
     """
-    from airflow_predictive.contracts.demand import series_id as make_series_id
 
     sid = make_series_id(pool, resource)
     return backtest_trace(series_from_demand(store.demand([sid]), sid), options)

@@ -23,6 +23,25 @@ from typing import Any
 import numpy as np
 
 from airflow_predictive.contracts import machines
+from airflow_predictive.contracts.capacity import InstanceState, PoolState
+from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
+from airflow_predictive.contracts.plan import Mode
+from airflow_predictive.contracts.pools import (
+    SIZING_CONTEXT,
+    Backend,
+    CapacityPool,
+    LeadTimes,
+    Prices,
+    Signal,
+    SizingPolicy,
+    SpotMode,
+    SpotPolicy,
+)
+from airflow_predictive.forecasting.engine import Forecaster
+from airflow_predictive.forecasting.models import SeasonalNaive
+from airflow_predictive.forecasting.series import SeriesWindow
+from airflow_predictive.planning import planner
+from airflow_predictive.planning.planner import ForecastView
 from airflow_predictive.simulation.replay import Fleet, ReplayContext
 
 #: Pool name and series id every backtest uses (one pool, one resource: cpu).
@@ -119,18 +138,6 @@ def backtest_pool(
     :param target_utilization: planned utilisation (None: the product default for the signal).
     :param guard_utilization: the planner's reactive guard (None: the product default).
     """
-    from airflow_predictive.contracts.plan import Mode
-    from airflow_predictive.contracts.pools import (
-        SIZING_CONTEXT,
-        Backend,
-        CapacityPool,
-        LeadTimes,
-        Prices,
-        Signal,
-        SizingPolicy,
-        SpotMode,
-        SpotPolicy,
-    )
 
     standard, spot = pool_prices(machine_type)
     sizing: dict[str, Any] = {
@@ -171,7 +178,6 @@ class FleetStates:
     """Builds the planner's :class:`PoolState` from the simulated fleet (instances reused by name)."""
 
     def __init__(self) -> None:
-        from airflow_predictive.contracts.capacity import InstanceState
 
         self._make = InstanceState
         self._cache: dict[tuple[int, str], Any] = {}
@@ -182,7 +188,6 @@ class FleetStates:
         :param fleet: the simulated fleet.
         :param now: the decision time.
         """
-        from airflow_predictive.contracts.capacity import PoolState
 
         statuses = ["RUNNING"] * fleet.running + ["PROVISIONING"] * fleet.booting_count
         instances = tuple(self._instance(i, status) for i, status in enumerate(statuses))
@@ -240,12 +245,13 @@ class ReactivePolicy:
         self._window = max(1, math.ceil(stab_s / context.interval_s))
 
     def decide(self, step: int, fleet: Fleet) -> int:
-        from airflow_predictive.planning.planner import plan
 
         context = self._context
         now = context.index[step].to_pydatetime()
         recent = context.demand[max(0, step - self._window) : step]
-        result = plan(None, self._states.state(fleet, now), self._pool, now, recent_demand={"cpu": recent})
+        result = planner.plan(
+            None, self._states.state(fleet, now), self._pool, now, recent_demand={"cpu": recent}
+        )
         return planned_size(result)
 
     def with_knob(self, target_utilization: float = 0.6, **_: Any) -> ReactivePolicy:
@@ -367,7 +373,6 @@ class ForecastPolicy:
         return self.refresh_steps + context.boot_steps + max(stab, 1) + 2
 
     def decide(self, step: int, fleet: Fleet) -> int:
-        from airflow_predictive.planning.planner import plan
 
         if step - self._view_step >= self.refresh_steps:
             if step not in self._cache:
@@ -377,7 +382,7 @@ class ForecastPolicy:
         now = self.context.index[step].to_pydatetime()
         state = self._states.state(fleet, now)
         recent = self.context.demand[max(0, step - self._history) : step]
-        result = plan(self._view, state, self.pool, now, recent_demand={"cpu": recent})
+        result = planner.plan(self._view, state, self.pool, now, recent_demand={"cpu": recent})
         rule = str(result.summary["sizing"]).split(" ", 1)[0]  # forecast | reactive
         self.rules[rule] = self.rules.get(rule, 0) + 1
         return planned_size(result)
@@ -395,7 +400,6 @@ class ForecastPolicy:
         :param first_step: the step of the first forecast bucket.
         :param columns: column name (``mean``, ``q0.9``...) -> values.
         """
-        from airflow_predictive.planning.planner import ForecastView
 
         context = self.context
         n = len(next(iter(columns.values())))
@@ -438,9 +442,6 @@ class SeasonalPolicy(ForecastPolicy):
         return {**super().settings(), "forecaster": "airflow_predictive.forecasting.models.SeasonalNaive"}
 
     def forecast_at(self, step: int) -> Any:
-        from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
-        from airflow_predictive.forecasting.models import SeasonalNaive
-        from airflow_predictive.forecasting.series import SeriesWindow
 
         context = self.context
         lo = max(0, step - context.start)
@@ -502,8 +503,6 @@ class PredictivePolicy(ForecastPolicy):
     def prepare(self, context: ReplayContext) -> None:
         from datetime import timedelta
 
-        from airflow_predictive.forecasting.engine import Forecaster
-
         fresh = self.context is not context or self.forecaster is None
         super().prepare(context)
         if not fresh:
@@ -529,8 +528,6 @@ class PredictivePolicy(ForecastPolicy):
 
         :param step: the decision step.
         """
-        from airflow_predictive.contracts.forecast import quantile_column
-        from airflow_predictive.forecasting.series import SeriesWindow
 
         forecaster = self.forecaster
         context = self.context
@@ -559,7 +556,6 @@ class PredictivePolicy(ForecastPolicy):
         return self.view(step, columns)
 
     def _slow_path(self, step: int) -> Any:
-        from airflow_predictive.planning.planner import ForecastView
 
         lo = max(0, step - self.forecaster.history_buckets)
         frame, updated = self.forecaster.forecast(

@@ -11,6 +11,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_predictive import config
+from airflow_predictive.contracts.airflow_api import AirflowApiError
+from airflow_predictive.hooks.airflow_api import AirflowApiHook
 
 
 class BehaviorProfilerTrigger(BaseTrigger):
@@ -71,7 +73,7 @@ class BehaviorProfilerTrigger(BaseTrigger):
         )
 
     def _pass(self) -> dict[str, Any]:
-        from airflow_predictive.hooks.airflow_api import AirflowApiHook
+        # Imported when the trigger runs: the triggerer imports this module to load the class.
         from airflow_predictive.hooks.profile_store import configured_store
         from airflow_predictive.runtime.profile_window import profile_window
 
@@ -93,7 +95,6 @@ class BehaviorProfilerTrigger(BaseTrigger):
             store.dispose()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_predictive.contracts.airflow_api import AirflowApiError
 
         deadline = time.monotonic() + self.timeout
         last_error = ""
