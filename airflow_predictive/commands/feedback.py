@@ -52,7 +52,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     # Imported by the handler: `airflow-predictive --help` imports every command module.
-    from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
+    from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, run_feedback_cycle
 
     now = args.now or datetime.now(UTC)
     store = _store(args)
@@ -61,9 +61,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             store,
             now=now,
             pools=args.pool or None,
-            recalibrate=not args.dry_run,
+            policy=FeedbackPolicy(
+                recalibrate=not args.dry_run,
+                retention=None
+                if args.dry_run
+                else timedelta(hours=config.get_int("forecast_retention_hours")),
+            ),
             emit_metrics=False,
-            retention=None if args.dry_run else timedelta(hours=config.get_int("forecast_retention_hours")),
         )
     finally:
         store.dispose()

@@ -96,7 +96,7 @@ class ForecastEvaluationOperator(BaseOperator):
         stats.install()
         # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.profile_store import configured_store
-        from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
+        from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, run_feedback_cycle
 
         interval = timedelta(minutes=self.interval_minutes or config.get_int("interval_minutes"))
         store = configured_store(self.store_conn_id)
@@ -105,16 +105,18 @@ class ForecastEvaluationOperator(BaseOperator):
                 store,
                 now=now,
                 pools=list(self.pools) if self.pools else None,
-                interval=interval,
-                tolerance=self.tolerance,
-                mase_threshold=self.mase_threshold,
-                min_samples=self.min_samples,
-                recalibrate=self.recalibrate,
+                policy=FeedbackPolicy(
+                    interval=interval,
+                    tolerance=self.tolerance,
+                    mase_threshold=self.mase_threshold,
+                    min_samples=self.min_samples,
+                    recalibrate=self.recalibrate,
+                    retention=timedelta(hours=config.get_int("forecast_retention_hours")),
+                ),
                 notifiers=self.notifiers,
                 context=context,
                 emit_metrics=self.emit_metrics,
                 fit_seconds=self._fit_seconds(context),
-                retention=timedelta(hours=config.get_int("forecast_retention_hours")),
             )
         finally:
             store.dispose()

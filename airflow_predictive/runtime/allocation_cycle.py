@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow_predictive.contracts.capacity_provider import CapacityProvider
 from airflow_predictive.contracts.demand import series_id
 from airflow_predictive.contracts.plan import Action, Mode, Plan
 from airflow_predictive.contracts.pools import CapacityPool, Signal
@@ -73,7 +74,7 @@ class CycleResult:
 def run_cycle(
     pool: CapacityPool,
     store: AllocationStore,
-    engine: Any,
+    engine: CapacityProvider,
     *,
     now: datetime | None = None,
     busy_hosts: Iterable[str] | None = (),
@@ -86,7 +87,7 @@ def run_cycle(
 
     :param pool: the pool.
     :param store: a ProfileStore (forecasts in, plans and ledger out).
-    :param engine: a :class:`~airflow_predictive.gce.compute.ComputeEngine` for the pool's project/zone.
+    :param engine: the pool's project and zone on the cloud (a :class:`~airflow_predictive.gce.compute.ComputeEngine`).
     :param now: planning time (default: now, UTC).
     :param busy_hosts: hostnames running Airflow tasks (never released); None = unknown, so no VM is released.
     :param apply: True/False force applying or recording only; None follows the pool's mode.

@@ -173,31 +173,10 @@ def target_grid(start: datetime, end: datetime, step: timedelta) -> list[datetim
     return [t.to_pydatetime() for t in pd.date_range(first, pd.Timestamp(end), freq=step, inclusive="left")]
 
 
-def run_feedback_cycle(
-    store: FeedbackStore,
-    *,
-    now: datetime,
-    pools: Sequence[str] | None = None,
-    interval: timedelta = timedelta(minutes=5),
-    max_window: timedelta = timedelta(days=1),
-    recalibration_window: timedelta = timedelta(hours=12),
-    recalibration_grid: timedelta | None = timedelta(minutes=30),
-    tolerance: float = 0.03,
-    mase_threshold: float = 1.0,
-    min_samples: int = 30,
-    recalibrate: bool = True,
-    notifiers: Mapping[str, Any] | None = None,
-    context: Mapping[str, Any] | None = None,
-    emit_metrics: bool = True,
-    fit_seconds: Sequence[float] = (),
-    coverage_alert_gap: float = 0.1,
-    retention: timedelta | None = None,
-) -> FeedbackResult:
-    """Score, store, recalibrate, flag, alert and emit metrics for the window since the last cycle.
+@dataclass(frozen=True)
+class FeedbackPolicy:
+    """How the feedback loop judges and corrects the forecasts: its windows, thresholds and retention.
 
-    :param store: the ProfileStore.
-    :param now: the cycle's time; buckets ending after it are not scored.
-    :param pools: only these capacity pools (default: all).
     :param interval: bucket width of the demand series.
     :param max_window: score at most this far back (first cycle, or after an outage).
     :param recalibration_window: target buckets whose forecasts feed the width correction.
@@ -206,104 +185,205 @@ def run_feedback_cycle(
     :param mase_threshold: MASE above which a series is flagged for re-selection.
     :param min_samples: scored forecast rows needed before a width correction.
     :param recalibrate: apply the corrections (False: score and report only).
-    :param notifiers: ``{alert kind: BaseNotifier or [BaseNotifier]}``.
-    :param context: the task context passed to notifiers.
-    :param emit_metrics: send metrics through Airflow's Stats.
-    :param fit_seconds: forecasting fit durations to report as the fit-time metric.
     :param coverage_alert_gap: alert "forecast degraded" when coverage is this far below target.
     :param retention: after scoring, delete forecasts issued more than this before ``now`` (None: keep
         all). Scoring needs issues up to ``max(max_window, recalibration_window)`` + the forecast
         horizon old (48 h with the defaults and a 24 h horizon); ``[predictive] forecast_retention_hours``
         is 72.
     """
-    if retention is not None and retention <= timedelta(0):
-        raise ValueError(f"retention must be positive, got {retention}")
+
+    interval: timedelta = timedelta(minutes=5)
+    max_window: timedelta = timedelta(days=1)
+    recalibration_window: timedelta = timedelta(hours=12)
+    recalibration_grid: timedelta | None = timedelta(minutes=30)
+    tolerance: float = 0.03
+    mase_threshold: float = 1.0
+    min_samples: int = 30
+    recalibrate: bool = True
+    coverage_alert_gap: float = 0.1
+    retention: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.retention is not None and self.retention <= timedelta(0):
+            raise ValueError(f"retention must be positive, got {self.retention}")
+
+
+@dataclass
+class _Window:
+    """What one cycle reads: the scored window, its series, forecasts, observed demand and plans."""
+
+    start: datetime
+    end: datetime
+    window_start: datetime  # start of the recalibration window (at or before ``start``)
+    series: list[str]
+    observed: pd.DataFrame  # demand since window_start
+    history: pd.DataFrame  # demand of the week before ``start`` (the MASE scale)
+    plans: pd.DataFrame
+
+    @property
+    def new_observed(self) -> pd.DataFrame:
+        """Demand in the scored window (after ``start``)."""
+        return self.observed[self.observed["ts"] > pd.Timestamp(self.start)]
+
+
+def run_feedback_cycle(
+    store: FeedbackStore,
+    *,
+    now: datetime,
+    pools: Sequence[str] | None = None,
+    policy: FeedbackPolicy | None = None,
+    notifiers: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    emit_metrics: bool = True,
+    fit_seconds: Sequence[float] = (),
+) -> FeedbackResult:
+    """Score, store, recalibrate, flag, alert and emit metrics for the window since the last cycle.
+
+    :param store: the ProfileStore.
+    :param now: the cycle's time; buckets ending after it are not scored.
+    :param pools: only these capacity pools (default: all).
+    :param policy: windows, thresholds and retention (default: :class:`FeedbackPolicy`'s).
+    :param notifiers: ``{alert kind: BaseNotifier or [BaseNotifier]}``.
+    :param context: the task context passed to notifiers.
+    :param emit_metrics: send metrics through the installed metrics backend.
+    :param fit_seconds: forecasting fit durations to report as the fit-time metric.
+    """
+    policy = policy or FeedbackPolicy()
     notifier_map = alerts_mod.validate_notifiers(notifiers)
     now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
-    # The bucket that contains `now` is still filling: score buckets that have ended.
-    end = pd.Timestamp(now).floor(f"{int(interval.total_seconds())}s").to_pydatetime()
-    raw_mark = store.get_watermark(WATERMARK)
-    start = datetime.fromisoformat(raw_mark) if raw_mark else end - max_window
-    start = max(start, end - max_window)
-    series = store.series_ids(list(pools) if pools else None)
+    window = _read_window(store, now, pools, policy)
+    scored, evaluations = _score(store, window, pools, policy)
+    decisions = _recalibration_decisions(store, window, scored, policy)
+    if policy.recalibrate and decisions:
+        apply_corrections(store, decisions, now=now)
+    evaluations = _with_calibration_rows(evaluations, decisions, window.end)
+    if not evaluations.empty:
+        store.write_evaluations(evaluations)
+    store.set_watermark(WATERMARK, window.end.isoformat())
 
-    # Forecast targets in (start, end): scored once, when observed.
-    window_start = min(start, end - recalibration_window)
-    forecasts = store.forecasts(series, ts_from=start, ts_to=end)
+    actions, raised = _alerts(store, window, pools, decisions, policy)
+    result = FeedbackResult(window.start, window.end, evaluations, decisions, raised)
+    if policy.retention is not None:
+        # Every cycle stores series x horizon steps: unpruned, the table grows by that every 5 minutes.
+        result.pruned_forecasts = store.prune_forecasts(now - policy.retention)
+    if emit_metrics:
+        result.metrics_sent = _emit(
+            store, result, actions, window.series, window.end, fit_seconds, levels_of=window.plans
+        )
+    if raised:
+        result.notifications = send_alerts(raised, notifier_map, context or {})
+    return result
+
+
+def _read_window(
+    store: FeedbackStore, now: datetime, pools: Sequence[str] | None, policy: FeedbackPolicy
+) -> _Window:
+    """The window since the last cycle's watermark (at most ``max_window``) and what scoring it reads."""
+    # The bucket that contains `now` is still filling: score buckets that have ended.
+    end = pd.Timestamp(now).floor(f"{int(policy.interval.total_seconds())}s").to_pydatetime()
+    raw_mark = store.get_watermark(WATERMARK)
+    start = datetime.fromisoformat(raw_mark) if raw_mark else end - policy.max_window
+    start = max(start, end - policy.max_window)
+    series = store.series_ids(list(pools) if pools else None)
+    window_start = min(start, end - policy.recalibration_window)
     demand = store.demand(series, start=window_start - timedelta(days=7), end=end)
-    observed = demand[demand["ts"] >= pd.Timestamp(window_start)]
-    history = demand[demand["ts"] < pd.Timestamp(start)]
-    in_window = forecasts[forecasts["ts"] > pd.Timestamp(start)] if not forecasts.empty else forecasts
-    # MASE against the seasonal (daily) naive forecast: below 1 means better than "same time yesterday".
-    season = max(1, round(timedelta(days=1) / interval))
-    scored = evaluation.score_forecasts(
-        in_window,
-        observed[observed["ts"] > pd.Timestamp(start)],
-        window_end=end,
-        history=history,
-        season=season,
+    return _Window(
+        start=start,
+        end=end,
+        window_start=window_start,
+        series=series,
+        observed=demand[demand["ts"] >= pd.Timestamp(window_start)],
+        history=demand[demand["ts"] < pd.Timestamp(start)],
+        plans=store.plans(since=start - timedelta(days=7)),
     )
-    capacity = store.capacity(since=start)
-    plans = store.plans(since=start - timedelta(days=7))
+
+
+def _score(
+    store: FeedbackStore, window: _Window, pools: Sequence[str] | None, policy: FeedbackPolicy
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the forecasts whose targets were observed in the window (once, when observed) and the
+    capacity provisioned for them; return the forecast scores and all scores."""
+    forecasts = store.forecasts(window.series, ts_from=window.start, ts_to=window.end)
+    in_window = forecasts[forecasts["ts"] > pd.Timestamp(window.start)] if not forecasts.empty else forecasts
+    # MASE against the seasonal (daily) naive forecast: below 1 means better than "same time yesterday".
+    season = max(1, round(timedelta(days=1) / policy.interval))
+    scored = evaluation.score_forecasts(
+        in_window, window.new_observed, window_end=window.end, history=window.history, season=season
+    )
     pool_scores = evaluation.score_capacity(
-        capacity,
-        observed[observed["ts"] > pd.Timestamp(start)],
-        window_end=end,
-        interval_minutes=interval.total_seconds() / 60,
+        store.capacity(since=window.start),
+        window.new_observed,
+        window_end=window.end,
+        interval_minutes=policy.interval.total_seconds() / 60,
         pools=pools,
     )
     evaluations = pd.concat([f for f in (scored, pool_scores) if not f.empty] or [scored], ignore_index=True)
+    return scored, evaluations
 
-    # Recalibration: errors of the forecasts issued since each series' calibration last changed.
-    decisions: list[Decision] = []
+
+def _recalibration_decisions(
+    store: FeedbackStore, window: _Window, scored: pd.DataFrame, policy: FeedbackPolicy
+) -> list[Decision]:
+    """Per-series width and re-selection decisions from the errors of the forecasts issued since each
+    series' calibration last changed."""
+    interval, grid = policy.interval, policy.recalibration_grid
     # Each target bucket was forecast by every cycle of the horizon before it (288 issues a day), so the
     # window holds ~41k rows per series: read the targets on a coarser grid (their errors are the same
     # kind of sample, and neighbouring buckets' errors are strongly correlated anyway).
-    grid = recalibration_grid if recalibration_grid and not recalibration_grid % interval else interval
-    sampled = store.forecasts(series, ts_in=target_grid(window_start, end, grid))
-    joined = evaluation.joined(sampled, observed)
-    if not joined.empty:
-        since = _corrected_since(store, sorted(joined["series_id"].unique()))
-        # A row is fresh when it was issued after its series' calibration last changed (no change: all).
-        keep = np.ones(len(joined), dtype=bool)
-        if since:
-            changed = pd.Series(
-                {sid: pd.Timestamp(m) for sid, m in since.items()}, dtype="datetime64[ns, UTC]"
-            )
-            keep = ~(joined["issued_at"] <= joined["series_id"].map(changed)).to_numpy()
-        levels = {
-            sid: evaluation.provisioning_level(plans, parse_series_id(sid).pool)
-            for sid in joined["series_id"].unique()
-        }
-        joined["fresh"] = keep
-        decisions = decide(
-            joined,
-            scored,
-            level=levels,
-            tolerance=tolerance,
-            mase_threshold=mase_threshold,
-            min_samples=min_samples,
-        )
-    if recalibrate and decisions:
-        apply_corrections(store, decisions, now=now)
-    calibration_rows = [
+    grid = grid if grid and not grid % interval else interval
+    sampled = store.forecasts(window.series, ts_in=target_grid(window.window_start, window.end, grid))
+    joined = evaluation.joined(sampled, window.observed)
+    if joined.empty:
+        return []
+    since = _corrected_since(store, sorted(joined["series_id"].unique()))
+    # A row is fresh when it was issued after its series' calibration last changed (no change: all).
+    keep = np.ones(len(joined), dtype=bool)
+    if since:
+        changed = pd.Series({sid: pd.Timestamp(m) for sid, m in since.items()}, dtype="datetime64[ns, UTC]")
+        keep = ~(joined["issued_at"] <= joined["series_id"].map(changed)).to_numpy()
+    levels = {
+        sid: evaluation.provisioning_level(window.plans, parse_series_id(sid).pool)
+        for sid in joined["series_id"].unique()
+    }
+    joined["fresh"] = keep
+    return decide(
+        joined,
+        scored,
+        level=levels,
+        tolerance=policy.tolerance,
+        mase_threshold=policy.mase_threshold,
+        min_samples=policy.min_samples,
+    )
+
+
+def _with_calibration_rows(
+    evaluations: pd.DataFrame, decisions: Sequence[Decision], end: datetime
+) -> pd.DataFrame:
+    """The scores plus one calibration-factor row per decision (the UI and the logs read them)."""
+    rows = [
         (d.series_id, end, evaluation.ALL_HORIZONS, evaluation.CALIBRATION_SCALE, d.factor) for d in decisions
     ]
-    if calibration_rows:
-        evaluations = pd.concat(
-            [evaluations, pd.DataFrame(calibration_rows, columns=evaluation.EVALUATION_COLUMNS)],
-            ignore_index=True,
-        )
-    if not evaluations.empty:
-        store.write_evaluations(evaluations)
-    store.set_watermark(WATERMARK, end.isoformat())
+    if not rows:
+        return evaluations
+    return pd.concat(
+        [evaluations, pd.DataFrame(rows, columns=evaluation.EVALUATION_COLUMNS)], ignore_index=True
+    )
 
-    # Alerts: degraded forecasts, actions that failed and plans a cap cut since the last cycle.
-    actions = store.actions(since=start)
+
+def _alerts(
+    store: FeedbackStore,
+    window: _Window,
+    pools: Sequence[str] | None,
+    decisions: Sequence[Decision],
+    policy: FeedbackPolicy,
+) -> tuple[pd.DataFrame, list[alerts_mod.Alert]]:
+    """The window's actions, and the alerts: degraded forecasts, failed actions, plans a cap cut."""
+    actions = store.actions(since=window.start)
     if pools and not actions.empty:
         actions = actions[actions["pool"].isin(list(pools))]
     failed = actions[actions["status"] == "failed"].to_dict("records") if not actions.empty else []
-    recent_plans = plans[plans["created_at"] > pd.Timestamp(start)] if not plans.empty else plans
+    plans = window.plans
+    recent_plans = plans[plans["created_at"] > pd.Timestamp(window.start)] if not plans.empty else plans
     capped = []
     for row in recent_plans.to_dict("records"):
         cut = (
@@ -311,17 +391,8 @@ def run_feedback_cycle(
         )
         if cut:
             capped.append({"pool": row["pool"], "plan_id": row["plan_id"], "capped": list(cut)})
-    raised = alerts_mod.alerts_for(decisions, failed, capped, coverage_alert_gap=coverage_alert_gap)
-
-    result = FeedbackResult(start, end, evaluations, decisions, raised)
-    if retention is not None:
-        # Every cycle stores series x horizon steps: unpruned, the table grows by that every 5 minutes.
-        result.pruned_forecasts = store.prune_forecasts(now - retention)
-    if emit_metrics:
-        result.metrics_sent = _emit(store, result, actions, series, end, fit_seconds, levels_of=plans)
-    if raised:
-        result.notifications = send_alerts(raised, notifier_map, context or {})
-    return result
+    raised = alerts_mod.alerts_for(decisions, failed, capped, coverage_alert_gap=policy.coverage_alert_gap)
+    return actions, raised
 
 
 def _emit(

@@ -15,7 +15,7 @@ from airflow.sdk import BaseNotifier
 from airflow_predictive.feedback import alerts, evaluation
 from airflow_predictive.feedback.recalibration import conformal_factor, decide
 from airflow_predictive.feedback.report import write_report
-from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
+from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, run_feedback_cycle
 from tests.ui.seed import MEANS, NOW, POOL, SERIES, seed
 
 
@@ -100,7 +100,7 @@ def test_cycle_stores_scores_alerts_and_flags(store, tmp_path) -> None:
         now=NOW + timedelta(hours=2, minutes=5),
         notifiers={"forecast_degraded": FileNotifier(sent), "action_failed": [FileNotifier(sent)]},
         emit_metrics=False,
-        min_samples=5,
+        policy=FeedbackPolicy(min_samples=5),
     )
     assert result.reselected == [SERIES]
     assert store.model_states([SERIES])[SERIES]["needs_reselect"] is True
@@ -129,12 +129,14 @@ def test_cycle_prunes_forecasts_older_than_the_retention_and_keeps_what_it_score
     dry = run_feedback_cycle(store, now=NOW, emit_metrics=False)
     assert dry.pruned_forecasts == 0 and len(store.forecasts([SERIES])) == len(kept_before)
 
-    result = run_feedback_cycle(store, now=NOW, emit_metrics=False, retention=timedelta(hours=72))
+    result = run_feedback_cycle(
+        store, now=NOW, emit_metrics=False, policy=FeedbackPolicy(retention=timedelta(hours=72))
+    )
     assert result.pruned_forecasts == 2 and result.summary()["pruned_forecasts"] == 2
     left = store.forecasts([SERIES])
     assert len(left) == len(recent) and left["issued_at"].min() >= pd.Timestamp(NOW - timedelta(hours=72))
     with pytest.raises(ValueError, match="retention must be positive"):
-        run_feedback_cycle(store, now=NOW, emit_metrics=False, retention=timedelta(0))
+        FeedbackPolicy(retention=timedelta(0))
 
 
 def test_bad_notifier_kind_is_refused() -> None:

@@ -21,7 +21,7 @@ import pytest
 from airflow_predictive.feedback import evaluation
 from airflow_predictive.forecasting.auto_arima import AutoArima
 from airflow_predictive.forecasting.engine import Forecaster, forecast_cycle
-from airflow_predictive.runtime.feedback_cycle import run_feedback_cycle
+from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, run_feedback_cycle
 from airflow_predictive.store import ProfileStore
 
 SERIES = "pool=batch/resource=cpu"
@@ -64,12 +64,14 @@ def _run(
         run_feedback_cycle(
             store,
             now=now,
-            interval=timedelta(hours=1),
-            recalibrate=feedback,
+            policy=FeedbackPolicy(
+                interval=timedelta(hours=1),
+                recalibrate=feedback,
+                min_samples=40,
+                recalibration_window=timedelta(days=2),
+                mase_threshold=mase_threshold,
+            ),
             emit_metrics=False,
-            min_samples=40,
-            recalibration_window=timedelta(days=2),
-            mase_threshold=mase_threshold,
         )
         now += STEP
     # Coverage of q0.95 over the last 6 days (its first days after the change excluded).
