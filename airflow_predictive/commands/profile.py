@@ -25,7 +25,7 @@ def register(commands: Any, bench: Any) -> None:
     profile = commands.add_parser(
         "profile", help="ingest task history from an Airflow REST API, then rebuild demand and summaries"
     )
-    _store_arg(profile)
+    add_store_argument(profile)
     source = profile.add_mutually_exclusive_group(required=True)
     source.add_argument("--conn-id", help="Airflow connection of the API (conn type predictive_airflow_api)")
     source.add_argument("--api-url", help="API server base URL, e.g. http://127.0.0.1:8080")
@@ -36,13 +36,14 @@ def register(commands: Any, bench: Any) -> None:
         help="environment variable holding the password (never pass secrets on the command line)",
     )
     profile.add_argument("--token-env", help="environment variable holding a pre-issued access token")
-    _queue_pool_arg(profile)
+    add_queue_pool_argument(profile)
     profile.add_argument("--interval-minutes", type=int, help="demand bucket width (default: config)")
     profile.add_argument("--days", type=int, default=28, help="history the demand and summaries cover")
     profile.set_defaults(func=_profile)
 
 
-def _queue_pool_arg(parser: argparse.ArgumentParser) -> None:
+def add_queue_pool_argument(parser: argparse.ArgumentParser) -> None:
+    """``--queue-pool QUEUE=POOL`` (repeatable), shared with the tooling's ``seed-history``."""
     parser.add_argument(
         "--queue-pool",
         action="append",
@@ -52,7 +53,8 @@ def _queue_pool_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _queue_pools(items: list[str]) -> dict[str, str] | None:
+def queue_pools_from(items: list[str]) -> dict[str, str] | None:
+    """``{queue: pool}`` from ``--queue-pool`` values, else the pools file's queues."""
     queue_pools = {}
     for item in items:
         queue, sep, pool = item.partition("=")
@@ -64,19 +66,22 @@ def _queue_pools(items: list[str]) -> dict[str, str] | None:
     return config.configured_queue_pools()
 
 
-def _store_arg(parser: argparse.ArgumentParser) -> None:
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--store``: a SQLite file or a SQLAlchemy URL."""
     parser.add_argument(
         "--store",
         help="profile store: a SQLite file path or a SQLAlchemy URL (default: [predictive] store settings)",
     )
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
+    """Print one error line and return the usage exit code (2)."""
     print(f"airflow-predictive: {message}", file=sys.stderr)
     return 2
 
 
-def _open_store(value: str | None):
+def open_store(value: str | None):
+    """The store ``--store`` names, else the configured one."""
     # Imported by the handler: `airflow-predictive --help` imports every command module.
     from airflow_predictive.hooks.profile_store import configured_store
     from airflow_predictive.store import ProfileStore
@@ -88,7 +93,8 @@ def _open_store(value: str | None):
     return ProfileStore.sqlite(Path(value))
 
 
-def _interval(minutes: int | None) -> timedelta | None:
+def bucket_width(minutes: int | None) -> timedelta | None:
+    """``--interval-minutes`` as a bucket width (None: not given)."""
     if minutes is None:
         return None
     if minutes <= 0:
@@ -103,19 +109,19 @@ def _profile(args: argparse.Namespace) -> int:
     from airflow_predictive.store import StoreError
 
     try:
-        queue_pools = _queue_pools(args.queue_pool)
-        interval = _interval(args.interval_minutes) or config.interval()
+        queue_pools = queue_pools_from(args.queue_pool)
+        interval = bucket_width(args.interval_minutes) or config.interval()
         if args.conn_id:
             client = AirflowApiHook(args.conn_id).get_client()
         else:
             token = os.environ.get(args.token_env) if args.token_env else None
             password = os.environ.get(args.password_env)
             client = AirflowApiClient(args.api_url, username=args.username, password=password, token=token)
-        store = _open_store(args.store)
+        store = open_store(args.store)
         with client:
             result = TaskHistoryCollector(client, store).collect()
         refreshed = refresh_profile(store, interval=interval, queue_pools=queue_pools, summary_days=args.days)
     except (ValueError, StoreError, AirflowApiError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(json.dumps({"ingested": result.as_dict(), "demand": refreshed}, indent=2, default=str))
     return 0

@@ -17,12 +17,12 @@ from typing import Any
 
 from airflow_predictive import config
 from airflow_predictive.commands.profile import (
-    _fail,
-    _interval,
-    _open_store,
-    _queue_pool_arg,
-    _queue_pools,
-    _store_arg,
+    add_queue_pool_argument,
+    add_store_argument,
+    bucket_width,
+    fail,
+    open_store,
+    queue_pools_from,
 )
 from airflow_predictive_tools.bench import forecasting_cli, scaleout_cli
 from airflow_predictive_tools.demo import cli as demo_cli
@@ -54,13 +54,13 @@ def register(commands: Any, bench: Any) -> None:
         help="write a GENERATED organisation history (weeks of runs) to the profile store, then build "
         "its demand series and behaviour summaries",
     )
-    _store_arg(seed)
+    add_store_argument(seed)
     seed.add_argument("--days", type=int, default=28, help="length of the history in days (default 28)")
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     seed.add_argument("--now", help="end of the history, ISO timestamp (default: now)")
     seed.add_argument("--interval-minutes", type=int, help="demand bucket width (default: config)")
     seed.add_argument("--no-demand", action="store_true", help="write the history only")
-    _queue_pool_arg(seed)
+    add_queue_pool_argument(seed)
     seed.set_defaults(func=_seed_history)
 
     sampler = bench.add_parser(
@@ -174,18 +174,18 @@ def _seed_history(args: argparse.Namespace) -> int:
     try:
         now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
-        interval = _interval(args.interval_minutes) or config.interval()
-        queue_pools = _queue_pools(args.queue_pool)
+        interval = bucket_width(args.interval_minutes) or config.interval()
+        queue_pools = queue_pools_from(args.queue_pool)
         if args.days < 1:
             raise ValueError(f"--days must be at least 1, got {args.days}")
-        store = _open_store(args.store)
+        store = open_store(args.store)
         summary = generate_history(store, days=args.days, now=now, seed=args.seed)
         if not args.no_demand:
             summary["demand"] = refresh_profile(
                 store, interval=interval, now=now, end=now, summary_days=args.days, queue_pools=queue_pools
             )
     except (ValueError, StoreError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -200,7 +200,7 @@ def _bench_sampler(args: argparse.Namespace) -> int:
         if args.repeats < 1 or args.seconds <= 0:
             raise ValueError("--repeats must be >= 1 and --seconds > 0")
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     result = sampler_overhead(seconds=args.seconds, repeats=args.repeats, intervals=intervals)
     text = json.dumps(result, indent=2)
     if args.json_out:
