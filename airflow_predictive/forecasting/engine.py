@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
+from airflow_predictive.contracts.stores import ForecastCycleStore
 from airflow_predictive.forecasting.auto_arima import AutoArima
 from airflow_predictive.forecasting.models import (
     STATE_VERSION,
@@ -321,7 +322,7 @@ def _select_one(
 
 
 def forecast_cycle(
-    store,
+    store: ForecastCycleStore,
     series_ids: Sequence[str],
     *,
     now: datetime,

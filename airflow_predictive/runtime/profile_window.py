@@ -13,13 +13,14 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_predictive.contracts.airflow_api import ApiClient
 from airflow_predictive.contracts.stores import ProfilerStore
 from airflow_predictive.runtime.profile_refresh import refresh_profile
 from airflow_predictive.runtime.task_history import TaskHistoryCollector
 
 
 def profile_window(
-    client: Any,
+    client: ApiClient,
     store: ProfilerStore,
     *,
     start: datetime,
@@ -32,7 +33,7 @@ def profile_window(
 ) -> dict[str, Any]:
     """Ingest once; if the window is complete, rebuild its demand and return a compact summary.
 
-    :param client: an ``AirflowApiClient``.
+    :param client: the REST API client (an ``AirflowApiClient``).
     :param store: the ProfileStore.
     :param start: window start.
     :param end: window end (usually the DAG run's data interval end).
