@@ -45,8 +45,8 @@ FEEDBACK_FACTOR = "feedback_factor"
 class FeedbackResult:
     """What one feedback cycle did.
 
-    :param window_start: start of the scored window (exclusive).
-    :param window_end: end of the scored window (inclusive).
+    :param window_start: start of the scored window (inclusive: the bucket the last cycle left unscored).
+    :param window_end: end of the scored window (exclusive: that bucket is still filling).
     :param evaluations: the scores stored this cycle (evaluations layout).
     :param decisions: per-series recalibration decisions.
     :param alerts: alerts raised this cycle.
@@ -227,18 +227,19 @@ def run_feedback_cycle(
     start = max(start, end - max_window)
     series = store.series_ids(list(pools) if pools else None)
 
-    # Forecast targets in (start, end): scored once, when observed.
+    # Forecast targets in [start, end), scored once, when observed: the bucket at the last cycle's end
+    # was still filling then, so it is scored now (an open start would never score it).
     window_start = min(start, end - recalibration_window)
     forecasts = store.forecasts(series, ts_from=start, ts_to=end)
     demand = store.demand(series, start=window_start - timedelta(days=7), end=end)
     observed = demand[demand["ts"] >= pd.Timestamp(window_start)]
     history = demand[demand["ts"] < pd.Timestamp(start)]
-    in_window = forecasts[forecasts["ts"] > pd.Timestamp(start)] if not forecasts.empty else forecasts
+    ended = observed[observed["ts"] >= pd.Timestamp(start)]
     # MASE against the seasonal (daily) naive forecast: below 1 means better than "same time yesterday".
     season = max(1, round(timedelta(days=1) / interval))
     scored = evaluation.score_forecasts(
-        in_window,
-        observed[observed["ts"] > pd.Timestamp(start)],
+        forecasts,
+        ended,
         window_end=end,
         history=history,
         season=season,
@@ -247,7 +248,7 @@ def run_feedback_cycle(
     plans = store.plans(since=start - timedelta(days=7))
     pool_scores = evaluation.score_capacity(
         capacity,
-        observed[observed["ts"] > pd.Timestamp(start)],
+        ended,
         window_end=end,
         interval_minutes=interval.total_seconds() / 60,
         pools=pools,
