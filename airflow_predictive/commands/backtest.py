@@ -90,6 +90,8 @@ def run_backtest(args: argparse.Namespace) -> int:
         return 2
     elapsed = time.perf_counter() - started
     sys.stdout.write(report.text_table(results))
+    for line in report.repair_lines(results):
+        print(line)
     for result in results:
         line = result.get("headline")
         if line:
@@ -98,7 +100,14 @@ def run_backtest(args: argparse.Namespace) -> int:
         report.write_json(results, args.json_out)
         print(f"JSON: {Path(args.json_out).resolve()}")
     if args.markdown:
-        Path(args.markdown).write_text(report.markdown_table(results) + "\n" + report.targets_table(results))
+        # The repairs were replayed as demand, so they follow the scores they went into.
+        repaired = report.repairs_markdown(results)
+        Path(args.markdown).write_text(
+            report.markdown_table(results)
+            + ("\n" + repaired if repaired else "")
+            + "\n"
+            + report.targets_table(results)
+        )
         print(f"Markdown: {Path(args.markdown).resolve()}")
     if args.report:
         report.write_html(results, args.report)

@@ -150,7 +150,13 @@ class Ledger(LedgerReader, Protocol):
     def record_plan(self, plan: Plan) -> None: ...
 
     def update_action(
-        self, request_id: str, status: str, *, error: str = "", details: Mapping[str, Any] | None = None
+        self,
+        request_id: str,
+        status: str,
+        *,
+        error: str = "",
+        details: Mapping[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> None: ...
 
 

@@ -45,8 +45,8 @@ FEEDBACK_FACTOR = "feedback_factor"
 class FeedbackResult:
     """What one feedback cycle did.
 
-    :param window_start: start of the scored window (exclusive).
-    :param window_end: end of the scored window (inclusive).
+    :param window_start: start of the scored window (inclusive: the bucket the last cycle left unscored).
+    :param window_end: end of the scored window (exclusive: that bucket is still filling).
     :param evaluations: the scores stored this cycle (evaluations layout).
     :param decisions: per-series recalibration decisions.
     :param alerts: alerts raised this cycle.
@@ -221,9 +221,10 @@ class _Window:
     plans: pd.DataFrame
 
     @property
-    def new_observed(self) -> pd.DataFrame:
-        """Demand in the scored window (after ``start``)."""
-        return self.observed[self.observed["ts"] > pd.Timestamp(self.start)]
+    def ended(self) -> pd.DataFrame:
+        """Demand of the buckets scored now: ``[start, end)``. The bucket at the last cycle's end was still
+        filling then, so it is scored now (an open start would never score it)."""
+        return self.observed[self.observed["ts"] >= pd.Timestamp(self.start)]
 
 
 def run_feedback_cycle(
@@ -303,16 +304,16 @@ def _score(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score the forecasts whose targets were observed in the window (once, when observed) and the
     capacity provisioned for them; return the forecast scores and all scores."""
+    # Forecast targets in [start, end), scored once, when observed.
     forecasts = store.forecasts(window.series, ts_from=window.start, ts_to=window.end)
-    in_window = forecasts[forecasts["ts"] > pd.Timestamp(window.start)] if not forecasts.empty else forecasts
     # MASE against the seasonal (daily) naive forecast: below 1 means better than "same time yesterday".
     season = max(1, round(timedelta(days=1) / policy.interval))
     scored = evaluation.score_forecasts(
-        in_window, window.new_observed, window_end=window.end, history=window.history, season=season
+        forecasts, window.ended, window_end=window.end, history=window.history, season=season
     )
     pool_scores = evaluation.score_capacity(
         store.capacity(since=window.start),
-        window.new_observed,
+        window.ended,
         window_end=window.end,
         interval_minutes=policy.interval.total_seconds() / 60,
         pools=pools,

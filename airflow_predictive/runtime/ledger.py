@@ -1,7 +1,9 @@
 """The action ledger and the per-pool lock: every action is recorded before and after it is applied.
 
 :func:`execute_plan` writes the plan (actions ``planned``, or ``dry_run`` when nothing is to be
-applied), then for each action not already ``applied`` calls the applier and records ``applied``
+applied), then for each action not already ``applied`` sets it ``planned`` with its ``attempt``
+number (1 for the first call of a request id, +1 for each retry by a later run, so a stale
+``failed`` or ``dry_run`` never shows during a call), calls the applier and records ``applied``
 with the details or ``failed`` with the error. A fault mid-plan leaves the earlier actions
 ``applied``; the next cycle re-reads capacity and converges, and the deterministic request ids stop
 Compute Engine from doing any call twice.
@@ -85,14 +87,19 @@ def execute_plan(
         action.status = ActionStatus.PLANNED
     store.record_plan(plan)  # keeps the stored status of request ids seen before
     known = store.actions(request_ids=[a.request_id for a in plan.actions]) if plan.actions else None
-    done = set()
+    done, attempts = set(), {}
     if known is not None and not known.empty:
         done = set(known.loc[known["status"] == str(ActionStatus.APPLIED), "request_id"])
+        attempts = dict(zip(known["request_id"], known["attempt"].astype(int), strict=True))
     for action in plan.actions:
         if action.request_id in done:
             action.status = ActionStatus.APPLIED
             outcome.skipped.append(action.request_id)
             continue
+        # An id an earlier run left failed or dry_run keeps that stored status; the ledger must say
+        # planned, and which call this is, before Compute Engine is called again.
+        attempt = attempts.get(action.request_id, 0) + 1
+        store.update_action(action.request_id, ActionStatus.PLANNED, attempt=attempt)
         try:
             if drain is not None and action.kind == ActionKind.RELEASE:
                 try:
@@ -105,7 +112,13 @@ def execute_plan(
             action.status, action.error = ActionStatus.FAILED, message
             store.update_action(action.request_id, ActionStatus.FAILED, error=message)
             outcome.failed[action.request_id] = message
-            log.error("%s %s failed: %s", action.kind, action.target or action.request_id, message)
+            log.error(
+                "%s %s failed (attempt %d): %s",
+                action.kind,
+                action.target or action.request_id,
+                attempt,
+                message,
+            )
             continue
         action.status = ActionStatus.APPLIED
         store.update_action(

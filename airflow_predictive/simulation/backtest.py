@@ -179,6 +179,7 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
         "peak_instances": int(options.peak_instances),
         "instance_capacity": float(context.instance_capacity),
         "daily_autocorrelation": round(daily_autocorrelation(context.demand, context.interval_s), 3),
+        "repairs": repairs(series),
         "policies": {},
     }
 
@@ -215,6 +216,16 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
         result["headline"] = headline(result)
     result["_series"] = detail.__dict__
     return result
+
+
+def repairs(series: pd.Series) -> dict[str, int]:
+    """What the loader changed in a trace: buckets ``filled`` by interpolation, rows ``retimed``.
+
+    Both are replayed as demand, so a reader of the scores needs to know how many there were.
+
+    :param series: a trace from :func:`~.traces.load_trace` (or :func:`series_from_demand`).
+    """
+    return {"filled": int(series.attrs.get("filled", 0)), "retimed": int(series.attrs.get("retimed", 0))}
 
 
 def headline(result: dict[str, Any], policy: str = "predictive") -> dict[str, Any]:
@@ -293,10 +304,13 @@ def series_from_demand(frame: pd.DataFrame, series_id: str, *, interval_s: int =
     values = pd.Series(rows["value"].to_numpy(dtype=float), index=pd.DatetimeIndex(stamps))
     values = values.groupby(values.index.floor(f"{interval_s}s")).mean()
     grid = pd.date_range(values.index[0], values.index[-1], freq=f"{interval_s}s")
-    series = values.reindex(grid).interpolate(limit_direction="both").clip(lower=0.0)
+    gridded = values.reindex(grid)
+    series = gridded.interpolate(limit_direction="both").clip(lower=0.0)
     series.name = series_id
     series.index.name = "ts"
-    series.attrs.update(source=series_id, column="value", interval_s=interval_s)
+    series.attrs.update(
+        source=series_id, column="value", interval_s=interval_s, filled=int(gridded.isna().sum()), retimed=0
+    )
     return series
 
 

@@ -60,6 +60,32 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def repair_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per trace the loader repaired (filled buckets, re-timed rows); none for clean traces.
+
+    :param results: one result per trace, with ``repairs``.
+    """
+    lines = []
+    for result in results:
+        repairs = result.get("repairs") or {}
+        filled, retimed = repairs.get("filled", 0), repairs.get("retimed", 0)
+        if filled or retimed:
+            lines.append(
+                f"{result['trace']}: repaired {filled} filled bucket(s) (linear interpolation), "
+                f"{retimed} re-timed row(s) (repeated timestamps)"
+            )
+    return lines
+
+
+def repairs_markdown(results: list[dict[str, Any]]) -> str:
+    """The repair lines as a Markdown list ("" when no trace was repaired), to follow the scores table.
+
+    :param results: one result per trace, with ``repairs``.
+    """
+    lines = repair_lines(results)
+    return "".join(f"- {line}\n" for line in lines)
+
+
 #: Lag-one-day autocorrelation from which a trace counts as having a daily cycle.
 DAILY_CYCLE = 0.5
 

@@ -67,12 +67,24 @@ class ActionLedger(Part):
             self._db.upsert(conn, schema.actions, action_rows, update=False)
 
     def update_action(
-        self, request_id: str, status: str, *, error: str = "", details: Mapping[str, Any] | None = None
+        self,
+        request_id: str,
+        status: str,
+        *,
+        error: str = "",
+        details: Mapping[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> None:
+        """Set an action's status (and error, details, attempt number when given).
+
+        :param attempt: the number of the call to Compute Engine this status is about (1 for the first).
+        """
         t = schema.actions
         values: dict[str, Any] = {"status": str(status), "error": error, "updated_at": utcnow()}
         if details is not None:
             values["details"] = json.dumps(dict(details), sort_keys=True, default=str)
+        if attempt is not None:
+            values["attempt"] = int(attempt)
         with self._db.write() as conn:
             if conn.execute(t.update().where(t.c.request_id == request_id).values(**values)).rowcount != 1:
                 raise StoreError(f"no action with request id {request_id} in the ledger")

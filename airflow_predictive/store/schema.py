@@ -147,6 +147,9 @@ actions = sa.Table(
     sa.Column("details", sa.Text),  # JSON
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Calls made to Compute Engine for this request id: 0 until the first, 1 for it, +1 per retry
+    # (added in version 3).
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
 )
 sa.Index("ix_actions_pool_created", actions.c.pool, actions.c.created_at)
 
@@ -202,6 +205,18 @@ def _v2(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[metadata.tables[name] for name in sorted(_ADDED_IN_V2)])
 
 
+def _v3(conn: sa.Connection) -> None:
+    """Version 3: ``actions.attempt``, the number of the call to Compute Engine an action's status is about.
+
+    A store created by this package has the column already (version 1 creates today's tables), so it
+    is added only where missing. Rows ``applied`` or ``failed`` before the column existed had one call.
+    """
+    t = actions
+    if "attempt" not in {c["name"] for c in sa.inspect(conn).get_columns(t.name)}:
+        conn.execute(sa.text(f"ALTER TABLE {t.name} ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(t.update().where(t.c.status.in_(["applied", "failed"]), t.c.attempt == 0).values(attempt=1))
+
+
 # MIGRATIONS[n] upgrades from version n to n + 1.
-MIGRATIONS = [_v1, _v2]
+MIGRATIONS = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,18 +4,53 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from airflow_predictive.cli import main
 from tests.services import ensure_postgres
 
+SERIES, HOURS, REPEATS = 4, 1, 2
+ISSUES = HOURS * 12  # one forecast issue per 5-minute cycle: 11:00 ... 11:55 before "now" (12:00)
+STEPS = 288  # each issue forecasts a day of 5-minute buckets
 
-def test_small_run_reports_what_it_seeded_and_timed(tmp_path, capsys) -> None:
+
+def test_small_run_reports_what_it_seeded_scored_and_timed(tmp_path, capsys) -> None:
     out = tmp_path / "eval.json"
-    argv = ["bench", "evaluate", "--series", "4", "--hours", "1", "--repeats", "1"]
+    argv = ["bench", "evaluate", "--series", str(SERIES), "--hours", str(HOURS), "--repeats", str(REPEATS)]
     assert main([*argv, "--postgres", ensure_postgres(), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["forecast_rows"] == 4 * 12 * 288  # 12 five-minute issues of 288 steps per series
-    assert result["first_cycle_seconds"] > 0 and result["steady_cycle_seconds"] > 0
     assert json.loads(capsys.readouterr().out) == result
+
+    # What was seeded: 3 days of demand plus the two buckets after "now" (so the steady cycle's bucket is
+    # observed), and ISSUES issues of STEPS steps per series.
+    assert result["demand_rows"] == SERIES * (3 * 288 + 2)
+    assert (result["forecast_issues"], result["forecast_steps"]) == (ISSUES, STEPS)
+    assert result["forecast_rows"] == SERIES * ISSUES * STEPS
+
+    # First cycle (no watermark): a day's window; of the issue made j buckets before now, the j - 1 targets
+    # before now have ended (the bucket at now is still filling), so 0 + 1 + ... + 11 rows per series.
+    assert result["first_cycle"] == {
+        "window_buckets": 288,
+        "scored_series": SERIES,
+        "scored_forecast_rows": SERIES * ISSUES * (ISSUES - 1) // 2,
+    }
+    # Steady cycle, 5 minutes later: exactly the one bucket that ended since, forecast by every issue.
+    assert result["steady_cycle"] == {
+        "window_buckets": 1,
+        "scored_series": SERIES,
+        "scored_forecast_rows": SERIES * ISSUES,
+    }
+
+    # Timings: one per repeat and cycle, the reported figure their median (of two: the mean, to 0.01 s).
+    first, steady = result["first_cycle_seconds_all"], result["steady_cycle_seconds_all"]
+    assert len(first) == len(steady) == result["repeats"] == REPEATS
+    assert all(t > 0 for t in first + steady)
+    assert result["first_cycle_seconds"] == pytest.approx(sum(first) / REPEATS, abs=0.011)
+    assert result["steady_cycle_seconds"] == pytest.approx(sum(steady) / REPEATS, abs=0.011)
+    assert result["steady_seconds_per_series"] == pytest.approx(
+        result["steady_cycle_seconds"] / SERIES, abs=0.002
+    )
+    assert (result["benchmark"], result["series"], result["forecast_hours"]) == ("evaluate", SERIES, HOURS)
 
 
 def test_bad_input_exits_2(capsys) -> None:

@@ -119,6 +119,27 @@ def test_cycle_stores_scores_alerts_and_flags(store, tmp_path) -> None:
     assert again.evaluations.empty or not (again.evaluations["metric"] == "n").any()
 
 
+def test_consecutive_cycles_score_every_ended_bucket_exactly_once(store) -> None:
+    issued = NOW - timedelta(hours=1)
+    store.write_forecasts(_forecast([5.0] * 24, issued, spread=1.0))  # targets issued + 5 min .. + 2 h
+    ts = pd.date_range(issued, NOW + timedelta(minutes=30), freq="5min", inclusive="left")
+    store.write_demand(pd.DataFrame({"series_id": SERIES, "ts": ts, "value": 5.0}))
+    scored = []
+    for k in range(4):
+        result = run_feedback_cycle(
+            store,
+            now=NOW + timedelta(minutes=5 * k),
+            emit_metrics=False,
+            policy=FeedbackPolicy(recalibrate=False),
+        )
+        frame = result.evaluations
+        n = frame[(frame["metric"] == "n") & (frame["horizon_minutes"] == evaluation.ALL_HORIZONS)]
+        scored.append(int(n["value"].sum()))
+    # The first cycle scores the 11 targets that ended before NOW (the bucket at NOW is still filling);
+    # each later cycle, 5 minutes on, scores the one bucket that ended since, starting with NOW's.
+    assert scored == [11, 1, 1, 1]
+
+
 def test_cycle_prunes_forecasts_older_than_the_retention_and_keeps_what_it_scores(store) -> None:
     seed(store, NOW)
     store.write_forecasts(_forecast([1.0, 2.0], NOW - timedelta(hours=80), spread=0.5))

@@ -69,6 +69,42 @@ def test_old_store_is_upgraded_in_place_without_losing_rows(tmp_path):
     assert upgraded.capacity(pool="etl")["value"].tolist() == [8.0]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_version_2_ledger_gains_the_attempt_column_in_place_without_losing_rows(backend, tmp_path):
+    def check(url: str) -> None:
+        old = ProfileStore(url, upgrade=False)
+        old.upgrade(target=2)
+        # Version 1 creates today's tables; a store made by the release before version 3 had no column.
+        with old.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE actions DROP COLUMN attempt"))
+        actions = [
+            Action(pool="etl", kind=ActionKind.RELEASE, amount=1, reason="idle", request_id=rid)
+            for rid in ("done", "broke", "dry")
+        ]
+        for action, status in zip(actions, ("planned", "planned", "dry_run"), strict=True):
+            action.status = ActionStatus(status)
+        old.record_plan(
+            Plan(plan_id="p", pool="etl", created_at=T0, mode=Mode.FORECAST_AND_SCALE, actions=actions)
+        )
+        old.update_action("done", ActionStatus.APPLIED)
+        old.update_action("broke", ActionStatus.FAILED, error="quota")
+        old.dispose()
+
+        upgraded = ProfileStore(url)
+        assert upgraded.schema_version() == schema.SCHEMA_VERSION
+        ledger = upgraded.actions().set_index("request_id")
+        assert ledger["status"].to_dict() == {"done": "applied", "broke": "failed", "dry": "dry_run"}
+        # Applied and failed rows had their one call; a dry run none.
+        assert ledger["attempt"].to_dict() == {"done": 1, "broke": 1, "dry": 0}
+        upgraded.dispose()
+
+    if backend == "sqlite":
+        check(f"sqlite:///{tmp_path / 'v2.db'}")
+    else:
+        with postgres_database() as url:
+            check(url)
+
+
 def test_store_newer_than_the_package_is_refused(tmp_path):
     store = ProfileStore.sqlite(tmp_path / "p.db")
     with store.engine.begin() as conn:

@@ -4,7 +4,7 @@ A throw-away PostgreSQL profile store is seeded with ``series`` demand series (3
 and the forecasts a 5-minute control loop would have stored over the last ``hours`` (one issue per
 cycle, 288 steps and 5 quantiles each). Each repeat copies that database and times the first feedback
 cycle (a day of targets to score) and the next one (the steady state: one new bucket to score, the
-recalibration window to re-read).
+recalibration window to re-read). The result also counts what was seeded and what each cycle scored.
 """
 
 from __future__ import annotations
@@ -19,28 +19,30 @@ import pandas as pd
 
 RESOURCES = ("cpu", "memory", "storage", "network")
 QUANTILE_OFFSETS = {0.5: 0.0, 0.8: 0.84, 0.9: 1.28, 0.95: 1.64, 0.99: 2.33}
+STEPS = 288  # forecast steps per issue: a day of 5-minute buckets
+INTERVAL = timedelta(minutes=5)
 
 
-def _seed(store: Any, series: int, hours: int, now: datetime) -> int:
+def _seed(store: Any, series: int, hours: int, now: datetime) -> dict[str, int]:
     ids = [f"pool=bench-{i // 4:04d}/resource={RESOURCES[i % 4]}" for i in range(series)]
     rng = np.random.default_rng(0)
     ts = pd.date_range(now - timedelta(days=3), now + timedelta(minutes=10), freq="5min", inclusive="left")
     cycle = 5 + 3 * np.sin(np.arange(len(ts)) * 2 * np.pi / 288)
-    store.write_demand(
+    demand_rows = store.write_demand(
         pd.concat(
             pd.DataFrame({"series_id": sid, "ts": ts, "value": cycle + rng.normal(0, 1, len(ts))})
             for sid in ids
         )
     )
-    steps = 288
-    mean = np.tile(5 + 3 * np.sin(np.arange(steps) * 2 * np.pi / steps), series)
-    rows = 0
+    mean = np.tile(5 + 3 * np.sin(np.arange(STEPS) * 2 * np.pi / STEPS), series)
+    rows = issues = 0
     for issued in pd.date_range(now - timedelta(hours=hours), now, freq="5min", inclusive="left"):
+        issues += 1
         frame = pd.DataFrame(
             {
-                "series_id": np.repeat(ids, steps),
+                "series_id": np.repeat(ids, STEPS),
                 "ts": np.tile(
-                    pd.date_range(issued + timedelta(minutes=5), periods=steps, freq="5min"), series
+                    pd.date_range(issued + timedelta(minutes=5), periods=STEPS, freq="5min"), series
                 ),
                 "mean": mean,
                 "model": "bench",
@@ -51,7 +53,23 @@ def _seed(store: Any, series: int, hours: int, now: datetime) -> int:
         for level, offset in QUANTILE_OFFSETS.items():
             frame[f"q{level:g}"] = mean + offset
         rows += store.write_forecasts(frame)
-    return rows
+    return {"demand_rows": demand_rows, "forecast_issues": issues, "forecast_rows": rows}
+
+
+def _scored(result: Any) -> dict[str, int]:
+    """What one feedback cycle scored: the window's buckets, the series and forecast rows scored.
+
+    The timings mean nothing unless each cycle scored what it should, so the counts are reported too.
+    """
+    from airflow_predictive.feedback.evaluation import ALL_HORIZONS
+
+    frame = result.evaluations
+    counts = frame[(frame["metric"] == "n") & (frame["horizon_minutes"] == ALL_HORIZONS)]
+    return {
+        "window_buckets": int((result.window_end - result.window_start) / INTERVAL),
+        "scored_series": int(counts["series_id"].nunique()),
+        "scored_forecast_rows": int(counts["value"].sum()),
+    }
 
 
 def run(*, series: int, hours: int, repeats: int, postgres_url: str, log: Any = None) -> dict[str, Any]:
@@ -70,22 +88,25 @@ def run(*, series: int, hours: int, repeats: int, postgres_url: str, log: Any = 
     say = log or (lambda *_: None)
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     first, steady = [], []
+    scored: dict[str, dict[str, int]] = {}
     with throwaway_database(postgres_url, "predictive_bench_eval") as seeded_url:
         store = ProfileStore(seeded_url)
         started = time.perf_counter()
-        rows = _seed(store, series, hours, now)
+        seeded = _seed(store, series, hours, now)
         seed_seconds = round(time.perf_counter() - started, 1)
         store.dispose()
-        say(f"seeded {series} series and {rows} forecast rows in {seed_seconds} s")
+        say(f"seeded {series} series and {seeded['forecast_rows']} forecast rows in {seed_seconds} s")
         template = seeded_url.rsplit("/", 1)[1]
         for repeat in range(repeats):
             with throwaway_database(postgres_url, "predictive_bench_eval_run", template=template) as url:
                 store = ProfileStore(url)
                 try:
-                    for times, at in ((first, now), (steady, now + timedelta(minutes=5))):
+                    for name, times, at in (("first", first, now), ("steady", steady, now + INTERVAL)):
                         started = time.perf_counter()
-                        run_feedback_cycle(store, now=at, emit_metrics=False)
+                        result = run_feedback_cycle(store, now=at, emit_metrics=False)
                         times.append(time.perf_counter() - started)
+                        # Each repeat runs on a copy of the same seed, so every repeat scores the same.
+                        scored[name] = _scored(result)
                 finally:
                     store.dispose()
             say(f"repeat {repeat + 1}: first {first[-1]:.2f} s, steady {steady[-1]:.2f} s")
@@ -93,8 +114,11 @@ def run(*, series: int, hours: int, repeats: int, postgres_url: str, log: Any = 
         "benchmark": "evaluate",
         "series": series,
         "forecast_hours": hours,
-        "forecast_rows": rows,
+        "forecast_steps": STEPS,
+        **seeded,
         "seed_seconds": seed_seconds,
+        "first_cycle": scored["first"],
+        "steady_cycle": scored["steady"],
         "repeats": repeats,
         "first_cycle_seconds": round(statistics.median(first), 2),
         "steady_cycle_seconds": round(statistics.median(steady), 2),
