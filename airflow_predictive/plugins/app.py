@@ -97,7 +97,7 @@ def reads_every_dag(user: Any) -> bool:
         return False
     with create_session() as session:
         current = set(session.scalars(select(DagModel.dag_id).where(DagModel.is_stale.is_(False))))
-        return current <= set(auth_manager.get_authorized_dag_ids(user=user, method="GET", session=session))
+        return current <= upcoming.readable_dag_ids(user, session)
 
 
 def _pool_wide() -> Any:
@@ -161,13 +161,12 @@ def create_app() -> FastAPI:
         now = _now(request)
         try:
             with create_session() as session:
-                _, readable_pools = upcoming.readable(user, session)
                 work = upcoming.collect(
                     session,
                     now=now,
                     horizon=timedelta(minutes=config.get_int("horizon_minutes")),
                     dag_id=dag_id,
-                    pools=readable_pools,
+                    pools=upcoming.readable_pools(user, session),
                 )
         except HTTPException as exc:
             work = {"error": exc.detail, "dags": []}

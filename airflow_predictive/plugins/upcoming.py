@@ -415,14 +415,18 @@ Horizon = Annotated[int, Query(ge=1, le=60 * 24 * 31, description="how far ahead
 AsOf = Annotated[str | None, Query(description="evaluate as of this ISO 8601 time (default: now)")]
 
 
-def readable(user: Any, session: Any) -> tuple[set[str], set[str]]:
-    """The DAG ids and the Airflow pool names the auth manager lets ``user`` read."""
+def readable_dag_ids(user: Any, session: Any) -> set[str]:
+    """The DAG ids the auth manager lets ``user`` read."""
     from airflow.api_fastapi.app import get_auth_manager
 
-    auth_manager = get_auth_manager()
-    dag_ids = auth_manager.get_authorized_dag_ids(user=user, method="GET", session=session)
-    pools = auth_manager.get_authorized_pools(user=user, method="GET", session=session)
-    return set(dag_ids), set(pools)
+    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session))
+
+
+def readable_pools(user: Any, session: Any) -> set[str]:
+    """The Airflow pool names the auth manager lets ``user`` read."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return set(get_auth_manager().get_authorized_pools(user=user, method="GET", session=session))
 
 
 @router.get("/api/upcoming")
@@ -433,13 +437,12 @@ def upcoming(
     now: AsOf = None,
 ) -> dict[str, Any]:
     """Upcoming and running work of every unpaused DAG the user may read, with task pool and resource hints."""
-    dag_ids, pools = readable(user, session)
     return collect(
         session,
         now=_parse_now(now),
         horizon=timedelta(minutes=horizon_minutes),
-        dag_ids=dag_ids,
-        pools=pools,
+        dag_ids=readable_dag_ids(user, session),
+        pools=readable_pools(user, session),
     )
 
 
@@ -453,7 +456,10 @@ def upcoming_for_dag(
     now: AsOf = None,
 ) -> dict[str, Any]:
     """Upcoming and running work of one DAG (paused or not); needs read access on that DAG."""
-    _, pools = readable(user, session)
     return collect(
-        session, now=_parse_now(now), horizon=timedelta(minutes=horizon_minutes), dag_id=dag_id, pools=pools
+        session,
+        now=_parse_now(now),
+        horizon=timedelta(minutes=horizon_minutes),
+        dag_id=dag_id,
+        pools=readable_pools(user, session),
     )
