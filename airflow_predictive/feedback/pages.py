@@ -531,40 +531,9 @@ def _script_json(value: Any) -> str:
     return json.dumps(value, default=str).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def render_page(
-    data: dict[str, Any],
-    *,
-    plotly_src: str | None = None,
-    plotly_inline: str | None = None,
-    upcoming: dict[str, Any] | None = None,
-    title: str = "Predictive capacity",
-) -> str:
-    """Render :func:`collect` output as one HTML page with a plotly chart per pool resource.
-
-    :param data: what :func:`collect` returned.
-    :param plotly_src: URL of plotly.js (the API server serves the installed package's copy).
-    :param plotly_inline: plotly.js source to inline instead (self-contained report file).
-    :param upcoming: the DAG's upcoming runs and task hints (``plugins.upcoming.collect``) for the DAG tab.
-    :param title: page title.
-    """
-    if plotly_inline is not None:
-        plotly_tag = f"<script>{plotly_inline}</script>"
-    elif plotly_src:
-        plotly_tag = f'<script src="{_esc(plotly_src)}"></script>'
-    else:
-        raise ValueError("render_page needs plotly_src (a URL) or plotly_inline (the plotly.js source)")
-    heading = title
-    if data.get("dag_id"):
-        heading += f" — DAG {data['dag_id']}"
-    if data.get("run_id"):
-        heading += f" — run {data['run_id']}"
-    parts = [
-        f"<h1>{_esc(heading)}</h1>",
-        f'<div class="meta">generated {_esc(data["generated_at"])} · history {data["history_hours"]:g} h'
-        f" · store {_esc(data.get('store', ''))}</div>",
-    ]
-    if data.get("dag_id") and upcoming is not None:
-        parts.append(_upcoming_html(data["dag_id"], upcoming))
+def _pool_parts(data: dict[str, Any]) -> list[str]:
+    """Each pool's charts and accuracy, the action ledger and learned behaviour, as HTML fragments."""
+    parts: list[str] = []
     if not data["pools"]:
         parts.append(
             '<p class="empty">No demand, forecasts or capacity stored yet: run the control loop.</p>'
@@ -589,6 +558,49 @@ def render_page(
         parts.append("<h3>Accuracy</h3>" + _accuracy_table(pool))
     parts.append("<h2>Action ledger</h2>" + _ledger_table(data["ledger"], data.get("run_id")))
     parts.append("<h2>Learned behaviour</h2>" + _summaries_html(data.get("summaries") or {}))
+    return parts
+
+
+def render_page(
+    data: dict[str, Any],
+    *,
+    plotly_src: str | None = None,
+    plotly_inline: str | None = None,
+    upcoming: dict[str, Any] | None = None,
+    title: str = "Predictive capacity",
+) -> str:
+    """Render :func:`collect` output as one HTML page with a plotly chart per pool resource.
+
+    :param data: what :func:`collect` returned; with a ``restricted`` message, the page shows that
+        message instead of the pools' charts, the ledger and learned behaviour.
+    :param plotly_src: URL of plotly.js (the API server serves the installed package's copy).
+    :param plotly_inline: plotly.js source to inline instead (self-contained report file).
+    :param upcoming: the DAG's upcoming runs and task hints (``plugins.upcoming.collect``) for the DAG tab.
+    :param title: page title.
+    """
+    if plotly_inline is not None:
+        plotly_tag = f"<script>{plotly_inline}</script>"
+    elif plotly_src:
+        plotly_tag = f'<script src="{_esc(plotly_src)}"></script>'
+    else:
+        raise ValueError("render_page needs plotly_src (a URL) or plotly_inline (the plotly.js source)")
+    heading = title
+    if data.get("dag_id"):
+        heading += f" — DAG {data['dag_id']}"
+    if data.get("run_id"):
+        heading += f" — run {data['run_id']}"
+    parts = [
+        f"<h1>{_esc(heading)}</h1>",
+        f'<div class="meta">generated {_esc(data["generated_at"])} · history {data["history_hours"]:g} h'
+        f" · store {_esc(data.get('store', ''))}</div>",
+    ]
+    if data.get("dag_id") and upcoming is not None:
+        parts.append(_upcoming_html(data["dag_id"], upcoming))
+    if data.get("restricted"):
+        # The viewer may not see pool-wide data (see plugins.app): say so instead of an empty page.
+        parts.append(f'<p class="restricted">{_esc(data["restricted"])}</p>')
+    else:
+        parts.extend(_pool_parts(data))
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style>{plotly_tag}</head><body>"

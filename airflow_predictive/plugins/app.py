@@ -1,10 +1,20 @@
 """The FastAPI app the plugin mounts at ``/predictive`` on the Airflow API server.
 
 Pages: ``/`` (every pool), ``/pools/{pool}``, ``/dags/{dag_id}`` (the DAG tab), ``/runs/{dag_id}/{run_id}``
-(where operator extra links point). JSON: ``/api/overview``, ``/api/pools/{pool}``, ``/api/ledger``.
+(where operator extra links point). JSON: ``/api/overview``, ``/api/ledger``, ``/api/upcoming``.
 ``/static/plotly.min.js`` serves plotly.js from the installed ``plotly`` package, so the page works
-with no internet access. Every route depends on ``requires_authenticated()``: without a logged-in
-Airflow user (Bearer token or the UI's ``_token`` cookie) the answer is 401.
+with no internet access. The app serves no ``/docs``, ``/redoc`` or ``/openapi.json`` (Swagger UI would
+load from a CDN, and the schema would be served without a login).
+
+Access follows Airflow's own permission model; the auth manager decides, as for Airflow's own UI:
+
+- every route needs a logged-in Airflow user (Bearer token or the UI's ``_token`` cookie), else 401;
+- per-DAG routes (``/dags/{dag_id}``, ``/runs/{dag_id}/...``, ``/api/upcoming/{dag_id}``) need read
+  access on that DAG (``requires_access_dag("GET")``), else 403;
+- ``/api/upcoming`` lists only the DAGs the user may read (see :mod:`.upcoming`);
+- pool-wide data (``/``, ``/pools/{pool}``, ``/api/overview``, ``/api/ledger``, and the run page, which
+  shows the whole ledger) needs :func:`reads_every_dag`, else 403. The DAG tab shows a pool's charts
+  and ledger only to such a user; others see the DAG's own upcoming runs and tasks.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -56,6 +67,47 @@ def _auth() -> Any:
     return Depends(requires_authenticated())
 
 
+def _dag_read() -> Any:
+    """Read access on the DAG named by the path's ``dag_id``, as the auth manager decides (else 403)."""
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("GET"))
+
+
+def reads_every_dag(user: Any) -> bool:
+    """Whether ``user`` may see pool-wide data: read access on the DAG resource as a whole.
+
+    Forecasts, provisioned capacity, learned behaviour and the action ledger aggregate the work of every
+    DAG whose tasks run in a pool, and ledger rows name the runs that made them. So pool-wide data needs
+    what a user needs to see every DAG in Airflow: the auth manager grants ``GET`` on DAGs without naming
+    one (the FAB auth manager: "can read on DAGs"; the simple auth manager: any role), and every current
+    DAG is among the DAGs it lets the user read (``get_authorized_dag_ids``: per-DAG permissions, or
+    teams in multi-team mode). Airflow's pool permission is not used: capacity pools are queues of
+    workers, not Airflow pools, and reading Airflow pools shows no DAG's work.
+
+    :param user: the logged-in user (``get_user``).
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    auth_manager = get_auth_manager()
+    if not auth_manager.is_authorized_dag(method="GET", user=user):
+        return False
+    with create_session() as session:
+        current = set(session.scalars(select(DagModel.dag_id).where(DagModel.is_stale.is_(False))))
+        return current <= upcoming.readable_dag_ids(user, session)
+
+
+def _pool_wide() -> Any:
+    def require_pool_wide_read(user: GetUserDep) -> None:
+        if not reads_every_dag(user):
+            raise HTTPException(403, "Forbidden: pool-wide data needs read access on every DAG")
+
+    return Depends(require_pool_wide_read)
+
+
 def _root(request: Request) -> str:
     # The mount path as the browser sees it ("/predictive", or "/sub/predictive" behind a proxy).
     return request.scope.get("root_path", "").rstrip("/") or URL_PREFIX
@@ -83,22 +135,27 @@ def create_app() -> FastAPI:
         title="Predictive capacity",
         description="Forecasts, provisioned capacity, the action ledger and accuracy of airflow-predictive.",
         dependencies=[_auth()],
+        # No Swagger UI (loaded from a CDN), ReDoc or schema: nothing unauthenticated, nothing external.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, dependencies=[_pool_wide()])
     def overview_page(request: Request) -> HTMLResponse:
         data = _collect(get_store(), now=_now(request))
         return HTMLResponse(pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js"))
 
-    @app.get("/pools/{pool}", response_class=HTMLResponse)
+    @app.get("/pools/{pool}", response_class=HTMLResponse, dependencies=[_pool_wide()])
     def pool_page(pool: str, request: Request) -> HTMLResponse:
         data = _collect(get_store(), pools=[pool], now=_now(request))
         if not data["pools"]:
             raise HTTPException(404, f"no forecast, demand or capacity stored for pool {pool!r}")
         return HTMLResponse(pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js"))
 
-    @app.get("/dags/{dag_id}", response_class=HTMLResponse)
-    def dag_page(dag_id: str, request: Request) -> HTMLResponse:
+    @app.get("/dags/{dag_id}", response_class=HTMLResponse, dependencies=[_dag_read()])
+    def dag_page(dag_id: str, request: Request, user: GetUserDep) -> HTMLResponse:
         from airflow.utils.session import create_session
 
         now = _now(request)
@@ -109,9 +166,24 @@ def create_app() -> FastAPI:
                     now=now,
                     horizon=timedelta(minutes=config.get_int("horizon_minutes")),
                     dag_id=dag_id,
+                    pools=upcoming.readable_pools(user, session),
                 )
         except HTTPException as exc:
             work = {"error": exc.detail, "dags": []}
+        if not reads_every_dag(user):
+            # The DAG's own work only: the pools' charts and ledger carry every other DAG's work too.
+            data = {
+                "generated_at": now.isoformat(),
+                "history_hours": 24,
+                "dag_id": dag_id,
+                "pools": [],
+                "ledger": [],
+                "restricted": "The pools' forecasts, capacity and action ledger need read access on every "
+                "DAG: they carry the work of all DAGs that run in a pool.",
+            }
+            return HTMLResponse(
+                pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js", upcoming=work)
+            )
         store = get_store()
         # The capacity planned for this DAG: the pools its tasks run in (all pools if none has data yet).
         dag_pools = sorted(
@@ -129,16 +201,16 @@ def create_app() -> FastAPI:
             pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js", upcoming=work)
         )
 
-    @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
+    @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, dependencies=[_dag_read(), _pool_wide()])
     def run_page(dag_id: str, run_id: str, request: Request, task_id: str | None = None) -> HTMLResponse:
         data = _collect(get_store(), dag_id=dag_id, run_id=run_id, task_id=task_id, now=_now(request))
         return HTMLResponse(pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js"))
 
-    @app.get("/api/overview")
+    @app.get("/api/overview", dependencies=[_pool_wide()])
     def overview_json(request: Request, pool: str | None = None) -> JSONResponse:
         return JSONResponse(_collect(get_store(), pools=[pool] if pool else None, now=_now(request)))
 
-    @app.get("/api/ledger")
+    @app.get("/api/ledger", dependencies=[_pool_wide()])
     def ledger_json(pool: str | None = None, limit: int = 200) -> JSONResponse:
         return JSONResponse({"actions": pages.ledger(get_store(), pool=pool, limit=limit)})
 

@@ -2,8 +2,9 @@
 
 Airflow loads this class from the ``airflow.plugins`` entry point (and from ``plugins/predictive.py``).
 The FastAPI app (:mod:`airflow_predictive.plugins.app`) is mounted at ``/predictive`` on the API server;
-every route requires an authenticated Airflow user. ``external_views`` add a navigation entry and a tab
-on each DAG page, both embedding those pages.
+every route requires an authenticated Airflow user and the permission Airflow's auth manager grants
+(read on the DAG for a DAG's data, read on every DAG for pool-wide data; see that module).
+``external_views`` add a navigation entry and a tab on each DAG page, both embedding those pages.
 """
 
 from __future__ import annotations

@@ -3,8 +3,13 @@
 ``router`` is included by the provider's plugin app (mounted at ``/predictive``), so the endpoints are
 ``GET /predictive/api/upcoming`` (every unpaused DAG) and ``GET /predictive/api/upcoming/{dag_id}``.
 It runs in the API server, which may read serialized DAGs from the metadata DB: tasks and DAGs cannot,
-so the structural forecast gets this JSON over HTTP. Every route requires an authenticated Airflow
-user, like the rest of the REST API.
+so the structural forecast gets this JSON over HTTP.
+
+Access follows Airflow's own permission model, as its REST API does: every route requires a logged-in
+user (401 without one); ``/api/upcoming/{dag_id}`` requires read access on that DAG (403 otherwise,
+``requires_access_dag("GET")``); ``/api/upcoming`` lists only the DAGs the auth manager lets the user
+read (``get_authorized_dag_ids``), and of the ``limits.pools`` only the pools it may read. The
+profiler's technical user therefore sees every DAG it is allowed to read, and nothing else.
 
 The pure part (:func:`describe_dag`, :func:`upcoming_runs`, :func:`task_hints`) takes a deserialized
 DAG and plain values, so tests and the backtest build the same JSON from a DagBag without a server.
@@ -12,11 +17,14 @@ DAG and plain values, so tests and the backtest build the same JSON from a DagBa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from airflow.api_fastapi.common.db.common import SessionDep
+
+# The logged-in user (401 without one). The plugin's module loads this anyway: its routes need it.
+from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from airflow_predictive.templates.annotate import EXECUTOR_CONFIG_KEY
@@ -30,6 +38,13 @@ def _auth() -> Any:
     from airflow.api_fastapi.core_api.security import requires_authenticated
 
     return Depends(requires_authenticated())
+
+
+def _dag_read() -> Any:
+    """Read access on the DAG named by the path's ``dag_id``, as the auth manager decides (else 403)."""
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("GET"))
 
 
 def _iso(value: Any) -> str | None:
@@ -307,22 +322,34 @@ def _task_state(entry: dict[str, Any]) -> dict[str, Any]:
     return {"state": state, "instances": len(states), **entry}
 
 
-def _limits(session: Any) -> dict[str, Any]:
+def _limits(session: Any, pools: Collection[str] | None = None) -> dict[str, Any]:
     from airflow.configuration import conf
     from airflow.models.pool import Pool
     from sqlalchemy import select
 
-    pools = {name: slots for name, slots in session.execute(select(Pool.pool, Pool.slots)).all()}
-    return {"parallelism": conf.getint("core", "parallelism"), "pools": pools}
+    slots = {name: n for name, n in session.execute(select(Pool.pool, Pool.slots)).all()}
+    if pools is not None:
+        slots = {name: n for name, n in slots.items() if name in pools}
+    return {"parallelism": conf.getint("core", "parallelism"), "pools": slots}
 
 
-def collect(session: Any, *, now: datetime, horizon: timedelta, dag_id: str | None = None) -> dict[str, Any]:
+def collect(
+    session: Any,
+    *,
+    now: datetime,
+    horizon: timedelta,
+    dag_id: str | None = None,
+    dag_ids: Collection[str] | None = None,
+    pools: Collection[str] | None = None,
+) -> dict[str, Any]:
     """Future work of every unpaused DAG (or one DAG), read from serialized DAGs in the metadata DB.
 
     :param session: a metadata DB session.
     :param now: the current time (aware).
     :param horizon: how far ahead to list runs.
     :param dag_id: only this DAG (paused or not).
+    :param dag_ids: only these DAGs (the ones the user may read); None: no restriction.
+    :param pools: list only these Airflow pools under ``limits`` (the ones the user may read); None: all.
     """
     from airflow.models.dag import DagModel
     from airflow.models.serialized_dag import SerializedDagModel
@@ -330,6 +357,8 @@ def collect(session: Any, *, now: datetime, horizon: timedelta, dag_id: str | No
 
     query = select(DagModel).where(DagModel.is_stale.is_(False))
     query = query.where(DagModel.dag_id == dag_id) if dag_id else query.where(DagModel.is_paused.is_(False))
+    if dag_ids is not None:
+        query = query.where(DagModel.dag_id.in_(sorted(dag_ids)))
     models = {m.dag_id: m for m in session.scalars(query).all()}
     if dag_id and dag_id not in models:
         raise HTTPException(404, f"DAG {dag_id!r} not found (or not parsed yet)")
@@ -361,7 +390,7 @@ def collect(session: Any, *, now: datetime, horizon: timedelta, dag_id: str | No
     return {
         "now": _iso(now),
         "horizon_minutes": int(horizon.total_seconds() // 60),
-        "limits": _limits(session),
+        "limits": _limits(session, pools),
         "dags": dags,
         "skipped": skipped,
     }
@@ -386,18 +415,51 @@ Horizon = Annotated[int, Query(ge=1, le=60 * 24 * 31, description="how far ahead
 AsOf = Annotated[str | None, Query(description="evaluate as of this ISO 8601 time (default: now)")]
 
 
+def readable_dag_ids(user: Any, session: Any) -> set[str]:
+    """The DAG ids the auth manager lets ``user`` read."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session))
+
+
+def readable_pools(user: Any, session: Any) -> set[str]:
+    """The Airflow pool names the auth manager lets ``user`` read."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return set(get_auth_manager().get_authorized_pools(user=user, method="GET", session=session))
+
+
 @router.get("/api/upcoming")
 def upcoming(
-    session: SessionDep, horizon_minutes: Horizon = DEFAULT_HORIZON_MINUTES, now: AsOf = None
+    session: SessionDep,
+    user: GetUserDep,
+    horizon_minutes: Horizon = DEFAULT_HORIZON_MINUTES,
+    now: AsOf = None,
 ) -> dict[str, Any]:
-    """Upcoming and running work of every unpaused DAG, with each task's pool and resource hints."""
-    return collect(session, now=_parse_now(now), horizon=timedelta(minutes=horizon_minutes))
+    """Upcoming and running work of every unpaused DAG the user may read, with task pool and resource hints."""
+    return collect(
+        session,
+        now=_parse_now(now),
+        horizon=timedelta(minutes=horizon_minutes),
+        dag_ids=readable_dag_ids(user, session),
+        pools=readable_pools(user, session),
+    )
 
 
-@router.get("/api/upcoming/{dag_id}")
-@router.get("/upcoming/{dag_id}", include_in_schema=False)
+@router.get("/api/upcoming/{dag_id}", dependencies=[_dag_read()])
+@router.get("/upcoming/{dag_id}", include_in_schema=False, dependencies=[_dag_read()])
 def upcoming_for_dag(
-    dag_id: str, session: SessionDep, horizon_minutes: Horizon = DEFAULT_HORIZON_MINUTES, now: AsOf = None
+    dag_id: str,
+    session: SessionDep,
+    user: GetUserDep,
+    horizon_minutes: Horizon = DEFAULT_HORIZON_MINUTES,
+    now: AsOf = None,
 ) -> dict[str, Any]:
-    """Upcoming and running work of one DAG (paused or not)."""
-    return collect(session, now=_parse_now(now), horizon=timedelta(minutes=horizon_minutes), dag_id=dag_id)
+    """Upcoming and running work of one DAG (paused or not); needs read access on that DAG."""
+    return collect(
+        session,
+        now=_parse_now(now),
+        horizon=timedelta(minutes=horizon_minutes),
+        dag_id=dag_id,
+        pools=readable_pools(user, session),
+    )
