@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from airflow_predictive.contracts import machines
+from airflow_predictive.contracts import machines, yamlfile
 from airflow_predictive.contracts.demand import RESOURCES, validate_pool_name
 from airflow_predictive.contracts.plan import Mode
 
@@ -403,13 +402,11 @@ def load_pools(
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = yamlfile.load(yamlfile.read_text(path), path)
     except FileNotFoundError:
         raise PoolConfigError(f"{path}: pools file not found (set [predictive] pools_file)") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PoolConfigError(f"{path}: not valid YAML: {exc}") from None
+    except yamlfile.YamlFileError as exc:
+        raise PoolConfigError(str(exc)) from None
     return parse_pools(data, str(path), sizing_defaults)
 
 

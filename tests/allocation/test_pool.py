@@ -72,3 +72,38 @@ def test_missing_file_and_wrong_shape_are_clear(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(PoolConfigError, match="top-level 'pools:' mapping"):
         load_pools(bad)
+
+
+def test_a_key_given_twice_is_an_error_naming_file_line_and_key(tmp_path):
+    path = tmp_path / "pools.yaml"
+    path.write_text(
+        "pools:\n"
+        "  etl:\n"
+        "    project: demo-project\n"
+        "    zone: us-central1-a\n"
+        "    machine_type: n2-standard-8\n"
+        "    mode: forecast_only\n"
+        "    mode: forecast_and_scale\n"
+    )
+    with pytest.raises(PoolConfigError) as info:
+        load_pools(path)
+    assert str(info.value).startswith(f"{path}:7: duplicate key 'mode' (first given on line 6)")
+
+
+def test_a_merge_key_may_be_overridden(tmp_path):
+    path = tmp_path / "pools.yaml"
+    path.write_text(
+        "defaults: &defaults {project: demo-project, zone: us-central1-a, machine_type: n2-standard-8}\n"
+        "pools:\n"
+        "  etl: {<<: *defaults, zone: us-central1-b}\n"
+    )
+    with pytest.raises(PoolConfigError, match="unknown top-level key"):  # not "duplicate key"
+        load_pools(path)
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path):
+    path = tmp_path / "pools.yaml"
+    path.write_bytes("pools:\n  etl:\n    queue: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(PoolConfigError) as info:
+        load_pools(path)
+    assert str(info.value) == f"{path}:3: not UTF-8 text (byte 0xe9); save the file as UTF-8"
