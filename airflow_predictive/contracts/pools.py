@@ -62,7 +62,8 @@ class SpotMode(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number is a quantity, a price or a duration: `.inf` or `.nan` is a typo, never a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 #: The documented defaults of the sizing options a deployment may override in ``[predictive]``

@@ -107,3 +107,25 @@ def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path):
     with pytest.raises(PoolConfigError) as info:
         load_pools(path)
     assert str(info.value) == f"{path}:3: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"prices": {"standard": float("inf")}}, "pools.etl.prices.standard"),
+        ({"budget_per_hour": float("nan")}, "pools.etl.budget_per_hour"),
+        ({"thresholds": {"cpu": float("inf")}}, "pools.etl.thresholds.cpu"),
+        ({"storage": {"max_total_gib": float("inf")}}, "pools.etl.storage.max_total_gib"),
+        (
+            {"policy": {"planning_interval_minutes": float("inf")}},
+            "pools.etl.policy.planning_interval_minutes",
+        ),
+        ({"lead_time_minutes": {"boot": float("inf")}}, "pools.etl.lead_time_minutes.boot"),
+        ({"vcpus": float("inf"), "memory_gib": 32}, "pools.etl.vcpus"),
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_field(tmp_path, settings, field):
+    path = _write(tmp_path, {"etl": {**GOOD, **settings}})
+    with pytest.raises(PoolConfigError) as info:
+        load_pools(path)
+    assert str(info.value) == f"{path}: {field}: Input should be a finite number"
