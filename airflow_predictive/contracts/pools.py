@@ -199,12 +199,12 @@ class Storage(_Model):
     """Data disks of the pool.
 
     :param disk_type: persistent disk type.
-    :param max_disk_gib: largest single disk; above it a new disk is created.
+    :param max_disk_gib: largest single disk (at least 10); above it a new disk is created.
     :param max_total_gib: storage cap for the pool.
     """
 
     disk_type: str = "pd-balanced"
-    max_disk_gib: float = Field(2048.0, gt=0)
+    max_disk_gib: float = Field(2048.0, ge=10)  # Compute Engine's smallest persistent disk is 10 GB
     max_total_gib: float = Field(16384.0, gt=0)
 
 

@@ -41,6 +41,7 @@ def test_example_pools_load_with_machine_specs_and_default_prices():
         ({"backend": "managed_instance_group"}, "pools.etl", "needs 'group'"),
         ({"policy": {"quantile": 1.5}}, "pools.etl.policy.quantile", "less than 1"),
         ({"colour": "blue"}, "pools.etl.colour", "Extra inputs are not permitted"),
+        ({"storage": {"max_disk_gib": 0.5}}, "pools.etl.storage.max_disk_gib", "greater than or equal to 10"),
     ],
 )
 def test_invalid_pool_settings_fail_with_one_message_naming_the_field(tmp_path, settings, field, words):
