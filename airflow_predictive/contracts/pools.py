@@ -26,12 +26,19 @@ from pydantic import (
 )
 
 from airflow_predictive.contracts import machines, yamlfile
-from airflow_predictive.contracts.demand import RESOURCES, validate_pool_name
+from airflow_predictive.contracts.demand import RESOURCES
 from airflow_predictive.contracts.plan import Mode
 
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _GCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A pool name is the value of the predictive-pool label (lowercase letters, digits, '-', '_') and, with
+# '_' as '-' and cut to 40 characters, the prefix of its instance and disk names (RFC 1035: a letter first).
+_POOL_GCE_NAME = re.compile(r"[a-z]([-_a-z0-9]{0,61}[a-z0-9])?")
+_POOL_RULE = (
+    "Compute Engine needs a lowercase letter first, then lowercase letters, digits, '-' or '_', "
+    "ending with a letter or digit, at most 63 characters"
+)
 
 
 class PoolConfigError(ValueError):
@@ -222,6 +229,15 @@ class Launch(_Model):
     network: str = "global/networks/default"
     name_prefix: str = ""
 
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not _POOL_GCE_NAME.fullmatch(value):
+            raise ValueError(
+                f"name_prefix {value!r} cannot start Compute Engine instance names: {_POOL_RULE}"
+            )
+        return value
+
 
 class CapacityPool(_Model):
     """One capacity pool: placement, machine, limits, lead times, sizing and cost policy, mode.
@@ -272,7 +288,13 @@ class CapacityPool(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return validate_pool_name(value)
+        # Stricter than the demand contract's validate_pool_name ('.' and a leading digit): the label
+        # value and the instance names need it.
+        if not _POOL_GCE_NAME.fullmatch(value):
+            raise ValueError(
+                f"pool name {value!r} cannot name Compute Engine labels and instances: {_POOL_RULE}"
+            )
+        return value
 
     @field_validator("zone")
     @classmethod

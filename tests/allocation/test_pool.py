@@ -130,3 +130,35 @@ def test_non_finite_numbers_are_refused_naming_the_field(tmp_path, settings, fie
     with pytest.raises(PoolConfigError) as info:
         load_pools(path)
     assert str(info.value) == f"{path}: {field}: Input should be a finite number"
+
+
+@pytest.mark.parametrize("name", ["etl.v2", "9etl", "-etl", "etl-", "Etl", "e" * 64, "etl\n"])
+def test_pool_names_compute_engine_would_refuse_fail_at_load_naming_pool_and_rule(tmp_path, name):
+    path = _write(tmp_path, {name: GOOD})
+    with pytest.raises(PoolConfigError) as info:
+        load_pools(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: pools.{name}")
+    assert f"pool name {name!r} cannot name Compute Engine labels and instances: " in message
+    assert "a lowercase letter first, then lowercase letters, digits, '-' or '_'" in message
+
+
+def test_pool_names_compute_engine_accepts_load_and_name_their_instances_validly(tmp_path):
+    import re
+
+    from airflow_predictive.contracts.capacity import PoolState
+    from airflow_predictive.planning.planner import plan
+    from tests.allocation.conftest import NOW, forecast_frame
+
+    names = ["etl", "etl_v2", "a", "team-a-heavy", "x" + "9" * 62]
+    pools = load_pools(_write(tmp_path, {name: {**GOOD, "min_instances": 1} for name in names}))
+    for name, pool in pools.items():
+        launch = plan(forecast_frame(name, {"cpu": [1]}), PoolState(), pool, NOW).actions[0]
+        for instance in launch.details["names"]:
+            assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", instance), instance
+
+
+def test_a_name_prefix_compute_engine_would_refuse_fails_at_load(tmp_path):
+    path = _write(tmp_path, {"etl": {**GOOD, "launch": {"name_prefix": "9etl"}}})
+    with pytest.raises(PoolConfigError, match=r"pools\.etl\.launch\.name_prefix: name_prefix '9etl' cannot"):
+        load_pools(path)
