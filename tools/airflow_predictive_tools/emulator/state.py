@@ -1469,6 +1469,8 @@ class ComputeEngineState:
                     400,
                     f"Invalid value for field 'resource.properties.machineType': '{props.get('machineType', '')}'. Machine type does not exist.",
                 )
+            # refused here, as on Google, not later when a group creates an instance from the template
+            _checked_labels(props.get("labels"), "resource.properties.labels")
             template = {
                 "kind": "compute#instanceTemplate",
                 "id": self._next_id(),
