@@ -3,6 +3,7 @@ network, vertical resize, the reactive policy, and properties over random foreca
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -290,8 +291,9 @@ def test_a_huge_storage_forecast_creates_a_bounded_number_of_disks_and_says_so()
 
 
 # Every magnitude a finite float can take, from 1e-300 to 1e300, and zero.
-extreme = st.one_of(st.just(0.0), st.floats(1e-300, 1e300), st.sampled_from([1e-300, 1e300, 1.7e308]))
-positive_extreme = st.one_of(st.floats(1e-300, 1e300), st.sampled_from([1e-300, 1e300, 1.7e308]))
+# (Not up to 1.7e308: the forecast's upper quantiles, 1.5 x the median here, would be infinite.)
+extreme = st.one_of(st.just(0.0), st.floats(1e-300, 1e300), st.sampled_from([1e-300, 1e300]))
+positive_extreme = st.one_of(st.floats(1e-300, 1e300), st.sampled_from([1e-300, 1e300]))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -344,6 +346,8 @@ def test_plans_never_raise_on_extreme_finite_inputs(
     after = planned_capacity(p, state, pool)
     assert int(after["instances"]) <= max(pool.max_instances, len(state.live()))
     assert not {a.target for a in p.actions if a.kind == ActionKind.RELEASE} & busy
+    # the plan is recorded as JSON: no inf or NaN in what it says
+    json.dumps([p.summary, p.capped, [(a.amount, a.reason, a.details) for a in p.actions]], allow_nan=False)
 
 
 def _days(days: float, *, cycle: bool, seed: int = 0) -> list[float]:
