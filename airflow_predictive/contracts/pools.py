@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,13 +25,20 @@ from pydantic import (
     model_validator,
 )
 
-from airflow_predictive.contracts import machines
-from airflow_predictive.contracts.demand import RESOURCES, validate_pool_name
+from airflow_predictive.contracts import machines, yamlfile
+from airflow_predictive.contracts.demand import RESOURCES
 from airflow_predictive.contracts.plan import Mode
 
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _GCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A pool name is the value of the predictive-pool label (lowercase letters, digits, '-', '_') and, with
+# '_' as '-' and cut to 40 characters, the prefix of its instance and disk names (RFC 1035: a letter first).
+_POOL_GCE_NAME = re.compile(r"[a-z]([-_a-z0-9]{0,61}[a-z0-9])?")
+_POOL_RULE = (
+    "Compute Engine needs a lowercase letter first, then lowercase letters, digits, '-' or '_', "
+    "ending with a letter or digit, at most 63 characters"
+)
 
 
 class PoolConfigError(ValueError):
@@ -63,7 +69,8 @@ class SpotMode(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number is a quantity, a price or a duration: `.inf` or `.nan` is a typo, never a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 #: The documented defaults of the sizing options a deployment may override in ``[predictive]``
@@ -199,12 +206,12 @@ class Storage(_Model):
     """Data disks of the pool.
 
     :param disk_type: persistent disk type.
-    :param max_disk_gib: largest single disk; above it a new disk is created.
+    :param max_disk_gib: largest single disk (at least 10); above it a new disk is created.
     :param max_total_gib: storage cap for the pool.
     """
 
     disk_type: str = "pd-balanced"
-    max_disk_gib: float = Field(2048.0, gt=0)
+    max_disk_gib: float = Field(2048.0, ge=10)  # Compute Engine's smallest persistent disk is 10 GB
     max_total_gib: float = Field(16384.0, gt=0)
 
 
@@ -221,6 +228,15 @@ class Launch(_Model):
     source_image: str = "projects/debian-cloud/global/images/family/debian-12"
     network: str = "global/networks/default"
     name_prefix: str = ""
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not _POOL_GCE_NAME.fullmatch(value):
+            raise ValueError(
+                f"name_prefix {value!r} cannot start Compute Engine instance names: {_POOL_RULE}"
+            )
+        return value
 
 
 class CapacityPool(_Model):
@@ -272,7 +288,13 @@ class CapacityPool(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return validate_pool_name(value)
+        # Stricter than the demand contract's validate_pool_name ('.' and a leading digit): the label
+        # value and the instance names need it.
+        if not _POOL_GCE_NAME.fullmatch(value):
+            raise ValueError(
+                f"pool name {value!r} cannot name Compute Engine labels and instances: {_POOL_RULE}"
+            )
+        return value
 
     @field_validator("zone")
     @classmethod
@@ -403,13 +425,11 @@ def load_pools(
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = yamlfile.load(yamlfile.read_text(path), path)
     except FileNotFoundError:
         raise PoolConfigError(f"{path}: pools file not found (set [predictive] pools_file)") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PoolConfigError(f"{path}: not valid YAML: {exc}") from None
+    except yamlfile.YamlFileError as exc:
+        raise PoolConfigError(str(exc)) from None
     return parse_pools(data, str(path), sizing_defaults)
 
 

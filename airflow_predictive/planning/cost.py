@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from airflow_predictive.contracts import machines
@@ -45,4 +46,6 @@ def hourly_cost(
     total = sum(instance_price(pool, i) for i in instances)
     total += standard * pool.price(False) + spot * pool.price(True)
     total += storage_gib * pool.prices.disk_gib_month / HOURS_PER_MONTH
-    return float(total)
+    # Absurd but finite prices and sizes overflow to inf; the largest float compares the same against a
+    # budget and keeps a recorded plan valid JSON.
+    return min(float(total), sys.float_info.max)

@@ -62,6 +62,10 @@ from airflow_predictive.planning.cost import hourly_cost
 
 COUNT_RESOURCES = ("cpu", "memory", "network")
 _EPS = 1e-9
+#: New data disks one plan creates at most (the rest of a huge storage forecast waits a cycle).
+MAX_NEW_DISKS = 16
+#: Largest instance count the sizing arithmetic yields (exact in a float); far above any max_instances.
+_MAX_COUNT = float(2**53)
 _NS_PER_MIN = 60_000_000_000
 
 
@@ -214,7 +218,8 @@ def _instance_capacity(pool: CapacityPool, instance: InstanceState, resource: st
 
 
 def _ceil(x: float) -> int:
-    return max(0, math.ceil(x - 1e-6))
+    # A finite but absurd demand over a small unit is inf here; max_instances caps the count later.
+    return max(0, math.ceil(min(x, _MAX_COUNT) - 1e-6))
 
 
 def _fmt(value: float) -> str:
@@ -1261,6 +1266,10 @@ def _create_disks(cycle: _Cycle, need: float, why: str, attach_to: str, result: 
     sizes: list[int] = []
     where = f" attached to {attach_to}" if attach_to else " (no live instance to attach to yet)"
     while need > 0:
+        if len(sizes) == MAX_NEW_DISKS:
+            # an absurd forecast would otherwise create disks without end; the rest waits a cycle
+            result.capped.append(f"storage: at most {MAX_NEW_DISKS} new disks per cycle")
+            break
         size = int(min(pool.storage.max_disk_gib, max(10, need)))
         rid = request_id_for(pool.name, cycle.key, ActionKind.ALLOCATE_STORAGE, "new", len(sizes), size)
         name = f"{pool.name.replace('_', '-').replace('.', '-')[:40]}-data-{rid[:8]}"

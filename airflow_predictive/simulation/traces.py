@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ TIME_COLUMNS: tuple[str, ...] = ("timestamp", "Timestamp [ms]", "ts", "time", "d
 #: Unix epoch values in a time column above this are milliseconds, below are seconds.
 _EPOCH_MS_THRESHOLD = 10**11
 _SECONDS_IN_NAME = re.compile(r"(\d+)_seconds")
+#: Longest interval pandas can hold (about 292 years).
+_MAX_INTERVAL_S = pd.Timedelta.max.total_seconds()
 
 
 class TraceError(ValueError):
@@ -86,7 +89,11 @@ def parse_interval(value: str | int | float | pd.Timedelta | None) -> pd.Timedel
     if value is None or isinstance(value, pd.Timedelta):
         return value
     if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
-        delta = pd.Timedelta(seconds=float(value))
+        seconds = float(value)
+        # pandas would answer inf or 1e300 with "Cannot construct Timedelta from {'seconds': inf}".
+        if not math.isfinite(seconds) or seconds > _MAX_INTERVAL_S:
+            raise ValueError(f"invalid interval {value!r}: give a finite number of seconds, e.g. 300")
+        delta = pd.Timedelta(seconds=seconds)
     else:
         try:
             delta = duration(str(value))
@@ -135,6 +142,7 @@ def load_trace(
             f"{str(frame[column].iloc[row])!r}); pick another with --value-column"
         )
     values = values.astype(float)
+    _refuse_infinite(path, column, values)
     if values.notna().sum() == 0:
         raise TraceError(f"{path}: column {column!r} has no values")
     if (values < 0).any():
@@ -208,6 +216,16 @@ def load_traces(
             load_trace(path, time_column=time_column, value_column=column, sep=sep, interval=interval)
         )
     return traces
+
+
+def _refuse_infinite(path: Path, column: str, values: pd.Series) -> None:
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise TraceError(
+            f"{path}: column {column!r} is not a finite number (row {row + 1}: {values.iloc[row]}); "
+            "demand must be a finite number >= 0"
+        )
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -335,7 +353,14 @@ def _parse_times(path: Path, column: pd.Series, name: str) -> pd.DatetimeIndex:
     if numeric.notna().all():
         # Epoch numbers. Bitbrains labels its column "[ms]" but writes seconds, so decide by size.
         unit = "ms" if numeric.abs().median() > _EPOCH_MS_THRESHOLD else "s"
-        return pd.DatetimeIndex(pd.to_datetime(numeric, unit=unit, utc=True)).as_unit("ns")
+        try:
+            return pd.DatetimeIndex(pd.to_datetime(numeric, unit=unit, utc=True)).as_unit("ns")
+        except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+            row = _first_out_of_range(numeric, unit)
+            raise TraceError(
+                f"{path}: time column {name!r} holds an epoch value outside the years 1677-2262 "
+                f"(row {row + 1}: {text.iloc[row]}); use Unix seconds or milliseconds"
+            ) from None
     try:
         stamps = pd.to_datetime(text, utc=True, format="mixed")
     except (ValueError, TypeError) as exc:
@@ -345,6 +370,13 @@ def _parse_times(path: Path, column: pd.Series, name: str) -> pd.DatetimeIndex:
     if stamps.isna().mean() > 0.5:
         raise TraceError(f"{path}: time column {name!r} is mostly not timestamps")
     return pd.DatetimeIndex(stamps).as_unit("ns")
+
+
+def _first_out_of_range(epochs: pd.Series, unit: str) -> int:
+    limit = pd.Timestamp.max.value / (1e9 if unit == "s" else 1e6)
+    values = epochs.to_numpy(dtype=float)
+    out = ~np.isfinite(values) | (np.abs(values) >= limit)
+    return int(np.argmax(out))  # 0 when pandas refused for another reason
 
 
 def _out_of_order_share(index: pd.DatetimeIndex) -> float:

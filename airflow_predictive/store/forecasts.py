@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -22,6 +23,7 @@ class Forecasts(Part):
         if missing:
             raise ValueError(f"forecast frame lacks column(s): {', '.join(sorted(missing))}")
         qcols = [c for c in frame.columns if c.startswith("q") and c[1:].replace(".", "", 1).isdigit()]
+        _refuse_non_finite(frame, ["mean", *qcols])
         quantiles = [
             json.dumps({c[1:]: float(v) for c, v in zip(qcols, values, strict=True)})
             for values in frame[qcols].itertuples(index=False, name=None)
@@ -99,3 +101,17 @@ class Forecasts(Part):
         t = schema.forecasts
         with self._db.write() as conn:
             return conn.execute(t.delete().where(t.c.issued_at < to_utc(before))).rowcount
+
+
+def _refuse_non_finite(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """A forecast of inf or NaN has no capacity to plan for (the planner would overflow sizing it)."""
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"forecast frame column {column!r} is not a finite number in row {row + 1} "
+                f"({frame['series_id'].iloc[row]} at {frame['ts'].iloc[row]}: {frame[column].iloc[row]}); "
+                "every mean and quantile must be a finite number"
+            )

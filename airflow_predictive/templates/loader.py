@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from airflow_predictive import config
+from airflow_predictive.contracts import yamlfile
 from airflow_predictive.templates.models import Stage, StageReferenceError, Template, TemplateLookupError
 
 BUILTIN_FOLDER = Path(__file__).parent / "builtin"
@@ -41,19 +42,23 @@ class TemplateError(ValueError):
         super().__init__(f"{where}: {field or '(template)'}: {message}")
 
 
-def _plain(node: yaml.Node, lines: dict[tuple, int], loc: tuple) -> Any:
+def _plain(node: yaml.Node, lines: dict[tuple, int], loc: tuple, path: Path | str) -> Any:
     """Turn a composed YAML node into plain data, recording each location's line."""
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        try:
+            yamlfile.check_unique_keys(node)
+        except yamlfile.DuplicateKeyError as exc:
+            raise TemplateError(path, exc.line, _field_name((*loc, exc.key)), exc.problem) from None
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            out[key] = _plain(value_node, lines, (*loc, key))
+            out[key] = _plain(value_node, lines, (*loc, key), path)
             # A key's own line is where an "unknown key" or "bad value" error points.
             lines[(*loc, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, lines, (*loc, i)) for i, item in enumerate(node.value)]
+        return [_plain(item, lines, (*loc, i), path) for i, item in enumerate(node.value)]
     return yaml.safe_load(yaml.serialize(node))
 
 
@@ -85,7 +90,7 @@ def parse_template(text: str, path: Path | str = "<string>") -> Template:
     if node is None or not isinstance(node, yaml.MappingNode):
         raise TemplateError(path, 1, "", "a template file must be a mapping with 'name' and 'stages'")
     lines: dict[tuple, int] = {}
-    data = _plain(node, lines, ())
+    data = _plain(node, lines, (), path)
     try:
         return Template.model_validate(data)
     except ValidationError as exc:
@@ -120,9 +125,11 @@ def load_file(path: Path | str) -> Template:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = yamlfile.read_text(path)
     except OSError as exc:
         raise TemplateError(path, 0, "", f"cannot read the template file: {exc.strerror}") from None
+    except yamlfile.YamlFileError as exc:
+        raise TemplateError(path, exc.line, "", exc.reason) from None
     return parse_template(text, path)
 
 

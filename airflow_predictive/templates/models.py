@@ -47,7 +47,8 @@ class Stage(BaseModel):
     :param tasks: task-id glob patterns bound to this stage by ``apply_template`` and the cluster policy.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `cpu: .inf` would validate, then break JSON output and the planner.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=_NAME)
     description: str = ""
@@ -122,7 +123,8 @@ class Template(BaseModel):
     :param dags: DAG-id glob patterns the cluster policy applies this template to (empty: none).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `cpu: .inf` would validate, then break JSON output and the planner.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=_NAME)
     description: str = ""

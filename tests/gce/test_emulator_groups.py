@@ -188,3 +188,13 @@ def test_preempted_group_member_is_recreated(client, control, wait_op):
             _managed(groups)[0].instance_status == "RUNNING" and _managed(groups)[0].current_action == "NONE"
         )
     )
+
+
+def test_a_template_with_labels_compute_engine_refuses_is_a_400_at_insert(client):
+    templates = client(compute_v1.InstanceTemplatesClient)
+    properties = {**TEMPLATE["properties"], "labels": {"predictive-pool": "etl.v2"}}
+    resource = compute_v1.InstanceTemplate(
+        name="bad-template", properties=compute_v1.InstanceProperties.from_json(json.dumps(properties))
+    )
+    with pytest.raises(exceptions.BadRequest, match="'resource.properties.labels'.*Label value 'etl.v2'"):
+        templates.insert(project=PROJECT, instance_template_resource=resource)

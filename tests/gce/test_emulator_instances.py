@@ -308,3 +308,43 @@ def test_insert_from_a_source_instance_template_and_reset(client, control, wait_
     control.reset()
     assert list(instances.list(project=PROJECT, zone=ZONE)) == []
     assert control.state()["instanceTemplates"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"name": "etl.v2-abc"}, "Invalid value for field 'resource.name': 'etl.v2-abc'"),
+        ({"name": "9etl-abc"}, "Invalid value for field 'resource.name': '9etl-abc'"),
+        ({"name": "e" * 64}, "Invalid value for field 'resource.name'"),
+        ({"name": "etl-1\n"}, "Invalid value for field 'resource.name'"),
+        ({"name": "etl-1", "labels": {"predictive-pool": "etl.v2"}}, "Label value 'etl.v2' violates"),
+        ({"name": "etl-1", "labels": {"predictive-pool": "x" * 64}}, "violates format constraints"),
+        ({"name": "etl-1", "labels": {"Pool": "etl"}}, "Label key 'Pool' violates"),
+        ({"name": "etl-1", "labels": {"9pool": "etl"}}, "Label key '9pool' violates"),
+    ],
+)
+def test_names_and_labels_compute_engine_refuses_are_a_400_in_googles_shape(gce_emulator_url, body, words):
+    import httpx
+
+    url = f"{gce_emulator_url}/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances"
+    response = httpx.post(url, json={"machineType": f"zones/{ZONE}/machineTypes/e2-medium", **body})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == 400 and words in error["message"]
+    assert error["errors"] == [{"message": error["message"], "domain": "global", "reason": "invalid"}]
+    assert httpx.get(url).json().get("items", []) == []  # nothing was created
+
+
+def test_disk_labels_and_set_labels_follow_the_same_rules(client, control):
+    instances, disks = client(compute_v1.InstancesClient), client(compute_v1.DisksClient)
+    bad = compute_v1.Disk(name="data-1", size_gb=10, labels={"predictive-pool": "etl.v2"})
+    with pytest.raises(exceptions.BadRequest, match="Label value 'etl.v2' violates"):
+        disks.insert(project=PROJECT, zone=ZONE, disk_resource=bad)
+    control.seed(project=PROJECT, zone=ZONE, instances=[{"name": "worker-1", "machineType": "e2-standard-4"}])
+    fingerprint = instances.get(project=PROJECT, zone=ZONE, instance="worker-1").label_fingerprint
+    request = compute_v1.InstancesSetLabelsRequest(labels={"Team": "etl"}, label_fingerprint=fingerprint)
+    with pytest.raises(exceptions.BadRequest, match="Label key 'Team' violates"):
+        instances.set_labels(
+            project=PROJECT, zone=ZONE, instance="worker-1", instances_set_labels_request_resource=request
+        )
+    assert dict(instances.get(project=PROJECT, zone=ZONE, instance="worker-1").labels) == {}

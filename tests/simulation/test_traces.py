@@ -159,6 +159,22 @@ def test_custom_columns_separator_and_zoned_timestamps(tmp_path):
         ("timestamp,value\n2024-01-01 00:00,1\n2024-01-01 00:05,abc\n", "not numeric"),
         ("timestamp,value\n2024-01-01 00:00,1\n2024-01-01 00:05,-3\n", "negative demand"),
         (b"\xff\xfe\x00binary", "not a text CSV"),
+        (
+            "timestamp,value\n2024-01-01 00:00,1\n2024-01-01 00:05,inf\n",
+            r"'value' is not a finite number \(row 2: inf\)",
+        ),
+        (
+            "timestamp,value\n2024-01-01 00:00,1\n2024-01-01 00:05,-inf\n",
+            r"'value' is not a finite number \(row 2: -inf\)",
+        ),
+        (
+            "timestamp,value\n1700000000,1\ninf,2\n",
+            r"'timestamp' holds an epoch value outside .*\(row 2: inf\)",
+        ),
+        (
+            "timestamp,value\n1700000000,1\n1e300,2\n",
+            r"'timestamp' holds an epoch value outside .*\(row 2: 1e300\)",
+        ),
     ],
 )
 def test_bad_files_raise_one_error_naming_file_and_problem(tmp_path, content, problem):
@@ -179,3 +195,11 @@ def test_load_traces_keeps_order_and_lets_each_file_use_its_default_column(aliba
     first, second = load_traces([alibaba, TRACES / "nab_rds_cpu_utilization_e47b3b.csv"])
     assert first.attrs["column"] == "cpu_util_percent"
     assert second.attrs["column"] == "value"
+
+
+@pytest.mark.parametrize("interval", ["inf", float("inf"), "nan", 1e300])
+def test_an_interval_that_is_not_a_finite_number_of_seconds_is_named(tmp_path, interval):
+    path = tmp_path / "rows.csv"
+    path.write_text("1\n2\n3\n")
+    with pytest.raises(TraceError, match=r"rows\.csv: invalid interval .*: give a finite number of seconds"):
+        load_trace(path, interval=interval)

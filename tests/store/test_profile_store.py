@@ -183,6 +183,30 @@ def test_forecasts_round_trip_with_quantiles_and_latest_wins(any_store):
     assert any_store.prune_forecasts(T0 + timedelta(minutes=1)) == 4
 
 
+@pytest.mark.parametrize(
+    ("column", "value"), [("mean", float("inf")), ("q0.95", float("-inf")), ("q0.5", float("nan"))]
+)
+def test_a_forecast_that_is_not_finite_is_refused_naming_the_column(tmp_path, column, value):
+    store = ProfileStore.sqlite(tmp_path / "profile.db")
+    frame = pd.DataFrame(
+        {
+            "series_id": "pool=etl/resource=cpu",
+            "ts": pd.date_range(T0 + timedelta(minutes=5), periods=3, freq="5min"),
+            "mean": [1.0] * 3,
+            "q0.5": [1.0] * 3,
+            "q0.95": [2.0] * 3,
+            "model": "arima",
+            "fallback": "",
+            "issued_at": T0,
+        }
+    )
+    frame.loc[1, column] = value
+    with pytest.raises(ValueError, match=rf"column '{column}' is not a finite number in row 2 "):
+        store.write_forecasts(frame)
+    assert store.forecasts().empty
+    store.dispose()
+
+
 def test_bulk_writes_keep_the_last_duplicate_read_naive_times_as_utc_and_refuse_missing_keys(any_store):
     # On PostgreSQL these frames go through COPY + one merge, elsewhere through row upserts: same result.
     naive = pd.Timestamp(T0).tz_localize(None)

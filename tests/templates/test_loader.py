@@ -138,3 +138,45 @@ def test_cli_validate_and_show(tmp_path, capsys):
     assert load_file(write(tmp_path, out, "roundtrip.yaml")) == load_file(good)
     assert main(["templates", "show"]) == 0
     assert "etl_batch\textract -> transform -> load" in capsys.readouterr().out
+
+
+def test_a_key_given_twice_is_an_error_naming_file_line_and_field(tmp_path):
+    path = write(tmp_path, GOOD.replace("    cpu: 16\n", "    cpu: 16\n    cpu: 160\n"))
+    with pytest.raises(TemplateError) as info:
+        load_file(path)
+    assert (info.value.line, info.value.field) == (10, "stages[1].cpu")
+    assert "duplicate key 'cpu' (first given on line 9)" in str(info.value)
+    assert str(info.value).startswith(f"{path}:10: stages[1].cpu: duplicate key")
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path, capsys):
+    path = tmp_path / "t.yaml"
+    path.write_bytes(GOOD.replace("name: nightly", "name: nightly\ndescription: caf\u00e9").encode("latin-1"))
+    with pytest.raises(TemplateError, match=r"t\.yaml:2: \(template\): not UTF-8 text \(byte 0xe9\)"):
+        load_file(path)
+    assert main(["templates", "validate", str(path)]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "replacement", "line", "field"),
+    [
+        ("    cpu: 2\n", "    cpu: .inf\n", 4, "stages[0].cpu"),
+        ("    cpu: 16\n", "    cpu: .nan\n", 9, "stages[1].cpu"),
+        ("    memory: 4GiB\n", f"    memory: {'9' * 400}GiB\n", 5, "stages[0].memory"),
+        ("    duration: 45m\n", f"    duration: {'9' * 400}m\n", 7, "stages[0].duration"),
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_field(tmp_path, bad_line, replacement, line, field):
+    path = write(tmp_path, GOOD.replace(bad_line, replacement))
+    with pytest.raises(TemplateError) as info:
+        load_file(path)
+    assert str(info.value) == f"{path}:{line}: {field}: Input should be a finite number"
+
+
+def test_show_json_never_prints_a_template_with_an_infinite_value(tmp_path, capsys):
+    write(tmp_path, GOOD.replace("    cpu: 2\n", "    cpu: .inf\n"), "nightly.yaml")
+    assert main(["templates", "show", "--folder", str(tmp_path), "--json", "nightly"]) == 2
+    captured = capsys.readouterr()
+    assert "Infinity" not in captured.out
+    assert "stages[0].cpu: Input should be a finite number" in captured.err

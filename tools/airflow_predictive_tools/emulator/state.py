@@ -77,6 +77,10 @@ _HTTP_STATUS_TEXT = {
     503: "SERVICE_UNAVAILABLE",
 }
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Compute Engine's label rules (without the international characters it also allows).
+_LABEL_KEY = re.compile(r"[a-z][-_a-z0-9]{0,62}")
+_LABEL_VALUE = re.compile(r"[-_a-z0-9]{0,63}")
+MAX_LABELS = 64
 _CUSTOM_TYPE = re.compile(r"^(?:(?P<family>[a-z0-9]+)-)?custom-(?P<cpus>\d+)-(?P<mb>\d+)(?:-ext)?$")
 _BOOTING = ("PROVISIONING", "STAGING")
 
@@ -169,6 +173,31 @@ def _invalid_name(name: str) -> ApiError:
         400,
         f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
     )
+
+
+def _checked_labels(labels: Any, field: str = "resource.labels") -> dict[str, str]:
+    """The labels as given, or the 400 Compute Engine answers for a key or value it does not accept."""
+    labels = dict(labels or {})
+    if len(labels) > MAX_LABELS:
+        raise ApiError(
+            400, f"Invalid value for field '{field}': ''. A resource can have at most {MAX_LABELS} labels."
+        )
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+            raise ApiError(
+                400,
+                f"Invalid value for field '{field}': ''. Label key '{key}' violates format constraints. "
+                "The key must start with a lowercase character, can only contain lowercase letters, "
+                "numeric characters, underscores and dashes. The key can be at most 63 characters long.",
+            )
+        if not isinstance(value, str) or not _LABEL_VALUE.fullmatch(value):
+            raise ApiError(
+                400,
+                f"Invalid value for field '{field}': ''. Label value '{value}' violates format constraints. "
+                "The value can only contain lowercase letters, numeric characters, underscores and dashes. "
+                "The value can be at most 63 characters long.",
+            )
+    return labels
 
 
 def _unknown_machine_type(given: str, machine: str, zone: str) -> ApiError:
@@ -645,7 +674,7 @@ class ComputeEngineState:
         *,
         template_link: str | None = None,
     ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], int]:
-        if not _NAME.match(name or ""):
+        if not _NAME.fullmatch(name or ""):
             raise _invalid_name(name)
         path = f"projects/{project}/zones/{zone}/instances/{name}"
         if path in self._data["resources"]:
@@ -668,7 +697,7 @@ class ComputeEngineState:
         network = {"totalEgressBandwidthTier": DEFAULT_TIER}
         network.update(props.get("networkPerformanceConfig") or {})
         self._check_tier(machine, cpus, network["totalEgressBandwidthTier"])
-        labels = dict(props.get("labels") or {})
+        labels = _checked_labels(props.get("labels"))
         instance_id = self._next_id()
         disks: list[dict[str, Any]] = []
         new_disks: list[tuple[str, dict[str, Any]]] = []
@@ -1116,6 +1145,7 @@ class ComputeEngineState:
 
         def run(now: float) -> dict[str, Any]:
             instance = self._instance(path)
+            labels = _checked_labels(body["labels"]) if "labels" in body else None  # before any change
             if body.get("fingerprint") and body["fingerprint"] != instance["fingerprint"]:
                 raise ApiError(
                     412, "Supplied fingerprint does not match current fingerprint.", "conditionNotMet"
@@ -1143,8 +1173,8 @@ class ComputeEngineState:
             instance["machineType"] = _machine_type_link(project, zone, machine)
             instance["networkPerformanceConfig"] = {"totalEgressBandwidthTier": tier}
             self._data["meta"][path]["cpus"] = shape[0]
-            if "labels" in body:
-                instance["labels"] = dict(body["labels"] or {})
+            if labels is not None:
+                instance["labels"] = labels
                 instance["labelFingerprint"] = _fingerprint(instance["labels"])
             instance["fingerprint"] = _fingerprint([instance["fingerprint"], now])
             done = now + self._cfg("operation_seconds")
@@ -1183,7 +1213,7 @@ class ComputeEngineState:
                     "Labels fingerprint either invalid or resource labels have changed",
                     "conditionNotMet",
                 )
-            resource["labels"] = dict(body.get("labels") or {})
+            resource["labels"] = _checked_labels(body.get("labels"), "labels")
             resource["labelFingerprint"] = _fingerprint(resource["labels"])
             return self._metadata_operation(now, f"zones/{zone}", "setLabels", path)
 
@@ -1297,6 +1327,7 @@ class ComputeEngineState:
                 400,
                 f"Invalid value for field 'resource.sizeGb': '{size}'. Disk size must be between 1 and 65536 GB.",
             )
+        labels = _checked_labels(labels)
         disk = {
             "kind": "compute#disk",
             "id": self._next_id(),
@@ -1330,7 +1361,7 @@ class ComputeEngineState:
 
         def run(now: float) -> dict[str, Any]:
             name = body.get("name") or ""
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise _invalid_name(name)
             path = f"projects/{project}/zones/{zone}/disks/{name}"
             if path in self._data["resources"]:
@@ -1427,7 +1458,7 @@ class ComputeEngineState:
 
         def run(now: float) -> dict[str, Any]:
             name = body.get("name") or ""
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.")
             path = f"projects/{project}/global/instanceTemplates/{name}"
             if path in self._data["resources"]:
@@ -1438,6 +1469,8 @@ class ComputeEngineState:
                     400,
                     f"Invalid value for field 'resource.properties.machineType': '{props.get('machineType', '')}'. Machine type does not exist.",
                 )
+            # refused here, as on Google, not later when a group creates an instance from the template
+            _checked_labels(props.get("labels"), "resource.properties.labels")
             template = {
                 "kind": "compute#instanceTemplate",
                 "id": self._next_id(),
@@ -1491,7 +1524,7 @@ class ComputeEngineState:
 
         def run(now: float) -> dict[str, Any]:
             name = body.get("name") or ""
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.")
             path = f"projects/{project}/zones/{zone}/instanceGroupManagers/{name}"
             if path in self._data["resources"]:
