@@ -349,11 +349,42 @@ def _recalibration_decisions(
     joined["fresh"] = keep
     return decide(
         joined,
-        scored,
+        _pooled_mase(store, window, scored, policy),
         level=levels,
         tolerance=policy.tolerance,
         mase_threshold=policy.mase_threshold,
         min_samples=policy.min_samples,
+    )
+
+
+def _pooled_mase(
+    store: FeedbackStore, window: _Window, scored: pd.DataFrame, policy: FeedbackPolicy
+) -> pd.DataFrame:
+    """Each series' MASE over the scores of the recalibration window: this cycle's and the stored ones,
+    weighted by the forecast rows each scored (evaluations layout, all lead times).
+
+    A steady cycle scores the one bucket that ended since the last, too little to judge a model by: a
+    single burst would flag the series for re-selection (slow auto-ARIMA) every few cycles. Pooled over
+    the window the recalibration already reads, one bucket moves the judgement by its share.
+    """
+    past = store.evaluations(window.series, since=window.end - policy.recalibration_window)
+    frames = [f for f in (past, scored) if not f.empty]
+    if not frames:
+        return scored
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["horizon_minutes"] == evaluation.ALL_HORIZONS]
+    keys = ["series_id", "window_end"]
+    pairs = rows[rows["metric"] == evaluation.MASE][[*keys, "value"]].merge(
+        rows[rows["metric"] == "n"][[*keys, "value"]], on=keys, suffixes=("_mase", "_n")
+    )
+    pairs = pairs[np.isfinite(pairs["value_mase"].astype(float)) & (pairs["value_n"] > 0)]
+    if pairs.empty:
+        return scored
+    weighted = (pairs["value_mase"] * pairs["value_n"]).groupby(pairs["series_id"]).sum()
+    pooled = weighted / pairs.groupby("series_id")["value_n"].sum()
+    return pd.DataFrame(
+        [(sid, window.end, evaluation.ALL_HORIZONS, evaluation.MASE, float(v)) for sid, v in pooled.items()],
+        columns=evaluation.EVALUATION_COLUMNS,
     )
 
 

@@ -213,3 +213,35 @@ def test_cli_report(store, tmp_path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "--now: 'x' is not an ISO 8601 timestamp" in bad.stderr
+
+
+def test_one_burst_in_a_steady_cycle_does_not_flag_a_model_that_forecast_the_hours_before(store) -> None:
+    """A steady cycle scores one bucket: re-selection is judged on the MASE pooled over the
+    recalibration window, not on that bucket alone (which a single burst puts far above 1)."""
+    start = NOW - timedelta(days=3)
+    ts = pd.date_range(start, NOW + timedelta(hours=2), freq="5min", inclusive="left")
+    phase = 2 * np.pi * (ts - start).total_seconds() / 86400
+    noise = np.random.default_rng(5).normal(0, 0.5, len(ts))  # yesterday's value misses by ~0.5
+    value = 10 + 3 * np.sin(phase) + noise
+    burst_at = NOW + timedelta(minutes=30)
+    demand = pd.DataFrame({"series_id": SERIES, "ts": ts, "value": value})
+    demand.loc[demand["ts"] == burst_at, "value"] = 25.0  # twice the level, for five minutes
+    store.write_demand(demand)
+    # One issue an hour, each forecasting its next 12 buckets within 0.2 of what happened (not the burst).
+    for issued in pd.date_range(NOW - timedelta(hours=12), NOW + timedelta(hours=1), freq="1h"):
+        steps = demand[(demand["ts"] > issued) & (demand["ts"] <= issued + timedelta(hours=1))]
+        expected = np.where(steps["ts"] == burst_at, 10.0, steps["value"]) + 0.2
+        store.write_forecasts(_forecast(expected, issued.to_pydatetime(), spread=1.0))
+
+    policy = FeedbackPolicy(recalibrate=False)
+    run_feedback_cycle(store, now=NOW, emit_metrics=False, policy=policy)  # the hours before: scored
+    flagged, burst_mase = [], None
+    for k in range(1, 13):
+        result = run_feedback_cycle(
+            store, now=NOW + timedelta(minutes=5 * k), emit_metrics=False, policy=policy
+        )
+        flagged += result.reselected
+        if result.window_start == burst_at:
+            burst_mase = evaluation.value_of(result.evaluations, SERIES, evaluation.MASE)
+    assert burst_mase is not None and burst_mase > 1.0  # that bucket alone would condemn the model
+    assert flagged == []
