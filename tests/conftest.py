@@ -6,12 +6,15 @@ Every test session gets its own AIRFLOW_HOME (SQLite metadata DB, no examples) a
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # Before airflow is imported anywhere: a private home, no example DAGs, quiet, one BLAS thread.
 _HOME = Path(tempfile.mkdtemp(prefix="predictive-airflow-home-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)  # the session's processes are stopped by then
 REPO = Path(__file__).resolve().parents[1]
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -46,3 +49,20 @@ def store(tmp_path: Path):
     profile_store = ProfileStore.sqlite(tmp_path / "profile.db")
     yield profile_store
     profile_store.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path: Path):
+    """A fresh ProfileStore on SQLite, then on a throw-away PostgreSQL database."""
+    from airflow_predictive.store import ProfileStore
+    from tests.services import postgres_database
+
+    if request.param == "sqlite":
+        profile_store = ProfileStore.sqlite(tmp_path / "profile.db")
+        yield profile_store
+        profile_store.dispose()
+    else:
+        with postgres_database() as url:
+            profile_store = ProfileStore(url)
+            yield profile_store
+            profile_store.dispose()

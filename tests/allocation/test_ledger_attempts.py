@@ -9,22 +9,8 @@ import pytest
 from airflow_predictive.contracts.plan import Action, ActionKind, Mode, Plan
 from airflow_predictive.runtime.ledger import execute_plan
 from airflow_predictive.store import ProfileStore
-from tests.services import postgres_database
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request, tmp_path):
-    if request.param == "sqlite":
-        store = ProfileStore.sqlite(tmp_path / "profile.db")
-        yield store
-        store.dispose()
-    else:
-        with postgres_database() as url:
-            store = ProfileStore(url)
-            yield store
-            store.dispose()
 
 
 def _plan() -> Plan:
