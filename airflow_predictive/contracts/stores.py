@@ -176,7 +176,12 @@ class CapacityRecorder(Protocol):
 
 class EvaluationReader(Protocol):
     def evaluations(
-        self, series_ids: Sequence[str] | None = None, *, since: datetime | None = None
+        self,
+        series_ids: Sequence[str] | None = None,
+        *,
+        since: datetime | None = None,
+        metrics: Sequence[str] | None = None,
+        horizon: int | None = None,
     ) -> pd.DataFrame: ...
 
 

@@ -367,7 +367,12 @@ def _pooled_mase(
     single burst would flag the series for re-selection (slow auto-ARIMA) every few cycles. Pooled over
     the window the recalibration already reads, one bucket moves the judgement by its share.
     """
-    past = store.evaluations(window.series, since=window.end - policy.recalibration_window)
+    past = store.evaluations(
+        window.series,
+        since=window.end - policy.recalibration_window,
+        metrics=[evaluation.MASE, "n"],
+        horizon=evaluation.ALL_HORIZONS,
+    )
     frames = [f for f in (past, scored) if not f.empty]
     if not frames:
         return scored

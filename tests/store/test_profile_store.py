@@ -16,19 +16,6 @@ from tests.services import postgres_database
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request, tmp_path):
-    if request.param == "sqlite":
-        store = ProfileStore.sqlite(tmp_path / "profile.db")
-        yield store
-        store.dispose()
-    else:
-        with postgres_database() as url:
-            store = ProfileStore(url)
-            yield store
-            store.dispose()
-
-
 def _task_run(**overrides):
     run = {
         "dag_id": "etl",
@@ -343,3 +330,23 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_released(any_store):
     assert any_store.try_lease("lock:allocation/etl", "run-b", ttl_seconds=-1)  # taken, already expired
     assert any_store.try_lease("lock:allocation/etl", "run-c", ttl_seconds=60)  # an expired lease is free
     assert any_store.lease_holder("lock:allocation/etl")[0] == "run-c"
+
+
+def test_evaluations_read_only_the_metrics_and_lead_time_bucket_asked_for(any_store) -> None:
+    rows = [
+        (series, T0 + timedelta(minutes=5 * k), horizon, metric, float(k))
+        for series in ("pool=etl/resource=cpu", "pool=etl/resource=memory")
+        for k in range(3)
+        for horizon in (0, 60)
+        for metric in ("mase", "n", "pinball_q0.9")
+    ]
+    any_store.write_evaluations(
+        pd.DataFrame(rows, columns=["series_id", "window_end", "horizon_minutes", "metric", "value"])
+    )
+    got = any_store.evaluations(
+        ["pool=etl/resource=cpu"], since=T0 + timedelta(minutes=5), metrics=["mase", "n"], horizon=0
+    )
+    assert len(got) == 4  # two window ends x two metrics
+    assert set(got["metric"]) == {"mase", "n"} and set(got["horizon_minutes"]) == {0}
+    assert set(got["series_id"]) == {"pool=etl/resource=cpu"}
+    assert len(any_store.evaluations()) == len(rows)
