@@ -30,6 +30,7 @@ class InstanceState:
     :param created: creation time (UTC), None if unknown.
     :param group: managed instance group it belongs to ("" for a labelled standalone VM).
     :param tier_1: whether Tier_1 networking is configured.
+    :param internal_ips: the VM's internal IPv4 addresses (a worker may report one as its hostname).
     """
 
     name: str
@@ -40,6 +41,7 @@ class InstanceState:
     created: datetime | None = None
     group: str = ""
     tier_1: bool = False
+    internal_ips: tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:

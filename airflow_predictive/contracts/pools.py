@@ -148,11 +148,14 @@ class ScaleIn(_Model):
         over this window (the GCE autoscaler's scale-in stabilisation, default 10 minutes).
     :param quantile: the forecast upper bound used for that check.
     :param max_release_per_cycle: at most this many instances released in one cycle.
+    :param drain_timeout_seconds: after a VM's worker stops taking tasks, how long to wait for the
+        tasks it holds to finish before the release is cancelled (the VM stays, consuming again).
     """
 
     stabilization_minutes: float = Field(10.0, ge=0)
     quantile: float = Field(0.95, gt=0, lt=1)
     max_release_per_cycle: int = Field(10, ge=1)
+    drain_timeout_seconds: float = Field(60.0, ge=0)
 
 
 class Thresholds(_Model):
@@ -252,6 +255,8 @@ class CapacityPool(_Model):
     :param machine_type: machine type of every instance.
     :param vcpus: override vCPUs (custom types); normally read from the machine type.
     :param memory_gib: override memory in GiB.
+    :param slots_per_instance: task slots of each VM's Celery worker (``--concurrency``); unset:
+        Airflow's ``[celery] worker_concurrency``. Written into new standalone VMs' metadata.
     :param min_instances: never fewer live instances.
     :param max_instances: never more live instances.
     :param budget_per_hour: hourly cost cap (instances + disks); None = no cap.
@@ -270,6 +275,7 @@ class CapacityPool(_Model):
     machine_type: str
     vcpus: float | None = Field(None, gt=0)
     memory_gib: float | None = Field(None, gt=0)
+    slots_per_instance: int | None = Field(None, ge=1)
     min_instances: int = Field(0, ge=0)
     max_instances: int = Field(10, ge=1)
     lead_time_minutes: LeadTimes = LeadTimes()

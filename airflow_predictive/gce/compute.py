@@ -24,6 +24,7 @@ from airflow_predictive.contracts.capacity import DiskState, InstanceState, Pool
 from airflow_predictive.contracts.machines import MachineType, family_of
 from airflow_predictive.contracts.plan import Action, ActionKind, Provisioning, request_id_for
 from airflow_predictive.contracts.pools import Backend, CapacityPool
+from airflow_predictive.contracts.worker_metadata import metadata_items
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ class ComputeEngine:
                 created=_parse_time(i.creation_timestamp),
                 group=members.get(i.name, ""),
                 tier_1=i.network_performance_config.total_egress_bandwidth_tier == "TIER_1",
+                internal_ips=tuple(n.network_i_p for n in i.network_interfaces if n.network_i_p),
             )
             for i in raw
         )
@@ -383,6 +385,13 @@ class ComputeEngine:
                 )
             ]
             body.network_interfaces = [compute_v1.NetworkInterface(network=pool.launch.network)]
+            # what the VM's startup script reads to serve the pool's queue (a template carries its own)
+            body.metadata = compute_v1.Metadata(
+                items=[
+                    compute_v1.Items(key=i["key"], value=i["value"])
+                    for i in metadata_items([pool.queue_name], pool.slots_per_instance)
+                ]
+            )
         if action.provisioning == Provisioning.SPOT:
             body.scheduling = compute_v1.Scheduling(
                 provisioning_model="SPOT", instance_termination_action="DELETE", automatic_restart=False
