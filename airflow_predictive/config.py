@@ -7,10 +7,13 @@ defaults) and :func:`get`, which refuses unknown keys with a message naming the 
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow_predictive.contracts.pools import SIZING_DEFAULTS, load_pools
 
@@ -102,6 +105,14 @@ OPTIONS: dict[str, Option] = {
         f"{SIZING_DEFAULTS['fallback_utilization']:g}",
         "float",
     ),
+    "instance_hostnames": Option(
+        "Dotted path of a function (instance) -> iterable of hostnames: the names a worker on that VM reports "
+        "as its Airflow hostname when a custom [core] hostname_callable is used. The allocator already knows "
+        "a VM by its name, FQDN, celery@name and internal IPs; a running task on a host that matches no VM of "
+        "its pool blocks that pool's releases.",
+        "",
+        example="my_company.airflow.vm_hostnames",
+    ),
     "emulator_url": Option(
         "If set, GceAllocatorHook talks to this Compute Engine emulator (http://127.0.0.1:PORT) "
         "instead of Google Cloud.",
@@ -178,6 +189,20 @@ def interval() -> timedelta:
 def sizing_defaults() -> dict[str, float]:
     """The deployment's defaults for the pools' sizing options (see ``contracts.pools.SIZING_DEFAULTS``)."""
     return {key: get_float(key) for key in SIZING_DEFAULTS}
+
+
+def instance_hostnames() -> Callable[[Any], Iterable[str]] | None:
+    """The ``[predictive] instance_hostnames`` function, or None when unset."""
+    path = get("instance_hostnames").strip()
+    if not path:
+        return None
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"[predictive] instance_hostnames {path!r} cannot be imported ({exc}): give module.function"
+        ) from None
 
 
 def configured_queue_pools() -> dict[str, str] | None:

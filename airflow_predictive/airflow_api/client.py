@@ -15,7 +15,13 @@ from typing import Any
 
 import httpx
 
-from airflow_predictive.contracts.airflow_api import UPCOMING_PATH, AirflowApiError, validate_upcoming
+from airflow_predictive.contracts.airflow_api import (
+    UPCOMING_PATH,
+    VISIBILITY_PATH,
+    AirflowApiError,
+    validate_upcoming,
+)
+from airflow_predictive.planning.busy import HELD_STATES, RunningTask
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +193,6 @@ class AirflowApiClient:
 def fetch_upcoming(client: AirflowApiClient, *, now: datetime, horizon: timedelta) -> dict[str, Any]:
     """``GET /predictive/api/upcoming`` through an authenticated REST API client.
 
-    The plugin app is mounted beside ``/api/v2``, not under it, so the request goes through the
-    client's HTTP session and token rather than :meth:`AirflowApiClient.get` (which prefixes
-    ``/api/v2``); an expired token is renewed once, as there.
-
     :param client: an authenticated client (its session and token are reused).
     :param now: list runs as of this time.
     :param horizon: how far ahead.
@@ -200,32 +202,73 @@ def fetch_upcoming(client: AirflowApiClient, *, now: datetime, horizon: timedelt
         "horizon_minutes": max(1, int(horizon.total_seconds() // 60)),
         "now": now.astimezone(UTC).isoformat(),
     }
+    return validate_upcoming(plugin_get(client, UPCOMING_PATH, params))
+
+
+def fetch_running_tasks(client: AirflowApiClient) -> list[RunningTask]:
+    """Running and queued task instances of every DAG, refused unless the user can see every DAG.
+
+    A user who may read only some DAGs would see only their tasks, and a VM running another DAG's task
+    would look idle; so the plugin's visibility answer must say this user reads every current DAG.
+
+    :param client: an authenticated client.
+    :raises AirflowApiError: unreachable, refused, partial visibility, or unusable answers.
+    """
+    seen = plugin_get(client, VISIBILITY_PATH, {})
+    if not seen.get("reads_every_dag"):
+        raise AirflowApiError(
+            f"the API user sees {seen.get('dags_readable', '?')} of {seen.get('dags_total', '?')} DAGs: give it "
+            "read access on every DAG (FAB: 'can read on DAGs'), or its view of running tasks is partial"
+        )
+    params = {"state": list(HELD_STATES)}
+    rows = client.paginate("/dags/~/dagRuns/~/taskInstances", "task_instances", params)
+    return [
+        RunningTask(
+            dag_id=str(r.get("dag_id") or ""),
+            task_id=str(r.get("task_id") or ""),
+            run_id=str(r.get("dag_run_id") or ""),
+            map_index=int(r.get("map_index") if r.get("map_index") is not None else -1),
+            hostname=str(r.get("hostname") or ""),
+            queue=str(r.get("queue") or ""),
+            state=str(r.get("state") or ""),
+        )
+        for r in rows
+    ]
+
+
+def plugin_get(client: AirflowApiClient, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """GET one of the provider plugin's JSON endpoints through an authenticated REST API client.
+
+    The plugin app is mounted beside ``/api/v2``, not under it, so the request goes through the
+    client's HTTP session and token rather than :meth:`AirflowApiClient.get` (which prefixes
+    ``/api/v2``); an expired token is renewed once, as there.
+
+    :param client: an authenticated client (its session and token are reused).
+    :param path: the endpoint, e.g. ``/predictive/api/upcoming``.
+    :param params: query parameters.
+    :raises AirflowApiError: unreachable, refused, HTTP error, or not JSON.
+    """
     for attempt in range(2):
         if client._token is None:
             client._token = client._fetch_token()
         try:
             response = client._http.get(
-                UPCOMING_PATH, params=params, headers={"Authorization": f"Bearer {client._token}"}
+                path, params=params, headers={"Authorization": f"Bearer {client._token}"}
             )
         except httpx.HTTPError as exc:
-            raise AirflowApiError(
-                f"upcoming-work endpoint at {client.base_url} is unreachable: {exc}"
-            ) from None
+            raise AirflowApiError(f"{path} at {client.base_url} is unreachable: {exc}") from None
         if response.status_code == 401 and attempt == 0 and not client._token_is_preissued:
             client._token = None
             continue
         if response.status_code == 404:
             raise AirflowApiError(
-                f"GET {UPCOMING_PATH} answered HTTP 404: is the airflow-predictive plugin installed on "
+                f"GET {path} answered HTTP 404: is the airflow-predictive plugin installed on "
                 f"the API server at {client.base_url}?"
             )
         if response.status_code >= 400:
-            raise AirflowApiError(
-                f"GET {UPCOMING_PATH} answered HTTP {response.status_code}: {response.text[:300]}"
-            )
+            raise AirflowApiError(f"GET {path} answered HTTP {response.status_code}: {response.text[:300]}")
         try:
-            body = response.json()
+            return response.json()
         except ValueError:
-            raise AirflowApiError(f"GET {UPCOMING_PATH} did not return JSON") from None
-        return validate_upcoming(body)
-    raise AirflowApiError(f"GET {UPCOMING_PATH}: token refused twice")
+            raise AirflowApiError(f"GET {path} did not return JSON") from None
+    raise AirflowApiError(f"GET {path}: token refused twice")

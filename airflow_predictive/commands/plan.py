@@ -50,11 +50,9 @@ def register(commands: Any, bench: Any) -> None:
 
 def _plan(args: argparse.Namespace) -> int:
     # Imported by the handler: `airflow-predictive --help` imports every command module.
-    from airflow_predictive.gce.compute import ComputeEngineError
     from airflow_predictive.hooks.gce_allocator import GceAllocatorHook
     from airflow_predictive.hooks.profile_store import configured_store
-    from airflow_predictive.operators.preemptive_allocate import running_task_hosts
-    from airflow_predictive.runtime.allocation_cycle import run_cycle
+    from airflow_predictive.operators.preemptive_allocate import allocate_pools, running_tasks_reader
 
     pools_file = args.pools_file or str(config.get_path("pools_file"))
     stats.install()
@@ -72,23 +70,30 @@ def _plan(args: argparse.Namespace) -> int:
         )
         return 2
     hook = GceAllocatorHook(args.gce_conn_id or config.get("gce_conn_id"), emulator_url=args.emulator_url)
-    busy = args.busy_hosts if args.busy_hosts is not None else running_task_hosts(config.get("api_conn_id"))
+    tasks = (
+        _given(args.busy_hosts)
+        if args.busy_hosts is not None
+        else running_tasks_reader(config.get("api_conn_id"))
+    )
     store = configured_store(args.store_conn_id)
-    results = []
     try:
-        for name in names:
-            pool = pools[name]
-            result = run_cycle(
-                pool, store, hook.get_engine(pool.project, pool.zone), busy_hosts=busy, apply=args.apply
-            )
-            results.append(result)
-    except ComputeEngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        results = allocate_pools(
+            [pools[n] for n in names], store, hook, now=None, tasks=tasks, apply=args.apply
+        )
     finally:
         store.dispose()
+    for result in results:
+        if result.error:
+            print(f"error: pool {result.pool}: {result.error}", file=sys.stderr)
     print_results(results, as_json=args.json)
-    return 1 if any(r.outcome.failed for r in results) else 0
+    return 1 if any(r.error or r.outcome.failed for r in results) else 0
+
+
+def _given(hosts: list[str]) -> Any:
+    from airflow_predictive.planning.busy import RunningTask
+
+    tasks = [RunningTask("?", "?", "given", hostname=h) for h in hosts if h]
+    return lambda: tasks
 
 
 def print_results(results: list, *, as_json: bool = False, out: Any = None) -> None:
@@ -103,14 +108,14 @@ def print_results(results: list, *, as_json: bool = False, out: Any = None) -> N
         payload = [
             r.plan.to_dict() | {"outcome": r.outcome.as_dict(), "applied": r.applied_mode}
             if r.plan
-            else {"pool": r.pool, "skipped": r.skipped}
+            else r.summary()
             for r in results
         ]
         print(json.dumps(payload, indent=2, default=str), file=out)
         return
     for r in results:
         if r.plan is None:
-            print(f"pool {r.pool}: skipped: {r.skipped}", file=out)
+            print(f"pool {r.pool}: {'error: ' + r.error if r.error else 'skipped: ' + r.skipped}", file=out)
             continue
         s = r.plan.summary
         mode = "APPLY" if r.applied_mode else "DRY RUN (nothing changed)"

@@ -13,6 +13,10 @@ from typing import Any, Protocol
 #: The provider plugin's upcoming-work endpoint, mounted beside ``/api/v2`` on the API server.
 UPCOMING_PATH = "/predictive/api/upcoming"
 
+#: The plugin's answer to "does this user see every DAG?" (``reads_every_dag``, ``dags_total``,
+#: ``dags_readable``): the allocator releases no VM on a partial view of the running tasks.
+VISIBILITY_PATH = "/predictive/api/visibility"
+
 
 class AirflowApiError(RuntimeError):
     """The REST API is unreachable, refused our credentials, or answered something unusable."""

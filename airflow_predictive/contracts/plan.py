@@ -18,11 +18,23 @@ class ActionKind(StrEnum):
     RELEASE = "release"
 
 
+class ActionCancelled(RuntimeError):
+    """An action deliberately not sent (the VM turned out busy, the lease was lost): recorded, not failed.
+
+    :param reason: why, for the ledger.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ActionStatus(StrEnum):
     PLANNED = "planned"
     APPLIED = "applied"
     FAILED = "failed"
     DRY_RUN = "dry_run"
+    CANCELLED = "cancelled"  # not sent: the release protocol found the VM busy, or the lease was lost
 
 
 class Provisioning(StrEnum):

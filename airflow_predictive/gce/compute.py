@@ -167,9 +167,10 @@ class ComputeEngine:
     # ----------------------------------------------------------------- calls, retries, operations
 
     def _call(self, what: str, fn: Callable[[], T], *, ok_codes: tuple[int, ...] = ()) -> T | None:
-        """Run one API call with retries on 429/5xx; None when it failed with an ``ok_codes`` status."""
+        """Run one API call with retries on 429, 5xx and connection errors; None on an ``ok_codes`` status."""
         from google.api_core import exceptions as gexc
 
+        connection_errors = _connection_errors()
         attempt = 0
         while True:
             self.calls += 1
@@ -180,14 +181,21 @@ class ComputeEngine:
                 if code in ok_codes:
                     log.info("%s: %s (already in the wanted state)", what, exc.__class__.__name__)
                     return None
-                retryable = code == 429 or code >= 500
-                if retryable and attempt + 1 < self.retry.attempts:
-                    pause = self.retry.backoff(attempt, self._rng)
-                    log.warning("%s: HTTP %s, retry %d in %.2fs", what, code, attempt + 1, pause)
-                    self._sleep(pause)
-                    attempt += 1
-                    continue
-                raise _map_error(what, code, str(exc.message or exc), self.project, self.zone) from None
+                if not (code == 429 or code >= 500) or attempt + 1 >= self.retry.attempts:
+                    raise _map_error(what, code, str(exc.message or exc), self.project, self.zone) from None
+                reason = f"HTTP {code}"
+            except connection_errors as exc:
+                # a reset connection, a refused port or a timeout: as transient as a 503
+                if attempt + 1 >= self.retry.attempts:
+                    raise ComputeEngineError(
+                        f"{what}: cannot reach Compute Engine at {self.endpoint or 'compute.googleapis.com'} "
+                        f"after {attempt + 1} attempts: {exc.__class__.__name__}: {str(exc)[:200]}"
+                    ) from None
+                reason = exc.__class__.__name__
+            pause = self.retry.backoff(attempt, self._rng)
+            log.warning("%s: %s, retry %d in %.2fs", what, reason, attempt + 1, pause)
+            self._sleep(pause)
+            attempt += 1
 
     def wait(self, operation: Any, what: str, timeout: float | None = None) -> None:
         """Wait for a zone operation to be DONE within ``timeout`` seconds; raise its error, mapped."""
@@ -228,7 +236,7 @@ class ComputeEngine:
             client = self._client("MachineTypesClient")
             found = self._call(
                 f"machineTypes.get {name}",
-                lambda: client.get(project=self.project, zone=self.zone, machine_type=name),
+                lambda: self._do(client.get, project=self.project, zone=self.zone, machine_type=name),
             )
             self._machine_types[name] = MachineType(
                 name, float(found.guest_cpus), round(found.memory_mb / 1024.0, 3), family_of(name)
@@ -275,12 +283,11 @@ class ComputeEngine:
                 self._call(
                     f"instances.list {POOL_LABEL}={pool.name}",
                     lambda: list(
-                        self.instances.list(
-                            request={
-                                "project": self.project,
-                                "zone": self.zone,
-                                "filter": f"labels.{POOL_LABEL} = {pool.name}",
-                            }
+                        self._do(
+                            self.instances.list,
+                            project=self.project,
+                            zone=self.zone,
+                            filter=f"labels.{POOL_LABEL} = {pool.name}",
                         )
                     ),
                 )
@@ -306,12 +313,11 @@ class ComputeEngine:
             self._call(
                 f"disks.list {POOL_LABEL}={pool.name}",
                 lambda: list(
-                    self.disks.list(
-                        request={
-                            "project": self.project,
-                            "zone": self.zone,
-                            "filter": f"labels.{POOL_LABEL} = {pool.name}",
-                        }
+                    self._do(
+                        self.disks.list,
+                        project=self.project,
+                        zone=self.zone,
+                        filter=f"labels.{POOL_LABEL} = {pool.name}",
                     )
                 ),
             )
@@ -345,8 +351,10 @@ class ComputeEngine:
         """Call a client method with a request mapping: flattened arguments lack request_id and filter."""
         timeout = fields.pop("timeout", None)
         if timeout is not None:
-            return method(request=fields, timeout=timeout)
-        return method(request=fields)
+            return method(request=fields, timeout=timeout, retry=None)
+        # retry=None: the client's own default retry (up to 10 minutes of 503s on reads) would hide
+        # errors from _call, whose policy is the one the pool's cycle is budgeted for
+        return method(request=fields, retry=None)
 
     def _rid(self, action: Action, *step: object) -> str:
         return request_id_for(action.request_id, *step) if step else action.request_id
@@ -614,6 +622,13 @@ class ComputeEngine:
             )
         self.wait(op, what)
         return {"released": name, "already_gone": op is None}
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import requests
+    from google.auth import exceptions as auth_exc
+
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout, auth_exc.TransportError)
 
 
 def _is_done(result: Any) -> bool:

@@ -6,15 +6,20 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_predictive import config, stats
-from airflow_predictive.contracts.pools import load_pools
+from airflow_predictive.airflow_api.client import fetch_running_tasks
+from airflow_predictive.contracts.pools import CapacityPool, load_pools
 from airflow_predictive.hooks.airflow_api import AirflowApiHook
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
+from airflow_predictive.planning.busy import RunningTask
+
+if TYPE_CHECKING:  # the allocation cycle loads pandas: imported when the task runs, not at DAG parse
+    from airflow_predictive.runtime.allocation_cycle import CycleResult, TaskReader
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +87,15 @@ class PreemptiveAllocateOperator(BaseOperator):
             self.gce_conn_id or config.get("gce_conn_id"), emulator_url=self.emulator_url or None
         )
 
-    def _busy(self) -> list[str] | None:
-        if self.busy_hosts is not None:
+    def _tasks(self) -> TaskReader:
+        if self.busy_hosts is None:
+            return running_tasks_reader(self.api_conn_id or config.get("api_conn_id"))
+
+        def given() -> list[RunningTask]:
             hosts = self.busy_hosts() if callable(self.busy_hosts) else self.busy_hosts
-            return sorted({str(h) for h in hosts})
-        return running_task_hosts(self.api_conn_id or config.get("api_conn_id"))
+            return [RunningTask("?", "?", "given", hostname=str(h)) for h in hosts or [] if h]
+
+        return given
 
     def execute(self, context: Any) -> dict[str, Any]:
         return self.execute_at(cycle_origin(self.now, {}) if self.now else None)
@@ -99,7 +108,6 @@ class PreemptiveAllocateOperator(BaseOperator):
         stats.install()
         # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.profile_store import configured_store
-        from airflow_predictive.runtime.allocation_cycle import run_cycle
 
         pools_file = self.pools_file or str(config.get_path("pools_file"))
         pools = load_pools(pools_file, config.sizing_defaults())
@@ -109,64 +117,108 @@ class PreemptiveAllocateOperator(BaseOperator):
             raise ValueError(
                 f"pool(s) {', '.join(unknown)} not in {pools_file}; known: {', '.join(sorted(pools))}"
             )
-        busy = self._busy()
         store = configured_store(self.store_conn_id)
-        results = {}
         try:
-            for name in names:
-                pool = pools[name]
-                engine = self.hook.get_engine(pool.project, pool.zone)
-                drain = celery_drain(pool.queue_name) if self.drain_celery else None
-                result = run_cycle(
-                    pool,
-                    store,
-                    engine,
-                    now=now,
-                    busy_hosts=busy,
-                    apply=self.apply,
-                    lock_wait_seconds=self.lock_wait_seconds,
-                    drain=drain,
-                )
-                for action in result.plan.actions if result.plan else []:
-                    log.info("%s %s [%s] %s", name, action.kind, action.status, action.reason)
-                results[name] = result.summary()
+            results = allocate_pools(
+                [pools[n] for n in names],
+                store,
+                self.hook,
+                now=now,
+                tasks=self._tasks(),
+                apply=self.apply,
+                lock_wait_seconds=self.lock_wait_seconds,
+                drain=self.drain_celery,
+            )
         finally:
             store.dispose()
-        failed = {n: s["outcome"]["errors"] for n, s in results.items() if s.get("outcome", {}).get("failed")}
+        for result in results:
+            for action in result.plan.actions if result.plan else []:
+                log.info("%s %s [%s] %s", result.pool, action.kind, action.status, action.reason)
+        summaries = {r.pool: r.summary() for r in results}
+        failed = {r.pool: r.error or r.outcome.failed for r in results if r.error or r.outcome.failed}
         if failed:
-            # recorded in the ledger; the task fails so the run shows it, and the next cycle converges
-            raise RuntimeError(f"allocation actions failed: {failed}")
-        return {"pools": results}
+            # recorded per pool (ledger, metrics, the summary); the task fails so the run shows it, and
+            # the next cycle converges. The other pools were planned and applied all the same.
+            raise RuntimeError(f"allocation failed for pool(s) {', '.join(sorted(failed))}: {failed}")
+        return {"pools": summaries}
 
 
-def running_task_hosts(api_conn_id: str) -> list[str] | None:
-    """Hostnames of running task instances from the Airflow REST API; None when the API is unreachable.
+def allocate_pools(
+    pools: Sequence[CapacityPool],
+    store: Any,
+    hook: Any,
+    *,
+    now: datetime | None,
+    tasks: TaskReader,
+    apply: bool | None,
+    lock_wait_seconds: float = 0.0,
+    drain: bool = True,
+) -> list[CycleResult]:
+    """One allocation cycle for each pool: the operator's and ``airflow-predictive plan``'s loop.
 
-    None makes the planner treat every VM as busy (nothing is released), which is the safe failure.
+    :param pools: the pools, in order.
+    :param store: the profile store.
+    :param hook: a GceAllocatorHook (one engine per project and zone).
+    :param now: planning time (None: the clock).
+    :param tasks: reads the running and queued task instances (None from it: unknown, nothing released).
+    :param apply: force applying or recording only; None follows each pool's mode.
+    :param lock_wait_seconds: wait for another run's lock on a pool this long.
+    :param drain: cordon and drain a VM's Celery worker before releasing it (under the CeleryExecutor).
+    """
+    from airflow_predictive.runtime.allocation_cycle import CycleResult, run_cycle
+
+    extra = config.instance_hostnames()
+    results = []
+    for pool in pools:
+        try:
+            engine = hook.get_engine(pool.project, pool.zone)
+        except Exception as exc:  # a broken connection of one pool must not stop the others
+            results.append(CycleResult(pool=pool.name, error=f"{exc.__class__.__name__}: {exc}"))
+            continue
+        results.append(
+            run_cycle(
+                pool,
+                store,
+                engine,
+                now=now,
+                running_tasks=tasks,
+                apply=apply,
+                lock_wait_seconds=lock_wait_seconds,
+                workers=pool_workers(pool.queue_name) if drain else None,
+                instance_hostnames=extra,
+            )
+        )
+    return results
+
+
+def running_tasks_reader(api_conn_id: str) -> TaskReader:
+    """Reads running and queued task instances of every DAG from the Airflow REST API at each call.
+
+    A call answers None when the API is unreachable or the user cannot see every DAG: the cycle then
+    treats every VM as busy (nothing is released), which is the safe failure.
 
     :param api_conn_id: AirflowApiHook connection id.
     """
-    try:
-        with AirflowApiHook(api_conn_id).get_client() as client:
-            rows = client.paginate("/dags/~/dagRuns/~/taskInstances", "task_instances", {"state": "running"})
-            return sorted({str(r["hostname"]) for r in rows if r.get("hostname")})
-    except Exception as exc:
-        log.warning("running task instances unknown (%s): no VM will be released this cycle", exc)
-        return None
+
+    def read() -> list[RunningTask] | None:
+        try:
+            with AirflowApiHook(api_conn_id).get_client() as client:
+                return fetch_running_tasks(client)
+        except Exception as exc:
+            log.warning("running task instances unknown (%s): no VM will be released", exc)
+            return None
+
+    return read
 
 
-def celery_drain(queue: str) -> Callable[[Any], None] | None:
-    """A drain callback that makes the Celery worker on a VM stop consuming ``queue`` (None without Celery).
+def pool_workers(queue: str) -> Any:
+    """The Celery workers of ``queue`` for the release protocol (None unless the executor is Celery).
 
     :param queue: the Airflow queue of the pool.
     """
     executor = (config._conf().get("core", "executor", fallback="") if config._conf() else "") or ""
     if "Celery" not in executor:
         return None
+    from airflow_predictive.workers.celery import celery_workers
 
-    def drain(action: Any) -> None:
-        from airflow.providers.celery.executors.celery_executor_utils import _get_celery_app
-
-        _get_celery_app().control.cancel_consumer(queue, destination=[f"celery@{action.target}"], reply=False)
-
-    return drain
+    return celery_workers(queue)

@@ -1,7 +1,8 @@
 """The FastAPI app the plugin mounts at ``/predictive`` on the Airflow API server.
 
 Pages: ``/`` (every pool), ``/pools/{pool}``, ``/dags/{dag_id}`` (the DAG tab), ``/runs/{dag_id}/{run_id}``
-(where operator extra links point). JSON: ``/api/overview``, ``/api/ledger``, ``/api/upcoming``.
+(where operator extra links point). JSON: ``/api/overview``, ``/api/ledger``, ``/api/upcoming``,
+``/api/visibility`` (how many DAGs exist and how many the caller may read: counts, no names).
 ``/static/plotly.min.js`` serves plotly.js from the installed ``plotly`` package, so the page works
 with no internet access. The app serves no ``/docs``, ``/redoc`` or ``/openapi.json`` (Swagger UI would
 load from a CDN, and the schema would be served without a login).
@@ -74,6 +75,27 @@ def _dag_read() -> Any:
     return Depends(requires_access_dag("GET"))
 
 
+def dag_visibility(user: Any) -> dict[str, Any]:
+    """How many current DAGs exist and how many ``user`` may read; whether that is every one of them.
+
+    :param user: the logged-in user (``get_user``).
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        current = set(session.scalars(select(DagModel.dag_id).where(DagModel.is_stale.is_(False))))
+        readable = current & upcoming.readable_dag_ids(user, session)
+    whole = get_auth_manager().is_authorized_dag(method="GET", user=user)
+    return {
+        "reads_every_dag": bool(whole and readable == current),
+        "dags_total": len(current),
+        "dags_readable": len(readable),
+    }
+
+
 def reads_every_dag(user: Any) -> bool:
     """Whether ``user`` may see pool-wide data: read access on the DAG resource as a whole.
 
@@ -87,17 +109,7 @@ def reads_every_dag(user: Any) -> bool:
 
     :param user: the logged-in user (``get_user``).
     """
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    auth_manager = get_auth_manager()
-    if not auth_manager.is_authorized_dag(method="GET", user=user):
-        return False
-    with create_session() as session:
-        current = set(session.scalars(select(DagModel.dag_id).where(DagModel.is_stale.is_(False))))
-        return current <= upcoming.readable_dag_ids(user, session)
+    return bool(dag_visibility(user)["reads_every_dag"])
 
 
 def _pool_wide() -> Any:
@@ -213,6 +225,11 @@ def create_app() -> FastAPI:
     @app.get("/api/ledger", dependencies=[_pool_wide()])
     def ledger_json(pool: str | None = None, limit: int = 200) -> JSONResponse:
         return JSONResponse({"actions": pages.ledger(get_store(), pool=pool, limit=limit)})
+
+    @app.get("/api/visibility", dependencies=[_auth()])
+    def visibility_json(user: GetUserDep) -> JSONResponse:
+        # the allocator's check that the running tasks it reads are every DAG's (counts only, no names)
+        return JSONResponse(dag_visibility(user))
 
     @app.get("/static/plotly.min.js")
     def plotly_static() -> Response:

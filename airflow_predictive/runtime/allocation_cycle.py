@@ -7,22 +7,29 @@ Shared by :class:`~airflow_predictive.operators.preemptive_allocate.PreemptiveAl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.capacity_provider import CapacityProvider
 from airflow_predictive.contracts.demand import series_id
-from airflow_predictive.contracts.plan import Action, Mode, Plan
+from airflow_predictive.contracts.plan import Mode, Plan
 from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import AllocationStore
+from airflow_predictive.contracts.workers import WorkerControl
+from airflow_predictive.planning.busy import BusyView, ExtraAliases, RunningTask, busy_view
 from airflow_predictive.planning.planner import plan as make_plan
 from airflow_predictive.planning.planner import planned_capacity
 from airflow_predictive.runtime import metrics
 from airflow_predictive.runtime.ledger import Outcome, PoolBusy, execute_plan, pool_lock
+from airflow_predictive.runtime.release import ReleaseGuard, guarded
 
 log = logging.getLogger(__name__)
+
+RESOURCES = ("cpu", "memory", "storage", "network")
+TaskReader = Callable[[], Sequence[RunningTask] | None]
 
 
 @dataclass
@@ -34,6 +41,7 @@ class CycleResult:
     :param outcome: what was applied, skipped, failed or only recorded.
     :param applied_mode: whether actions were sent to Compute Engine.
     :param skipped: why the pool was skipped ("" when it was not).
+    :param error: the pool's Compute Engine, connection or other error ("" when none).
     """
 
     pool: str
@@ -41,9 +49,12 @@ class CycleResult:
     outcome: Outcome = field(default_factory=Outcome)
     applied_mode: bool = False
     skipped: str = ""
+    error: str = ""
 
     def summary(self) -> dict[str, Any]:
         """Compact, JSON-safe summary for XCom and ``--json`` (no reasons longer than needed, no secrets)."""
+        if self.error:
+            return {"pool": self.pool, "error": self.error}
         if self.plan is None:
             return {"pool": self.pool, "skipped": self.skipped}
         return {
@@ -78,66 +89,123 @@ def run_cycle(
     *,
     now: datetime | None = None,
     busy_hosts: Iterable[str] | None = (),
+    running_tasks: TaskReader | None = None,
     apply: bool | None = None,
     lock_wait_seconds: float = 0.0,
-    drain: Callable[[Action], None] | None = None,
+    workers: WorkerControl | None = None,
+    instance_hostnames: ExtraAliases | None = None,
     read_machine_type: bool = True,
 ) -> CycleResult:
-    """Plan (and apply, if asked and allowed) one pool.
+    """Plan (and apply, if asked and allowed) one pool; a failure is recorded for this pool only.
 
     :param pool: the pool.
     :param store: a ProfileStore (forecasts in, plans and ledger out).
     :param engine: the pool's project and zone on the cloud (a :class:`~airflow_predictive.gce.compute.ComputeEngine`).
     :param now: planning time (default: now, UTC).
-    :param busy_hosts: hostnames running Airflow tasks (never released); None = unknown, so no VM is released.
+    :param busy_hosts: hostnames running Airflow tasks, when ``running_tasks`` is not given: an explicit
+        override (``plan --busy-host``) whose hosts that map to no VM of the pool are taken to run
+        elsewhere; None = unknown, so no VM is released.
+    :param running_tasks: reads the running and queued task instances of every DAG (None: unknown);
+        read when planning and again right before each release.
     :param apply: True/False force applying or recording only; None follows the pool's mode.
     :param lock_wait_seconds: how long to wait for another run's lock on this pool.
-    :param drain: called before releasing a VM (e.g. stop its Celery worker consuming).
+    :param workers: the pool's workers, cordoned and drained before a release (None: no worker control).
+    :param instance_hostnames: the deployment's own names for a VM (``[predictive] instance_hostnames``).
     :param read_machine_type: read vCPUs and memory from the Compute Engine API (cached per engine).
     """
     now = now or datetime.now(UTC)
     do_apply = pool.mode is Mode.FORECAST_AND_SCALE if apply is None else bool(apply)
     result = CycleResult(pool=pool.name, applied_mode=do_apply)
+    read = running_tasks if running_tasks is not None else _given_hosts(busy_hosts)
     try:
-        with pool_lock(store, pool.name, wait_seconds=lock_wait_seconds):
+        with pool_lock(store, pool.name, wait_seconds=lock_wait_seconds) as lease:
             if read_machine_type and pool.vcpus is None:
                 spec = engine.machine_type(pool.machine_type)
                 pool = pool.with_machine(spec.vcpus, spec.memory_gib)
             state = engine.pool_state(pool)
-            forecast = None
-            window = timedelta(
-                minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
+
+            def view() -> BusyView | None:
+                return _busy_view(read, state, pool, instance_hostnames)
+
+            result.plan = plan = _plan(pool, store, state, now, view())
+            guard = ReleaseGuard(
+                recheck=view,
+                workers=workers,
+                drain_timeout=pool.scale_in.drain_timeout_seconds,
+                keepalive=lease.renew,
             )
-            if pool.policy.signal is Signal.FORECAST:
-                forecast = store.latest_forecasts(pools=[pool.name])
-                # the planner's reactive guard and its daily-cycle check read this much observed demand
-                window = max(window, timedelta(days=pool.policy.cycle_window_days))
-            ids = [series_id(pool.name, r) for r in ("cpu", "memory", "storage", "network")]
-            recent = store.demand(ids, start=now - window, end=now + timedelta(seconds=1))
-            busy = [i.name for i in state.instances] if busy_hosts is None else list(busy_hosts)
-            plan = make_plan(forecast, state, pool, now, busy_instances=busy, recent_demand=recent)
-            if busy_hosts is None:
-                plan.capped.append("running task instances unknown (Airflow API unreachable): no VM released")
-            if forecast is not None and len(forecast) == 0:
-                plan.capped.append("no forecast stored for this pool: only min_instances is enforced")
-            result.plan = plan
-            applier = (lambda action: engine.apply(action, pool)) if do_apply else None
-            result.outcome = execute_plan(plan, store, applier, drain=drain)
-            # what Compute Engine held when the cycle read it (the next cycle records the outcome)
-            capacity = planned_capacity(Plan(plan.plan_id, pool.name, now, plan.mode), state, pool)
-            store.record_capacity(
-                [
-                    {"pool": pool.name, "resource": r, "ts": now, "value": float(capacity[r])}
-                    for r in ("cpu", "memory", "storage", "network")
-                ]
-            )
+            applier = guarded(lambda action: engine.apply(action, pool), guard) if do_apply else None
+            result.outcome = execute_plan(plan, store, applier, fence=lease.renew)
+            _record_capacity(store, pool, state, now, plan.mode)
     except PoolBusy as exc:
         result.skipped = str(exc)
         metrics.emit_allocation(pool.name, {metrics.POOL_LOCKED: 1})
         log.warning("%s", exc)
         return result
+    except Exception as exc:  # this pool's cloud or connection error must not stop the other pools
+        result.error = f"{exc.__class__.__name__}: {exc}"
+        metrics.emit_allocation(pool.name, {metrics.POOL_ERRORS: 1})
+        log.error("pool %s: %s", pool.name, result.error)
+        return result
     _emit(result)
     return result
+
+
+def _plan(
+    pool: CapacityPool, store: AllocationStore, state: PoolState, now: datetime, view: BusyView | None
+) -> Plan:
+    """The planner's plan from the newest forecast, recent demand and which VMs are busy."""
+    forecast = None
+    window = timedelta(
+        minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
+    )
+    if pool.policy.signal is Signal.FORECAST:
+        forecast = store.latest_forecasts(pools=[pool.name])
+        # the planner's reactive guard and its daily-cycle check read this much observed demand
+        window = max(window, timedelta(days=pool.policy.cycle_window_days))
+    ids = [series_id(pool.name, r) for r in RESOURCES]
+    recent = store.demand(ids, start=now - window, end=now + timedelta(seconds=1))
+    every_vm = [i.name for i in state.instances]
+    busy = every_vm if view is None or view.blocks_releases else sorted(view.instances)
+    plan = make_plan(forecast, state, pool, now, busy_instances=busy, recent_demand=recent)
+    if view is None:
+        plan.capped.append(
+            "running task instances unknown (Airflow API unreachable or partial): no VM released"
+        )
+    elif view.blocks_releases:
+        plan.capped.append(view.reason())
+    if forecast is not None and len(forecast) == 0:
+        plan.capped.append("no forecast stored for this pool: only min_instances is enforced")
+    return plan
+
+
+def _busy_view(
+    read: TaskReader, state: PoolState, pool: CapacityPool, extra: ExtraAliases | None
+) -> BusyView | None:
+    tasks = read()
+    if tasks is None:
+        return None
+    return busy_view(
+        tasks, state.instances, project=pool.project, zone=pool.zone, queue=pool.queue_name, extra=extra
+    )
+
+
+def _given_hosts(hosts: Iterable[str] | None) -> TaskReader:
+    """A task reader for hostnames given by hand (``plan --busy-host``): a running task each, queue unknown."""
+    if hosts is None:
+        return lambda: None
+    tasks = [RunningTask("?", "?", "given", hostname=str(h)) for h in hosts if h]
+    return lambda: tasks
+
+
+def _record_capacity(
+    store: AllocationStore, pool: CapacityPool, state: PoolState, now: datetime, mode: Mode
+) -> None:
+    """What Compute Engine held when the cycle read it (the next cycle records the outcome)."""
+    capacity = planned_capacity(Plan(f"{pool.name}@read", pool.name, now, mode), state, pool)
+    store.record_capacity(
+        [{"pool": pool.name, "resource": r, "ts": now, "value": float(capacity[r])} for r in RESOURCES]
+    )
 
 
 def _emit(result: CycleResult) -> None:
@@ -155,6 +223,7 @@ def _emit(result: CycleResult) -> None:
         {
             metrics.ACTIONS_SKIPPED: len(out.skipped),
             metrics.ACTIONS_DRY_RUN: len(out.dry_run),
+            metrics.RELEASES_CANCELLED: len(out.cancelled),
             metrics.PLAN_CAPPED: len(plan.capped),
         },
         {

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_predictive.contracts.plan import Action, ActionKind, ActionStatus, Plan
+from airflow_predictive.contracts.plan import Action, ActionCancelled, ActionStatus, Plan
 from airflow_predictive.contracts.stores import Leases, Ledger
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,14 @@ class Outcome:
     :param skipped: request ids already applied by an earlier run (nothing called).
     :param failed: request id -> error message.
     :param dry_run: request ids only recorded.
+    :param cancelled: request id -> why it was deliberately not sent (busy VM, lost lease).
     """
 
     applied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     dry_run: list[str] = field(default_factory=list)
+    cancelled: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,7 +60,9 @@ class Outcome:
             "skipped": len(self.skipped),
             "failed": len(self.failed),
             "dry_run": len(self.dry_run),
+            "cancelled": len(self.cancelled),
             "errors": dict(self.failed),
+            "cancelled_why": dict(self.cancelled),
         }
 
 
@@ -67,14 +71,15 @@ def execute_plan(
     store: Ledger,
     applier: Applier | None,
     *,
-    drain: Callable[[Action], None] | None = None,
+    fence: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Record a plan in the ledger and apply its actions (``applier=None``: record as ``dry_run`` only).
 
     :param plan: the plan from the planner.
     :param store: a ProfileStore.
-    :param applier: applies one action and returns details (``ComputeEngine.apply`` bound to the pool).
-    :param drain: called before a ``release`` (stop the Celery worker taking new tasks); errors are logged.
+    :param applier: applies one action and returns details (``ComputeEngine.apply`` bound to the pool,
+        releases through the release protocol); :class:`ActionCancelled` records the action ``cancelled``.
+    :param fence: renews the pool's lease before each action; False (lost) cancels it and the rest.
     """
     outcome = Outcome()
     if applier is None:
@@ -98,15 +103,16 @@ def execute_plan(
             continue
         # An id an earlier run left failed or dry_run keeps that stored status; the ledger must say
         # planned, and which call this is, before Compute Engine is called again.
+        if fence is not None and not fence():
+            _lost_lease(plan, action, outcome)
+            break
         attempt = attempts.get(action.request_id, 0) + 1
         store.update_action(action.request_id, ActionStatus.PLANNED, attempt=attempt)
         try:
-            if drain is not None and action.kind == ActionKind.RELEASE:
-                try:
-                    drain(action)
-                except Exception as exc:  # a drain is best effort: the VM is idle already
-                    log.warning("drain of %s failed (%s); releasing the idle VM anyway", action.target, exc)
             details = applier(action)
+        except ActionCancelled as exc:
+            _cancel(action, exc.reason, store, outcome)
+            continue
         except Exception as exc:
             message = f"{exc.__class__.__name__}: {exc}"
             action.status, action.error = ActionStatus.FAILED, message
@@ -129,11 +135,44 @@ def execute_plan(
     return outcome
 
 
+def _lost_lease(plan: Plan, first: Action, outcome: Outcome) -> None:
+    """Send nothing more. The ledger is not written either: the run that took the lease over may be
+    writing the same request ids; it re-reads capacity and converges."""
+    reason = "not sent: this run lost the pool's lease (another run may hold it now)"
+    pending = plan.actions[plan.actions.index(first) :]
+    for action in pending:
+        action.status, action.error = ActionStatus.CANCELLED, reason
+        outcome.cancelled[action.request_id] = reason
+    log.error("pool %s: lease lost; %d action(s) not sent", plan.pool, len(pending))
+
+
+def _cancel(action: Action, reason: str, store: Ledger, outcome: Outcome) -> None:
+    action.status, action.error = ActionStatus.CANCELLED, reason
+    store.update_action(action.request_id, ActionStatus.CANCELLED, error=reason)
+    outcome.cancelled[action.request_id] = reason
+    log.warning("%s %s not sent: %s", action.kind, action.target or action.request_id, reason)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held pool lease: :meth:`renew` extends it, and says whether this run still holds it."""
+
+    store: Leases
+    name: str
+    owner: str
+    ttl_seconds: float
+
+    def renew(self) -> bool:
+        return self.store.renew_lease(self.name, self.owner, self.ttl_seconds)
+
+
 @contextmanager
 def pool_lock(
     store: Leases, pool: str, *, ttl_seconds: float = 900.0, wait_seconds: float = 0.0
-) -> Iterator[str]:
+) -> Iterator[Lease]:
     """Hold the pool's allocation lease for the block; raise :class:`PoolBusy` if another run holds it.
+
+    Expiry is judged on the store's clock; the holder renews before each action it sends (the fence).
 
     :param store: a ProfileStore.
     :param pool: pool name.
@@ -152,6 +191,6 @@ def pool_lock(
             )
         time.sleep(0.2)
     try:
-        yield owner
+        yield Lease(store, name, owner, ttl_seconds)
     finally:
         store.release_lease(name, owner)

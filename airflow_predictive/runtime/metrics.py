@@ -58,6 +58,8 @@ ACTIONS_SKIPPED = f"{PREFIX}.actions.skipped"  # applied by an earlier run alrea
 ACTIONS_DRY_RUN = f"{PREFIX}.actions.dry_run"  # recorded only (forecast-only mode)
 PLAN_CAPPED = f"{PREFIX}.plan.capped"  # limits that cut a plan
 POOL_LOCKED = f"{PREFIX}.pool.locked"  # a run skipped a pool another run was allocating
+POOL_ERRORS = f"{PREFIX}.pool.errors"  # a pool's cycle failed (Compute Engine, connection); others went on
+RELEASES_CANCELLED = f"{PREFIX}.releases.cancelled"  # the release protocol kept a VM (busy, no answer)
 # Counters per cycle.
 RECALIBRATIONS = f"{PREFIX}.feedback.recalibrations"
 RESELECTIONS = f"{PREFIX}.feedback.reselections"
@@ -82,6 +84,8 @@ ALL_METRICS: tuple[str, ...] = (
     ACTIONS_DRY_RUN,
     PLAN_CAPPED,
     POOL_LOCKED,
+    POOL_ERRORS,
+    RELEASES_CANCELLED,
     RECALIBRATIONS,
     RESELECTIONS,
     ALERTS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -35,9 +35,9 @@ class Leases(Part):
         blocks nobody past its expiry.
         """
         t = schema.watermarks
-        now = utcnow()
-        value = f"{(now + timedelta(seconds=ttl_seconds)).isoformat(timespec='seconds')}|{owner}"
         with self._db.write() as conn:
+            now = self._clock(conn)
+            value = f"{(now + timedelta(seconds=ttl_seconds)).isoformat(timespec='seconds')}|{owner}"
             taken = conn.execute(
                 t.update()
                 .where(
@@ -58,6 +58,37 @@ class Leases(Part):
             except sa.exc.IntegrityError:
                 return False
             return True
+
+    def renew_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Extend ``owner``'s unexpired lease by ``ttl_seconds`` from now; False when it no longer holds it.
+
+        The fence of the allocator: an action is sent only after a renewal succeeds, so a holder whose
+        lease expired (and may have been taken over) sends nothing more.
+        """
+        t = schema.watermarks
+        with self._db.write() as conn:
+            now = self._clock(conn)
+            value = f"{(now + timedelta(seconds=ttl_seconds)).isoformat(timespec='seconds')}|{owner}"
+            return (
+                conn.execute(
+                    t.update()
+                    .where(
+                        sa.and_(
+                            t.c.name == name,
+                            t.c.value.like(f"%|{owner}"),
+                            t.c.value >= now.isoformat(timespec="seconds"),
+                        )
+                    )
+                    .values(value=value, updated_at=now)
+                ).rowcount
+                == 1
+            )
+
+    def _clock(self, conn: sa.Connection) -> datetime:
+        """The store's clock: leases are judged on one clock, whatever the workers' clocks say."""
+        if conn.dialect.name == "postgresql":
+            return conn.execute(sa.select(sa.func.clock_timestamp())).scalar().astimezone(UTC)
+        return utcnow()  # SQLite is a file on this machine: its clock is this machine's
 
     def lease_holder(self, name: str) -> tuple[str, str] | None:
         """``(owner, expiry ISO)`` of the lease ``name``, or ``None`` when nobody holds it."""

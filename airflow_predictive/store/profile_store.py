@@ -144,4 +144,5 @@ class ProfileStore:
     get_watermark = _Delegate("_watermarks", Watermarks.get_watermark)
     try_lease = _Delegate("_leases", Leases.try_lease)
     lease_holder = _Delegate("_leases", Leases.lease_holder)
+    renew_lease = _Delegate("_leases", Leases.renew_lease)
     release_lease = _Delegate("_leases", Leases.release_lease)

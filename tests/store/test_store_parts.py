@@ -65,7 +65,7 @@ def test_the_store_offers_the_same_public_methods_as_before_the_split():
         "evaluations", "forecasts", "get_watermark", "latest_forecasts", "lease_holder", "mark_reselect",
         "model_states", "plans", "prune_forecasts", "put_summaries", "record_capacity", "record_plan",
         "release_lease", "save_model_states", "schema_version", "series_ids", "set_watermark", "sqlite",
-        "summaries", "task_runs", "try_lease", "update_action", "upgrade", "upsert_dag_runs",
+        "renew_lease", "summaries", "task_runs", "try_lease", "update_action", "upgrade", "upsert_dag_runs",
         "upsert_task_runs", "usage_samples", "write_demand", "write_evaluations", "write_forecasts",
     }  # fmt: skip
     assert {name for name in dir(ProfileStore) if not name.startswith("_")} == expected

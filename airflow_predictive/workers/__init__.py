@@ -1,0 +1,1 @@
+"""Adapters to the Airflow workers on a pool's VMs (Celery remote control)."""
