@@ -312,6 +312,7 @@ def test_preempting_a_spot_vm_kills_its_worker(instances, control):
         control.preempt(name, zone=ZONE, project=PROJECT)
     eventually(lambda: not any(session_members(pid) for pid in pids), timeout=GONE)
     assert [_kill(control, name)["reason"] for name in spots] == ["preempted", "preempted"]
+    assert control.workers()["killed"]["preempted"] == 2
 
 
 def test_closing_the_emulator_kills_every_worker(emulator, instances, control):

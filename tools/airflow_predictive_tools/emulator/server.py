@@ -46,10 +46,11 @@ Control API (JSON, outside ``/compute/v1``):
   Celery workers run by RUNNING VMs whose metadata names queues (``workers.py``):
   ``{"workers": [{"instance", "project", "zone", "pid", "queues", "concurrency", "hostname",
   "celery_hostname", "log_server_port", "log", "started_at"}], "kills": [{"instance", "project",
-  "zone", "reason", "pid", "at"}], "exits": [...], "skipped": [{"instance", "why", ...}], "started": N,
-  "hostname_form", "log_dir"}``. ``pid`` is the VM's init, leader of the session holding the worker;
-  a kill ``reason`` is ``deleted``, ``stopped``, ``preempted``, ``restarted`` or ``closed``; ``exits``
-  are workers that ended on their own (not restarted); ``skipped`` are RUNNING VMs without a worker.
+  "zone", "reason", "pid", "at"}], "killed": {reason: count}, "exits": [...], "skipped": [{"instance",
+  "why", ...}], "started": N, "hostname_form", "log_dir"}``. ``pid`` is the VM's init, leader of the
+  session holding the worker; a kill ``reason`` is ``deleted``, ``stopped``, ``preempted``,
+  ``restarted`` or ``closed``; ``exits`` are workers that ended on their own (not restarted);
+  ``skipped`` are RUNNING VMs without a worker.
 
 Run it with ``airflow-predictive gce-emulator --host 127.0.0.1 --port 8085 [--state FILE] [--workers]``
 or, in Python, ``with running_emulator() as url: ...``.

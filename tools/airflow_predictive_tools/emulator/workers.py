@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,6 +153,7 @@ class WorkerFleet:
         self._workers: dict[tuple[str, str, str, str, int], _Worker] = {}
         self._settled: set[tuple[str, str, str, str, int]] = set()  # boots that get no (more) worker
         self._kills: list[dict[str, Any]] = []
+        self._kill_counts: Counter[str] = Counter()  # by reason, over the fleet's life (the list is capped)
         self._exits: list[dict[str, Any]] = []
         self._skipped: dict[tuple[str, str, str, str, int], dict[str, Any]] = {}
         self._started = 0
@@ -303,6 +305,7 @@ class WorkerFleet:
         guest.kill_session(worker.process.pid)
         worker.process.wait()  # reap the init; the rest of the session are not our children
         self._record(self._kills, {**self._ref(worker), "reason": reason, "pid": worker.process.pid})
+        self._kill_counts[reason] += 1
         log.info(
             "VM %s %s: killed its Celery worker (pid %s)", worker.boot["name"], reason, worker.process.pid
         )
@@ -346,6 +349,7 @@ class WorkerFleet:
             return {
                 "workers": sorted((w.view() for w in self._workers.values()), key=lambda w: w["started_at"]),
                 "kills": list(self._kills),
+                "killed": dict(self._kill_counts),
                 "exits": list(self._exits),
                 "skipped": list(self._skipped.values()),
                 "started": self._started,
