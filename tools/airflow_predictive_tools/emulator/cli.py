@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
+
+from airflow_predictive_tools.emulator.vm_hostname import FORMS
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -39,6 +43,30 @@ def register(commands: Any, bench: Any) -> None:
         help="default regional quota, repeatable (CPUS, PREEMPTIBLE_CPUS, INSTANCES, DISKS_TOTAL_GB, SSD_TOTAL_GB)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    workers = parser.add_argument_group(
+        "Airflow workers on the VMs",
+        "With --workers, every RUNNING VM whose metadata names queues (airflow-celery-queues, optionally "
+        "airflow-worker-concurrency) runs a real `airflow celery worker` as celery@<vm>; it is SIGKILLed "
+        "when the VM stops running and when the emulator exits. Workers inherit this command's environment: "
+        "set AIRFLOW_HOME, AIRFLOW__CELERY__BROKER_URL, AIRFLOW__CELERY__RESULT_BACKEND (and the rest of "
+        "your Airflow configuration) before starting it. GET /_emulator/workers lists them.",
+    )
+    workers.add_argument(
+        "--workers", action="store_true", help="run an Airflow Celery worker on every VM with queue metadata"
+    )
+    workers.add_argument(
+        "--worker-hostname",
+        choices=FORMS,
+        default=None,
+        help="host name the workers report: fqdn (<vm>.<zone>.c.<project>.internal, default), short (<vm>) "
+        "or ip (the VM's internal IP)",
+    )
+    workers.add_argument(
+        "--worker-log-dir",
+        metavar="DIR",
+        default=None,
+        help="keep one log per VM in DIR (default: a temporary folder removed at exit)",
+    )
     parser.set_defaults(func=run_emulator)
 
 
@@ -55,6 +83,40 @@ def _parse_quotas(values: list[str]) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"--quota {value!r}: limit must be a number, e.g. CPUS=24") from None
     return quotas
+
+
+def _worker_options(args: argparse.Namespace) -> dict[str, str] | None:
+    if not args.workers:
+        given = [
+            flag
+            for flag, value in (
+                ("--worker-hostname", args.worker_hostname),
+                ("--worker-log-dir", args.worker_log_dir),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(f"{given[0]} only applies with --workers")
+        return None
+    options = {"hostname_form": args.worker_hostname or "fqdn"}
+    if args.worker_log_dir is not None:
+        try:
+            Path(args.worker_log_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"--worker-log-dir {args.worker_log_dir}: cannot use it as a folder ({exc})"
+            ) from None
+        options["log_dir"] = args.worker_log_dir
+    return options
+
+
+def _log_worker_events() -> None:
+    # Which VM got a worker, which was killed and why: the one thing a --workers user watches for.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s gce-emulator workers: %(message)s"))
+    logger = logging.getLogger("airflow_predictive_tools.emulator.workers")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def run_emulator(args: argparse.Namespace) -> int:
@@ -79,6 +141,7 @@ def run_emulator(args: argparse.Namespace) -> int:
             config=config,
             quotas=_parse_quotas(args.quota),
             verbose=args.verbose,
+            workers=_worker_options(args),
         )
     except (ValueError, OSError) as exc:
         print(f"gce-emulator: {exc}", file=sys.stderr)
@@ -88,6 +151,8 @@ def run_emulator(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    if emulator.fleet is not None:
+        _log_worker_events()
     print(f"Compute Engine emulator listening on {emulator.url}/compute/v1", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         emulator.serve_forever()

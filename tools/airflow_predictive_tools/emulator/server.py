@@ -42,9 +42,18 @@ Control API (JSON, outside ``/compute/v1``):
 - ``POST /_emulator/seed {"project": "p", "zone": "z", "instanceTemplates": [...],
   "instanceGroupManagers": [...], "instances": [...], "disks": [...], "ready": true}`` creates
   resources from the same JSON bodies as the REST calls (``ready`` makes VMs RUNNING at once).
+- ``GET /_emulator/workers`` (emulator started with workers, ``--workers``; else 404): the real Airflow
+  Celery workers run by RUNNING VMs whose metadata names queues (``workers.py``):
+  ``{"workers": [{"instance", "project", "zone", "pid", "queues", "concurrency", "hostname",
+  "celery_hostname", "log_server_port", "log", "started_at"}], "kills": [{"instance", "project",
+  "zone", "reason", "pid", "at"}], "killed": {reason: count}, "exits": [...], "skipped": [{"instance",
+  "why", ...}], "started": N, "hostname_form", "log_dir"}``. ``pid`` is the VM's init, leader of the
+  session holding the worker; a kill ``reason`` is ``deleted``, ``stopped``, ``preempted``,
+  ``restarted`` or ``closed``; ``exits`` are workers that ended on their own (not restarted);
+  ``skipped`` are RUNNING VMs without a worker.
 
-Run it with ``airflow-predictive gce-emulator --host 127.0.0.1 --port 8085 [--state FILE]`` or, in
-Python, ``with running_emulator() as url: ...``.
+Run it with ``airflow-predictive gce-emulator --host 127.0.0.1 --port 8085 [--state FILE] [--workers]``
+or, in Python, ``with running_emulator() as url: ...``.
 """
 
 from __future__ import annotations
@@ -72,11 +81,13 @@ from airflow_predictive_tools.emulator.state import (
     not_found,
     region_of,
 )
+from airflow_predictive_tools.emulator.workers import WorkerFleet, WorkerOptions
 
 __all__ = [
     "ComputeEngineEmulator",
     "ComputeEngineState",
     "EmulatorControl",
+    "WorkerOptions",
     "compute_client",
     "running_emulator",
     "transport_kwargs",
@@ -527,7 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
             except json.JSONDecodeError as exc:
                 raise ApiError(400, f"Invalid JSON payload received. {exc}", "parseError") from exc
             if url.path.startswith("/_emulator/"):
-                self._send(200, _control(state, method, url.path, body))
+                self._send(200, _control(state, method, url.path, body, self.server.fleet))
                 return
             if not url.path.startswith("/compute/v1/"):
                 raise ApiError(404, f"The requested URL {url.path} was not found on this server.")
@@ -586,8 +597,14 @@ def _failed_operation(
     )
 
 
-def _control(state: ComputeEngineState, method: str, path: str, body: dict[str, Any]) -> Any:
+def _control(
+    state: ComputeEngineState, method: str, path: str, body: dict[str, Any], fleet: WorkerFleet | None
+) -> Any:
     action = path[len("/_emulator/") :].strip("/")
+    if (method, action) == ("GET", "workers"):
+        if fleet is None:
+            raise ApiError(404, "VMs run no Airflow workers: start the emulator with --workers (workers=...)")
+        return fleet.view()
     if (method, action) == ("GET", "health"):
         return {"status": "ok"}
     if (method, action) == ("GET", "state"):
@@ -631,10 +648,17 @@ class _EmulatorHTTPServer(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: ComputeEngineState, verbose: bool) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: ComputeEngineState,
+        verbose: bool,
+        fleet: WorkerFleet | None = None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.state = state
         self.verbose = verbose
+        self.fleet = fleet
 
 
 class ComputeEngineEmulator:
@@ -647,6 +671,9 @@ class ComputeEngineEmulator:
         ``wait_timeout_seconds``, ``recreate_seconds``).
     :param quotas: default regional quota limits, e.g. ``{"CPUS": 24}``.
     :param verbose: log every request to stderr.
+    :param workers: run a real Airflow Celery worker on every RUNNING VM whose metadata names queues
+        (``WorkerOptions``, a dict of its fields, or True for the defaults; None: VMs are records only).
+        Workers inherit this process's environment (``AIRFLOW_HOME``, ``AIRFLOW__CELERY__BROKER_URL``...).
     """
 
     def __init__(
@@ -657,11 +684,14 @@ class ComputeEngineEmulator:
         config: dict[str, float] | None = None,
         quotas: dict[str, float] | None = None,
         verbose: bool = False,
+        workers: WorkerOptions | dict[str, Any] | bool | None = None,
     ) -> None:
         if not _is_loopback(host):
             raise ValueError(f"the emulator binds loopback addresses only, not {host!r}: use 127.0.0.1")
+        options = WorkerOptions.of(workers)
         self.state = ComputeEngineState(config=config, quotas=quotas, state_file=state_file)
-        self._server = _EmulatorHTTPServer((host, port), self.state, verbose)
+        self.fleet = WorkerFleet(self.state, options) if options else None
+        self._server = _EmulatorHTTPServer((host, port), self.state, verbose, self.fleet)
         self._thread: threading.Thread | None = None
 
     @property
@@ -679,23 +709,33 @@ class ComputeEngineEmulator:
             daemon=True,
         )
         self._thread.start()
+        if self.fleet is not None:
+            self.fleet.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``stop()`` or KeyboardInterrupt."""
+        if self.fleet is not None:
+            self.fleet.start()
         try:
             self._server.serve_forever(poll_interval=0.2)
         finally:
+            self._close_fleet()
             self.state.close()
             self._server.server_close()
 
     def stop(self) -> None:
-        """Stop serving and release blocked ``wait`` calls."""
+        """Stop serving, kill every emulated worker and release blocked ``wait`` calls."""
+        self._close_fleet()
         self.state.close()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _close_fleet(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()
 
     def __enter__(self) -> ComputeEngineEmulator:
         return self.start()
@@ -709,14 +749,18 @@ def running_emulator(
     state_file: str | Path | None = None,
     config: dict[str, float] | None = None,
     quotas: dict[str, float] | None = None,
+    workers: WorkerOptions | dict[str, Any] | bool | None = None,
 ) -> Iterator[str]:
     """Run the emulator on 127.0.0.1 on a free port in a background thread; yield its base URL.
 
     :param state_file: optional JSON state file.
     :param config: timing overrides, e.g. ``{"boot_seconds": 0.5}``.
     :param quotas: default regional quota limits, e.g. ``{"CPUS": 24}``.
+    :param workers: run Airflow workers on the VMs (see ``ComputeEngineEmulator``).
     """
-    emulator = ComputeEngineEmulator(state_file=state_file, config=config, quotas=quotas).start()
+    emulator = ComputeEngineEmulator(
+        state_file=state_file, config=config, quotas=quotas, workers=workers
+    ).start()
     try:
         yield emulator.url
     finally:
@@ -850,6 +894,10 @@ class EmulatorControl:
         :param project: project id, ``*`` for all.
         """
         self.call("POST", "quotas", {"region": region, "metric": metric, "limit": limit, "project": project})
+
+    def workers(self) -> dict[str, Any]:
+        """The Airflow workers the VMs run, their kills and exits (``GET /_emulator/workers``)."""
+        return self.call("GET", "workers")
 
     def seed(self, **spec: Any) -> dict[str, Any]:
         """Create templates, groups, instances and disks at once (stops at the first error, keeping what it made).

@@ -1908,8 +1908,65 @@ class ComputeEngineState:
                         {"type": "recreate", "path": path, "gen": meta["gen"]},
                     )
             self._dirty = True
-            op = self._operation(now, f"zones/{zone_name}", "compute.instances.preempted", path, done_at=None)
+            # The id is passed explicitly: a Spot VM with instanceTerminationAction=DELETE is gone by now.
+            op = self._operation(
+                now,
+                f"zones/{zone_name}",
+                "compute.instances.preempted",
+                path,
+                done_at=None,
+                target_id=resource["id"],
+            )
             return copy.deepcopy(op)
+
+    def instance_boots(self) -> list[dict[str, Any]]:
+        """Every instance of every project and zone as a VM's guest sees it, timeline advanced first.
+
+        One entry per instance: ``project``, ``zone``, ``name``, ``id``, ``gen`` (boot generation,
+        bumped by every boot, stop, delete and preemption), ``status``, ``statusMessage``, ``deleting``
+        (a delete is under way), ``metadata`` (its ``items``) and ``networkIP``. Read by the emulated
+        workers (``workers.py``) several times a second, so only these fields are copied.
+        """
+        with self._txn():
+            return [
+                self._boot_view(path, resource)
+                for path, resource in self._data["resources"].items()
+                if "/instances/" in path
+            ]
+
+    def _boot_view(self, path: str, resource: dict[str, Any]) -> dict[str, Any]:
+        meta = self._data["meta"].get(path, {})
+        interfaces = resource.get("networkInterfaces") or [{}]
+        return {
+            "project": path.split("/")[1],
+            "zone": path.split("/")[3],
+            "name": resource["name"],
+            "id": resource["id"],
+            "gen": meta.get("gen", 0),
+            "status": resource["status"],
+            "statusMessage": resource.get("statusMessage", ""),
+            "deleting": bool(meta.get("deleting")),
+            "metadata": copy.deepcopy((resource.get("metadata") or {}).get("items") or []),
+            "networkIP": interfaces[0].get("networkIP", ""),
+        }
+
+    def was_preempted(self, instance_id: str, since: float = 0.0) -> bool:
+        """Whether a ``compute.instances.preempted`` Operation targets this instance id.
+
+        Tells a preempted Spot VM that was deleted (``instanceTerminationAction=DELETE``) from one
+        deleted by a call. Scans the kept Operations: call it when an instance vanished, not per read.
+
+        :param instance_id: the instance's numeric id (string).
+        :param since: only preemptions at or after this time (seconds since the epoch).
+        """
+        after = _now_iso(since)  # same format as insertTime, so the strings compare as times
+        with self._txn():
+            return any(
+                op["operationType"] == "compute.instances.preempted"
+                and op["targetId"] == instance_id
+                and op["insertTime"] >= after
+                for op in self._data["operations"].values()
+            )
 
     def add_fault(self, fault: dict[str, Any]) -> dict[str, Any]:
         """Register an injected fault (see the emulator module docstring for the shape).
