@@ -377,3 +377,13 @@ def test_connection_errors_are_retried_then_end_in_one_clear_message():
     ):
         engine.pool_state(make_pool())
     assert len(pauses) == 3 and engine.calls == 4
+
+
+def test_a_dropped_connection_mid_cycle_is_retried_and_the_cycle_converges(engine, control, store):
+    control.inject_fault(method="POST", path_regex="/instances$", drop_connection=True, count=2)
+    store.write_forecasts(forecast_frame("etl", {"cpu": [20] * 12}))  # 24 vCPU: 3 VMs
+    calls_before = engine.calls
+    result = run_cycle(make_pool(), store, engine, now=NOW, running_tasks=lambda: [])
+    assert not result.outcome.failed and not result.error
+    assert len(live(engine, make_pool())) == 3
+    assert engine.calls - calls_before >= 3 + 2  # the two dropped inserts were sent again

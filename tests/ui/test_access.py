@@ -111,6 +111,8 @@ EXPECTED = {
     "/predictive/runs/access_team_b/manual__1": (200, 403, 403),
     # Filtered to the DAGs the user may read.
     "/predictive/api/upcoming": (200, 200, 200),
+    # Counts only: how many DAGs exist and how many the caller may read (the allocator's check).
+    "/predictive/api/visibility": (200, 200, 200),
     # Served from the installed plotly package to any logged-in user (no data in it).
     "/predictive/static/plotly.min.js": (200, 200, 200),
 }
@@ -155,3 +157,23 @@ def test_dag_tab_shows_pool_wide_data_only_to_who_reads_every_dag(deployment) ->
     assert 'id="upcoming-runs"' in admin and 'id="upcoming-runs"' in alice
     assert all(reason in admin for reason in expected["reasons"])
     assert not any(reason in alice for reason in expected["reasons"])
+
+
+def test_the_allocator_reads_running_tasks_only_as_a_user_who_sees_every_dag(deployment) -> None:
+    # A user who sees some DAGs would see only their tasks: a VM running another DAG's task would look
+    # idle. So the running-task reader refuses, and the cycle then releases nothing.
+    from airflow_predictive.airflow_api.client import AirflowApiClient, fetch_running_tasks
+    from airflow_predictive.contracts.airflow_api import AirflowApiError
+
+    dep, tokens, _ = deployment
+    seen = {u: _get(dep, tokens, u, "/predictive/api/visibility").json() for u in USERS}
+    assert seen["admin"] == {"reads_every_dag": True, "dags_total": 2, "dags_readable": 2}
+    assert seen["alice"] == {"reads_every_dag": False, "dags_total": 2, "dags_readable": 1}
+    assert seen["nobody"]["reads_every_dag"] is False and seen["nobody"]["dags_readable"] == 0
+    with AirflowApiClient(dep.base_url, token=tokens["admin"]) as client:
+        assert fetch_running_tasks(client) == []  # nothing runs here, and admin may say so
+    with (
+        AirflowApiClient(dep.base_url, token=tokens["alice"]) as client,
+        pytest.raises(AirflowApiError, match="sees 1 of 2 DAGs"),
+    ):
+        fetch_running_tasks(client)

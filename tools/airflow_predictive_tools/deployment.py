@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +139,18 @@ class AirflowDeployment:
         self, component: str, *args: str, name: str | None = None, env: Mapping[str, str] | None = None
     ) -> subprocess.Popen:
         """Start ``airflow COMPONENT ARGS`` (e.g. ``"celery worker"``) with this deployment's environment."""
-        name = name or component
+        return self.start_process(
+            name or component, [str(BIN / "airflow"), *component.split(), *args], env=env
+        )
+
+    def start_process(
+        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start any command (e.g. ``airflow-predictive gce-emulator --workers``) in this deployment's
+        environment, logged to ``<home>/<name>.log`` and stopped with the deployment by its process group."""
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         proc = subprocess.Popen(
-            [str(BIN / "airflow"), *component.split(), *args],
+            list(argv),
             env=_env({**self.env, **(env or {})}),
             stdout=log,
             stderr=subprocess.STDOUT,

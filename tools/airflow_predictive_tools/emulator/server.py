@@ -33,7 +33,8 @@ Control API (JSON, outside ``/compute/v1``):
   ``{"method": "POST", "path_regex": "/instances$", "status": 429, "count": 2}`` answers with that
   HTTP error (optional ``message``, ``reason``); ``{"operation_error": {"code": "ZONE_RESOURCE_POOL_EXHAUSTED",
   "message": "...", "http_status": 503}}`` makes a mutating call return an Operation that ends in that
-  error without doing anything; ``{"delay_seconds": 5}`` delays the answer (client timeouts).
+  error without doing anything; ``{"delay_seconds": 5}`` delays the answer (client timeouts);
+  ``{"drop_connection": true}`` closes the connection without an answer (a connection error).
   ``GET /_emulator/faults`` lists the active faults, ``DELETE /_emulator/faults`` clears them.
 - ``POST /_emulator/preempt {"instance": "name", "zone": "...", "project": "..."}`` preempts a Spot
   VM (TERMINATED, ``statusMessage`` "Instance was preempted."; MIG members are recreated).
@@ -61,6 +62,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -526,6 +529,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _drop(self) -> None:
+        # SO_LINGER 0: close with a TCP reset, so the client fails at once instead of waiting
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
     def _handle(self, method: str) -> None:
         state = self.server.state
         url = urlsplit(self.path)
@@ -547,6 +556,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 if fault.get("delay_seconds"):
                     time.sleep(float(fault["delay_seconds"]))
+                if fault.get("drop_connection"):
+                    self._drop()  # the client sees a reset connection, as when a load balancer drops it
+                    return
                 if fault.get("status"):
                     status = int(fault["status"])
                     message, reason = _FAULT_MESSAGES.get(status, ("Injected fault", None))

@@ -1971,10 +1971,13 @@ class ComputeEngineState:
     def add_fault(self, fault: dict[str, Any]) -> dict[str, Any]:
         """Register an injected fault (see the emulator module docstring for the shape).
 
-        :param fault: ``method``, ``path_regex``, ``count`` and one of ``status``, ``operation_error``, ``delay_seconds``.
+        :param fault: ``method``, ``path_regex``, ``count`` and one of ``status``, ``operation_error``,
+            ``delay_seconds``, ``drop_connection``.
         """
-        if not any(k in fault for k in ("status", "operation_error", "delay_seconds")):
-            raise ValueError("a fault needs 'status', 'operation_error' or 'delay_seconds'")
+        if not any(k in fault for k in ("status", "operation_error", "delay_seconds", "drop_connection")):
+            raise ValueError(
+                "a fault needs 'status', 'operation_error', 'delay_seconds' or 'drop_connection'"
+            )
         try:
             re.compile(fault.get("path_regex", ".*"))
         except re.error as exc:
