@@ -104,7 +104,9 @@ def worker_command(vm: str, queues: list[str], concurrency: int | None) -> list[
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
     # Mingle and gossip make every start and every worker chat with all the others: useless here.
-    return [*command, "--without-mingle", "--without-gossip"]
+    # No log server: Airflow's binds every interface, and the API server reads the task logs from
+    # this machine's log folder, which every emulated VM shares.
+    return [*command, "--without-mingle", "--without-gossip", "--skip-serve-logs"]
 
 
 @dataclass
