@@ -75,6 +75,10 @@ def chaos(tmp_path_factory):
             # a worker killed with its VM stops heartbeating: fail its try soon, so Airflow retries it
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+            # a task the preempted worker had taken but not started stays queued (its message unacked
+            # until Redis's visibility timeout): Airflow re-queues it after this (600 s by default)
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "45",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "5",
         }
         airflow = stack.enter_context(
             AirflowDeployment(
