@@ -15,7 +15,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow_predictive.contracts.pools import SIZING_DEFAULTS, load_pools
+from airflow_predictive.contracts.pools import (
+    DEFAULT_WORKER_CONCURRENCY,
+    SIZING_DEFAULTS,
+    CapacityPool,
+    load_pools,
+)
 
 SECTION = "predictive"
 
@@ -191,6 +196,36 @@ def sizing_defaults() -> dict[str, float]:
     return {key: get_float(key) for key in SIZING_DEFAULTS}
 
 
+def worker_concurrency() -> int:
+    """Airflow's ``[celery] worker_concurrency``: the task slots of a pool without ``slots_per_instance``.
+
+    Read from ``AIRFLOW__CELERY__WORKER_CONCURRENCY``, else Airflow's configuration, else Airflow's
+    default (16, also when the Celery provider is not installed).
+    """
+    raw = os.environ.get("AIRFLOW__CELERY__WORKER_CONCURRENCY")
+    if raw is None:
+        conf = _conf()
+        try:
+            raw = conf.get("celery", "worker_concurrency", fallback=None) if conf is not None else None
+        except Exception:
+            raw = None
+    if raw is None or not str(raw).strip():
+        return DEFAULT_WORKER_CONCURRENCY
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"[celery] worker_concurrency must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"[celery] worker_concurrency must be at least 1, got {value}")
+    return value
+
+
+def load_configured_pools(path: str | Path) -> dict[str, CapacityPool]:
+    """The pools file at ``path`` with the deployment's defaults: ``[predictive]`` sizing options and
+    ``[celery] worker_concurrency`` (the task slots of a pool without ``slots_per_instance``)."""
+    return load_pools(path, sizing_defaults(), worker_concurrency())
+
+
 def instance_hostnames() -> Callable[[Any], Iterable[str]] | None:
     """The ``[predictive] instance_hostnames`` function, or None when unset."""
     path = get("instance_hostnames").strip()
@@ -210,7 +245,7 @@ def configured_queue_pools() -> dict[str, str] | None:
     path = get_path("pools_file")
     if not path.is_file():
         return None
-    return {pool.queue_name: name for name, pool in load_pools(path, sizing_defaults()).items()}
+    return {pool.queue_name: name for name, pool in load_configured_pools(path).items()}
 
 
 def get_path(key: str) -> Path:

@@ -13,7 +13,7 @@ import textwrap
 from typing import Any
 
 from airflow_predictive import config, stats
-from airflow_predictive.contracts.pools import PoolConfigError, load_pools
+from airflow_predictive.contracts.pools import PoolConfigError
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -57,8 +57,8 @@ def _plan(args: argparse.Namespace) -> int:
     pools_file = args.pools_file or str(config.get_path("pools_file"))
     stats.install()
     try:
-        pools = load_pools(pools_file, config.sizing_defaults())
-    except PoolConfigError as exc:
+        pools = config.load_configured_pools(pools_file)
+    except (PoolConfigError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = args.pools or sorted(pools)

@@ -3,6 +3,9 @@
 A demand series is long-format data, one row per ``(series_id, ts)``, where ``series_id`` names the
 capacity pool and the resource: ``pool=etl-workers/resource=cpu``. Units per resource are fixed so
 every room agrees on what a number means.
+
+``slots`` is the odd one out: not what tasks use but how many Celery task slots they hold (a worker runs
+at most ``worker_concurrency`` tasks at once whatever they use), running or waiting in the queue.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ RESOURCES: dict[str, str] = {
     "memory": "GiB",
     "storage": "GiB",
     "network": "Mbit/s",
+    "slots": "slots",
 }
+#: The resources a task's measured usage (samples, aggregates, hints) gives; ``slots`` come from its
+#: Celery slot and queue wait instead.
+USAGE_RESOURCES: tuple[str, ...] = ("cpu", "memory", "storage", "network")
 DEMAND_COLUMNS = ["series_id", "ts", "value"]
 
 _POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$")

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -83,6 +84,12 @@ SIZING_DEFAULTS: dict[str, float] = {
 }
 #: Validation-context key under which :func:`parse_pools` passes a deployment's sizing defaults.
 SIZING_CONTEXT = "sizing_defaults"
+#: Task slots of a Celery worker when neither the pool nor the deployment says: the default of Airflow's
+#: ``[celery] worker_concurrency``.
+DEFAULT_WORKER_CONCURRENCY = 16
+#: Validation-context key under which :func:`parse_pools` passes the deployment's ``[celery]
+#: worker_concurrency`` (the shell reads it; this contract never reads Airflow's configuration).
+CONCURRENCY_CONTEXT = "worker_concurrency"
 
 
 class SizingPolicy(_Model):
@@ -162,12 +169,14 @@ class Thresholds(_Model):
     """Minimum change per resource (the pseudocode's thresholdCPU/Memory/Storage/Network): smaller gaps are ignored.
 
     :param cpu: vCPUs. :param memory: GiB. :param storage: GiB. :param network: Mbit/s.
+    :param slots: task slots (running and queued tasks).
     """
 
     cpu: float = Field(0.0, ge=0)
     memory: float = Field(0.0, ge=0)
     storage: float = Field(10.0, ge=0)
     network: float = Field(0.0, ge=0)
+    slots: float = Field(0.0, ge=0)
 
     def for_resource(self, resource: str) -> float:
         return float(getattr(self, resource))
@@ -256,7 +265,8 @@ class CapacityPool(_Model):
     :param vcpus: override vCPUs (custom types); normally read from the machine type.
     :param memory_gib: override memory in GiB.
     :param slots_per_instance: task slots of each VM's Celery worker (``--concurrency``); unset:
-        Airflow's ``[celery] worker_concurrency``. Written into new standalone VMs' metadata.
+        Airflow's ``[celery] worker_concurrency`` (see :attr:`slots`). Written into new standalone VMs'
+        metadata. The planner sizes the pool's ``slots`` demand (running and queued tasks) with it.
     :param min_instances: never fewer live instances.
     :param max_instances: never more live instances.
     :param budget_per_hour: hourly cost cap (instances + disks); None = no cap.
@@ -290,6 +300,8 @@ class CapacityPool(_Model):
     mode: Mode = Mode.FORECAST_ONLY
     allow_vertical: bool = True
     allow_tier_1: bool = True
+    # the deployment's [celery] worker_concurrency, passed as validation context (not a pool setting)
+    _worker_concurrency: int = PrivateAttr(DEFAULT_WORKER_CONCURRENCY)
 
     @field_validator("name")
     @classmethod
@@ -340,11 +352,28 @@ class CapacityPool(_Model):
             raise ValueError("spot.min_standard exceeds max_instances")
         return self
 
+    @model_validator(mode="after")
+    def _deployment_concurrency(self, info: ValidationInfo) -> CapacityPool:
+        concurrency = (info.context or {}).get(CONCURRENCY_CONTEXT)
+        if concurrency is not None:
+            if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+                raise ValueError(
+                    f"[celery] worker_concurrency must be a positive integer, got {concurrency!r}"
+                )
+            self._worker_concurrency = concurrency
+        return self
+
     # ----------------------------------------------------------------- derived values
 
     @property
     def queue_name(self) -> str:
         return self.queue or self.name
+
+    @property
+    def slots(self) -> int:
+        """Task slots of each instance: ``slots_per_instance``, else the deployment's ``[celery]
+        worker_concurrency`` (passed when the pools file is loaded), else Airflow's default 16."""
+        return self.slots_per_instance or self._worker_concurrency
 
     @property
     def machine(self) -> machines.MachineType:
@@ -384,7 +413,10 @@ def _where(loc: tuple[Any, ...]) -> str:
 
 
 def parse_pools(
-    data: Any, source: str = "<pools>", sizing_defaults: Mapping[str, float] | None = None
+    data: Any,
+    source: str = "<pools>",
+    sizing_defaults: Mapping[str, float] | None = None,
+    worker_concurrency: int | None = None,
 ) -> dict[str, CapacityPool]:
     """Validate a parsed pools document (``{"pools": {name: settings}}``) into pools.
 
@@ -392,6 +424,8 @@ def parse_pools(
     :param source: file name used in error messages.
     :param sizing_defaults: the deployment's defaults for the sizing options a pool's ``policy:`` omits
         (keys of :data:`SIZING_DEFAULTS`); ``None``: the documented defaults.
+    :param worker_concurrency: the deployment's ``[celery] worker_concurrency``: the task slots of a
+        pool without ``slots_per_instance``; ``None``: :data:`DEFAULT_WORKER_CONCURRENCY`.
     """
     if not isinstance(data, dict) or not isinstance(data.get("pools"), dict) or not data["pools"]:
         raise PoolConfigError(f"{source}: expected a top-level 'pools:' mapping of pool name -> settings")
@@ -408,9 +442,10 @@ def parse_pools(
             raise PoolConfigError(f"{source}: pools.{name}.name: differs from the key {name!r}")
         try:
             document = {"policy": {}, **settings, "name": str(name)}  # policy validated with the context
-            pools[str(name)] = CapacityPool.model_validate(
-                document, context={SIZING_CONTEXT: dict(sizing_defaults or {})}
-            )
+            context: dict[str, Any] = {SIZING_CONTEXT: dict(sizing_defaults or {})}
+            if worker_concurrency is not None:
+                context[CONCURRENCY_CONTEXT] = worker_concurrency
+            pools[str(name)] = CapacityPool.model_validate(document, context=context)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = _where(first["loc"])
@@ -422,12 +457,15 @@ def parse_pools(
 
 
 def load_pools(
-    path: str | Path, sizing_defaults: Mapping[str, float] | None = None
+    path: str | Path,
+    sizing_defaults: Mapping[str, float] | None = None,
+    worker_concurrency: int | None = None,
 ) -> dict[str, CapacityPool]:
     """Read and validate a pools YAML file.
 
     :param path: the YAML file (``[predictive] pools_file`` by default in the operator and CLI).
     :param sizing_defaults: see :func:`parse_pools`.
+    :param worker_concurrency: see :func:`parse_pools`.
     """
     path = Path(path)
     try:
@@ -436,7 +474,7 @@ def load_pools(
         raise PoolConfigError(f"{path}: pools file not found (set [predictive] pools_file)") from None
     except yamlfile.YamlFileError as exc:
         raise PoolConfigError(str(exc)) from None
-    return parse_pools(data, str(path), sizing_defaults)
+    return parse_pools(data, str(path), sizing_defaults, worker_concurrency)
 
 
 EXAMPLE_POOLS = Path(__file__).with_name("example_pools.yaml")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.contracts.demand import RESOURCES, series_id, validate_pool_name
+from airflow_predictive.contracts.demand import USAGE_RESOURCES, series_id, validate_pool_name
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
 from airflow_predictive.profiling.demand_series import pool_for_queue
 
@@ -620,7 +620,8 @@ def _accumulate(
     intervals: Sequence[Interval], grid: np.ndarray, step: float, pools: Sequence[str], weighted: str
 ) -> dict[tuple[str, str], np.ndarray]:
     """Time-weighted demand per bucket (a task using 2 vCPU for half a bucket adds 1.0)."""
-    out = {(p, r): np.zeros(len(grid)) for p in pools for r in RESOURCES}
+    # usage only: known work's slots are not forecast here yet (the statistical model forecasts them)
+    out = {(p, r): np.zeros(len(grid)) for p in pools for r in USAGE_RESOURCES}
     for item in intervals:
         # For a quantile, a predicted run counts fully when it happens with probability above 1 - level.
         weight = item.weight if weighted == "mean" else float(item.weight >= 1.0 - float(weighted))

@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_predictive import config, stats
 from airflow_predictive.airflow_api.client import fetch_running_tasks
-from airflow_predictive.contracts.pools import CapacityPool, load_pools
+from airflow_predictive.contracts.pools import CapacityPool
 from airflow_predictive.hooks.airflow_api import AirflowApiHook
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
@@ -110,7 +110,7 @@ class PreemptiveAllocateOperator(BaseOperator):
         from airflow_predictive.hooks.profile_store import configured_store
 
         pools_file = self.pools_file or str(config.get_path("pools_file"))
-        pools = load_pools(pools_file, config.sizing_defaults())
+        pools = config.load_configured_pools(pools_file)
         names = self.pools or sorted(pools)
         unknown = [n for n in names if n not in pools]
         if unknown:

@@ -13,9 +13,12 @@ One planner serves the operator, the CLI and the backtest. The rules, in the ord
    (a forecast that undershoots a level shift is corrected next cycle). With ``policy.signal =
    recent_demand`` (the Compute Engine autoscaler rule), the newest observed demand instead, divided by
    ``policy.target_utilization``, held for the stabilisation window's peak before scaling in.
-2. **Instances.** Demand is converted to instances of the pool's machine type; vCPUs, memory and
-   (per-VM egress) network are all honoured and the binding one wins. A gap smaller than the pool's
-   threshold for that resource is ignored (the pseudocode's ``thresholdCPU`` ...).
+2. **Instances.** Demand is converted to instances of the pool's machine type; vCPUs, memory,
+   (per-VM egress) network and task slots (``slots`` demand: tasks running or queued, over the pool's
+   ``slots`` per instance, i.e. its worker's concurrency) are all honoured and the binding one wins. A
+   gap smaller than the pool's threshold for that resource is ignored (the pseudocode's
+   ``thresholdCPU`` ...). A pool without a ``slots`` series (no forecast, no observed slots) is sized
+   by the other resources alone.
 3. **Scale-in** only when the upper forecast quantile (``scale_in.quantile``) over
    ``[now, now + lead + stabilisation]`` stays below what remains; only idle instances (no running
    Airflow task on them), spot before standard, newest first; at most ``max_release_per_cycle``.
@@ -60,7 +63,10 @@ from airflow_predictive.contracts.plan import (
 from airflow_predictive.contracts.pools import Backend, CapacityPool, Signal, SpotMode
 from airflow_predictive.planning.cost import hourly_cost
 
-COUNT_RESOURCES = ("cpu", "memory", "network")
+#: Resources counted in instances (each instance brings a fixed amount); storage is disks instead.
+COUNT_RESOURCES = ("cpu", "memory", "network", "slots")
+#: Resources whose baseline standard VMs carry (spot split): what the work needs, not its egress.
+_BASELINE_RESOURCES = ("cpu", "memory", "slots")
 _EPS = 1e-9
 #: New data disks one plan creates at most (the rest of a huge storage forecast waits a cycle).
 MAX_NEW_DISKS = 16
@@ -199,6 +205,8 @@ def _horizon_median(view: ForecastView, resource: str, column: str) -> float:
 
 
 def _unit(pool: CapacityPool, resource: str, tier_1: bool = False) -> float:
+    if resource == "slots":
+        return float(pool.slots)
     machine = pool.machine
     if resource == "cpu":
         return machine.vcpus
@@ -208,6 +216,8 @@ def _unit(pool: CapacityPool, resource: str, tier_1: bool = False) -> float:
 
 
 def _instance_capacity(pool: CapacityPool, instance: InstanceState, resource: str) -> float:
+    if resource == "slots":  # the worker's concurrency, whatever the VM's machine type
+        return float(pool.slots)
     spec = machines.lookup(instance.machine_type) if instance.machine_type else None
     spec = spec or pool.machine
     if resource == "cpu":
@@ -226,7 +236,7 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-_UNITS = {"cpu": "vCPU", "memory": "GiB", "storage": "GiB", "network": "Mbit/s"}
+_UNITS = {"cpu": "vCPU", "memory": "GiB", "storage": "GiB", "network": "Mbit/s", "slots": "slots"}
 
 # --------------------------------------------------------------------------------------------- planner
 
@@ -560,7 +570,7 @@ def _forecast_demands(
         d = _guarded(d, r, recent.get(r), sizing)
         up[r] = d
         hold[r] = h if h is not None and h.value >= d.value else d
-        if r in ("cpu", "memory") and pool.has_spot:
+        if r in _BASELINE_RESOURCES and pool.has_spot:
             b = _window_max(view, r, pool.spot.baseline_quantile, now_ns + lead, now_ns + lead + step)
             if b is not None:
                 low = b.value < _horizon_median(view, r, b.source)
@@ -769,10 +779,10 @@ def _standard_target(cycle: _Cycle) -> int:
 
 
 def _baseline_instances(cycle: _Cycle) -> int:
-    """Instances the baseline needs (binding of cpu and memory), less the interruptible work's share."""
+    """Instances the baseline needs (binding of cpu, memory and slots), less the interruptible work's share."""
     pool, u = cycle.pool, cycle.utilization
     need = 0
-    for r in ("cpu", "memory"):
+    for r in _BASELINE_RESOURCES:
         if r in cycle.base:
             demand = cycle.base[r].value * (1.0 - min(max(cycle.interruptible_fraction, 0.0), 1.0))
             need = max(need, _ceil(demand / (_unit(pool, r) * u)))
@@ -906,7 +916,7 @@ def _add_capacity_actions(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
 
 def _res(binding: str) -> str:
     """The resource an addition is for: ``min_instances`` additions are counted as cpu."""
-    return binding if binding in ("cpu", "memory", "network") else "cpu"
+    return binding if binding in COUNT_RESOURCES else "cpu"
 
 
 def _resize_group_action(cycle: _Cycle, binding: str, prov: Provisioning, n: int, reason: str) -> Action:
@@ -1355,12 +1365,13 @@ def planned_capacity(plan_: Plan, state: PoolState, pool: CapacityPool) -> dict[
     }
     tiered = {a.target for a in plan_.actions if a.details.get("tier") == "TIER_1"}
     kept = [i for i in state.live() if i.name not in released]
-    out = {r: 0.0 for r in ("cpu", "memory", "network")}
+    out = {r: 0.0 for r in COUNT_RESOURCES}
     for inst in kept:
         spec = machines.lookup(resized.get(inst.name, inst.machine_type) or pool.machine_type) or pool.machine
         out["cpu"] += spec.vcpus
         out["memory"] += spec.memory_gib
         out["network"] += spec.egress_mbps(inst.tier_1 or inst.name in tiered)
+        out["slots"] += _instance_capacity(pool, inst, "slots")
     n_new = sum(int(a.amount) for a in plan_.actions if a.kind == ActionKind.LAUNCH_INSTANCES)
     if pool.backend is Backend.MANAGED_INSTANCE_GROUP:
         counts = _current_counts(state, pool)
@@ -1371,7 +1382,7 @@ def planned_capacity(plan_: Plan, state: PoolState, pool: CapacityPool) -> dict[
         out = {r: total * _unit(pool, r) for r in out}
         out["instances"] = float(total)
     else:
-        for r in ("cpu", "memory", "network"):
+        for r in COUNT_RESOURCES:
             out[r] += n_new * _unit(pool, r)
         out["instances"] = float(len(kept) + n_new)
     out["storage"] = state.storage_gib + sum(

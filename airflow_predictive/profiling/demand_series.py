@@ -12,6 +12,12 @@ Storage is the bytes the run has written so far (its scratch footprint). Network
 host, not per process: a host's bytes in one sample are split evenly between the tasks sampled on
 that host at that moment.
 
+**Slots** are not usage: a Celery worker runs at most ``worker_concurrency`` tasks at once whatever they
+use, so a pool of I/O-bound tasks can queue for slots with almost no CPU demand. A try holds its
+``pool_slots`` (default 1) from its queued time to its start (waiting in the queue) and from its start
+to its end (running); the ``slots`` series is the time-weighted sum of both. Tries the profiler has not
+seen start yet (still queued now) are not in the task history, so they count once they start.
+
 A bucket outside the profiler's coverage is a gap (``NaN``), never a zero: missing is not idle.
 """
 
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.contracts.demand import RESOURCES, series_id, validate_pool_name
+from airflow_predictive.contracts.demand import RESOURCES, USAGE_RESOURCES, series_id, validate_pool_name
 
 DEFAULTS = {"cpu": 1.0, "memory": 0.5, "storage": 0.5, "network": 0.0}
 KEY = ["dag_id", "run_id", "task_id", "map_index", "try_number"]
@@ -79,7 +85,7 @@ def _hint_values(raw: Any) -> dict[str, float]:
 def _segments(
     runs: pd.DataFrame, samples: pd.DataFrame, now: datetime
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
-    """Per resource, arrays (pool index, start s, end s, value) of piecewise-constant usage."""
+    """Per resource, arrays (pool index, start s, end s, value) of piecewise-constant usage (and slots)."""
     out: dict[str, list] = {r: [] for r in RESOURCES}
     now_s = pd.Timestamp(now).timestamp()
     start_s = runs["start_date"].map(lambda t: t.timestamp()).to_numpy(float)
@@ -125,16 +131,34 @@ def _segments(
         "storage": runs["write_bytes"].to_numpy(float) / _GIB,
         "network": runs["net_bytes"].to_numpy(float) * 8 / 1e6 / duration,
     }
-    hint_arrays = {r: np.array([h.get(r, np.nan) for h in hints], dtype=float) for r in RESOURCES}
+    hint_arrays = {r: np.array([h.get(r, np.nan) for h in hints], dtype=float) for r in USAGE_RESOURCES}
     rest = ~sampled
-    for resource in RESOURCES:
+    for resource in USAGE_RESOURCES:
         value = np.where(
             ~np.isnan(aggregate[resource]),
             aggregate[resource],
             np.where(~np.isnan(hint_arrays[resource]), hint_arrays[resource], DEFAULTS[resource]),
         )
         out[resource].append((pool_idx[rest], start_s[rest], end[rest], value[rest]))
+    out["slots"] = _slot_segments(runs, start_s, end)
     return out
+
+
+def _slot_segments(
+    runs: pd.DataFrame, start_s: np.ndarray, end_s: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Slots each try holds: its ``pool_slots`` while queued (queued time to start) and while running."""
+    raw = runs["pool_slots"] if "pool_slots" in runs else pd.Series(np.nan, index=runs.index)
+    slots = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+    slots = np.where(np.isfinite(slots) & (slots >= 1), slots, 1.0)  # Airflow's default: one slot
+    pool_idx = runs["_pool"].to_numpy(int)
+    queued_raw = runs["queued_at"] if "queued_at" in runs else pd.Series(pd.NaT, index=runs.index)
+    queued = queued_raw.map(lambda t: t.timestamp() if not pd.isna(t) else np.nan).to_numpy(float)
+    waited = np.isfinite(queued) & (queued < start_s)
+    return [
+        (pool_idx, start_s, end_s, slots),
+        (pool_idx[waited], queued[waited], start_s[waited], slots[waited]),
+    ]
 
 
 def _integrate(

@@ -28,7 +28,9 @@ from airflow_predictive.runtime.release import ReleaseGuard, guarded
 
 log = logging.getLogger(__name__)
 
-RESOURCES = ("cpu", "memory", "storage", "network")
+#: What a cycle reads (recent demand) and records (capacity) per pool; a pool without a slots series
+#: simply has no slots demand, and is sized by the others.
+RESOURCES = ("cpu", "memory", "storage", "network", "slots")
 TaskReader = Callable[[], Sequence[RunningTask] | None]
 
 

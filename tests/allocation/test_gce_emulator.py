@@ -298,3 +298,18 @@ def test_quota_errors_become_a_clear_message_in_the_ledger(engine, control, stor
     with pytest.raises(QuotaExceeded):
         engine.apply(result.plan.actions[0], make_pool())
     assert result.plan.actions[0].provisioning == Provisioning.STANDARD
+
+
+def test_a_cycle_launches_workers_for_queued_slots_and_records_slot_capacity(engine, store):
+    # I/O-bound tasks: 0.1 vCPU, but 25 slots running or queued (q0.9: 30) on 4-slot workers
+    pool = make_pool(slots_per_instance=4)
+    store.write_forecasts(forecast_frame("etl", {"cpu": [0.1] * 12, "slots": [25] * 12}))
+    result = run_cycle(pool, store, engine, now=NOW, busy_hosts=[])
+    assert [(str(a.kind), a.amount, a.resource) for a in result.plan.actions] == [
+        ("launch_instances", 8, "slots")
+    ]
+    assert len(live_names(engine, pool)) == 8
+    again = run_cycle(pool, store, engine, now=NOW + timedelta(minutes=5), busy_hosts=[])
+    assert again.plan.actions == []
+    slots = store.capacity(pool="etl").query("resource == 'slots'")["value"].tolist()
+    assert slots == [0.0, 32.0]  # what each cycle read: nothing, then 8 workers x 4 slots

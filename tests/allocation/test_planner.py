@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -299,13 +300,17 @@ positive_extreme = st.one_of(st.floats(1e-300, 1e300), st.sampled_from([1e-300, 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     demand=st.fixed_dictionaries(
-        {r: st.lists(extreme, min_size=1, max_size=8) for r in ("cpu", "memory", "storage", "network")}
+        {
+            r: st.lists(extreme, min_size=1, max_size=8)
+            for r in ("cpu", "memory", "storage", "network", "slots")
+        }
     ),
     prices=st.fixed_dictionaries({"standard": extreme, "spot": extreme, "disk_gib_month": extreme}),
     budget=st.one_of(st.none(), positive_extreme),
     storage=st.fixed_dictionaries({"max_disk_gib": st.floats(10, 1e300), "max_total_gib": positive_extreme}),
     disks=st.lists(extreme, max_size=3),
-    thresholds=st.fixed_dictionaries({r: extreme for r in ("cpu", "memory", "storage", "network")}),
+    thresholds=st.fixed_dictionaries({r: extreme for r in ("cpu", "memory", "storage", "network", "slots")}),
+    slots=st.one_of(st.none(), st.integers(1, 10**6)),
     utilization=st.one_of(st.just(1.0), positive_extreme.filter(lambda v: v <= 1)),
     max_instances=st.one_of(st.integers(1, 16), st.just(1000)),
     spot_mode=st.sampled_from(["none", "above_baseline", "all"]),
@@ -313,7 +318,18 @@ positive_extreme = st.one_of(st.floats(1e-300, 1e300), st.sampled_from([1e-300, 
     backend=st.sampled_from(["instances", "managed_instance_group"]),
 )
 def test_plans_never_raise_on_extreme_finite_inputs(
-    demand, prices, budget, storage, disks, thresholds, utilization, max_instances, spot_mode, vms, backend
+    demand,
+    prices,
+    budget,
+    storage,
+    disks,
+    thresholds,
+    slots,
+    utilization,
+    max_instances,
+    spot_mode,
+    vms,
+    backend,
 ):
     mig = {"group": "etl-std", "spot_group": "etl-spot"} if backend == "managed_instance_group" else {}
     pool = make_pool(
@@ -322,6 +338,7 @@ def test_plans_never_raise_on_extreme_finite_inputs(
         prices=prices,
         storage=storage,
         thresholds=thresholds,
+        slots_per_instance=slots,
         policy={"target_utilization": utilization},
         spot={"mode": spot_mode},
         backend=backend,
@@ -439,3 +456,129 @@ def test_sizing_defaults_come_from_the_predictive_config_section(monkeypatch):
     assert loaded(policy={"quantile": 0.8}).policy.guard_utilization == 0.75
     assert loaded(policy={"guard_utilization": 0.5}).policy.guard_utilization == 0.5  # the pool wins
     assert make_pool().policy.guard_utilization == 0.9  # the contract alone reads no configuration
+
+
+def test_slots_bind_when_queued_tasks_need_more_workers_than_their_cpu():
+    # I/O-bound tasks: almost no cpu, but 25 slots running or queued (q0.9: 30) on 4-slot workers
+    pool = make_pool(slots_per_instance=4)
+    frame = forecast_frame("etl", {"cpu": [0.1] * 6, "memory": [0.5] * 6, "slots": [25] * 6})
+    p = plan(frame, PoolState(), pool, NOW)
+    assert kinds(p) == ["launch_instances"] and p.actions[0].amount == 8  # ceil(30 / 4)
+    action = p.actions[0]
+    assert action.resource == "slots" and p.summary["binding"] == "slots"
+    assert "slots q0.9 at 12:00 = 30.0 slots vs 0.0 (binds)" in action.reason
+    assert planned_capacity(p, PoolState(), pool)["slots"] == 32.0
+    # without the slots series the same pool is one VM's worth of cpu: nothing to launch but that VM
+    no_slots = forecast_frame("etl", {"cpu": [0.1] * 6, "memory": [0.5] * 6})
+    assert [a.amount for a in plan(no_slots, PoolState(), pool, NOW).actions] == [1]
+
+
+def test_scale_in_keeps_the_slots_the_queue_needs():
+    pool = make_pool(slots_per_instance=4, scale_in={"max_release_per_cycle": 20})
+    state = PoolState(instances=tuple(vm(f"v{i}") for i in range(10)))
+    # q0.95 of slots = 26 -> 7 VMs of 4 slots must stay; cpu alone would keep one
+    frame = forecast_frame("etl", {"cpu": [0.1] * 12, "slots": [20] * 12})
+    p = plan(frame, state, pool, NOW)
+    assert kinds(p) == ["release"] * 3
+    assert "slots" in p.actions[0].reason
+    assert planned_capacity(p, state, pool)["slots"] == 28.0
+    assert len(plan(forecast_frame("etl", {"cpu": [0.1] * 12}), state, pool, NOW).actions) == 9
+
+
+def test_the_reactive_rule_and_guard_read_observed_slots():
+    # reactive rule: the newest observed slots / target utilisation 0.5 = 40 -> 10 workers of 4 slots
+    reactive = make_pool(slots_per_instance=4, policy={"signal": "recent_demand", "target_utilization": 0.5})
+    p = plan(None, PoolState(), reactive, NOW, recent_demand={"cpu": [0.1, 0.1], "slots": [12, 20]})
+    assert [a.amount for a in p.actions] == [10] and p.summary["binding"] == "slots"
+    # forecast signal: a forecast of 8 slots is guarded by the 20 observed (/ 0.9 -> 22.2 -> 6 workers)
+    # (cpu has a daily cycle, so the pool follows its forecast)
+    pool = make_pool(slots_per_instance=4)
+    frame = forecast_frame("etl", {"cpu": [0.1] * 6, "slots": [8 / 1.2] * 6})
+    cpu = [c / 100 for c in _days(2, cycle=True)]
+    guarded = plan(frame, PoolState(), pool, NOW, recent_demand={"cpu": cpu, "slots": [20.0] * len(cpu)})
+    assert guarded.summary["sizing"].startswith("forecast (cpu daily-cycle")
+    assert [a.amount for a in guarded.actions] == [6] and "guard utilisation 0.9" in guarded.actions[0].reason
+    assert [a.amount for a in plan(frame, PoolState(), pool, NOW, recent_demand={"cpu": cpu}).actions] == [2]
+
+
+def test_slots_per_instance_defaults_to_celerys_worker_concurrency(monkeypatch, tmp_path):
+    from airflow_predictive import config
+
+    assert make_pool().slots == 16  # the contract alone: Airflow's default, no configuration read
+    assert make_pool(slots_per_instance=4).slots == 4
+    path = tmp_path / "pools.yaml"
+    base = {"project": "demo-project", "zone": "us-central1-a", "machine_type": "n2-standard-8"}
+    path.write_text(json.dumps({"pools": {"etl": base, "io": {**base, "slots_per_instance": 4}}}))
+    monkeypatch.delenv("AIRFLOW__CELERY__WORKER_CONCURRENCY", raising=False)
+    monkeypatch.setattr(config, "_conf", lambda: None)
+    assert config.worker_concurrency() == 16
+    monkeypatch.setenv("AIRFLOW__CELERY__WORKER_CONCURRENCY", "6")
+    assert config.worker_concurrency() == 6
+    pools = config.load_configured_pools(path)
+    assert (
+        pools["etl"].slots == 6 and pools["etl"].slots_per_instance is None
+    )  # the VM's metadata stays unset
+    assert pools["io"].slots == 4  # the pool wins
+    # the deployment's concurrency sizes the plan: 30 slots (q0.9) on 6-slot workers = 5 instances
+    frame = forecast_frame("etl", {"cpu": [0.1] * 6, "slots": [25] * 6})
+    assert [a.amount for a in plan(frame, PoolState(), pools["etl"], NOW).actions] == [5]
+    assert (
+        planned_capacity(plan(frame, PoolState(), pools["etl"], NOW), PoolState(), pools["etl"])["slots"]
+        == 30.0
+    )
+    monkeypatch.setenv("AIRFLOW__CELERY__WORKER_CONCURRENCY", "zero")
+    with pytest.raises(config.ConfigError, match=r"\[celery\] worker_concurrency must be an integer"):
+        config.worker_concurrency()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cpu=st.lists(st.floats(0, 300), min_size=1, max_size=30),
+    mem_factor=st.floats(0, 8),
+    net=st.one_of(st.none(), st.floats(0, 1e5)),
+    vms=instances_st,
+    min_max=st.tuples(st.integers(0, 6), st.integers(1, 16)).filter(lambda t: t[0] <= t[1]),
+    budget=st.one_of(st.none(), st.floats(0.2, 8)),
+    spot_mode=st.sampled_from(["none", "above_baseline", "all"]),
+    signal=st.sampled_from(["forecast", "recent_demand"]),
+    recent=st.one_of(st.none(), st.lists(st.floats(0, 300), min_size=1, max_size=12)),
+    offset=st.integers(-10, 60),
+)
+def test_a_pool_without_slots_data_plans_exactly_as_before_slots_existed(
+    cpu, mem_factor, net, vms, min_max, budget, spot_mode, signal, recent, offset
+):
+    from airflow_predictive.planning import planner
+
+    pool = make_pool(
+        min_instances=min_max[0],
+        max_instances=min_max[1],
+        budget_per_hour=budget,
+        spot={"mode": spot_mode},
+        slots_per_instance=2,
+        policy={"signal": signal, "min_daily_cycle": -1 if recent is None else 0.2},
+    )
+    state = PoolState(
+        instances=tuple(
+            vm(f"vm-{i}", spot=spot, status=status, minutes_ago=age)
+            for i, (spot, status, _busy, age) in enumerate(vms)
+        )
+    )
+    busy = {f"vm-{i}" for i, (_s, status, b, _a) in enumerate(vms) if b and status == "RUNNING"}
+    levels = {"cpu": cpu, "memory": [c * mem_factor for c in cpu]}
+    if net is not None:
+        levels["network"] = [net] * len(cpu)
+    frame = forecast_frame("etl", levels)
+    observed = None if recent is None else {"cpu": recent, "memory": [r * mem_factor for r in recent]}
+    now = NOW + timedelta(minutes=offset)
+
+    def planned():
+        p = plan(frame, state, pool, now, busy_instances=busy, recent_demand=observed)
+        summary = {**p.summary, "capacity_before": dict(p.summary["capacity_before"])}
+        summary["capacity_before"].pop("slots", None)
+        return [a.to_dict() for a in p.actions], p.capped, summary
+
+    after = planned()
+    with pytest.MonkeyPatch.context() as before:  # the planner as it was: no slots resource anywhere
+        before.setattr(planner, "COUNT_RESOURCES", ("cpu", "memory", "network"))
+        before.setattr(planner, "_BASELINE_RESOURCES", ("cpu", "memory"))
+        assert planned() == after

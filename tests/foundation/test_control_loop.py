@@ -49,7 +49,7 @@ def test_demo_runs_the_control_loop_and_applies_a_plan_to_the_emulator(tmp_path,
         store.dispose()
 
     configured = [s for s in result["series"] if s.startswith(("pool=etl-workers/", "pool=ml-training/"))]
-    assert len(configured) == 8
+    assert len(configured) == 10  # cpu, memory, storage, network and slots of each pool
     assert set(configured) <= set(result["forecast_series"])  # every configured pool's series forecast
     ledger = result["actions"]
     applied = [a for a in ledger if a["pool"] == "etl-workers" and a["status"] == "applied"]

@@ -164,3 +164,32 @@ def test_queue_pressure_reports_waiting_tasks_and_their_waits() -> None:
     assert pressure["queued_tasks"].round(3).tolist() == [0.5, 0.1]
     assert pressure["wait_mean_s"].tolist() == [150.0, 30.0]
     assert pressure["started"].tolist() == [1.0, 1.0]
+
+
+def test_slots_count_each_tries_pool_slots_while_queued_and_running_and_gaps_stay_gaps() -> None:
+    rows = [
+        # 2 slots: queued 09:00-09:02:30 (half of bucket 0), running until 09:07:30
+        run("a", 2.5, 7.5, pool_slots=2),
+        # default 1 slot: queued 09:05-09:15 (bucket 1, then the unobserved bucket 2), running 09:15-09:20
+        run("b", 15, 20, pool_slots=None),
+        # no queued time recorded (older history): only its running time counts, 3 slots in another pool
+        run("c", 0, 5, queue="io", pool_slots=3, queued_at=None),
+    ]
+    rows[0]["queued_at"] = T0
+    rows[1]["queued_at"] = T0 + FIVE
+    coverage = [(T0, T0 + 2 * FIVE), (T0 + 3 * FIVE, T0 + 4 * FIVE)]
+    demand = build_demand(frame(rows), start=T0, end=T0 + 4 * FIVE, interval=FIVE, coverage=coverage)
+
+    etl = values(demand, "pool=etl/resource=slots")
+    # bucket 0: a waits 2.5 min and runs 2.5 min with 2 slots; bucket 1: a runs half (1.0) + b waits (1.0)
+    assert etl[:2] == [2.0, 2.0] and np.isnan(etl[2]) and etl[3] == 1.0
+    io = values(demand, "pool=io/resource=slots")
+    assert io[:2] == [3.0, 0.0] and np.isnan(io[2]) and io[3] == 0.0
+    # the same tries' cpu: only while running (1 vCPU each by default), so slots are not cpu renamed
+    cpu = values(demand, "pool=etl/resource=cpu")
+    assert cpu[:2] == [0.5, 0.5] and np.isnan(cpu[2]) and cpu[3] == 1.0
+    assert sorted(demand["series_id"].unique()) == [
+        f"pool={p}/resource={r}"
+        for p in ("etl", "io")
+        for r in ("cpu", "memory", "network", "slots", "storage")
+    ]

@@ -51,6 +51,28 @@ def test_demand_of_the_generated_history_has_a_daily_cycle(seeded) -> None:
     assert by_hour.loc[10:16].mean() > 5 * by_hour.loc[[0, 1, 2, 3, 4, 22, 23]].mean()
 
 
+def test_the_refresh_writes_a_slots_series_per_pool_from_queued_and_running_tries(seeded) -> None:
+    store, _, refreshed = seeded
+    demand = store.demand()
+    start = NOW - timedelta(days=21)
+    runs = store.task_runs(start=start - timedelta(days=1), end=NOW)
+    for pool in ("analytics", "etl", "ml", "reporting"):
+        slots = demand[demand["series_id"] == f"pool={pool}/resource=slots"]["value"]
+        assert len(slots) == 21 * DAY and not slots.isna().any()
+        # every try holds its slot from its queued time to its end: the series' slot-minutes are theirs
+        mine = runs[runs["queue"] == pool]
+        held = (
+            mine["end_date"].fillna(pd.Timestamp(NOW)).clip(upper=pd.Timestamp(NOW))
+            - mine["queued_at"].fillna(mine["start_date"]).clip(lower=pd.Timestamp(start))
+        ).dt.total_seconds().clip(lower=0).sum() / 60
+        assert slots.sum() * 5 == pytest.approx(held, rel=1e-6), pool
+        running_only = (
+            mine["end_date"].fillna(pd.Timestamp(NOW)) - mine["start_date"].clip(lower=pd.Timestamp(start))
+        ).dt.total_seconds().clip(lower=0).sum() / 60
+        assert held > running_only  # queued time counts too
+    assert refreshed["series"] == 4 * 5  # cpu, memory, storage, network, slots per pool
+
+
 def test_summaries_learn_applications_timing_and_user_habits(seeded) -> None:
     store, _, _ = seeded
     users = store.summaries("users")

@@ -244,6 +244,13 @@ def test_known_work_demand_is_the_scheduled_runs_share_of_history(store):
     first = residual[(residual["series_id"] == "pool=work/resource=cpu")].iloc[0]
     assert total[total["series_id"] == "pool=work/resource=cpu"]["value"].iloc[0] == 8.0
     assert first["value"] == 4.0  # only the manual run is left for the statistical model
+    # the structural forecast adds no slots back, so none are subtracted: slots are forecast whole
+    assert not known["series_id"].str.endswith("/resource=slots").any()
+    slots = residual[residual["series_id"] == "pool=work/resource=slots"]["value"]
+    assert (
+        slots.iloc[0] == 2.0
+        and slots.tolist() == total[total["series_id"] == "pool=work/resource=slots"]["value"].tolist()
+    )
 
 
 def test_runs_of_different_dags_with_the_same_run_id_are_kept_apart():

@@ -65,7 +65,6 @@ def run_demo(
     :param out: where the human-readable account goes (default stdout).
     :return: what happened, for tests: counts, paths, actions.
     """
-    from airflow_predictive.contracts.pools import load_pools
     from airflow_predictive.runtime.profile_refresh import refresh_profile
     from airflow_predictive.store import ProfileStore
     from airflow_predictive_tools.demo.allocation import seed_groups
@@ -81,7 +80,7 @@ def run_demo(
     home.mkdir(parents=True)
     pools_file = home / "pools.yaml"
     _write_pools(pools_file, planning_interval_minutes=cycle_minutes)
-    pools = load_pools(pools_file, config.sizing_defaults())
+    pools = config.load_configured_pools(pools_file)
     store_path = home / "profile.db"
     reports = home / "reports"
     reports.mkdir()
