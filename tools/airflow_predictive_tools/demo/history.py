@@ -58,6 +58,13 @@ DAGS = {
             ),
             produces="warehouse.raw_events",
         ),
+        # 30 partner feeds fetched at once, each mostly waiting on the partner's API: almost no CPU, but
+        # 30 task slots for several minutes, so the pool is sized by its slots (issue: task slots)
+        DagSpec(
+            "etl_partner_sync",
+            "etl",
+            (TaskSpec("fetch_partner_feed", "HttpOperator", 0.05, 256, (5, 8), mapped=30, net_mbps=0.5),),
+        ),
         DagSpec(
             "etl_nightly_warehouse",
             "etl",
@@ -301,6 +308,8 @@ def generate_history(
         weekday = day.weekday() < 5
         for hour in range(24):
             writer.run(DAGS["etl_hourly_ingest"], day + timedelta(hours=hour, minutes=5), "scheduled", None)
+            if weekday and 7 <= hour <= 19:
+                writer.run(DAGS["etl_partner_sync"], day + timedelta(hours=hour, minutes=35), "scheduled", None)
         writer.run(DAGS["etl_nightly_warehouse"], day + timedelta(hours=1), "scheduled", None, load=2.0)
         writer.run(DAGS["ml_nightly_retrain"], day + timedelta(hours=2), "scheduled", None)
         if weekday:
