@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.contracts.demand import USAGE_RESOURCES
 from airflow_predictive.forecasting.structural import StructuralForecast, add_frames
 from airflow_predictive.profiling.demand_series import build_demand
 
@@ -97,7 +96,8 @@ def known_work_demand(
     if usage_samples is not None and len(usage_samples):
         samples = usage_samples[of_runs(usage_samples, keys)]
     pool_names = sorted(set(pools or ()))
-    known = build_demand(
+    # Every resource, slots included: the structural forecast adds each of them back.
+    return build_demand(
         runs,
         samples,
         start=start,
@@ -107,10 +107,6 @@ def known_work_demand(
         pools=pool_names or None,
         now=now,
     )
-    # The structural forecast adds back usage only, no slots: subtracting the scheduled runs' slots
-    # would leave them out of the slots forecast, so slots are forecast whole by the statistical model.
-    usage = known["series_id"].str.rsplit("resource=", n=1).str[-1].isin(USAGE_RESOURCES)
-    return known[usage].reset_index(drop=True)
 
 
 def residual_demand(total: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,8 @@ with p50 durations (the ``mean`` and ``q0.5``) and with p90 durations. Upper qua
 task's envelope from its p50 start to its p90 end, so capacity is planned from the earliest plausible
 start of a stage until its latest plausible end. A task's duration and usage come from its profile
 once it has ``min_runs`` finished tries; before that from its template stage; before that from its
-Airflow ``resources`` and a default duration.
+Airflow ``resources`` and a default duration. Besides usage, every task instance holds its
+``pool_slots`` Celery task slots while it runs: known work forecasts the ``slots`` series too.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.contracts.demand import USAGE_RESOURCES, series_id, validate_pool_name
+from airflow_predictive.contracts.demand import RESOURCES, series_id, validate_pool_name
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
 from airflow_predictive.profiling.demand_series import pool_for_queue
 
@@ -221,6 +222,7 @@ class Interval:
     :param pool: capacity pool.
     :param usage: demand per resource.
     :param weight: probability the run happens (Markov runs < 1).
+    :param slots: Celery task slots the instance holds while it runs (its ``pool_slots``).
     """
 
     dag_id: str
@@ -232,6 +234,7 @@ class Interval:
     pool: str
     usage: Mapping[str, float]
     weight: float = 1.0
+    slots: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -286,7 +289,16 @@ def simulate(runs: Sequence[_Run], limits: Limits, now: float, *, quantile: str)
         pool_used[task.airflow_pool] += task.pool_slots
         out.append(
             Interval(
-                run.dag_id, run.key, task.task_id, run.origin, start, end, task.pool, task.usage, run.weight
+                run.dag_id,
+                run.key,
+                task.task_id,
+                run.origin,
+                start,
+                end,
+                task.pool,
+                task.usage,
+                run.weight,
+                float(task.pool_slots),
             )
         )
         push(end, "end", (run, task))
@@ -619,9 +631,12 @@ def _grid(now: datetime, horizon: timedelta, interval: timedelta) -> np.ndarray:
 def _accumulate(
     intervals: Sequence[Interval], grid: np.ndarray, step: float, pools: Sequence[str], weighted: str
 ) -> dict[tuple[str, str], np.ndarray]:
-    """Time-weighted demand per bucket (a task using 2 vCPU for half a bucket adds 1.0)."""
-    # usage only: known work's slots are not forecast here yet (the statistical model forecasts them)
-    out = {(p, r): np.zeros(len(grid)) for p in pools for r in USAGE_RESOURCES}
+    """Time-weighted demand per bucket (a task using 2 vCPU for half a bucket adds 1.0).
+
+    Besides usage, every task instance holds its ``pool_slots`` Celery slots while it runs (a mapped
+    task: each of its instances), so known work forecasts the ``slots`` series too.
+    """
+    out = {(p, r): np.zeros(len(grid)) for p in pools for r in RESOURCES}
     for item in intervals:
         # For a quantile, a predicted run counts fully when it happens with probability above 1 - level.
         weight = item.weight if weighted == "mean" else float(item.weight >= 1.0 - float(weighted))
@@ -630,7 +645,7 @@ def _accumulate(
         lo = np.clip(item.start, grid, grid + step)
         hi = np.clip(item.end, grid, grid + step)
         share = (hi - lo) / step
-        for resource, value in item.usage.items():
+        for resource, value in (*item.usage.items(), ("slots", item.slots)):
             if value:
                 out[(item.pool, resource)] += share * value * weight
     return out

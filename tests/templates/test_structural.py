@@ -244,13 +244,11 @@ def test_known_work_demand_is_the_scheduled_runs_share_of_history(store):
     first = residual[(residual["series_id"] == "pool=work/resource=cpu")].iloc[0]
     assert total[total["series_id"] == "pool=work/resource=cpu"]["value"].iloc[0] == 8.0
     assert first["value"] == 4.0  # only the manual run is left for the statistical model
-    # the structural forecast adds no slots back, so none are subtracted: slots are forecast whole
-    assert not known["series_id"].str.endswith("/resource=slots").any()
+    # slots too: the structural forecast adds the scheduled runs' slots back, so they are subtracted
+    known_slots = known[known["series_id"] == "pool=work/resource=slots"]["value"]
     slots = residual[residual["series_id"] == "pool=work/resource=slots"]["value"]
-    assert (
-        slots.iloc[0] == 2.0
-        and slots.tolist() == total[total["series_id"] == "pool=work/resource=slots"]["value"].tolist()
-    )
+    assert total[total["series_id"] == "pool=work/resource=slots"]["value"].iloc[0] == 2.0
+    assert known_slots.iloc[0] == 1.0 and slots.iloc[0] == 1.0  # the manual run's slot is left
 
 
 def test_runs_of_different_dags_with_the_same_run_id_are_kept_apart():
@@ -262,3 +260,60 @@ def test_runs_of_different_dags_with_the_same_run_id_are_kept_apart():
     fc = structural_forecast(work(one, two), now=NOW, horizon=H)
     assert starts(fc, "b") == [NOW + timedelta(minutes=10)]
     assert cpu(fc.scheduled)[pd.Timestamp(NOW)] == 3.0  # one's a (1) + two's a (2)
+
+
+def slots(frame, column="mean", pool="io-pool"):
+    rows = frame[frame["series_id"] == f"pool={pool}/resource=slots"]
+    return rows.set_index("ts")[column]
+
+
+def fan_out(width=30, duration=60.0):
+    """A DAG whose task is mapped ``width`` wide (template parallelism), pool_slots 1, on queue io-pool."""
+    sleep = task("sleep", cpu=0.05, duration=duration, queue="io-pool", parallelism=width, mapped=True)
+    # max_active_tasks above the fan-out (Airflow's default, 16, would run it in two waves)
+    return dag("fan", [sleep], upcoming=[NOW + timedelta(minutes=2)], max_active_tasks=32)
+
+
+def test_known_work_forecasts_the_slots_of_each_mapped_instance():
+    fc = structural_forecast(
+        work(fan_out()), now=NOW, horizon=timedelta(hours=1), interval=timedelta(minutes=1)
+    )
+    total = fc.total()
+    series = slots(total)
+    start = pd.Timestamp(NOW + timedelta(minutes=2))
+    assert series[start] == pytest.approx(30.0)  # 30 instances x 1 slot for the run's first minute
+    assert series.drop(start).sum() == pytest.approx(0.0)
+    for column in ("q0.5", "q0.8", "q0.95"):
+        assert slots(total, column)[start] == pytest.approx(30.0)
+    assert cpu(total, pool="io-pool")[start] == pytest.approx(1.5)  # 30 x 0.05 vCPU: CPU alone needs little
+    # in the pool of the task's queue only
+    assert set(total[total["mean"] > 0]["series_id"].str.split("/").str[0]) == {"pool=io-pool"}
+    # pool_slots 2: each instance holds two slots
+    (sleep,) = fan_out()["tasks"]
+    two = {**fan_out(), "tasks": [{**sleep, "pool_slots": 2}]}
+    wide = structural_forecast(work(two), now=NOW, horizon=timedelta(hours=1), interval=timedelta(minutes=1))
+    assert slots(wide.total())[start] == pytest.approx(60.0)
+
+
+def test_slots_straddling_buckets_are_time_weighted_in_5_minute_buckets():
+    fc = structural_forecast(work(fan_out()), now=NOW, horizon=timedelta(hours=1))
+    series = slots(fc.total())
+    # 30 slots for 60 s of a 5-minute bucket: 6 slot-buckets on average, as the demand series counts them
+    assert series[pd.Timestamp(NOW)] == pytest.approx(6.0)
+    assert series.sum() == pytest.approx(6.0)
+
+
+def test_residual_combination_keeps_known_slots():
+    fc = structural_forecast(
+        work(fan_out()), now=NOW, horizon=timedelta(hours=1), interval=timedelta(minutes=1)
+    )
+    stat = fc.scheduled.copy()
+    for column in [c for c in stat.columns if c == "mean" or c.startswith("q")]:
+        stat[column] = 0.5  # the residual (ad-hoc) slots the statistical model forecasts
+    stat["model"] = "auto_arima"
+    combined = combine(stat, fc, method="residual")
+    start = pd.Timestamp(NOW + timedelta(minutes=2))
+    for column in ("mean", "q0.95"):
+        series = slots(combined, column)
+        assert series[start] == pytest.approx(30.5)
+        assert series[start + timedelta(minutes=1)] == pytest.approx(0.5)
