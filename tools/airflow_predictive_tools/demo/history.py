@@ -309,7 +309,9 @@ def generate_history(
         for hour in range(24):
             writer.run(DAGS["etl_hourly_ingest"], day + timedelta(hours=hour, minutes=5), "scheduled", None)
             if weekday and 7 <= hour <= 19:
-                writer.run(DAGS["etl_partner_sync"], day + timedelta(hours=hour, minutes=35), "scheduled", None)
+                writer.run(
+                    DAGS["etl_partner_sync"], day + timedelta(hours=hour, minutes=35), "scheduled", None
+                )
         writer.run(DAGS["etl_nightly_warehouse"], day + timedelta(hours=1), "scheduled", None, load=2.0)
         writer.run(DAGS["ml_nightly_retrain"], day + timedelta(hours=2), "scheduled", None)
         if weekday:
