@@ -79,3 +79,27 @@ def postgres_database(prefix: str = "predictive_test") -> Iterator[str]:
 
     with throwaway_database(ensure_postgres(), prefix) as url:
         yield url
+
+
+@contextmanager
+def redis_database(index: int) -> Iterator[str]:
+    """A Redis database index of the test's own (a broker), empty before and flushed after; yield its URL.
+
+    :param index: the index (each module that uses one keeps its own, so modules never share queues).
+    """
+    import redis
+
+    url = ensure_redis().rsplit("/", 1)[0] + f"/{index}"
+
+    def flush() -> None:
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()  # only this index
+        finally:
+            client.close()
+
+    flush()
+    try:
+        yield url
+    finally:
+        flush()

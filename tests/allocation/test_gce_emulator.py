@@ -7,55 +7,13 @@ import threading
 from datetime import timedelta
 
 import pytest
-from airflow_predictive_tools.emulator.server import EmulatorControl, running_emulator
 
 from airflow_predictive.contracts.plan import Action, ActionKind, Provisioning
-from airflow_predictive.contracts.pools import CapacityPool
-from airflow_predictive.gce.compute import ComputeEngine, QuotaExceeded, RetryPolicy
+from airflow_predictive.gce.compute import ComputeEngine, QuotaExceeded
 from airflow_predictive.planning.planner import plan
 from airflow_predictive.runtime.allocation_cycle import run_cycle
 from airflow_predictive.runtime.ledger import execute_plan
-from tests.allocation.conftest import NOW, forecast_frame
-
-PROJECT, ZONE = "demo-project", "us-central1-a"
-FAST = RetryPolicy(attempts=8, initial_seconds=0.01, max_seconds=0.05)
-
-
-@pytest.fixture(scope="module")
-def emulator_url():
-    with running_emulator(
-        config={"boot_seconds": 0.1, "stop_seconds": 0.05, "operation_seconds": 0.01}
-    ) as url:
-        yield url
-
-
-@pytest.fixture
-def control(emulator_url):
-    ctl = EmulatorControl(emulator_url)
-    ctl.reset()
-    ctl.configure(boot_seconds=0.1, stop_seconds=0.05, operation_seconds=0.01)
-    yield ctl
-    ctl.clear_faults()
-
-
-@pytest.fixture
-def engine(emulator_url, control):
-    return ComputeEngine(PROJECT, ZONE, endpoint=emulator_url, retry=FAST, operation_timeout=30)
-
-
-def make_pool(**overrides) -> CapacityPool:
-    settings = {
-        "name": "etl",
-        "project": PROJECT,
-        "zone": ZONE,
-        "machine_type": "n2-standard-8",
-        "max_instances": 20,
-        "thresholds": {"storage": 0},
-        "spot": {"mode": "none"},
-        "mode": "forecast_and_scale",
-    }
-    settings.update(overrides)
-    return CapacityPool(**settings)
+from tests.allocation.conftest import FAST, NOW, PROJECT, ZONE, forecast_frame, make_pool
 
 
 def seed_vms(control, names, *, machine="n2-standard-8", spot=()):

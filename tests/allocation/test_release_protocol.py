@@ -18,7 +18,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-from airflow_predictive_tools.emulator.server import EmulatorControl, running_emulator
 
 from airflow_predictive.contracts.capacity import InstanceState
 from airflow_predictive.contracts.plan import Action, ActionKind
@@ -28,47 +27,14 @@ from airflow_predictive.planning.busy import RunningTask, busy_view
 from airflow_predictive.runtime.allocation_cycle import run_cycle
 from airflow_predictive.runtime.ledger import Lease, execute_plan, pool_lock
 from airflow_predictive.runtime.release import ReleaseGuard
-from tests.allocation.conftest import NOW, forecast_frame
+from tests.allocation.conftest import FAST, NOW, PROJECT, ZONE, forecast_frame
+from tests.allocation.conftest import make_pool as base_pool
 
-PROJECT, ZONE = "demo-project", "us-central1-a"
-FAST = RetryPolicy(attempts=4, initial_seconds=0.01, max_seconds=0.02)
-
-
-@pytest.fixture(scope="module")
-def emulator_url():
-    with running_emulator(
-        config={"boot_seconds": 0.1, "stop_seconds": 0.05, "operation_seconds": 0.01}
-    ) as url:
-        yield url
-
-
-@pytest.fixture
-def control(emulator_url):
-    ctl = EmulatorControl(emulator_url)
-    ctl.reset()
-    yield ctl
-    ctl.clear_faults()
-
-
-@pytest.fixture
-def engine(emulator_url, control):
-    return ComputeEngine(PROJECT, ZONE, endpoint=emulator_url, retry=FAST, operation_timeout=30)
+FOUR_TRIES = RetryPolicy(attempts=4, initial_seconds=0.01, max_seconds=0.02)
 
 
 def make_pool(**overrides) -> CapacityPool:
-    settings = {
-        "name": "etl",
-        "project": PROJECT,
-        "zone": ZONE,
-        "machine_type": "n2-standard-8",
-        "max_instances": 20,
-        "thresholds": {"storage": 0},
-        "spot": {"mode": "none"},
-        "mode": "forecast_and_scale",
-        "scale_in": {"drain_timeout_seconds": 5},
-    }
-    settings.update(overrides)
-    return CapacityPool(**settings)
+    return base_pool(**{"scale_in": {"drain_timeout_seconds": 5}, **overrides})
 
 
 def seed(control, names, project=PROJECT) -> None:
@@ -370,7 +336,7 @@ def test_connection_errors_are_retried_then_end_in_one_clear_message():
         port = s.getsockname()[1]
     pauses: list[float] = []
     engine = ComputeEngine(
-        PROJECT, ZONE, endpoint=f"http://127.0.0.1:{port}", retry=FAST, sleep=pauses.append
+        PROJECT, ZONE, endpoint=f"http://127.0.0.1:{port}", retry=FOUR_TRIES, sleep=pauses.append
     )
     with pytest.raises(
         ComputeEngineError, match="cannot reach Compute Engine at http://127.0.0.1:.* after 4 attempts"

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from google.cloud import compute_v1
 
 from airflow_predictive.contracts.worker_metadata import metadata_items
 from tests.gce.conftest import PROJECT, ZONE, eventually
-from tests.services import ensure_redis
+from tests.services import redis_database
 
 BROKER_DB = 9  # a Redis index of our own, flushed before and after
 FAST = {"boot_seconds": 0.3, "stop_seconds": 0.1, "operation_seconds": 0.02, "recreate_seconds": 0.2}
@@ -36,20 +37,14 @@ STARTUP = 90  # seconds for a worker to answer: five start at once on two cores,
 GONE = 2  # seconds for a killed VM's processes to be gone
 
 
-def _flush(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def celery_env(tmp_path_factory) -> Path:
     """Broker and result backend for the workers (they inherit this process's environment)."""
-    broker = ensure_redis().rsplit("/", 1)[0] + f"/{BROKER_DB}"
+    with redis_database(BROKER_DB) as broker:
+        yield from _worker_environment(broker, tmp_path_factory)
+
+
+def _worker_environment(broker: str, tmp_path_factory) -> Iterator[Path]:
     env = {
         "AIRFLOW__CELERY__BROKER_URL": broker,
         # Redis rather than a database backend: five workers creating the same result tables at once
@@ -59,7 +54,6 @@ def celery_env(tmp_path_factory) -> Path:
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
     }
     saved = {key: os.environ.get(key) for key in env}
-    _flush(broker)
     os.environ.update(env)
     try:
         yield tmp_path_factory.mktemp("emulated-workers")
@@ -69,7 +63,6 @@ def celery_env(tmp_path_factory) -> Path:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _flush(broker)
 
 
 @pytest.fixture(scope="module")

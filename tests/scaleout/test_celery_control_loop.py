@@ -18,7 +18,7 @@ import pytest
 from airflow_predictive_tools.bench.scaleout_seed import pool_names, pools_yaml, seed_steady_state
 
 from tests.airflow_harness import AirflowDeployment, free_port
-from tests.services import ensure_redis, postgres_database
+from tests.services import postgres_database, redis_database
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "predictive_scaling"
@@ -30,16 +30,6 @@ BROKER_DB = 7
 pytestmark = [pytest.mark.celery, pytest.mark.integration]
 
 
-def _flush_broker(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()  # only our dedicated index
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Seeded store, emulator, Airflow with CeleryExecutor and workers worker-a and worker-b."""
@@ -48,12 +38,10 @@ def cluster(tmp_path_factory):
     from airflow_predictive.store import ProfileStore
 
     home = tmp_path_factory.mktemp("scaleout")
-    broker = ensure_redis().rsplit("/", 1)[0] + f"/{BROKER_DB}"
     with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(redis_database(BROKER_DB))
         meta_url = stack.enter_context(postgres_database("predictive_meta"))
         store_url = stack.enter_context(postgres_database("predictive_store"))
-        _flush_broker(broker)
-        stack.callback(_flush_broker, broker)
         emulator_url = stack.enter_context(running_emulator(config={"boot_seconds": 1.0}))
 
         now = datetime.now(UTC).replace(second=0, microsecond=0)

@@ -33,7 +33,7 @@ from airflow_predictive.gce.compute import ComputeEngine, RetryPolicy
 from airflow_predictive.planning.busy import host_forms
 from tests.airflow_harness import AirflowDeployment, free_port
 from tests.allocation.conftest import forecast_frame
-from tests.services import ensure_redis, postgres_database
+from tests.services import postgres_database, redis_database
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "chaos_work"
@@ -44,16 +44,6 @@ SEED = 20261202
 pytestmark = [pytest.mark.celery, pytest.mark.integration]
 
 
-def _flush(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()  # only our dedicated index
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
     from airflow_predictive_tools.deployment import BIN
@@ -62,12 +52,10 @@ def chaos(tmp_path_factory):
     from airflow_predictive.store import ProfileStore
 
     home = tmp_path_factory.mktemp("chaos")
-    broker = ensure_redis().rsplit("/", 1)[0] + f"/{BROKER_DB}"
     with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(redis_database(BROKER_DB))
         meta_url = stack.enter_context(postgres_database("chaos_meta"))
         store_url = stack.enter_context(postgres_database("chaos_store"))
-        _flush(broker)
-        stack.callback(_flush, broker)
         env = {
             "PYTHONPATH": str(REPO),
             "AIRFLOW__CELERY__BROKER_URL": broker,
