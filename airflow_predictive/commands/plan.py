@@ -53,6 +53,7 @@ def _plan(args: argparse.Namespace) -> int:
     from airflow_predictive.hooks.gce_allocator import GceAllocatorHook
     from airflow_predictive.hooks.profile_store import configured_store
     from airflow_predictive.operators.preemptive_allocate import allocate_pools, running_tasks_reader
+    from airflow_predictive.planning.busy import given_hosts
 
     pools_file = args.pools_file or str(config.get_path("pools_file"))
     stats.install()
@@ -71,7 +72,7 @@ def _plan(args: argparse.Namespace) -> int:
         return 2
     hook = GceAllocatorHook(args.gce_conn_id or config.get("gce_conn_id"), emulator_url=args.emulator_url)
     tasks = (
-        _given(args.busy_hosts)
+        given_hosts(args.busy_hosts)
         if args.busy_hosts is not None
         else running_tasks_reader(config.get("api_conn_id"))
     )
@@ -87,13 +88,6 @@ def _plan(args: argparse.Namespace) -> int:
             print(f"error: pool {result.pool}: {result.error}", file=sys.stderr)
     print_results(results, as_json=args.json)
     return 1 if any(r.error or r.outcome.failed for r in results) else 0
-
-
-def _given(hosts: list[str]) -> Any:
-    from airflow_predictive.planning.busy import RunningTask
-
-    tasks = [RunningTask("?", "?", "given", hostname=h) for h in hosts if h]
-    return lambda: tasks
 
 
 def print_results(results: list, *, as_json: bool = False, out: Any = None) -> None:

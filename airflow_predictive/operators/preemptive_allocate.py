@@ -16,7 +16,7 @@ from airflow_predictive.contracts.pools import CapacityPool
 from airflow_predictive.hooks.airflow_api import AirflowApiHook
 from airflow_predictive.links import ForecastPageLink
 from airflow_predictive.operators.cycle import cycle_origin
-from airflow_predictive.planning.busy import RunningTask
+from airflow_predictive.planning.busy import RunningTask, given_hosts
 
 if TYPE_CHECKING:  # the allocation cycle loads pandas: imported when the task runs, not at DAG parse
     from airflow_predictive.runtime.allocation_cycle import CycleResult, TaskReader
@@ -90,12 +90,7 @@ class PreemptiveAllocateOperator(BaseOperator):
     def _tasks(self) -> TaskReader:
         if self.busy_hosts is None:
             return running_tasks_reader(self.api_conn_id or config.get("api_conn_id"))
-
-        def given() -> list[RunningTask]:
-            hosts = self.busy_hosts() if callable(self.busy_hosts) else self.busy_hosts
-            return [RunningTask("?", "?", "given", hostname=str(h)) for h in hosts or [] if h]
-
-        return given
+        return given_hosts(self.busy_hosts)
 
     def execute(self, context: Any) -> dict[str, Any]:
         return self.execute_at(cycle_origin(self.now, {}) if self.now else None)
@@ -168,6 +163,7 @@ def allocate_pools(
     from airflow_predictive.runtime.allocation_cycle import CycleResult, run_cycle
 
     extra = config.instance_hostnames()
+    planned = tasks()  # one listing plans every pool; each release re-reads (the protocol's re-check)
     results = []
     for pool in pools:
         try:
@@ -181,7 +177,7 @@ def allocate_pools(
                 store,
                 engine,
                 now=now,
-                running_tasks=tasks,
+                running_tasks=_first_then(planned, tasks),
                 apply=apply,
                 lock_wait_seconds=lock_wait_seconds,
                 workers=pool_workers(pool.queue_name) if drain else None,
@@ -189,6 +185,12 @@ def allocate_pools(
             )
         )
     return results
+
+
+def _first_then(first: Sequence[RunningTask] | None, then: TaskReader) -> TaskReader:
+    """A reader that answers ``first`` once (the cycle's planning read), then reads live."""
+    pending = [first]
+    return lambda: pending.pop() if pending else then()
 
 
 def running_tasks_reader(api_conn_id: str) -> TaskReader:

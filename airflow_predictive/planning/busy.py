@@ -75,6 +75,26 @@ class BusyView:
         )
 
 
+def given_hosts(
+    hosts: Iterable[str] | Callable[[], Iterable[str]] | None,
+) -> Callable[[], list[RunningTask] | None]:
+    """A task reader for hostnames given by hand (``plan --busy-host``, the operator's ``busy_hosts``).
+
+    Each host is a running task of unknown queue: a VM it maps to is busy; one that maps to no VM of a
+    pool is taken to run elsewhere. None: the running tasks are unknown, so nothing is released.
+
+    :param hosts: hostnames, or a callable returning them at each read.
+    """
+    if hosts is None:
+        return lambda: None
+
+    def read() -> list[RunningTask]:
+        given = hosts() if callable(hosts) else hosts
+        return [RunningTask("?", "?", "given", hostname=str(h)) for h in given or () if h]
+
+    return read
+
+
 def host_forms(hostname: str) -> set[str]:
     """The names a reported hostname may stand for: as given, without ``celery@``, and its first label.
 

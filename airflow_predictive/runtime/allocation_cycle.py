@@ -19,7 +19,7 @@ from airflow_predictive.contracts.plan import Mode, Plan
 from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import AllocationStore
 from airflow_predictive.contracts.workers import WorkerControl
-from airflow_predictive.planning.busy import BusyView, ExtraAliases, RunningTask, busy_view
+from airflow_predictive.planning.busy import BusyView, ExtraAliases, RunningTask, busy_view, given_hosts
 from airflow_predictive.planning.planner import plan as make_plan
 from airflow_predictive.planning.planner import planned_capacity
 from airflow_predictive.runtime import metrics
@@ -118,7 +118,7 @@ def run_cycle(
     now = now or datetime.now(UTC)
     do_apply = pool.mode is Mode.FORECAST_AND_SCALE if apply is None else bool(apply)
     result = CycleResult(pool=pool.name, applied_mode=do_apply)
-    read = running_tasks if running_tasks is not None else _given_hosts(busy_hosts)
+    read = running_tasks if running_tasks is not None else given_hosts(busy_hosts)
     try:
         with pool_lock(store, pool.name, wait_seconds=lock_wait_seconds) as lease:
             if read_machine_type and pool.vcpus is None:
@@ -190,14 +190,6 @@ def _busy_view(
     return busy_view(
         tasks, state.instances, project=pool.project, zone=pool.zone, queue=pool.queue_name, extra=extra
     )
-
-
-def _given_hosts(hosts: Iterable[str] | None) -> TaskReader:
-    """A task reader for hostnames given by hand (``plan --busy-host``): a running task each, queue unknown."""
-    if hosts is None:
-        return lambda: None
-    tasks = [RunningTask("?", "?", "given", hostname=str(h)) for h in hosts if h]
-    return lambda: tasks
 
 
 def _record_capacity(

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_predictive.contracts.capacity import BOOTING_STATUSES
-from airflow_predictive.contracts.plan import Action, ActionCancelled
+from airflow_predictive.contracts.plan import Action, ActionCancelled, ActionKind
 from airflow_predictive.contracts.workers import WorkerControl
 from airflow_predictive.planning.busy import BusyView
 
@@ -118,18 +118,17 @@ class ReleaseGuard:
             )
 
 
-def guarded(apply: Delete, guard: ReleaseGuard | None, releases: Sequence[str] = ("release",)) -> Delete:
+def guarded(apply: Delete, guard: ReleaseGuard | None) -> Delete:
     """An applier that sends releases through ``guard`` and every other action straight to ``apply``.
 
     :param apply: applies one action on the cloud.
     :param guard: the pool's release protocol (None: releases go straight to ``apply``).
-    :param releases: the action kinds that give a VM back.
     """
     if guard is None:
         return apply
 
     def applier(action: Action) -> dict[str, Any]:
-        if str(action.kind) in releases:
+        if action.kind == ActionKind.RELEASE:
             return guard.release(action, apply)
         return apply(action)
 

@@ -353,3 +353,22 @@ def test_a_dropped_connection_mid_cycle_is_retried_and_the_cycle_converges(engin
     assert not result.outcome.failed and not result.error
     assert len(live(engine, make_pool())) == 3
     assert engine.calls - calls_before >= 3 + 2  # the two dropped inserts were sent again
+
+
+def test_one_listing_of_running_tasks_plans_every_pool(emulator_url, control, store):
+    from airflow_predictive.operators.preemptive_allocate import allocate_pools
+
+    reads: list[int] = []
+
+    def tasks() -> list[RunningTask]:
+        reads.append(1)
+        return []
+
+    class Hook:
+        def get_engine(self, project, zone):
+            return ComputeEngine(project, zone, endpoint=emulator_url, retry=FAST)
+
+    pools = [make_pool(name=f"etl-{k}") for k in range(3)]
+    results = allocate_pools(pools, store, Hook(), now=NOW, tasks=tasks, apply=None, drain=False)
+    assert [r.error for r in results] == ["", "", ""]
+    assert len(reads) == 1  # no pool released anything, so no re-check read either
