@@ -240,6 +240,13 @@ def instance_hostnames() -> Callable[[Any], Iterable[str]] | None:
         ) from None
 
 
+def configured_pools() -> dict[str, CapacityPool]:
+    """The capacity pools file (``[predictive] pools_file``) with the deployment's defaults; ``{}``
+    when there is none (profiling and scoring then run without pool settings)."""
+    path = get_path("pools_file")
+    return load_configured_pools(path) if path.is_file() else {}
+
+
 def configured_queue_pools() -> dict[str, str] | None:
     """``{queue: pool}`` from the capacity pools file (``[predictive] pools_file``), if it exists."""
     path = get_path("pools_file")

@@ -31,6 +31,13 @@ def register(commands, bench) -> None:
     parser.add_argument("--sep", default=None, help="column separator (default: sniffed)")
     parser.add_argument("--interval", default=None, help="bucket size, e.g. 5min (default: inferred)")
     parser.add_argument("--peak-instances", type=int, default=20, help="p99 demand / instance (20)")
+    parser.add_argument(
+        "--instance-capacity",
+        type=float,
+        default=None,
+        help="demand one instance serves, in the trace's units, e.g. 8 for a slots trace of 8-slot "
+        "workers (default: p99 / --peak-instances)",
+    )
     parser.add_argument("--boot-delay", default="5min", help="launch-to-serving delay (5min)")
     parser.add_argument("--history", default="3d", help="warm-up, not scored (3d)")
     parser.add_argument("--max-instances", type=int, default=40, help="pool maximum (40)")
@@ -64,6 +71,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     options = BacktestOptions(
         sizing_defaults=config.sizing_defaults(),
         peak_instances=args.peak_instances,
+        instance_capacity=args.instance_capacity,
         boot_delay=args.boot_delay,
         history=args.history,
         max_instances=args.max_instances,

@@ -201,6 +201,18 @@ class SpotPolicy(_Model):
     min_standard: int = Field(0, ge=0)
 
 
+class ServiceLevel(_Model):
+    """What the pool's users are promised, judged by the feedback loop every cycle.
+
+    :param queue_wait_p95_seconds: the 95th percentile of the time tasks of the pool's queue wait for a
+        worker slot (queued to running), over the trailing hour; unset: queue wait is measured and
+        shown, not judged. A judged hour needs at least 20 tasks; a missed one raises the
+        ``queue_wait_above_target`` alert.
+    """
+
+    queue_wait_p95_seconds: float | None = Field(None, gt=0)
+
+
 class Prices(_Model):
     """Hourly prices in the account's currency (defaults: the machine type's list price).
 
@@ -273,6 +285,7 @@ class CapacityPool(_Model):
     :param mode: ``forecast_only`` (record plans) or ``forecast_and_scale`` (apply them).
     :param allow_vertical: allow ``resize_instance`` of an idle VM to a larger type when the pool is at max.
     :param allow_tier_1: allow Tier_1 networking for ``raise_bandwidth``.
+    :param service_level: what the pool promises its users (:class:`ServiceLevel`).
     """
 
     name: str
@@ -297,6 +310,7 @@ class CapacityPool(_Model):
     storage: Storage = Storage()
     launch: Launch = Launch()
     budget_per_hour: float | None = Field(None, gt=0)
+    service_level: ServiceLevel = ServiceLevel()
     mode: Mode = Mode.FORECAST_ONLY
     allow_vertical: bool = True
     allow_tier_1: bool = True

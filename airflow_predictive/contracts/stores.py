@@ -270,6 +270,7 @@ class FeedbackMetricsSource(ForecastReader, CapacityReader, Protocol):
 
 class FeedbackStore(
     Watermarks,
+    TaskHistoryReader,
     DemandReader,
     ForecastReader,
     ForecastRetention,

@@ -16,7 +16,8 @@ from typing import Any
 FORECAST_DEGRADED = "forecast_degraded"
 ACTION_FAILED = "action_failed"
 BUDGET_CAP_HIT = "budget_cap_hit"
-ALERT_KINDS = (FORECAST_DEGRADED, ACTION_FAILED, BUDGET_CAP_HIT)
+QUEUE_WAIT_ABOVE_TARGET = "queue_wait_above_target"
+ALERT_KINDS = (FORECAST_DEGRADED, ACTION_FAILED, BUDGET_CAP_HIT, QUEUE_WAIT_ABOVE_TARGET)
 
 
 @dataclass

@@ -35,7 +35,7 @@ import pandas as pd
 
 from airflow_predictive.contracts.demand import RESOURCES, series_id, validate_pool_name
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
-from airflow_predictive.profiling.demand_series import pool_for_queue
+from airflow_predictive.profiling.demand_series import bucket_peaks, pool_for_queue
 
 MODEL_NAME = "structural"
 DEFAULT_DURATION_S = 300.0
@@ -634,9 +634,11 @@ def _accumulate(
     """Time-weighted demand per bucket (a task using 2 vCPU for half a bucket adds 1.0).
 
     Besides usage, every task instance holds its ``pool_slots`` Celery slots while it runs (a mapped
-    task: each of its instances), so known work forecasts the ``slots`` series too.
+    task: each of its instances), so known work forecasts the ``slots`` series too: as the bucket's
+    peak, like the observed series (:func:`~airflow_predictive.profiling.demand_series.bucket_peaks`).
     """
     out = {(p, r): np.zeros(len(grid)) for p in pools for r in RESOURCES}
+    held: list[tuple[int, float, float, float]] = []
     for item in intervals:
         # For a quantile, a predicted run counts fully when it happens with probability above 1 - level.
         weight = item.weight if weighted == "mean" else float(item.weight >= 1.0 - float(weighted))
@@ -645,9 +647,16 @@ def _accumulate(
         lo = np.clip(item.start, grid, grid + step)
         hi = np.clip(item.end, grid, grid + step)
         share = (hi - lo) / step
-        for resource, value in (*item.usage.items(), ("slots", item.slots)):
+        for resource, value in item.usage.items():
             if value:
                 out[(item.pool, resource)] += share * value * weight
+        if item.slots:
+            held.append((pools.index(item.pool), item.start, item.end, item.slots * weight))
+    if held:
+        index, start, end, value = (np.array(column, dtype=float) for column in zip(*held, strict=True))
+        peaks = bucket_peaks(index.astype(int), start, end, value, grid[0], step, len(grid), len(pools))
+        for i, pool in enumerate(pools):
+            out[(pool, "slots")] = peaks[i]
     return out
 
 

@@ -99,6 +99,7 @@ class ForecastEvaluationOperator(BaseOperator):
         from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, run_feedback_cycle
 
         interval = timedelta(minutes=self.interval_minutes or config.get_int("interval_minutes"))
+        configured = config.configured_pools()
         store = configured_store(self.store_conn_id)
         try:
             result = run_feedback_cycle(
@@ -112,6 +113,12 @@ class ForecastEvaluationOperator(BaseOperator):
                     min_samples=self.min_samples,
                     recalibrate=self.recalibrate,
                     retention=timedelta(hours=config.get_int("forecast_retention_hours")),
+                    queue_wait_targets={
+                        name: pool.service_level.queue_wait_p95_seconds
+                        for name, pool in configured.items()
+                        if pool.service_level.queue_wait_p95_seconds
+                    },
+                    queue_pools={pool.queue_name: name for name, pool in configured.items()},
                 ),
                 notifiers=self.notifiers,
                 context=context,

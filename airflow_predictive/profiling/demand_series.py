@@ -15,8 +15,11 @@ that host at that moment.
 **Slots** are not usage: a Celery worker runs at most ``worker_concurrency`` tasks at once whatever they
 use, so a pool of I/O-bound tasks can queue for slots with almost no CPU demand. A try holds its
 ``pool_slots`` (default 1) from its queued time to its start (waiting in the queue) and from its start
-to its end (running); the ``slots`` series is the time-weighted sum of both. Tries the profiler has not
-seen start yet (still queued now) are not in the task history, so they count once they start.
+to its end (running); the ``slots`` series is the **peak** of their sum within each bucket, not its
+time-weighted mean: a slot cannot be shared in time without a task waiting, so thirty one-minute tasks
+queued at once need thirty slots, not the six a five-minute mean would show (Airflow's KEDA rule reads
+the same instantaneous count). Tries the profiler has not seen start yet (still queued now) are not in
+the task history, so they count once they start.
 
 A bucket outside the profiler's coverage is a gap (``NaN``), never a zero: missing is not idle.
 """
@@ -190,6 +193,42 @@ def _integrate(
     return np.diff(edges[:, : n + 1], axis=1)
 
 
+def bucket_peaks(
+    pools: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    value: np.ndarray,
+    t0: float,
+    width: float,
+    n: int,
+    n_pools: int,
+) -> np.ndarray:
+    """Per pool and bucket, the highest sum of the segments that hold at any instant of the bucket.
+
+    A sweep over the segments' starts (+value) and ends (-value); only the level after the last event
+    of an instant counts, so a task starting as another ends does not count twice. A bucket's peak is
+    the level at its start or after any instant inside it.
+    """
+    result = np.zeros((n_pools, n))
+    keep = end > start
+    edges = t0 + width * np.arange(n)
+    for pool in np.unique(pools[keep]):
+        mine = keep & (pools == pool)
+        times = np.concatenate([start[mine], end[mine]])
+        order = np.argsort(times, kind="stable")
+        times = times[order]
+        level = np.cumsum(np.concatenate([value[mine], -value[mine]])[order])
+        last = np.r_[times[1:] != times[:-1], True]  # the settled level of each instant
+        times, level = times[last], np.where(np.abs(level[last]) < 1e-9, 0.0, level[last])
+        before = np.searchsorted(times, edges, side="right") - 1
+        peak = np.where(before >= 0, level[np.maximum(before, 0)], 0.0)
+        bucket = np.floor((times - t0) / width).astype(int)
+        inside = (bucket >= 0) & (bucket < n)
+        np.maximum.at(peak, bucket[inside], level[inside])
+        result[pool] = peak
+    return result
+
+
 def observed_mask(
     buckets: pd.DatetimeIndex, interval: timedelta, coverage: Sequence[tuple[datetime, datetime]] | None
 ) -> np.ndarray:
@@ -266,7 +305,11 @@ def build_demand(
     for resource in RESOURCES:
         parts = segments.get(resource, [])
         values = np.zeros((len(names), n))
-        for p, s, e, v in parts:
+        if resource == "slots" and parts:
+            # Peaks of the sum, not a sum of peaks: queued and running tries are swept together.
+            merged = (np.concatenate(column) for column in zip(*parts, strict=True))
+            values = bucket_peaks(*merged, t0.timestamp(), width, n, len(names))
+        for p, s, e, v in parts if resource != "slots" else ():
             values += _integrate(p, s, e, v, t0.timestamp(), width, n, len(names))
         # Cumulative sums leave rounding dust (1e-13) where demand is zero: make it zero.
         values = np.where(np.abs(values) < 1e-9, 0.0, values)

@@ -28,8 +28,9 @@ from airflow_predictive.contracts.stores import (
     ModelStateStore,
 )
 from airflow_predictive.feedback import alerts as alerts_mod
-from airflow_predictive.feedback import evaluation
+from airflow_predictive.feedback import evaluation, service_level
 from airflow_predictive.feedback.recalibration import Decision, decide
+from airflow_predictive.profiling.queue_wait import queue_waits
 from airflow_predictive.runtime import metrics
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,9 @@ class FeedbackPolicy:
     :param min_samples: scored forecast rows needed before a width correction.
     :param recalibrate: apply the corrections (False: score and report only).
     :param coverage_alert_gap: alert "forecast degraded" when coverage is this far below target.
+    :param queue_wait_targets: ``{pool: queue_wait_p95_seconds}`` of the pools whose service level
+        sets one (judged every cycle, over the trailing hour).
+    :param queue_pools: ``{queue: pool}`` from the pools configuration (whose tasks' waits are whose).
     :param retention: after scoring, delete forecasts issued more than this before ``now`` (None: keep
         all). Scoring needs issues up to ``max(max_window, recalibration_window)`` + the forecast
         horizon old (48 h with the defaults and a 24 h horizon); ``[predictive] forecast_retention_hours``
@@ -201,6 +205,8 @@ class FeedbackPolicy:
     min_samples: int = 30
     recalibrate: bool = True
     coverage_alert_gap: float = 0.1
+    queue_wait_targets: Mapping[str, float] | None = None
+    queue_pools: Mapping[str, str] | None = None
     retention: timedelta | None = None
 
     def __post_init__(self) -> None:
@@ -254,6 +260,10 @@ def run_feedback_cycle(
     now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     window = _read_window(store, now, pools, policy)
     scored, evaluations = _score(store, window, pools, policy)
+    service = _score_service(store, window.end, pools, policy)
+    evaluations = pd.concat(
+        [f for f in (evaluations, service) if not f.empty] or [evaluations], ignore_index=True
+    )
     decisions = _recalibration_decisions(store, window, scored, policy)
     if policy.recalibrate and decisions:
         apply_corrections(store, decisions, now=now)
@@ -263,6 +273,7 @@ def run_feedback_cycle(
     store.set_watermark(WATERMARK, window.end.isoformat())
 
     actions, raised = _alerts(store, window, pools, decisions, policy)
+    raised += service_level.queue_wait_alerts(service, policy.queue_wait_targets or {})
     result = FeedbackResult(window.start, window.end, evaluations, decisions, raised)
     if policy.retention is not None:
         # Every cycle stores series x horizon steps: unpruned, the table grows by that every 5 minutes.
@@ -320,6 +331,20 @@ def _score(
     )
     evaluations = pd.concat([f for f in (scored, pool_scores) if not f.empty] or [scored], ignore_index=True)
     return scored, evaluations
+
+
+def _score_service(
+    store: FeedbackStore, end: datetime, pools: Sequence[str] | None, policy: FeedbackPolicy
+) -> pd.DataFrame:
+    """Each pool's queue wait over the trailing hour, judged against its target when it sets one."""
+    start = end - service_level.JUDGED_WINDOW
+    waits = queue_waits(
+        store.task_runs(start=start, end=end), start=start, end=end, queue_pools=policy.queue_pools
+    )
+    targets = {p: t for p, t in (policy.queue_wait_targets or {}).items() if not pools or p in pools}
+    if pools:
+        waits = waits[waits["pool"].isin(list(pools))]
+    return service_level.score_queue_wait(waits, window_end=end, targets=targets)
 
 
 def _recalibration_decisions(
@@ -458,9 +483,14 @@ def _emit(
         capacity_rows.append({"pool": pool, "resource": resource, "value": float(group["value"].iloc[-1])})
     decision_of = {d.series_id: d for d in result.decisions}
     ev = result.evaluations
-    mase_of, unmet_of, idle_of = (
+    mase_of, unmet_of, idle_of, wait_of = (
         evaluation.values_of(ev, metric)
-        for metric in (evaluation.MASE, evaluation.UNMET_DEMAND, evaluation.IDLE_CAPACITY)
+        for metric in (
+            evaluation.MASE,
+            evaluation.UNMET_DEMAND,
+            evaluation.IDLE_CAPACITY,
+            service_level.QUEUE_WAIT_P95,
+        )
     )
     for sid in sorted(set(ev["series_id"]) if not ev.empty else set()):
         key = parse_series_id(sid)
@@ -474,6 +504,7 @@ def _emit(
                 "unmet_demand": unmet_of.get(sid, float("nan")),
                 "idle_capacity": idle_of.get(sid, float("nan")),
                 "factor": d.factor if d else None,
+                "queue_wait_p95": wait_of.get(sid),
             }
         )
     counts: dict[tuple[str, str], int] = {}

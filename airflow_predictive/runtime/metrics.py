@@ -47,6 +47,7 @@ CALIBRATION_FACTOR = f"{PREFIX}.calibration.factor"
 # Gauges per pool (allocation cycle).
 POOL_INSTANCES = f"{PREFIX}.pool.instances"  # instances after the plan
 POOL_COST_PER_HOUR = f"{PREFIX}.pool.cost_per_hour"  # planned hourly cost
+POOL_QUEUE_WAIT_P95 = f"{PREFIX}.pool.queue_wait_p95_seconds"  # tasks' queue wait, trailing hour
 # Timer (milliseconds) of the forecasting task's model fits.
 FIT_TIME = f"{PREFIX}.forecast.fit_time"
 # Counters per pool, feedback cycle: the ledger's actions created since the last cycle, by status.
@@ -76,6 +77,7 @@ ALL_METRICS: tuple[str, ...] = (
     CALIBRATION_FACTOR,
     POOL_INSTANCES,
     POOL_COST_PER_HOUR,
+    POOL_QUEUE_WAIT_P95,
     FIT_TIME,
     ACTIONS_APPLIED,
     ACTIONS_FAILED,
@@ -225,7 +227,8 @@ def emit_cycle(
 
     :param forecasts: dicts ``pool, resource, mean, upper`` (the next bucket of the newest forecast).
     :param capacity: dicts ``pool, resource, value`` (newest provisioned capacity).
-    :param scores: dicts ``pool, resource, coverage, mase, unmet_demand, idle_capacity``.
+    :param scores: dicts ``pool, resource, coverage, mase, unmet_demand, idle_capacity`` and, for
+        the ``slots`` resource, ``queue_wait_p95`` (seconds, tagged by pool only).
     :param action_counts: ``{(pool, status): count}`` of the ledger's actions since the last cycle.
     :param fit_seconds: model fit durations of the forecasting task.
     :param recalibrations: series whose interval width changed.
@@ -245,6 +248,7 @@ def emit_cycle(
         sent.append(gauge(UNMET_DEMAND, row.get("unmet_demand"), **where))
         sent.append(gauge(IDLE_CAPACITY, row.get("idle_capacity"), **where))
         sent.append(gauge(CALIBRATION_FACTOR, row.get("factor"), **where))
+        sent.append(gauge(POOL_QUEUE_WAIT_P95, row.get("queue_wait_p95"), pool=row["pool"]))
     metric_of = {"applied": ACTIONS_APPLIED, "failed": ACTIONS_FAILED, "planned": ACTIONS_PLANNED}
     for (pool, status), count in sorted(action_counts.items()):
         metric = metric_of.get(str(status))

@@ -15,6 +15,7 @@ import pandas as pd
 
 from airflow_predictive.contracts.stores import ProfileRefreshStore
 from airflow_predictive.profiling.demand_series import align, build_demand, build_queue_pressure
+from airflow_predictive.profiling.queue_wait import queue_waits, recent_wait_stats, wait_stats
 from airflow_predictive.profiling.summaries import compute_summaries
 from airflow_predictive.runtime.task_history import coverage
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # Runs that started this long before a window can still overlap it.
 LOOKBACK = timedelta(days=1)
+# The trailing windows the queue-wait summary reports (the feedback loop judges the hour).
+WAIT_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1)}
 
 
 def refresh_profile(
@@ -98,12 +101,16 @@ def refresh_profile(
             coverage=observed,
             now=now,
         )
-        store.put_summaries("queue_pressure", _pressure_payloads(pressure, interval))
+        waits = queue_waits(recent, start=end - timedelta(days=1), end=end, queue_pools=queue_pools)
+        recent_waits = recent_wait_stats(waits, end=end, windows=WAIT_WINDOWS)
+        store.put_summaries("queue_pressure", _pressure_payloads(pressure, interval, recent_waits))
         result["summaries"] = {"users": int(dag_runs["triggered_by"].nunique()) if len(dag_runs) else 0}
     return result
 
 
-def _pressure_payloads(pressure: pd.DataFrame, interval: timedelta) -> dict[str, Any]:
+def _pressure_payloads(
+    pressure: pd.DataFrame, interval: timedelta, recent_waits: Mapping[str, Any]
+) -> dict[str, Any]:
     payloads = {}
     for pool, group in pressure.groupby("pool", sort=True):
 
@@ -119,5 +126,7 @@ def _pressure_payloads(pressure: pd.DataFrame, interval: timedelta) -> dict[str,
             "wait_mean_s": col("wait_mean_s"),
             "wait_max_s": col("wait_max_s"),
             "wait_p90_s": round(float(waits.quantile(0.9)), 3) if len(waits) else None,
+            # per try, not per bucket: p50/p95/max and the share that waited long, last hour and day
+            "queue_wait": recent_waits.get(pool, {label: wait_stats([]) for label in WAIT_WINDOWS}),
         }
     return payloads

@@ -38,6 +38,8 @@ class BacktestOptions:
     :param sweep: also trace each policy's (capacity-hours, unmet) frontier over its main knob.
     :param machine_type: Compute Engine machine type whose standard and spot prices give ``cost``.
     :param sizing_defaults: the deployment's ``[predictive]`` sizing defaults (``None``: documented ones).
+    :param instance_capacity: demand one instance serves, in the trace's units (for a ``slots`` trace,
+        the slots per instance); ``None``: the trace's 99th percentile / ``peak_instances``.
     """
 
     peak_instances: int = 20
@@ -48,6 +50,7 @@ class BacktestOptions:
     sweep: bool = False
     machine_type: str = "n2-standard-4"
     sizing_defaults: Mapping[str, float] | None = None
+    instance_capacity: float | None = None
 
     def validated(self) -> BacktestOptions:
         """Check every option; raise ``ValueError`` naming the option that is wrong."""
@@ -55,6 +58,8 @@ class BacktestOptions:
             raise ValueError(f"--peak-instances must be >= 1, got {self.peak_instances}")
         if self.max_instances < 1:
             raise ValueError(f"--max-instances must be >= 1, got {self.max_instances}")
+        if self.instance_capacity is not None and not self.instance_capacity > 0:
+            raise ValueError(f"--instance-capacity must be positive, got {self.instance_capacity}")
         unknown = [p for p in self.policies if p not in ALL_POLICIES]
         if unknown or not self.policies:
             raise ValueError(
@@ -104,7 +109,7 @@ def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
         demand=values,
         index=index,
         interval_s=interval_s,
-        instance_capacity=peak / options.peak_instances,
+        instance_capacity=options.instance_capacity or peak / options.peak_instances,
         boot_steps=math.ceil(duration(options.boot_delay).total_seconds() / interval_s),
         max_instances=options.max_instances,
         start=history,
@@ -329,6 +334,69 @@ def backtest_pool_history(
     return backtest_trace(series_from_demand(store.demand([sid]), sid), options)
 
 
+def backtest_pool(
+    series: Mapping[str, pd.Series], capacity: Mapping[str, float], options: BacktestOptions | None = None
+) -> dict[str, Any]:
+    """Replay every resource of one pool; the pool runs, at each step, the most instances any needs.
+
+    Each policy sizes each resource's series as in :func:`backtest_trace` (one instance serves
+    ``capacity[resource]``: the machine's vCPUs, its memory, its worker's task slots); the pool then
+    runs the largest of those counts, and each resource is scored against that shared fleet. Per
+    policy, ``binding_hours`` are the instance-hours each resource alone adds above what every other
+    resource needs; the result's **binding** resource is the one that adds the most under the oracle
+    (perfect foresight: the demand decides, not a policy's errors), so a pool whose tasks wait on
+    I/O shows as slot-bound. ``None`` when no resource ever needs more than the others.
+
+    :param series: ``{resource: trace}`` on one grid (e.g. :func:`series_from_demand` of each).
+    :param capacity: ``{resource: demand one instance serves}``, a key per series.
+    :param options: backtest options (``instance_capacity`` is taken from ``capacity``).
+    """
+    options = (options or BacktestOptions()).validated()
+    missing = sorted(set(series) - set(capacity))
+    if not series or missing:
+        raise ValueError(
+            f"backtest_pool: no capacity per instance for {', '.join(missing) or 'any resource'}"
+        )
+    contexts = {r: context_for(s, replace(options, instance_capacity=capacity[r])) for r, s in series.items()}
+    steps = min(len(c.demand) - c.start for c in contexts.values())
+    prices = pool_prices(options.machine_type)
+    result: dict[str, Any] = {"resources": sorted(series), "capacity": dict(capacity), "policies": {}}
+    for name in options.policies:
+        outcomes = {r: replay(build_policy(name, options), c) for r, c in contexts.items()}
+        running = np.max([o.running[:steps] for o in outcomes.values()], axis=0)
+        targets = np.max([o.targets[:steps] for o in outcomes.values()], axis=0)
+        hours = contexts[next(iter(contexts))].interval_s / 3600
+        binds = {r: round(_alone(r, outcomes, steps) * hours, 3) for r in outcomes}
+        scores = {
+            r: metrics.score(
+                contexts[r].demand[contexts[r].start :][:steps],
+                running,
+                targets,
+                instance_capacity=capacity[r],
+                interval_s=contexts[r].interval_s,
+                price_standard=prices[0],
+                price_spot=prices[1],
+            ).to_dict()
+            for r in outcomes
+        }
+        result["policies"][name] = {
+            "instance_hours": round(float(running.sum() * hours), 3),
+            "binding_hours": binds,
+            "resources": scores,
+        }
+    reference = (result["policies"].get("oracle") or next(iter(result["policies"].values())))["binding_hours"]
+    top = max(reference, key=reference.get)
+    result["binding"] = top if reference[top] > 0 else None
+    return result
+
+
+def _alone(resource: str, outcomes: Mapping[str, ReplayResult], steps: int) -> float:
+    """Instance-steps ``resource`` needs above the most any other resource needs."""
+    own = outcomes[resource].running[:steps].astype(float)
+    others = [o.running[:steps] for r, o in outcomes.items() if r != resource]
+    return float(np.clip(own - (np.max(others, axis=0) if others else 0.0), 0.0, None).sum())
+
+
 def with_policies(options: BacktestOptions, policies: Sequence[str]) -> BacktestOptions:
     """A copy of ``options`` running only ``policies``.
 
@@ -338,4 +406,4 @@ def with_policies(options: BacktestOptions, policies: Sequence[str]) -> Backtest
     return replace(options, policies=tuple(policies))
 
 
-__all__ = ["BacktestOptions", "backtest", "backtest_trace", "headline", "load_trace"]
+__all__ = ["BacktestOptions", "backtest", "backtest_pool", "backtest_trace", "headline", "load_trace"]

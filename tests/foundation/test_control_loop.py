@@ -58,5 +58,8 @@ def test_demo_runs_the_control_loop_and_applies_a_plan_to_the_emulator(tmp_path,
     assert all(a["status"] == "dry_run" for a in ledger if a["pool"] == "ml-training")  # forecast_only pool
     assert any(name.startswith("etl-workers") for name, _status, _model in result["instances"])
     assert set(result["backtest"]["policies"]) == {"reactive", "seasonal", "predictive", "oracle"}
+    # the partner sync's 30-wide fan-outs hold more 8-slot workers than its CPU or memory needs
+    assert result["binding"]["etl-workers"]["binding"] == "slots"
+    assert "etl-workers is slot-bound" in text
     assert Path(result["report"]).stat().st_size > 10_000
     assert "why:" in text and "report page:" in text

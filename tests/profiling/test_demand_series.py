@@ -166,6 +166,20 @@ def test_queue_pressure_reports_waiting_tasks_and_their_waits() -> None:
     assert pressure["started"].tolist() == [1.0, 1.0]
 
 
+def test_slots_are_the_peak_of_a_bucket_so_a_short_fan_out_needs_its_width() -> None:
+    """Thirty one-minute tries queued at once need thirty slots: a five-minute mean would say six."""
+    rows = [run(f"t{i}", 1 + (i // 10) * 0.5, 2 + (i // 10) * 0.5) for i in range(30)]
+    for row in rows:
+        row["queued_at"] = T0 + timedelta(minutes=1)
+    # back to back on one slot: one ends as the next starts, never two at once
+    rows += [run(t, a, b, queue="io", queued_at=None) for t, a, b in (("x", 5, 6), ("y", 6, 7), ("z", 7, 10))]
+    demand = build_demand(frame(rows), start=T0, end=T0 + 2 * FIVE, interval=FIVE)
+
+    assert values(demand, "pool=etl/resource=slots") == [30.0, 0.0]
+    assert values(demand, "pool=etl/resource=cpu") == [6.0, 0.0]  # usage stays a time-weighted mean
+    assert values(demand, "pool=io/resource=slots") == [0.0, 1.0]
+
+
 def test_slots_count_each_tries_pool_slots_while_queued_and_running_and_gaps_stay_gaps() -> None:
     rows = [
         # 2 slots: queued 09:00-09:02:30 (half of bucket 0), running until 09:07:30
@@ -181,8 +195,8 @@ def test_slots_count_each_tries_pool_slots_while_queued_and_running_and_gaps_sta
     demand = build_demand(frame(rows), start=T0, end=T0 + 4 * FIVE, interval=FIVE, coverage=coverage)
 
     etl = values(demand, "pool=etl/resource=slots")
-    # bucket 0: a waits 2.5 min and runs 2.5 min with 2 slots; bucket 1: a runs half (1.0) + b waits (1.0)
-    assert etl[:2] == [2.0, 2.0] and np.isnan(etl[2]) and etl[3] == 1.0
+    # bucket 0: a waits, then runs, with 2 slots throughout; bucket 1: a still runs (2) while b waits (1)
+    assert etl[:2] == [2.0, 3.0] and np.isnan(etl[2]) and etl[3] == 1.0
     io = values(demand, "pool=io/resource=slots")
     assert io[:2] == [3.0, 0.0] and np.isnan(io[2]) and io[3] == 0.0
     # the same tries' cpu: only while running (1 vCPU each by default), so slots are not cpu renamed

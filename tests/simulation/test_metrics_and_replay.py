@@ -10,7 +10,7 @@ import pytest
 
 from airflow_predictive import accuracy
 from airflow_predictive.simulation import metrics
-from airflow_predictive.simulation.backtest import BacktestOptions, backtest_trace, headline
+from airflow_predictive.simulation.backtest import BacktestOptions, backtest_pool, backtest_trace, headline
 from airflow_predictive.simulation.policies import OraclePolicy
 from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
 from airflow_predictive.simulation.report import markdown_table, write_html, write_json
@@ -199,3 +199,42 @@ def test_daily_autocorrelation_separates_cyclic_from_flat_noise():
     assert daily_autocorrelation(np.sin(2 * np.pi * t / 288), 300) > 0.99
     noise = np.random.default_rng(0).normal(size=t.size)
     assert abs(daily_autocorrelation(noise, 300)) < 0.2
+
+
+def _pool_series(resource: str, values: np.ndarray) -> pd.Series:
+    index = pd.date_range("2024-01-01", periods=len(values), freq="5min", tz="UTC")
+    series = pd.Series(values, index=index, name=f"pool=io/resource={resource}")
+    series.attrs.update(interval_s=300, source=series.name)
+    return series
+
+
+def test_a_pool_of_io_waits_backtests_as_slot_bound_and_runs_what_its_slots_need():
+    steps = np.arange(2 * 288)
+    # every 2 hours, 30 tasks wait on I/O for a bucket: 30 slots, 1.5 vCPU; otherwise 2 slots, 0.1 vCPU
+    burst = (steps % 24) == 12  # none on the first scored step, which no policy can boot for
+    slots = _pool_series("slots", np.where(burst, 30.0, 2.0))
+    cpu = _pool_series("cpu", np.where(burst, 1.5, 0.1))
+    options = BacktestOptions(policies=("reactive", "oracle"), history="1d")
+    result = backtest_pool({"cpu": cpu, "slots": slots}, {"cpu": 2.0, "slots": 4.0}, options)
+
+    assert result["binding"] == "slots"
+    oracle = result["policies"]["oracle"]
+    # each burst: 8 instances for the slots, 1 for the cpu: 7 instances x 5 minutes x 12 bursts alone
+    assert oracle["binding_hours"] == {"cpu": 0.0, "slots": 7.0}
+    assert oracle["resources"]["slots"]["unmet_pct"] == 0.0
+    # 8 instances for each burst's 30 slots, 1 otherwise: what a 4-slot worker fleet needs
+    assert oracle["instance_hours"] == pytest.approx((12 * 8 + 276 * 1) / 12)
+    # the reactive rule sees each burst a boot delay late: slots go unmet, cpu never does
+    reactive = result["policies"]["reactive"]
+    assert reactive["resources"]["slots"]["unmet_pct"] > 0 and reactive["resources"]["cpu"]["unmet_pct"] == 0
+    # the same slot series with cpu's capacity alone (no slots) would provision 1 instance
+    alone = backtest_trace(cpu, BacktestOptions(policies=("oracle",), history="1d", instance_capacity=2.0))
+    assert alone["policies"]["oracle"]["capacity_hours"] == pytest.approx(288 / 12)
+
+
+def test_a_pool_backtest_names_what_it_lacks_and_a_bad_capacity_is_refused():
+    slots = _pool_series("slots", np.full(2 * 288, 2.0))
+    with pytest.raises(ValueError, match="no capacity per instance for slots"):
+        backtest_pool({"slots": slots}, {"cpu": 2.0})
+    with pytest.raises(ValueError, match="--instance-capacity must be positive"):
+        BacktestOptions(instance_capacity=0.0).validated()

@@ -166,3 +166,19 @@ def test_with_a_daily_cycle_the_forecast_policies_follow_their_forecast():
     assert policy.settings()["steps_by_rule"] == {"forecast": 288}
     reactive = replay(ReactivePolicy(), _context(_daily(4, seed=2), start=3 * 288))
     assert result.running.sum() < reactive.running.sum()  # no 0.6 headroom on a predictable cycle
+
+
+def test_a_slots_trace_backtests_with_the_slots_each_worker_runs(tmp_path):
+    """``--instance-capacity 4``: one instance per 4 slots, whatever the trace's 99th percentile."""
+    index = pd.date_range("2024-01-01", periods=4 * 288, freq="5min")
+    slots = np.where(np.arange(len(index)) % 24 == 12, 30.0, 2.0)
+    trace = tmp_path / "slots.csv"
+    pd.DataFrame({"timestamp": index, "slots": slots}).to_csv(trace, index=False)
+    out = tmp_path / "bt.json"
+    args = ["backtest", str(trace), "--value-column", "slots", "--policies", "oracle", "--json", str(out)]
+    assert main([*args, "--instance-capacity", "4"]) == 0
+    result = json.loads(out.read_text())
+    assert result["instance_capacity"] == 4.0
+    # 12 bursts of 8 instances and 276 steps of 1 (2 slots), 5 minutes each
+    assert result["policies"]["oracle"]["capacity_hours"] == pytest.approx((12 * 8 + 276) / 12)
+    assert main([*args, "--instance-capacity", "0"]) == 2

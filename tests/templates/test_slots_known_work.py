@@ -8,10 +8,11 @@ put a few minutes before its next run (read from Airflow, so the test does not d
 
 At that ``now`` the control loop's own path runs: the forecast cycle with known work fetched from the
 real ``/predictive/api/upcoming`` endpoint (``forecast_with_known_work`` + ``fetch_upcoming``, as the
-DemandForecastOperator does, residual combination, 1-minute buckets), then the allocation cycle
+DemandForecastOperator does, residual combination, the default 5-minute buckets), then the allocation cycle
 (``run_cycle``) through the real google-cloud-compute client against the local Compute Engine
-emulator for pool ``io-pool`` (n2-standard-2, 4 slots per instance, ``forecast_and_scale``). The run's
-30 slots need 8 instances; its CPU, memory and network alone fit on one.
+emulator for pool ``io-pool`` (n2-standard-2, 4 slots per instance, ``forecast_and_scale``, default
+planning interval). The run's 30 slots need 8 instances; its CPU, memory and network alone fit on one.
+A slot bucket holds its peak, so a one-minute fan-out needs its whole width in a five-minute bucket.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 DAG_ID = "slots_io_fanout"
 POOL = "io-pool"
 PROJECT, ZONE = "predictive-test", "us-central1-a"
-INTERVAL = timedelta(minutes=1)  # [predictive] interval_minutes = 1: minute-long tasks
+INTERVAL = timedelta(minutes=5)  # the default [predictive] interval_minutes
 AHEAD = timedelta(minutes=3)  # the run starts this long after forecasting and planning: the boot lead time
 SERIES = [series_id(POOL, r) for r in RESOURCES]
 
@@ -61,9 +62,9 @@ def next_run_after(dep: AirflowDeployment, timeout: float = 60) -> datetime:
 
 
 def seed_history(store: ProfileStore, now: datetime) -> None:
-    """Three days of small ad-hoc demand in the pool (1-minute buckets, a 3-hour daily pattern)."""
+    """Three days of small ad-hoc demand in the pool (5-minute buckets, a 3-hour daily pattern)."""
     steps = pd.date_range(
-        end=pd.Timestamp(now).floor("1min"), periods=3 * 1440, freq="1min", inclusive="left"
+        end=pd.Timestamp(now).floor(INTERVAL), periods=3 * 288, freq=INTERVAL, inclusive="left"
     )
     level = (steps.hour % 3).to_numpy(float)
     values = {"cpu": 0.05 + 0.05 * level, "memory": 0.25 + 0.0 * level, "storage": 0.0 * level}
@@ -85,9 +86,6 @@ def io_pool() -> CapacityPool:
         thresholds={"storage": 0},
         spot={"mode": "none"},
         mode="forecast_and_scale",
-        # The planner reads one demand bucket per planning interval (its daily-cycle check and reactive
-        # window count buckets): with 1-minute demand series, a 1-minute planning interval.
-        policy={"planning_interval_minutes": 1},
     )
 
 
@@ -122,7 +120,7 @@ def test_scheduled_fan_out_gets_instances_for_its_slots_before_it_starts(tmp_pat
     slots = forecast[forecast["series_id"] == series_id(POOL, "slots")].set_index("ts")
     at_start = pd.Timestamp(run_at).floor(INTERVAL)
     assert slots.loc[at_start, "mean"] >= 30.0  # 30 mapped instances x 1 slot, plus the ad-hoc level
-    assert slots.loc[at_start - INTERVAL, "mean"] < 4.0  # nothing known before the run
+    assert slots.loc[at_start + INTERVAL, "mean"] < 4.0  # the run's minute is over by the next bucket
 
     with running_emulator(
         config={"boot_seconds": 0.1, "stop_seconds": 0.05, "operation_seconds": 0.01}
@@ -150,8 +148,9 @@ def test_scheduled_fan_out_gets_instances_for_its_slots_before_it_starts(tmp_pat
     usage_only = forecast[forecast["series_id"] != series_id(POOL, "slots")]
     assert not usage_only.empty
     cpu = forecast[forecast["series_id"] == series_id(POOL, "cpu")].set_index("ts")
-    # the run's 30 x 0.05 vCPU (and the small ad-hoc level) fit in one VM's vCPUs
-    assert 1.5 <= cpu.loc[at_start, "mean"] <= spec.vcpus
+    # the run's 30 x 0.05 vCPU for one minute of the bucket (0.3 on average, plus the small ad-hoc
+    # level) fit in one VM's vCPUs
+    assert 0.3 <= cpu.loc[at_start, "mean"] <= spec.vcpus
     with_machine = pool.with_machine(spec.vcpus, spec.memory_gib)
     alone = plan(usage_only, PoolState(observed_at=now), with_machine, now)
     assert alone.summary["instances_after"] == 1, alone.summary

@@ -295,12 +295,13 @@ def test_known_work_forecasts_the_slots_of_each_mapped_instance():
     assert slots(wide.total())[start] == pytest.approx(60.0)
 
 
-def test_slots_straddling_buckets_are_time_weighted_in_5_minute_buckets():
+def test_a_minute_long_fan_out_needs_its_whole_width_in_a_5_minute_bucket():
     fc = structural_forecast(work(fan_out()), now=NOW, horizon=timedelta(hours=1))
     series = slots(fc.total())
-    # 30 slots for 60 s of a 5-minute bucket: 6 slot-buckets on average, as the demand series counts them
-    assert series[pd.Timestamp(NOW)] == pytest.approx(6.0)
-    assert series.sum() == pytest.approx(6.0)
+    # 30 slots for 60 s of a 5-minute bucket: the bucket's peak (a mean of 6 would make 24 tasks wait)
+    assert series[pd.Timestamp(NOW)] == pytest.approx(30.0)
+    assert series.sum() == pytest.approx(30.0)
+    assert cpu(fc.total(), pool="io-pool")[pd.Timestamp(NOW)] == pytest.approx(0.3)  # usage: the mean
 
 
 def test_residual_combination_keeps_known_slots():

@@ -184,6 +184,9 @@ def run_demo(
 
         say("\n== 6. backtest of the demo pool's own history (same forecaster and planner)")
         backtest = _backtest(store, reports / "backtest.html", out)
+        binding = {name: _binding_resource(store, pool) for name, pool in sorted(pools.items())}
+        for name, found in binding.items():
+            say(_binding_line(name, found))
         report_path = _write_report(store, reports / "forecast-report.html")
         say(f"\nreport page: {report_path}")
         say(f"backtest report: {reports / 'backtest.html'}")
@@ -195,6 +198,7 @@ def run_demo(
             "actions": actions.to_dict("records"),
             "instances": live,
             "backtest": backtest,
+            "binding": binding,
             "report": str(report_path),
             "cycle_seconds": cycle_seconds,
             "day": day,
@@ -297,6 +301,35 @@ def _backtest(store: Any, report: Path, out: TextIO) -> dict[str, Any]:
     print(text_table([result]), file=out)
     write_html([result], report)
     return result
+
+
+def _binding_resource(store: Any, pool: Any) -> dict[str, Any]:
+    """Which resource sizes ``pool`` over the backtest days: cpu, memory or task slots (the oracle's
+    fleet, so the demand decides, not a forecast's errors)."""
+    from airflow_predictive.contracts.demand import series_id
+    from airflow_predictive.simulation.backtest import BacktestOptions, backtest_pool, series_from_demand
+
+    capacity = {"cpu": pool.machine.vcpus, "memory": pool.machine.memory_gib, "slots": pool.slots}
+    series = {}
+    for resource in capacity:
+        sid = series_id(pool.name, resource)
+        trace = series_from_demand(store.demand([sid]), sid)
+        series[resource] = trace[trace.index >= trace.index.max() - timedelta(days=BACKTEST_DAYS)]
+    return backtest_pool(
+        series, capacity, BacktestOptions(policies=("oracle",), max_instances=pool.max_instances)
+    )
+
+
+def _binding_line(name: str, found: dict[str, Any]) -> str:
+    oracle = found["policies"]["oracle"]
+    alone = ", ".join(f"{r} {h:g}" for r, h in sorted(oracle["binding_hours"].items()))
+    what = (
+        f"{found['binding'].removesuffix('s')}-bound" if found["binding"] else "bound by no single resource"
+    )
+    return (
+        f"   {name} is {what}: {oracle['instance_hours']:g} instance-hours with perfect foresight; "
+        f"instance-hours each resource alone adds: {alone}"
+    )
 
 
 def _write_report(store: Any, path: Path) -> Path:
