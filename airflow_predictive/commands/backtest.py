@@ -115,6 +115,8 @@ def run_backtest(args: argparse.Namespace) -> int:
             + ("\n" + repaired if repaired else "")
             + "\n"
             + report.targets_table(results)
+            + "\n"
+            + report.calibration_table(results)
         )
         print(f"Markdown: {Path(args.markdown).resolve()}")
     if args.report:

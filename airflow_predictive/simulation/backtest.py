@@ -198,6 +198,8 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
         policies[name] = policy
         done = run(policy)
         result["policies"][name] = {**done["metrics"].to_dict(), "settings": done["outcome"].settings}
+        if hasattr(policy, "issued_at_lead"):
+            result["policies"][name]["calibration"] = calibration_at_boot_lead(policy, context)
         detail.capacity[name] = [float(r) * context.instance_capacity for r in done["outcome"].running]
     if options.sweep:
         frontiers: dict[str, list[dict[str, Any]]] = {}
@@ -221,6 +223,23 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
         result["headline"] = headline(result)
     result["_series"] = detail.__dict__
     return result
+
+
+#: The quantiles whose calibration across the day the backtest reports (the planner's and scale-in's).
+CALIBRATION_LEVELS: tuple[float, ...] = (0.9, 0.95)
+
+
+def calibration_at_boot_lead(policy: Any, context: ReplayContext) -> dict[str, Any]:
+    """Exceedance of each :data:`CALIBRATION_LEVELS` quantile by 4-hour block of the day, for the
+    forecasts a policy issued over the scored steps, at the boot lead (what the planner sizes from)."""
+    out = {}
+    for level in CALIBRATION_LEVELS:
+        target, upper = policy.issued_at_lead(context.boot_steps, f"q{level:g}")
+        keep = (target >= context.start) & (target < len(context.demand))
+        target, upper = target[keep], upper[keep]
+        hours = context.index[target].hour.to_numpy()
+        out[f"q{level:g}"] = metrics.calibration_by_block(hours, context.demand[target], upper, level=level)
+    return out
 
 
 def repairs(series: pd.Series) -> dict[str, int]:

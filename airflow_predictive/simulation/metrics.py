@@ -107,3 +107,45 @@ def score(
         cost_spot=hours * price_spot,
         changes=changes(targets, previous_target),
     )
+
+
+def calibration_by_block(
+    hours: np.ndarray, actual: np.ndarray, upper: np.ndarray, *, level: float, block_hours: int = 4
+) -> dict[str, object]:
+    """How often demand exceeded a forecast quantile, overall and in each block of the day.
+
+    One exceedance rate over a whole trace hides tails that are too narrow in busy hours and too wide
+    in quiet ones. Each block's rate is compared with ``1 - level`` plus two binomial standard errors
+    of the block's count (``noise_bound``): a block above it exceeds by more than sampling noise
+    allows (about 1 in 40 blocks would by chance).
+
+    :param hours: hour of day (UTC) of each target bucket.
+    :param actual: observed demand of each target bucket.
+    :param upper: the forecast quantile issued for it.
+    :param level: the quantile's level.
+    :param block_hours: width of a block of the day, in hours.
+    """
+    hours = np.asarray(hours, dtype=int)
+    hit = np.asarray(actual, dtype=float) > np.asarray(upper, dtype=float)
+    expected = 1.0 - level
+    blocks: dict[str, dict[str, float | int]] = {}
+    for start in range(0, 24, block_hours):
+        inside = (hours >= start) & (hours < start + block_hours)
+        n = int(inside.sum())
+        if n == 0:
+            continue
+        bound = expected + 2.0 * float(np.sqrt(expected * (1.0 - expected) / n))
+        rate = float(hit[inside].mean())
+        blocks[f"{start:02d}-{start + block_hours:02d}"] = {
+            "exceedance": round(rate, 4),
+            "n": n,
+            "noise_bound": round(bound, 4),
+        }
+    worst = max(blocks, key=lambda b: blocks[b]["exceedance"]) if blocks else None
+    return {
+        "level": level,
+        "exceedance": round(float(hit.mean()), 4) if hit.size else None,
+        "by_block": blocks,
+        "worst_block": worst,
+        "worst_within_noise": all(b["exceedance"] <= b["noise_bound"] for b in blocks.values()),
+    }

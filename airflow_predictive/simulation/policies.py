@@ -387,6 +387,20 @@ class ForecastPolicy:
         self.rules[rule] = self.rules.get(rule, 0) + 1
         return planned_size(result)
 
+    def issued_at_lead(self, lead: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """The target step and the ``column`` value of every forecast issued so far, ``lead`` steps ahead.
+
+        :param lead: steps after the issuing step (its first bucket is lead 0).
+        :param column: ``mean`` or a quantile column (``q0.9``).
+        """
+        steps, values = [], []
+        for step, view in sorted(self._cache.items()):
+            _ts, columns = next(iter(view.series.values()))
+            if column in columns and lead < len(columns[column]):
+                steps.append(step + lead)
+                values.append(float(columns[column][lead]))
+        return np.array(steps, dtype=int), np.array(values, dtype=float)
+
     def forecast_at(self, step: int) -> Any:
         """A :class:`~airflow_predictive.planning.planner.ForecastView` issued at ``step``.
 

@@ -238,3 +238,44 @@ def test_a_pool_backtest_names_what_it_lacks_and_a_bad_capacity_is_refused():
         backtest_pool({"slots": slots}, {"cpu": 2.0})
     with pytest.raises(ValueError, match="--instance-capacity must be positive"):
         BacktestOptions(instance_capacity=0.0).validated()
+
+
+def test_calibration_by_block_compares_each_block_with_sampling_noise():
+    from airflow_predictive.simulation.metrics import calibration_by_block
+
+    hours = np.repeat(np.arange(24), 100)
+    actual = np.ones(hours.size)
+    upper = np.full(hours.size, 2.0)
+    # blocks 12-16: 30 of 400 buckets above the forecast (7.5%, within q0.9's 10%); 20-24: 80 (20%)
+    upper[np.flatnonzero((hours >= 12) & (hours < 16))[:30]] = 0.5
+    upper[np.flatnonzero(hours >= 20)[:80]] = 0.5
+    found = calibration_by_block(hours, actual, upper, level=0.9)
+    assert found["by_block"]["12-16"] == {"exceedance": 0.075, "n": 400, "noise_bound": 0.13}
+    assert found["by_block"]["20-24"]["exceedance"] == 0.2
+    assert found["worst_block"] == "20-24" and found["worst_within_noise"] is False
+    assert found["exceedance"] == round(110 / 2400, 4)
+
+
+def test_the_backtest_reports_calibration_across_the_day_at_the_boot_lead():
+    """Demand that is calm all day but bursty from 12:00 to 16:00: one error distribution for the
+    whole day makes q0.9 too narrow in those hours, and the backtest says which block."""
+    rng = np.random.default_rng(7)
+    index = pd.date_range("2024-01-01", periods=4 * 288, freq="5min", tz="UTC")
+    hour = index.hour.to_numpy()
+    bursty = (hour >= 12) & (hour < 16)
+    values = 10 + 4 * np.sin(np.arange(len(index)) * 2 * np.pi / 288)
+    values = values + rng.normal(0, 0.3, len(index)) + np.where(bursty, rng.exponential(4.0, len(index)), 0)
+    demand = pd.Series(values, index=index, name="bursty")
+    demand.attrs.update(interval_s=300, source="bursty.csv")
+    result = backtest_trace(demand, BacktestOptions(policies=("predictive",), history="3d"))
+    calibration = result["policies"]["predictive"]["calibration"]
+    assert set(calibration) == {"q0.9", "q0.95"}
+    q90 = calibration["q0.9"]
+    # every scored step but the first: the forecasts issued in the scored day target the steps after
+    assert sum(b["n"] for b in q90["by_block"].values()) == 288 - 1
+    assert q90["worst_block"] == "12-16" and not q90["worst_within_noise"]
+    from airflow_predictive.simulation.report import calibration_table
+
+    assert f"| bursty | {result['daily_autocorrelation']:.2f} | q0.9 | {q90['exceedance']} | 12-16 |" in (
+        calibration_table([result])
+    )
