@@ -2,12 +2,15 @@
 
 A forecast is a long data frame, one row per ``(series_id, ts)`` future bucket, with the mean, one
 column per quantile level named by :func:`quantile_column` (``q0.95``), the model that made it, the
-fallback used (empty when none) and when it was issued.
+fallback used (empty when none) and when it was issued. A forecast that knows future work (the
+``combined`` one) adds the optional :data:`KNOWN` column: the part of each bucket's demand that known
+work (scheduled runs, the next stages of running ones) holds, at its upper schedule.
 """
 
 from __future__ import annotations
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
+KNOWN = "known"
 
 
 def quantile_column(level: float) -> str:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from airflow_predictive.contracts.forecast import KNOWN
 from airflow_predictive.forecasting.structural import StructuralForecast, add_frames
 from airflow_predictive.profiling.demand_series import build_demand
 
@@ -167,6 +168,11 @@ def combine(
     else:
         values = scheduled + np.maximum(stat, adhoc)
     out = values.reset_index()
+    # Known work at its upper schedule (every upper quantile of scheduled work is the same envelope):
+    # what the planner provisions for under any rule, the reactive fallback included.
+    levels = [c for c in columns if c != "mean"]
+    upper = max(levels, key=lambda c: float(c[1:])) if levels else "mean"
+    out[KNOWN] = scheduled[upper].to_numpy()
     out["model"] = MODEL_NAME if method == "residual" else f"{MODEL_NAME}_{method}"
     fallback = statistical.set_index(["series_id"])["fallback"] if len(statistical) else None
     out["fallback"] = (
@@ -176,7 +182,7 @@ def combine(
     )
     issued = [pd.Timestamp(f["issued_at"].iloc[0]) for f in frames]
     out["issued_at"] = max(issued)
-    return out[["series_id", "ts", *columns, "model", "fallback", "issued_at"]].sort_values(
+    return out[["series_id", "ts", *columns, KNOWN, "model", "fallback", "issued_at"]].sort_values(
         ["series_id", "ts"], ignore_index=True
     )
 

@@ -52,7 +52,7 @@ import pandas as pd
 from airflow_predictive.contracts import machines
 from airflow_predictive.contracts.capacity import BOOTING_STATUSES, InstanceState, PoolState
 from airflow_predictive.contracts.demand import parse_series_id
-from airflow_predictive.contracts.forecast import quantile_column
+from airflow_predictive.contracts.forecast import KNOWN, quantile_column
 from airflow_predictive.contracts.plan import (
     Action,
     ActionKind,
@@ -102,7 +102,7 @@ class ForecastView:
         series: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         if frame is None or len(frame) == 0:
             return cls(series)
-        columns = [c for c in frame.columns if c == "mean" or (c.startswith("q") and _is_level(c))]
+        columns = [c for c in frame.columns if c in ("mean", KNOWN) or (c.startswith("q") and _is_level(c))]
         interval = 5 * _NS_PER_MIN
         for sid, rows in frame.groupby("series_id", sort=False):
             key = parse_series_id(str(sid))
@@ -172,11 +172,16 @@ def _window_max(
     entry = view.series.get(resource)
     if entry is None:
         return None
-    ts, values = entry
-    picked = _column(values, level)
-    if picked is None or len(ts) == 0:
+    picked = _column(entry[1], level)
+    return _column_max(view, resource, picked[0], start_ns, end_ns) if picked else None
+
+
+def _column_max(view: ForecastView, resource: str, name: str, start_ns: int, end_ns: int) -> _Demand | None:
+    """Max of one forecast column over buckets overlapping ``[start, end)``; None without it."""
+    entry = view.series.get(resource)
+    if entry is None or name not in entry[1] or len(entry[0]) == 0:
         return None
-    name, column = picked
+    ts, column = entry[0], entry[1][name]
     lo = int(ts.searchsorted(start_ns - view.interval_ns, side="right"))
     hi = int(ts.searchsorted(end_ns, side="left"))
     if hi <= lo:  # the window lies outside the forecast: use its nearest bucket
@@ -329,6 +334,12 @@ class _Cycle:
     @property
     def utilization(self) -> float:
         return self.sizing.utilization
+
+    def utilization_of(self, resource: str) -> float:
+        """Planned utilisation of ``resource``: task slots are always planned full. Headroom keeps CPU
+        and memory off saturation; a worker with a free slot is just idle (Airflow's KEDA rule is
+        tasks / concurrency, no headroom)."""
+        return 1.0 if resource == "slots" else self.sizing.utilization
 
 
 @dataclass(slots=True)
@@ -515,12 +526,42 @@ def _demands(
     sizing: _Sizing,
 ) -> tuple[_Demands, _Demands, _Demands]:
     """Demand to cover (up), upper bound over the stabilisation window (hold), baseline (base)."""
+    view = None
+    if forecast is not None:
+        view = (
+            forecast if isinstance(forecast, ForecastView) else ForecastView.from_frame(forecast, pool.name)
+        )
     if sizing.signal is Signal.RECENT_DEMAND:
-        return _observed_demands(recent, pool)
-    if forecast is None:
+        observed = _observed_demands(recent, pool)
+        return _with_known_work(observed, view, pool, now) if view else observed
+    if view is None:
         return {}, {}, {}
-    view = forecast if isinstance(forecast, ForecastView) else ForecastView.from_frame(forecast, pool.name)
     return _forecast_demands(view, recent, pool, now, sizing)
+
+
+def _with_known_work(
+    demands: tuple[_Demands, _Demands, _Demands], view: ForecastView, pool: CapacityPool, now: datetime
+) -> tuple[_Demands, _Demands, _Demands]:
+    """The reactive rule, but never below the known work due after the lead time, nor released
+    before it.
+
+    Known work (scheduled runs, the next stages of running ones: the forecast's ``known`` column) is
+    not a guess: it needs capacity when it starts whether or not the pool's demand has a daily cycle.
+    The reactive rule alone boots workers only after the run's tasks queue.
+    """
+    up, hold, base = dict(demands[0]), dict(demands[1]), demands[2]
+    now_ns, step = _to_ns(now), int(pool.policy.planning_interval_minutes * _NS_PER_MIN)
+    stab = int(pool.scale_in.stabilization_minutes * _NS_PER_MIN)
+    for r in view.series:
+        lead = int(pool.lead_time_minutes.for_resource(r) * _NS_PER_MIN)
+        for out, start, end in (
+            (up, now_ns + lead, now_ns + lead + step),
+            (hold, now_ns, now_ns + lead + max(stab, step)),
+        ):
+            known = _column_max(view, r, KNOWN, start, end)
+            if known is not None and known.value > (out[r].value if r in out else 0.0):
+                out[r] = _Demand(known.value, "known work", known.ts_ns)
+    return up, hold, base
 
 
 def _observed_demands(
@@ -620,13 +661,14 @@ def _recent_series(
 
 def _scale_out(cycle: _Cycle, draft: _Draft) -> None:
     """Rule 2: instances to add; the binding resource wins and gaps under the pool's threshold are ignored."""
-    pool, u = cycle.pool, cycle.utilization
+    pool = cycle.pool
     # a MIG's template is not changed here, so only an instances pool can count on Tier_1 egress
     tier_1_ok = pool.allow_tier_1 and not cycle.is_mig and pool.machine.supports_tier_1
     for r in COUNT_RESOURCES:
         d = cycle.up.get(r)
         if d is None:
             continue
+        u = cycle.utilization_of(r)
         unit = _unit(pool, r, tier_1=tier_1_ok) * u
         have = cycle.capacity[r]
         if d.value > have * u + pool.thresholds.for_resource(r) + _EPS:
@@ -689,8 +731,12 @@ def _scale_in_floor(cycle: _Cycle) -> dict[str, float]:
     """Capacity each resource must keep: its upper bound plus the pool's threshold, at planned utilisation."""
     if not cycle.hold and cycle.sizing.signal is Signal.FORECAST:
         return {}  # no forecast for this pool: never shrink blind
-    pool, hold, u = cycle.pool, cycle.hold, cycle.utilization
-    return {r: (hold[r].value + pool.thresholds.for_resource(r)) / u for r in COUNT_RESOURCES if r in hold}
+    pool, hold = cycle.pool, cycle.hold
+    return {
+        r: (hold[r].value + pool.thresholds.for_resource(r)) / cycle.utilization_of(r)
+        for r in COUNT_RESOURCES
+        if r in hold
+    }
 
 
 def _spare_instances(
@@ -780,12 +826,12 @@ def _standard_target(cycle: _Cycle) -> int:
 
 def _baseline_instances(cycle: _Cycle) -> int:
     """Instances the baseline needs (binding of cpu, memory and slots), less the interruptible work's share."""
-    pool, u = cycle.pool, cycle.utilization
+    pool = cycle.pool
     need = 0
     for r in _BASELINE_RESOURCES:
         if r in cycle.base:
             demand = cycle.base[r].value * (1.0 - min(max(cycle.interruptible_fraction, 0.0), 1.0))
-            need = max(need, _ceil(demand / (_unit(pool, r) * u)))
+            need = max(need, _ceil(demand / (_unit(pool, r) * cycle.utilization_of(r))))
     return need
 
 
@@ -977,7 +1023,7 @@ def _release_actions(cycle: _Cycle, draft: _Draft, result: Plan) -> None:
 
 def _reason_up(cycle: _Cycle, binding: str) -> str:
     """Why capacity is added: the rule that sized it, and each resource's demand against its capacity."""
-    pool, sizing, u = cycle.pool, cycle.sizing, cycle.utilization
+    pool, sizing = cycle.pool, cycle.sizing
     if binding == "min_instances":
         return f"{cycle.current} live instances < min_instances {pool.min_instances}"
     parts = []
@@ -985,11 +1031,12 @@ def _reason_up(cycle: _Cycle, binding: str) -> str:
         if r in cycle.up:
             d = cycle.up[r]
             mark = " (binds)" if r == binding else ""
-            parts.append(f"{r} {d.at} = {_fmt(d.value)} {_UNITS[r]} vs {_fmt(cycle.capacity[r] * u)}{mark}")
+            have = _fmt(cycle.capacity[r] * cycle.utilization_of(r))
+            parts.append(f"{r} {d.at} = {_fmt(d.value)} {_UNITS[r]} vs {have}{mark}")
     basis = (
         f"forecast at now+{pool.lead_time_minutes.boot:g} min boot lead"
         if sizing.signal is Signal.FORECAST
-        else f"observed demand / target utilisation {u:g}"
+        else f"observed demand / target utilisation {cycle.utilization:g}"
     )
     if sizing.why.startswith("reactive fallback"):
         basis = f"{sizing.why}: {basis}"

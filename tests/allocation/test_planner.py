@@ -486,10 +486,13 @@ def test_scale_in_keeps_the_slots_the_queue_needs():
 
 
 def test_the_reactive_rule_and_guard_read_observed_slots():
-    # reactive rule: the newest observed slots / target utilisation 0.5 = 40 -> 10 workers of 4 slots
+    # reactive rule: the newest observed slots, planned full (no headroom: a free slot is just idle,
+    # and Airflow's KEDA rule is tasks / concurrency): 20 -> 5 workers of 4 slots, whatever the
+    # target utilisation (0.5) does to cpu
     reactive = make_pool(slots_per_instance=4, policy={"signal": "recent_demand", "target_utilization": 0.5})
     p = plan(None, PoolState(), reactive, NOW, recent_demand={"cpu": [0.1, 0.1], "slots": [12, 20]})
-    assert [a.amount for a in p.actions] == [10] and p.summary["binding"] == "slots"
+    assert [a.amount for a in p.actions] == [5] and p.summary["binding"] == "slots"
+    assert "slots latest observed demand = 20" in p.actions[0].reason.split("; ")[1]
     # forecast signal: a forecast of 8 slots is guarded by the 20 observed (/ 0.9 -> 22.2 -> 6 workers)
     # (cpu has a daily cycle, so the pool follows its forecast)
     pool = make_pool(slots_per_instance=4)
@@ -582,3 +585,42 @@ def test_a_pool_without_slots_data_plans_exactly_as_before_slots_existed(
         before.setattr(planner, "COUNT_RESOURCES", ("cpu", "memory", "network"))
         before.setattr(planner, "_BASELINE_RESOURCES", ("cpu", "memory"))
         assert planned() == after
+
+
+def _with_known(frame, resource: str, known: list[float]):
+    """The forecast frame with the ``known`` column: known work's part of ``resource`` per bucket."""
+    frame = frame.copy()
+    frame["known"] = 0.0
+    rows = frame.index[frame["series_id"] == f"pool=etl/resource={resource}"]
+    frame.loc[rows, "known"] = known
+    return frame
+
+
+def test_known_work_is_provisioned_and_kept_under_the_reactive_fallback():
+    """A pool without a daily cycle follows the reactive rule, yet a scheduled 30-wide fan-out due at
+    the boot lead gets its workers now; without the known work the same plan waits for the queue."""
+    pool = make_pool(slots_per_instance=4)
+    cpu = _days(2, cycle=False)  # flat: no daily cycle, so the reactive fallback sizes the pool
+    recent = {"cpu": [c / 100 for c in cpu], "slots": [1.0] * len(cpu)}
+    frame = forecast_frame("etl", {"cpu": [0.3] * 6, "slots": [1.0] * 6})
+    # the run starts in the bucket after the 3-minute boot lead: 30 slots of known work
+    known = _with_known(frame, "slots", [0.0, 30.0, 30.0, 0.0, 0.0, 0.0])
+
+    ahead = plan(known, PoolState(), pool, NOW, recent_demand=recent)
+    assert ahead.summary["sizing"].startswith("reactive fallback")
+    (launch,) = ahead.actions
+    assert launch.amount == 8 and launch.resource == "slots"  # ceil(30 / 4), no headroom on slots
+    assert "slots known work at" in launch.reason
+
+    blind = plan(frame, PoolState(), pool, NOW, recent_demand=recent)
+    assert [a.amount for a in blind.actions] == [1]  # the reactive rule alone: one worker for one slot
+
+    # eight idle workers are kept while the run is due within the lead and stabilisation window
+    live = PoolState(observed_at=NOW, instances=[vm(f"w{i}") for i in range(8)])
+    assert not [
+        a for a in plan(known, live, pool, NOW, recent_demand=recent).actions if a.kind is ActionKind.RELEASE
+    ]
+    released = [
+        a for a in plan(frame, live, pool, NOW, recent_demand=recent).actions if a.kind is ActionKind.RELEASE
+    ]
+    assert len(released) == 7  # without it, all but the one worker the reactive rule wants

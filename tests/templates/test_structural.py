@@ -195,9 +195,13 @@ def test_combination_adds_known_work_back_without_double_counting():
         stat[column] = 2.0
     stat["model"] = "auto_arima"
     combined = combine(stat, fc, method="residual")
-    assert list(combined.columns) == forecast_columns()
+    columns = forecast_columns()
+    assert list(combined.columns) == [*columns[:-3], "known", *columns[-3:]]
     series = cpu(combined)
     assert series[pd.Timestamp(NOW)] == 18.0  # residual (ad-hoc) level + scheduled work
+    # the known part on its own, for the planner under any rule: the scheduled 16 vCPU, then nothing
+    assert cpu(combined, "known")[pd.Timestamp(NOW)] == 16.0
+    assert cpu(combined, "known")[pd.Timestamp(NOW + timedelta(minutes=45))] == 0.0
     assert series[pd.Timestamp(NOW + timedelta(minutes=45))] == 2.0
     assert (combined["model"] == "combined").all()
     assert cpu(combine(stat, fc, method="max"))[pd.Timestamp(NOW)] == 16.0
