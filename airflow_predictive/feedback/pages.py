@@ -970,8 +970,13 @@ def render_run_page(run: dict[str, Any], *, plotly_src: str, title: str = "Predi
     heading = f"{title} — run {run['run_id']} of {run['dag_id']}"
     parts = [
         f"<h1>{_esc(heading)}</h1>",
-        f'<div class="meta">what this run did between {presentation.minute(run["start"])} and '
-        f"{presentation.minute(run['end'])} UTC"
+        (
+            f'<div class="meta">what this run did between {presentation.minute(run["start"])} and '
+            f"{presentation.minute(run['end'])} UTC"
+            if run["start"]
+            else '<div class="meta">Airflow does not know this run and its id names no time: only plans '
+            "whose id names it are shown"
+        )
         + (f" · opened from task {_esc(run['task_id'])}" if run.get("task_id") else "")
         + "</div>",
         "<h2>Forecasts issued</h2>" + _run_forecasts_table(run["forecasts"]),

@@ -44,8 +44,8 @@ def collect_run(
     *,
     dag_id: str,
     run_id: str,
-    start: datetime,
-    end: datetime,
+    start: datetime | None,
+    end: datetime | None,
     task_id: str | None = None,
 ) -> dict[str, Any]:
     """The forecasts issued, plans made and actions recorded by one control-loop run.
@@ -53,41 +53,44 @@ def collect_run(
     :param store: the ProfileStore (a :class:`ForecastReader` and :class:`LedgerReader`).
     :param dag_id: the run's DAG.
     :param run_id: the run.
-    :param start: when the run started.
+    :param start: when the run started; None: unknown (only plans whose id names the run are its own).
     :param end: when it ended (now, while it runs).
     :param task_id: the task whose extra link opened the page.
     """
     plans = _run_plans(store, run_id, start, end)
-    actions = _run_actions(store, plans, start)
+    actions = _run_actions(store, plans)
     return {
         "dag_id": dag_id,
         "run_id": run_id,
         "task_id": task_id,
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "forecasts": forecast_rows(store, start, end),
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+        "forecasts": forecast_rows(store, start, end) if start and end else [],
         "plans": [plan_row(p) for p in plans.to_dict("records")],
         "actions": actions,
     }
 
 
-def _run_plans(store: LedgerReader, run_id: str, start: datetime, end: datetime) -> pd.DataFrame:
-    plans = store.plans(since=start - timedelta(days=1))
+def _run_plans(
+    store: LedgerReader, run_id: str, start: datetime | None, end: datetime | None
+) -> pd.DataFrame:
+    plans = store.plans(since=start - timedelta(days=1) if start else None)
     if plans.empty:
         return plans
-    inside = (plans["created_at"] >= pd.Timestamp(start)) & (plans["created_at"] <= pd.Timestamp(end))
     # "<pool>:<run_id>" or "<pool>@<run_id>": a plan id that names the run after its pool
     named = plans["plan_id"].str.endswith(f":{run_id}") | plans["plan_id"].str.endswith(f"@{run_id}")
+    if start is None or end is None:
+        return plans[named]
+    inside = (plans["created_at"] >= pd.Timestamp(start)) & (plans["created_at"] <= pd.Timestamp(end))
     return plans[inside | named]
 
 
-def _run_actions(store: LedgerReader, plans: pd.DataFrame, start: datetime) -> list[dict[str, Any]]:
-    if plans.empty:
+def _run_actions(store: LedgerReader, plans: pd.DataFrame) -> list[dict[str, Any]]:
+    frames = [store.actions(plan_id=plan_id) for plan_id in plans["plan_id"]] if not plans.empty else []
+    frames = [f for f in frames if not f.empty]
+    if not frames:
         return []
-    actions = store.actions(since=start - timedelta(days=1))
-    if actions.empty:
-        return []
-    mine = actions[actions["plan_id"].isin(set(plans["plan_id"]))].sort_values("created_at")
+    mine = pd.concat(frames).sort_values("created_at")
     return [
         {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in row.items() if k != "details"}
         for row in mine.to_dict("records")

@@ -162,9 +162,10 @@ def _collect(store: Any, **kwargs: Any) -> dict[str, Any]:
     )
 
 
-def run_window(dag_id: str, run_id: str, now: datetime) -> tuple[datetime, datetime]:
+def run_window(dag_id: str, run_id: str, now: datetime) -> tuple[datetime | None, datetime | None]:
     """When a DAG run started and ended (now while it runs), from Airflow's metadata database; else
-    from the time in its run id (a run the store knows from another deployment, or a test's seed)."""
+    from the time in its run id (a run the store knows from another deployment, or a test's seed);
+    else unknown (None, None): the page then shows only plans whose id names the run."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -174,10 +175,7 @@ def run_window(dag_id: str, run_id: str, now: datetime) -> tuple[datetime, datet
         if run is not None and (run.start_date or run.run_after):
             start = run.start_date or run.run_after
             return start, run.end_date or now
-    window = run_view.window_from_run_id(run_id)
-    if window is None:
-        raise HTTPException(404, f"DAG run {run_id!r} of {dag_id!r} not found and its id names no time")
-    return window
+    return run_view.window_from_run_id(run_id) or (None, None)
 
 
 def create_app() -> FastAPI:

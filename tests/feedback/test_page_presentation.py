@@ -64,6 +64,10 @@ def test_rendered_page_folds_the_unconfigured_pool_below_the_configured_one(tmp_
 # ---------------------------------------------------------------- a window centred on now, zoomable
 
 
+def _block(data: dict, series: str) -> dict:
+    return next(b for p in data["pools"] for b in p["resources"] if b["series_id"] == series)
+
+
 def test_window_is_centred_on_now_and_reaches_as_far_back_as_the_forecast_ahead() -> None:
     start, end = presentation.time_window(NOW, NOW + timedelta(hours=2))
     assert (start, end) == (NOW - timedelta(hours=2), NOW + timedelta(hours=2))
@@ -77,7 +81,7 @@ def test_window_stays_between_one_and_twelve_hours_each_side() -> None:
 def test_chart_starts_on_the_window_with_a_range_slider_and_a_now_line(tmp_path) -> None:
     store = ProfileStore.sqlite(tmp_path / "p.db")
     seed(store)
-    block = pages.collect(store, now=NOW)["pools"][0]["resources"][0]
+    block = _block(pages.collect(store, now=NOW), SERIES)
     store.dispose()
     layout = pages.figure(block).to_plotly_json()["layout"]
     # the seeded forecast reaches 2 h ahead (24 buckets of 5 min, from now): the window is now +- 2 h
@@ -100,7 +104,7 @@ def test_near_zero_storage_is_drawn_as_zero_on_a_one_gib_axis_not_in_micro_units
 def test_the_y_axis_never_uses_si_prefixes(tmp_path) -> None:
     store = ProfileStore.sqlite(tmp_path / "p.db")
     seed(store)
-    block = pages.collect(store, now=NOW)["pools"][0]["resources"][0]
+    block = _block(pages.collect(store, now=NOW), SERIES)
     store.dispose()
     yaxis = pages.figure(block).to_plotly_json()["layout"]["yaxis"]
     assert yaxis["tickformat"] == ",.2~f" and yaxis["range"][0] == 0
@@ -252,7 +256,7 @@ def test_page_draws_the_slots_series_with_its_forecast_capacity_and_queue_wait(t
     )
     data = pages.collect(store, now=NOW)
     store.dispose()
-    pool = data["pools"][0]
+    pool = next(p for p in data["pools"] if p["pool"] == POOL)
     block = next(b for b in pool["resources"] if b["resource"] == "slots")
     assert (block["demand"]["value"][-1], block["forecast"]["upper"][0], block["capacity"]["value"][-1]) == (
         7.0,

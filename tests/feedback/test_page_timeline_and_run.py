@@ -9,7 +9,7 @@ import pandas as pd
 
 from airflow_predictive.feedback import pages, run_view, timeline
 from airflow_predictive.store import ProfileStore
-from tests.ui.seed import NOW, POOL, seed
+from tests.ui.seed import NOW, POOL, RULE, RUN_ID, RUN_MEAN, seed
 
 TASKS = [
     {"task_id": "extract", "upstream": [], "stage": "extract", "capacity_pool": "etl", "cpu": 2.0,
@@ -83,35 +83,29 @@ def test_run_window_comes_from_the_run_id_when_airflow_does_not_know_the_run() -
 def test_run_view_shows_that_runs_forecasts_plan_and_actions_only(tmp_path) -> None:
     store = ProfileStore.sqlite(tmp_path / "p.db")
     seed(store)
-    earlier = NOW - timedelta(hours=1)
-    frame = pd.DataFrame(
-        {"series_id": f"pool={POOL}/resource=cpu", "ts": pd.date_range(earlier, periods=6, freq="5min")}
-    )
-    frame["mean"], frame["q0.95"], frame["model"], frame["fallback"], frame["issued_at"] = (
-        5.0,
-        7.5,
-        "ETS",
-        "",
-        earlier,
-    )
-    store.write_forecasts(frame)
-    run = run_view.collect_run(
-        store,
-        dag_id="predictive_scaling",
-        run_id="manual__x",
-        start=earlier - timedelta(minutes=1),
-        end=earlier + timedelta(minutes=5),
-    )
+    start, end = run_view.window_from_run_id(RUN_ID)
+    run = run_view.collect_run(store, dag_id="predictive_scaling", run_id=RUN_ID, start=start, end=end)
     store.dispose()
-    # the forecast issued at now (a later run) is not this run's; the plan made at now - 1 h is
-    assert [(f["issued_at"], f["buckets"], f["peak_upper"]) for f in run["forecasts"]] == [
-        (earlier.isoformat(), 6, 7.5)
+    # the forecast issued at now (a later run) is not this run's; the one issued an hour before is
+    issued = (NOW - timedelta(hours=1)).isoformat()
+    assert [(f["issued_at"], f["buckets"], f["next_mean"]) for f in run["forecasts"]] == [
+        (issued, 12, RUN_MEAN)
     ]
-    assert [p["pool"] for p in run["plans"]] == [POOL]
+    assert [(p["pool"], p["rule"], p["binding"]) for p in run["plans"]] == [(POOL, RULE, "slots")]
     assert sorted(a["request_id"] for a in run["actions"]) == ["req-grow-1", "req-release-1"]
     html = pages.render_run_page(run, plotly_src="/p.js")
     assert 'id="run-forecasts"' in html and 'id="run-plans"' in html and 'id="ledger"' in html
     assert "Accuracy" not in html and "Learned behaviour" not in html  # not the pools' pages
+
+
+def test_a_run_airflow_does_not_know_shows_only_plans_that_name_it(tmp_path) -> None:
+    store = ProfileStore.sqlite(tmp_path / "p.db")
+    seed(store)
+    named = run_view.collect_run(store, dag_id="d", run_id=RUN_ID, start=None, end=None)
+    other = run_view.collect_run(store, dag_id="d", run_id="manual__1", start=None, end=None)
+    store.dispose()
+    assert ([p["pool"] for p in named["plans"]], named["forecasts"]) == ([POOL], [])
+    assert other["plans"] == [] and "names no time" in pages.render_run_page(other, plotly_src="/p.js")
 
 
 def test_a_run_that_did_nothing_says_so(tmp_path) -> None:
