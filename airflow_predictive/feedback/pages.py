@@ -892,10 +892,13 @@ def _queue_wait_html(pool: dict[str, Any]) -> str:
 
     fig = go.Figure(
         [
+            # a bucket with no task queued has no wait (None): dots, not a line broken into fragments
             go.Scatter(
-                name="mean wait", x=wait["ts"], y=wait["mean_s"], mode="lines", line={"color": "#9467bd"}
+                name="mean wait", x=wait["ts"], y=wait["mean_s"], mode="markers", marker={"color": "#9467bd"}
             ),
-            go.Scatter(name="max wait", x=wait["ts"], y=wait["max_s"], mode="lines", line={"color": "#ccc"}),
+            go.Scatter(
+                name="max wait", x=wait["ts"], y=wait["max_s"], mode="markers", marker={"color": "#bbb"}
+            ),
         ]
     )
     fig.update_layout(
@@ -981,7 +984,12 @@ def render_run_page(run: dict[str, Any], *, plotly_src: str, title: str = "Predi
         + "</div>",
         "<h2>Forecasts issued</h2>" + _run_forecasts_table(run["forecasts"]),
         "<h2>Plans</h2>" + _run_plans_table(run["plans"]),
-        "<h2>Actions</h2>" + _ledger_table(run["actions"], None),
+        "<h2>Actions</h2>"
+        + (
+            _ledger_table(run["actions"], None)
+            if run["actions"]
+            else '<p class="empty">This run recorded no action.</p>'
+        ),
     ]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -23,7 +23,7 @@ UNIT_FLOOR: dict[str, float] = {"cpu": 1.0, "memory": 1.0, "storage": 1.0, "netw
 RESOLUTION: dict[str, float] = {"cpu": 0.01, "memory": 0.01, "storage": 0.01, "network": 0.1, "slots": 0.1}
 #: How far the chart's window reaches on each side of now: the forecast horizon shown, within these.
 WINDOW_MIN = timedelta(hours=1)
-WINDOW_MAX = timedelta(hours=12)
+WINDOW_MAX = timedelta(hours=6)
 #: A reason's one-line summary is cut to this many characters (the whole reason is one click away).
 SUMMARY_CHARS = 90
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

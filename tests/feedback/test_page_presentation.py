@@ -73,9 +73,9 @@ def test_window_is_centred_on_now_and_reaches_as_far_back_as_the_forecast_ahead(
     assert (start, end) == (NOW - timedelta(hours=2), NOW + timedelta(hours=2))
 
 
-def test_window_stays_between_one_and_twelve_hours_each_side() -> None:
+def test_window_stays_between_one_and_six_hours_each_side() -> None:
     assert presentation.time_window(NOW, None) == (NOW - timedelta(hours=1), NOW + timedelta(hours=1))
-    assert presentation.time_window(NOW, NOW + timedelta(days=2))[1] == NOW + timedelta(hours=12)
+    assert presentation.time_window(NOW, NOW + timedelta(days=2))[1] == NOW + timedelta(hours=6)
 
 
 def test_chart_starts_on_the_window_with_a_range_slider_and_a_now_line(tmp_path) -> None:
