@@ -675,7 +675,7 @@ document.querySelectorAll('details').forEach(function (node) {
 _NEXT_RUNS = 5
 
 
-def _upcoming_html(dag_id: str, work: dict[str, Any]) -> str:
+def _upcoming_html(dag_id: str, work: dict[str, Any], application: dict[str, Any] | None = None) -> str:
     """Scheduled runs in the horizon as a timeline of stages, the next few as rows, and each task's hints."""
     head = f"<h2>Upcoming runs of {_esc(dag_id)} in the next {work.get('horizon_minutes', '?')} min</h2>"
     if work.get("error"):
@@ -688,7 +688,8 @@ def _upcoming_html(dag_id: str, work: dict[str, Any]) -> str:
     if not runs:
         body = f'<p class="empty">No scheduled run in the horizon ({_esc(dag.get("schedule_kind"))}).</p>'
     else:
-        body = _timeline_html(dag, work) + _next_runs_table(runs)
+        measured = timeline.measured_durations(application or {}, dag_id)
+        body = _timeline_html(dag, work, measured) + _next_runs_table(runs)
     return (
         head
         + f'<div class="meta">schedule {_esc(dag.get("timetable"))} · {len(runs)} runs</div>'
@@ -697,11 +698,15 @@ def _upcoming_html(dag_id: str, work: dict[str, Any]) -> str:
     )
 
 
-def _timeline_html(dag: dict[str, Any], work: dict[str, Any]) -> str:
+#: The timeline opens on the next few runs (or an hour); its slider reaches the whole horizon.
+_TIMELINE_RUNS = 6
+
+
+def _timeline_html(dag: dict[str, Any], work: dict[str, Any], measured: dict[str, float]) -> str:
     """Each upcoming run's stages as bars on a time axis, hover: the capacity each stage holds."""
     import plotly.graph_objects as go
 
-    bars = timeline.bars(dag)
+    bars = timeline.bars(dag, measured)
     fig = go.Figure()
     for stage in dict.fromkeys(b["stage"] for b in bars):
         mine = [b for b in bars if b["stage"] == stage]
@@ -718,9 +723,14 @@ def _timeline_html(dag: dict[str, Any], work: dict[str, Any]) -> str:
                 ],
                 customdata=[_bar_hover(b) for b in mine],
                 hovertemplate="%{customdata}<extra></extra>",
+                marker={"line": {"color": "#fff", "width": 1}},  # back-to-back runs stay apart
             )
         )
     now = pd.Timestamp(work.get("now") or bars[0]["start"])
+    first = {r["run_after"] for r in dag["upcoming"][:_TIMELINE_RUNS]}
+    until = max(
+        [pd.Timestamp(b["end"]) for b in bars if b["run_after"] in first] + [now + pd.Timedelta(hours=1)]
+    )
     fig.update_layout(
         height=140 + 28 * len(fig.data),
         barmode="overlay",
@@ -728,7 +738,7 @@ def _timeline_html(dag: dict[str, Any], work: dict[str, Any]) -> str:
         margin={"l": 120, "r": 20, "t": 20, "b": 30},
         xaxis={
             "type": "date",
-            "range": [now.isoformat(), (now + pd.Timedelta(hours=6)).isoformat()],
+            "range": [now.isoformat(), until.isoformat()],
             "rangeslider": {"visible": True, "thickness": 0.1},
             "tickformat": "%H:%M\n%b %d",
         },
@@ -829,7 +839,6 @@ def _pool_html(pool: dict[str, Any]) -> str:
         f'<span class="mode mode-{_esc(pool["mode"])}">{_esc(pool["mode"])}</span></h2>',
         _learning_html(pool),
         _binding_html(pool),
-        _queue_wait_html(pool),
     ]
     for block in pool["resources"]:
         fc = block["forecast"]
@@ -839,6 +848,7 @@ def _pool_html(pool: dict[str, Any]) -> str:
             + f" · issued {presentation.minute(fc.get('issued_at'))}</div>"
             + _figure_html(figure(block), block["series_id"], "chart", block["series_id"])
         )
+    parts.append(_queue_wait_html(pool))
     parts.append("<h3>Accuracy</h3>" + _accuracy_table(pool))
     return f'<section class="pool" data-pool="{_esc(pool["pool"])}">{"".join(parts)}</section>'
 
@@ -949,7 +959,9 @@ def render_page(
         f" · store {_esc(data.get('store', ''))}</div>",
     ]
     if data.get("dag_id") and upcoming is not None:
-        parts.append(_upcoming_html(data["dag_id"], upcoming))
+        parts.append(
+            _upcoming_html(data["dag_id"], upcoming, (data.get("summaries") or {}).get("application"))
+        )
     if data.get("restricted"):
         # The viewer may not see pool-wide data (see plugins.app): say so instead of an empty page.
         parts.append(f'<p class="restricted">{_esc(data["restricted"])}</p>')

@@ -13,13 +13,16 @@ from typing import Any
 
 import pandas as pd
 
-#: A stage whose tasks give no duration (no template duration) is drawn this long, marked "assumed":
-#: a bar of zero width would hide the stage.
-ASSUMED_DURATION = timedelta(minutes=5)
+#: A stage whose tasks give no duration (no template duration, never measured) is drawn this long and
+#: marked "assumed": a bar of zero width would hide the stage, and a long one would run into the next
+#: run of a DAG every few minutes (the control loop's own).
+ASSUMED_DURATION = timedelta(minutes=1)
 CAPACITY_KEYS = ("cpu", "memory_gib", "storage_gib", "network_mbps", "slots")
 
 
-def stages(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def stages(
+    tasks: Sequence[Mapping[str, Any]], measured: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
     """The DAG's stages in run order, each with its offset from the run's start, duration and capacity.
 
     A stage is a template stage (tasks bound to the same stage run together) or, for a task without
@@ -29,6 +32,8 @@ def stages(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     :param tasks: the ``tasks`` of a DAG entry (``task_id``, ``upstream``, ``stage``, ``capacity_pool``,
         ``cpu``, ``memory_gib``, ``storage_gib``, ``network_mbps``, ``pool_slots``, ``parallelism``,
         ``duration_s``).
+    :param measured: ``{task_id: seconds}`` the profiler measured (median), for tasks whose template
+        gives no duration.
     """
     of_task = {t["task_id"]: t.get("stage") or t["task_id"] for t in tasks}
     grouped: dict[str, list[Mapping[str, Any]]] = {}
@@ -42,7 +47,7 @@ def stages(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in _run_order(upstream):
         start = max((ends[u] for u in upstream[name]), default=timedelta(0))
-        duration, assumed = _duration(grouped[name])
+        duration, assumed = _duration(grouped[name], measured or {})
         ends[name] = start + duration
         out.append(
             {
@@ -70,8 +75,9 @@ def _run_order(upstream: Mapping[str, set[str]]) -> list[str]:
     return done
 
 
-def _duration(members: Sequence[Mapping[str, Any]]) -> tuple[timedelta, bool]:
-    known = [float(t["duration_s"]) for t in members if t.get("duration_s")]
+def _duration(members: Sequence[Mapping[str, Any]], measured: Mapping[str, float]) -> tuple[timedelta, bool]:
+    known = [float(t.get("duration_s") or measured.get(t["task_id"]) or 0) for t in members]
+    known = [k for k in known if k > 0]
     if not known:
         return ASSUMED_DURATION, True
     return timedelta(seconds=max(known)), False
@@ -90,12 +96,13 @@ def _capacity(members: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def bars(dag: Mapping[str, Any]) -> list[dict[str, Any]]:
+def bars(dag: Mapping[str, Any], measured: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """One bar per (upcoming run, stage): when it starts and ends, and the capacity it holds.
 
     :param dag: a DAG entry of the upcoming-work JSON (``upcoming`` runs, ``tasks``).
+    :param measured: ``{task_id: seconds}`` measured durations (see :func:`stages`).
     """
-    plan = stages(dag.get("tasks", []))
+    plan = stages(dag.get("tasks", []), measured)
     out = []
     for run in dag.get("upcoming", []):
         start = pd.Timestamp(run["run_after"])
@@ -121,3 +128,16 @@ def interval_differs(runs: Sequence[Mapping[str, Any]]) -> bool:
     :param runs: the ``upcoming`` runs of a DAG entry.
     """
     return any(r.get("data_interval_start") != r.get("data_interval_end") for r in runs)
+
+
+def measured_durations(application: Mapping[str, Any], dag_id: str) -> dict[str, float]:
+    """``{task_id: median seconds}`` of one DAG from the profiler's ``application`` summary.
+
+    :param application: the ``application`` behaviour summary (keys ``<dag_id>.<task_id>``).
+    :param dag_id: the DAG.
+    """
+    return {
+        str(v["task_id"]): float(v["duration_p50_s"])
+        for v in application.values()
+        if isinstance(v, Mapping) and v.get("dag_id") == dag_id and v.get("duration_p50_s")
+    }

@@ -117,3 +117,14 @@ def test_a_run_that_did_nothing_says_so(tmp_path) -> None:
     assert (run["forecasts"], run["plans"], run["actions"]) == ([], [], [])
     html = pages.render_run_page(run, plotly_src="/p.js")
     assert "This run issued no forecast" in html and "This run made no plan" in html
+
+
+def test_a_stage_without_a_template_duration_takes_the_measured_median() -> None:
+    application = {
+        "d.train": {"dag_id": "d", "task_id": "train", "duration_p50_s": 1200.0},
+        "other.train": {"dag_id": "other", "task_id": "train", "duration_p50_s": 5.0},
+    }
+    measured = timeline.measured_durations(application, "d")
+    assert measured == {"train": 1200.0}
+    train = timeline.stages(TASKS, measured)[1]
+    assert (train["duration"], train["assumed_duration"]) == (timedelta(minutes=20), False)
