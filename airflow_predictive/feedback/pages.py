@@ -456,8 +456,9 @@ def _layout(fig: Any, block: dict[str, Any]) -> None:
     fig.update_layout(
         title=f"{block['series_id'].split('/', 1)[0]} · {title} ({block['unit']})",
         height=360,
-        margin={"l": 50, "r": 20, "t": 40, "b": 40},
-        legend={"orientation": "h", "y": -0.35},
+        # the legend at the right: below the plot, the range slider would cover it
+        margin={"l": 50, "r": 20, "t": 40, "b": 30},
+        legend={"orientation": "v", "x": 1.01, "y": 1},
         hovermode="x unified",
         xaxis={
             "range": block["window"],
