@@ -158,6 +158,7 @@ def test_forecast_page_in_browser(deployment, browser) -> None:
         _shot(page, "dag-tab")
         _check_run_view(page, dep, expected)
         _shot(page, "run-page")
+        _check_run_view_of_an_airflow_run(page, dep, expected)
 
         # Inside Airflow's own UI: the tab on the DAG page embeds the same page.
         page.goto(f"{dep.base_url}/dags/ui_forecast_page/plugin/predictive-dag")
@@ -255,3 +256,21 @@ def _check_run_view(page, dep, expected: dict) -> None:
     assert RULE in page.locator("#run-plans").inner_text()
     assert page.locator("#ledger tbody tr").count() == 2
     assert page.locator("h2.pool").count() == 0  # the run, not the pools' pages
+
+
+def _check_run_view_of_an_airflow_run(page, dep, expected: dict) -> None:
+    # A run Airflow knows: its window comes from the metadata database (queued, no scheduler here:
+    # from its run_after until now), not from its id.
+    due = (expected["now"] - timedelta(minutes=70)).isoformat()
+    with dep.client() as client:
+        response = client.post(
+            "/api/v2/dags/ui_forecast_page/dagRuns", json={"logical_date": due, "run_after": due}
+        )
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    response = page.goto(f"{dep.base_url}/predictive/runs/ui_forecast_page/{quote(run_id, safe='')}")
+    assert response.status == 200
+    assert f"between {due[:10]} {due[11:16]}" in page.locator(".meta").first.inner_text()
+    issued = page.locator("#run-forecasts tbody tr").all_inner_texts()
+    assert any("ETS" in row for row in issued), issued  # the forecast issued an hour before now
+    assert RULE in page.locator("#run-plans").inner_text()
