@@ -433,13 +433,11 @@ def figure(block: dict[str, Any]) -> Any:
     return fig
 
 
-#: Zoom presets above each chart (plotly's range selector): the window around now, or everything.
-_RANGE_BUTTONS = [
-    {"count": 1, "label": "1h", "step": "hour", "stepmode": "backward"},
-    {"count": 6, "label": "6h", "step": "hour", "stepmode": "backward"},
-    {"count": 1, "label": "1d", "step": "day", "stepmode": "backward"},
-    {"step": "all", "label": "all"},
-]
+#: One zoom preset above each chart: everything drawn. Plotly counts "1h"-style presets back from the
+#: end of the data (the forecast's last bucket), not from now; the modebar's "reset axes" returns to
+#: the window around now.
+_RANGE_BUTTONS = [{"step": "all", "label": "whole range"}]
+
 
 #: A chart's title per resource: what the numbers count, not the series id.
 _TITLES = {
