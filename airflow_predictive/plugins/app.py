@@ -31,7 +31,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from airflow_predictive import config
-from airflow_predictive.feedback import pages
+from airflow_predictive.feedback import pages, run_view
 from airflow_predictive.hooks.profile_store import configured_store
 from airflow_predictive.links import URL_PREFIX
 
@@ -136,9 +136,46 @@ def _now(request: Request) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def configured_pools() -> list[Any] | None:
+    """The pools of ``[predictive] pools_file`` in file order; None without one (nothing is folded).
+
+    A pools file that does not load is the allocator's error to report; the page still renders,
+    with every pool unfolded.
+    """
+    path = config.get_path("pools_file")
+    if not path.is_file():
+        return None
+    try:
+        return list(config.load_configured_pools(path).values())
+    except Exception:
+        return None
+
+
 def _collect(store: Any, **kwargs: Any) -> dict[str, Any]:
-    """The page data, with the configured mode shown for a pool that has no plan yet."""
-    return pages.collect(store, default_mode=config.get("default_mode"), **kwargs)
+    """The page data: the configured mode for a pool with no plan yet, configured pools first."""
+    return pages.collect(
+        store,
+        default_mode=config.get("default_mode"),
+        configured=configured_pools(),
+        interval=config.interval(),
+        **kwargs,
+    )
+
+
+def run_window(dag_id: str, run_id: str, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """When a DAG run started and ended (now while it runs), from Airflow's metadata database; else
+    from the time in its run id (a run the store knows from another deployment, or a test's seed);
+    else unknown (None, None): the page then shows only plans whose id names the run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
+        if run is not None and (run.start_date or run.run_after):
+            start = run.start_date or run.run_after
+            return start, run.end_date or now
+    return run_view.window_from_run_id(run_id) or (None, None)
 
 
 def create_app() -> FastAPI:
@@ -206,6 +243,10 @@ def create_app() -> FastAPI:
                 if t.get("capacity_pool")
             }
         )
+        configured = configured_pools()
+        if configured is not None:
+            # A pool the pools file does not name (the control loop's own "default" queue) plans nothing.
+            dag_pools = [p for p in dag_pools if p in {c.name for c in configured}]
         data = _collect(store, pools=dag_pools or None, dag_id=dag_id, now=now)
         if not data["pools"]:
             data = _collect(store, dag_id=dag_id, now=now)
@@ -215,8 +256,12 @@ def create_app() -> FastAPI:
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, dependencies=[_dag_read(), _pool_wide()])
     def run_page(dag_id: str, run_id: str, request: Request, task_id: str | None = None) -> HTMLResponse:
-        data = _collect(get_store(), dag_id=dag_id, run_id=run_id, task_id=task_id, now=_now(request))
-        return HTMLResponse(pages.render_page(data, plotly_src=f"{_root(request)}/static/plotly.min.js"))
+        # What this run did (forecasts, plans, actions), not the pools' pages (issue #20, item 10).
+        start, end = run_window(dag_id, run_id, _now(request))
+        run = run_view.collect_run(
+            get_store(), dag_id=dag_id, run_id=run_id, start=start, end=end, task_id=task_id
+        )
+        return HTMLResponse(pages.render_run_page(run, plotly_src=f"{_root(request)}/static/plotly.min.js"))
 
     @app.get("/api/overview", dependencies=[_pool_wide()])
     def overview_json(request: Request, pool: str | None = None) -> JSONResponse:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,7 +20,7 @@ import pytest
 
 from airflow_predictive.store import ProfileStore
 from tests.airflow_harness import AirflowDeployment, airflow_cli
-from tests.ui.seed import POOL, RUN_ID, SERIES, seed
+from tests.ui.seed import POOL, POOLS_YAML, RULE, SERIES, UNCONFIGURED, seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -50,7 +50,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     expected = seed(store, now.replace(minute=now.minute - now.minute % 5))
     store.dispose()
-    env = {"AIRFLOW__PREDICTIVE__STORE_PATH": str(store_path)}
+    pools_file = home / "pools.yaml"
+    pools_file.write_text(POOLS_YAML)  # etl-workers only: the seeded "default" pool is not configured
+    env = {
+        "AIRFLOW__PREDICTIVE__STORE_PATH": str(store_path),
+        "AIRFLOW__PREDICTIVE__POOLS_FILE": str(pools_file),
+    }
     with AirflowDeployment(home, dags, components=("api-server",), env=env) as dep:
         # Serialize the DAG without running a dag-processor: the DAG page needs it in the metadata DB.
         airflow_cli("dags", "reserialize", env=dep.env)
@@ -116,6 +121,22 @@ def test_plugin_views_are_registered(deployment) -> None:
     assert ours["fastapi_apps"][0]["url_prefix"] == "/predictive"
 
 
+def _layout(page, series: str) -> dict:
+    _chart_traces(page, series)
+    return page.evaluate(
+        "sel => { const l = document.querySelector(sel).layout; return {x: l.xaxis.range, y: l.yaxis.range,"
+        " slider: l.xaxis.rangeslider.visible} }",
+        f"div.chart[data-series='{series}']",
+    )
+
+
+def _y_labels(page, series: str) -> list[str]:
+    return page.evaluate(
+        "sel => Array.from(document.querySelectorAll(sel + ' .ytick text')).map(t => t.textContent)",
+        f"div.chart[data-series='{series}']",
+    )
+
+
 def test_forecast_page_in_browser(deployment, browser) -> None:
     dep, expected = deployment
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -128,43 +149,16 @@ def test_forecast_page_in_browser(deployment, browser) -> None:
         assert response.status == 401
         _login(page, dep)
 
-        response = page.goto(f"{dep.base_url}/predictive/")
+        # "now" as the seed had it: the window centres on it, whenever the test runs
+        response = page.goto(f"{dep.base_url}/predictive/?now={quote(expected['now'].isoformat())}")
         assert response.status == 200
-        traces = _chart_traces(page, SERIES)
-        assert traces["forecast mean"] == pytest.approx(expected["means"])
-        assert traces["upper q0.95"] == pytest.approx([m + 4 * 0.95 for m in expected["means"]])
-        assert traces["provisioned"][-1] == pytest.approx(16.0)
-        assert len(traces["actions"]) == 2
-        ledger = page.locator("#ledger tbody tr")
-        assert ledger.count() == 2
-        text = page.locator("#ledger").inner_text()
-        for reason in expected["reasons"]:
-            assert reason in text
-        assert "quota exceeded in zone" in text and "spot" in text and "applied" in text
-        accuracy = page.locator("table.accuracy").inner_text()
-        assert "0.82" in accuracy and "0.93" in accuracy
-        assert "forecast_and_scale" in page.locator(f"h2.pool[data-pool='{POOL}']").inner_text()
-        assert "peak_hours" in page.locator("div.summary[data-kind='timing']").inner_text()
+        _check_pool_page(page, expected)
         _shot(page, "forecast-page")
-
-        # The DAG tab and the run page an operator extra link opens.
-        response = page.goto(f"{dep.base_url}/predictive/dags/ui_forecast_page")
-        assert response.status == 200
-        _chart_traces(page, SERIES)
-        assert page.locator("#upcoming-runs tbody tr").count() >= 4  # "0 */6 * * *" over 24 h
-        tasks = {
-            row.locator("td").nth(0).inner_text(): row.locator("td").nth(4).inner_text()
-            for row in page.locator("#dag-tasks tbody tr").all()
-        }
-        assert tasks == {"extract": "2", "transform": "4"}  # the tasks' cpu resource hints
-        assert POOL in page.locator("#dag-tasks").inner_text()  # queue etl-workers = the capacity pool
+        _check_dag_tab(page, dep)
         _shot(page, "dag-tab")
-        response = page.goto(
-            f"{dep.base_url}/predictive/runs/predictive_scaling/{quote(RUN_ID, safe='')}?task_id=allocate"
-        )
-        assert response.status == 200
-        assert page.locator("#ledger tr.this-run").count() == 2
+        _check_run_view(page, dep, expected)
         _shot(page, "run-page")
+        _check_run_view_of_an_airflow_run(page, dep, expected)
 
         # Inside Airflow's own UI: the tab on the DAG page embeds the same page.
         page.goto(f"{dep.base_url}/dags/ui_forecast_page/plugin/predictive-dag")
@@ -177,3 +171,106 @@ def test_forecast_page_in_browser(deployment, browser) -> None:
     finally:
         context.close()
     assert not [u for u in external if u.startswith("http")], f"page reached outside: {external}"
+
+
+def _check_pool_page(page, expected: dict) -> None:
+    traces = _chart_traces(page, SERIES)
+    assert traces["forecast mean"] == pytest.approx(expected["means"], abs=0.01)
+    assert traces["upper q0.95"] == pytest.approx([m + 4 * 0.95 for m in expected["means"]], abs=0.01)
+    assert traces["provisioned"][-1] == pytest.approx(16.0)
+    assert len(traces["actions"]) == 2
+    # configured pool first; the unconfigured "default" pool folded below it
+    pools = page.locator("h2.pool").evaluate_all("els => els.map(e => e.dataset.pool)")
+    assert pools == [POOL, "default"]
+    other = page.locator("details.other-pools")
+    assert (
+        other.evaluate("d => d.open") is False
+        and not page.locator("h2.pool[data-pool='default']").is_visible()
+    )
+    # the window is centred on now and zoomable; the forecast reaches 115 min ahead
+    layout = _layout(page, SERIES)
+    start, end = (datetime.fromisoformat(x.replace(" ", "T")) for x in layout["x"])
+    assert end - start == timedelta(minutes=230) and layout["slider"] is True
+    # a storage series of a few KiB: drawn on a 0..1 GiB axis, no micro-units
+    other.locator("summary").click()
+    assert page.locator("h2.pool[data-pool='default']").is_visible()
+    assert _layout(page, UNCONFIGURED)["y"] == [0, 1]
+    labels = _y_labels(page, UNCONFIGURED)
+    assert labels and not any("µ" in t or "m" in t for t in labels), labels
+    # each reason one line; the whole reason on a click
+    ledger = page.locator("#ledger tbody tr")
+    assert ledger.count() == 2
+    text = page.locator("#ledger").inner_text()
+    for line in expected["summaries"]:
+        assert line in text
+    detail = page.locator("#ledger details.reason .detail")
+    assert detail.count() == 1 and not detail.is_visible()
+    page.locator("#ledger details.reason summary").click()
+    assert detail.is_visible() and expected["reasons"][0] in detail.inner_text()
+    assert "quota exceeded in zone" in text and "spot" in text and "applied" in text
+    accuracy = page.locator("table.accuracy").first.inner_text()
+    assert "0.82" in accuracy and "0.93" in accuracy
+    assert "forecast_and_scale" in page.locator(f"h2.pool[data-pool='{POOL}']").inner_text()
+    # learning state, slots and queue wait of the configured pool
+    learning = page.locator(f"section.pool[data-pool='{POOL}'] table.learning").inner_text()
+    assert "short history" in learning and RULE in learning and f"rule in force: {RULE}" in learning
+    assert "Task slots bind (2 instances x 8 slots)" in page.locator(".binding-slots").inner_text()
+    assert "p50 30 s" in page.locator(f"section.pool[data-pool='{POOL}'] .queue-wait").inner_text()
+    assert _chart_traces(page, SERIES.replace("cpu", "slots"))["provisioned"][-1] == pytest.approx(16.0)
+    # behaviour: the hour-of-week heatmap, and tables
+    heat = page.locator(f"div.heatmap[data-series='pool:{POOL}']")
+    heat.locator(".main-svg").first.wait_for()
+    assert heat.evaluate("el => el.data[0].type") == "heatmap"
+    assert "peak_hours" in page.locator("div.summary[data-kind='timing']").inner_text()
+
+
+def _check_dag_tab(page, dep) -> None:
+    response = page.goto(f"{dep.base_url}/predictive/dags/ui_forecast_page")
+    assert response.status == 200
+    _chart_traces(page, SERIES)
+    runs = page.locator("#upcoming-runs tbody tr")
+    n = runs.count()
+    assert n >= 4  # "0 */6 * * *" over 24 h (and one overdue if the scheduler has not created it)
+    times = [t.replace("(overdue)", "").strip() for t in runs.all_inner_texts()]
+    assert all(len(t) == len("2026-12-02 18:00") for t in times), times  # to the minute
+    assert "interval start" not in page.locator("#upcoming-runs").inner_text()  # a cron trigger: start = end
+    timeline = page.locator("div.timeline")
+    timeline.locator(".main-svg").first.wait_for()
+    bars = timeline.evaluate("el => el.data.map(t => [t.name, t.base.length, t.customdata[0]])")
+    assert [(name, count) for name, count, _ in bars] == [("extract", n), ("transform", n)]
+    assert "expects 2 vCPU, 4 GiB" in bars[0][2] and "expects 4 vCPU, 8 GiB" in bars[1][2]
+    tasks = {
+        row.locator("td").nth(0).inner_text(): row.locator("td").nth(4).inner_text()
+        for row in page.locator("#dag-tasks tbody tr").all()
+    }
+    assert tasks == {"extract": "2", "transform": "4"}  # the tasks' cpu resource hints
+    assert POOL in page.locator("#dag-tasks").inner_text()  # queue etl-workers = the capacity pool
+
+
+def _check_run_view(page, dep, expected: dict) -> None:
+    run_id = quote(expected["run_id"], safe="")
+    response = page.goto(f"{dep.base_url}/predictive/runs/predictive_scaling/{run_id}?task_id=allocate")
+    assert response.status == 200
+    forecasts = page.locator("#run-forecasts tbody tr")
+    assert forecasts.count() == 1 and "ETS" in forecasts.inner_text()
+    assert RULE in page.locator("#run-plans").inner_text()
+    assert page.locator("#ledger tbody tr").count() == 2
+    assert page.locator("h2.pool").count() == 0  # the run, not the pools' pages
+
+
+def _check_run_view_of_an_airflow_run(page, dep, expected: dict) -> None:
+    # A run Airflow knows: its window comes from the metadata database (queued, no scheduler here:
+    # from its run_after until now), not from its id.
+    due = (expected["now"] - timedelta(minutes=70)).isoformat()
+    with dep.client() as client:
+        response = client.post(
+            "/api/v2/dags/ui_forecast_page/dagRuns", json={"logical_date": due, "run_after": due}
+        )
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    response = page.goto(f"{dep.base_url}/predictive/runs/ui_forecast_page/{quote(run_id, safe='')}")
+    assert response.status == 200
+    assert f"between {due[:10]} {due[11:16]}" in page.locator(".meta").first.inner_text()
+    issued = page.locator("#run-forecasts tbody tr").all_inner_texts()
+    assert any("ETS" in row for row in issued), issued  # the forecast issued an hour before now
+    assert RULE in page.locator("#run-plans").inner_text()
