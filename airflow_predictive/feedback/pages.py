@@ -936,9 +936,14 @@ def _queue_wait_html(pool: dict[str, Any]) -> str:
         legend={"orientation": "h"},
         yaxis={"rangemode": "tozero", "tickformat": ",.0f"},
     )
+    basis = (
+        f"over {wait['tasks']} tasks, {100 * wait['waited_long_share']:.0f}% waited over 30 s"
+        if wait.get("tasks")
+        else f"over {wait['buckets']} buckets' mean waits"
+    )
     text = (
         f'<p class="queue-wait">queue wait, last day: p50 <b>{_fmt(wait["p50_s"])} s</b>, '
-        f"p95 <b>{_fmt(wait['p95_s'])} s</b> (over {wait['buckets']} buckets' mean waits)</p>"
+        f"p95 <b>{_fmt(wait['p95_s'])} s</b> ({basis})</p>"
     )
     return text + _figure_html(fig, pool["pool"], "queue-chart", pool["pool"])
 

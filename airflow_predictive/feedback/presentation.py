@@ -113,10 +113,11 @@ def hour_of_week_grid(profile: Sequence[float]) -> list[list[float]] | None:
 
 
 def queue_wait(payload: dict[str, Any], now: datetime, span: timedelta = timedelta(days=1)) -> dict[str, Any]:
-    """Measured queue wait of a pool over the last ``span``: p50 and p95 of the buckets' mean waits.
+    """Measured queue wait of a pool over the last ``span``: p50 and p95 per try when the summary has
+    them (``queue_wait``, written by the profile refresh), else of the buckets' mean waits.
 
     :param payload: the pool's ``queue_pressure`` summary (``ts``, ``wait_mean_s``, ``wait_max_s``,
-        ``queued_tasks``, one value per bucket).
+        ``queued_tasks``, one value per bucket; ``queue_wait``: per-try stats of the last hour and day).
     :param now: the end of the span.
     :param span: how far back "recent" reaches.
     """
@@ -129,9 +130,17 @@ def queue_wait(payload: dict[str, Any], now: datetime, span: timedelta = timedel
     )
     recent = frame[(frame["ts"] > pd.Timestamp(now - span)) & (frame["ts"] <= pd.Timestamp(now))]
     waits = recent["mean"].dropna()
+    per_try = (payload.get("queue_wait") or {}).get("24h") or {}
+    if per_try.get("tasks"):
+        p50, p95 = per_try["wait_p50_s"], per_try["wait_p95_s"]
+    else:
+        p50 = float(waits.quantile(0.5)) if len(waits) else None
+        p95 = float(waits.quantile(0.95)) if len(waits) else None
     return {
-        "p50_s": round(float(waits.quantile(0.5)), 1) if len(waits) else None,
-        "p95_s": round(float(waits.quantile(0.95)), 1) if len(waits) else None,
+        "p50_s": None if p50 is None else round(p50, 1),
+        "p95_s": None if p95 is None else round(p95, 1),
+        "tasks": per_try.get("tasks"),
+        "waited_long_share": per_try.get("waited_long_share"),
         "buckets": int(len(waits)),
         "ts": [t.isoformat() for t in recent["ts"]],
         "mean_s": [None if pd.isna(v) else float(v) for v in recent["mean"]],

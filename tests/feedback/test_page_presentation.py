@@ -227,6 +227,19 @@ def test_queue_wait_gives_p50_and_p95_of_the_last_day() -> None:
     assert wait["p95_s"] == pytest.approx(19.5)
 
 
+def test_queue_wait_is_per_try_when_the_refresh_measured_it() -> None:
+    payload = {
+        "ts": [(NOW - timedelta(hours=1)).isoformat()],
+        "wait_mean_s": [10.0],
+        "wait_max_s": [40.0],
+        "queue_wait": {"24h": {"tasks": 40, "wait_p50_s": 2.0, "wait_p95_s": 45.0, "waited_long_share": 0.1}},
+    }
+    wait = presentation.queue_wait(payload, NOW)
+    assert (wait["p50_s"], wait["p95_s"], wait["tasks"]) == (2.0, 45.0, 40)
+    html = pages._queue_wait_html({"pool": "io", "queue_wait": wait})
+    assert "p95 <b>45 s</b> (over 40 tasks, 10% waited over 30 s)" in html
+
+
 def test_pool_says_when_task_slots_bind_and_what_its_slot_capacity_is() -> None:
     html = pages._binding_html({"binding": "slots", "slots_per_instance": 16, "instances": 3})
     assert "Task slots bind (3 instances x 16 slots)" in html
