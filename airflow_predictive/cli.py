@@ -10,6 +10,8 @@ Heavy imports (pmdarima, the Compute Engine client) happen only inside the handl
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -48,7 +50,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         return _usage(parser)
+    _as_airflow_cli()
     return int(args.func(args) or 0)
+
+
+def _as_airflow_cli() -> None:
+    """Look connections up and log as Airflow's own CLI does.
+
+    Connections: outside a task, the Task SDK's ``BaseHook.get_connection`` searches the metastore
+    only in a process marked as a server, as ``airflow connections get`` marks itself; without it a
+    connection made with ``airflow connections add`` is "not defined" (issue #20). Environment
+    variables and configured secrets backends are searched first either way.
+
+    Logs: Airflow's logging writes to stdout, which carries the command's result (``--json`` must
+    parse): warnings go to stderr.
+    """
+    os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
+    try:
+        import airflow  # noqa: F401  (configures Airflow's logging, on stdout)
+        import structlog
+    except ImportError:  # the pure commands (backtest) run without a configured Airflow
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+    factory = structlog.get_config().get("logger_factory")
+    if hasattr(factory, "io") and factory.io in (None, sys.stdout):
+        factory.io = sys.stderr
 
 
 if __name__ == "__main__":

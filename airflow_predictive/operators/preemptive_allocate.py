@@ -148,6 +148,7 @@ def allocate_pools(
     apply: bool | None,
     lock_wait_seconds: float = 0.0,
     drain: bool = True,
+    record: bool = True,
 ) -> list[CycleResult]:
     """One allocation cycle for each pool: the operator's and ``airflow-predictive plan``'s loop.
 
@@ -159,6 +160,7 @@ def allocate_pools(
     :param apply: force applying or recording only; None follows each pool's mode.
     :param lock_wait_seconds: wait for another run's lock on a pool this long.
     :param drain: cordon and drain a VM's Celery worker before releasing it (under the CeleryExecutor).
+    :param record: record plans, actions and capacity in the store (False: a preview, see ``run_cycle``).
     """
     from airflow_predictive.runtime.allocation_cycle import CycleResult, run_cycle
 
@@ -182,6 +184,7 @@ def allocate_pools(
                 lock_wait_seconds=lock_wait_seconds,
                 workers=pool_workers(pool.queue_name) if drain else None,
                 instance_hostnames=extra,
+                record=record,
             )
         )
     return results
