@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,7 @@ class PreemptiveAllocateOperator(BaseOperator):
         stats.install()
         # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.profile_store import configured_store
+        from airflow_predictive.runtime.learning import report_learning
 
         pools_file = self.pools_file or str(config.get_path("pools_file"))
         pools = config.load_configured_pools(pools_file)
@@ -124,6 +125,7 @@ class PreemptiveAllocateOperator(BaseOperator):
                 lock_wait_seconds=self.lock_wait_seconds,
                 drain=self.drain_celery,
             )
+            report_learning(store, names, now=now or datetime.now(UTC), interval=config.interval())
         finally:
             store.dispose()
         for result in results:
