@@ -159,6 +159,12 @@ def _follow_the_readme(dep: AirflowDeployment, steps: list[str], env: dict[str, 
     )
     seed_demand(home / "predictive" / "profile.db", datetime.now(UTC))
     # 2. Copied DAGs are unknown until the next scan; the README's reserialize makes them appear.
+    wait_until(
+        lambda: "Found 0 files for bundle dags-folder" in dep.log_tail("dag-processor", 10**6),
+        "the dag-processor's first scan of the empty DAGs folder",
+        120,
+        dep,
+    )
     for name in USER_DAGS:
         shutil.copy(HERE / "dags" / f"{name}.py", home / "dags")
     with dep.client() as client:
