@@ -1,7 +1,9 @@
-"""``airflow-predictive plan [--apply]``: one allocation cycle from the store and the configured pools.
+"""``airflow-predictive plan [--record] [--apply]``: one allocation cycle from the store and the pools.
 
-Without ``--apply`` nothing changes on Compute Engine, whatever the pool's mode: the plan is printed
-and recorded in the ledger as ``dry_run``. This is how a user trials the allocator safely.
+Without ``--apply`` nothing changes on Compute Engine, whatever the pool's mode, and nothing is
+written: the plan is printed only. ``--record`` also records it in the ledger as ``dry_run`` (shown
+in the UI); ``--apply`` applies it and records it as the DAG does. This is how a user trials the
+allocator safely.
 """
 
 from __future__ import annotations
@@ -24,13 +26,19 @@ def register(commands: Any, bench: Any) -> None:
     """
     parser = commands.add_parser(
         "plan",
-        help="plan one allocation cycle per pool (dry run unless --apply)",
+        help="plan one allocation cycle per pool (prints only, unless --record or --apply)",
         description="Plan one allocation cycle per pool from the newest stored forecasts and the pools file. "
-        "Without --apply nothing is changed on Compute Engine, whatever the pool's mode.",
+        "Without --apply nothing is changed on Compute Engine, whatever the pool's mode, and without "
+        "--record or --apply nothing is written to the ledger.",
     )
     parser.add_argument("--pools-file", help="pools YAML (default: [predictive] pools_file)")
     parser.add_argument("--pool", action="append", dest="pools", help="only this pool (repeatable)")
-    parser.add_argument("--apply", action="store_true", help="apply the plan to Compute Engine")
+    parser.add_argument(
+        "--apply", action="store_true", help="apply the plan to Compute Engine (and record it)"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="record the plan in the ledger as dry_run (shown in the UI)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--emulator-url", help="use this Compute Engine emulator (http://127.0.0.1:PORT)")
     parser.add_argument(
@@ -79,28 +87,36 @@ def _plan(args: argparse.Namespace) -> int:
     store = configured_store(args.store_conn_id)
     try:
         results = allocate_pools(
-            [pools[n] for n in names], store, hook, now=None, tasks=tasks, apply=args.apply
+            [pools[n] for n in names],
+            store,
+            hook,
+            now=None,
+            tasks=tasks,
+            apply=args.apply,
+            record=args.record or args.apply,
         )
     finally:
         store.dispose()
     for result in results:
         if result.error:
             print(f"error: pool {result.pool}: {result.error}", file=sys.stderr)
-    print_results(results, as_json=args.json)
+    print_results(results, as_json=args.json, recorded=args.record or args.apply)
     return 1 if any(r.error or r.outcome.failed for r in results) else 0
 
 
-def print_results(results: list, *, as_json: bool = False, out: Any = None) -> None:
+def print_results(results: list, *, as_json: bool = False, out: Any = None, recorded: bool = True) -> None:
     """Print cycle results as a table (each action with its reason) or JSON.
 
     :param results: CycleResult objects.
     :param as_json: print JSON.
     :param out: stream (default stdout).
+    :param recorded: the plans were recorded in the ledger (False: a preview).
     """
     out = out or sys.stdout
     if as_json:
         payload = [
-            r.plan.to_dict() | {"outcome": r.outcome.as_dict(), "applied": r.applied_mode}
+            r.plan.to_dict()
+            | {"outcome": r.outcome.as_dict(), "applied": r.applied_mode, "recorded": recorded}
             if r.plan
             else r.summary()
             for r in results
@@ -113,6 +129,8 @@ def print_results(results: list, *, as_json: bool = False, out: Any = None) -> N
             continue
         s = r.plan.summary
         mode = "APPLY" if r.applied_mode else "DRY RUN (nothing changed)"
+        if not r.applied_mode and not recorded:
+            mode = "PREVIEW (nothing changed, nothing recorded)"
         print(
             f"pool {r.pool} [{r.plan.mode}] {mode}: instances {s.get('instances_before')} -> "
             f"{s.get('instances_after')}, cost/h {s.get('cost_before')} -> {s.get('cost_after')}",

@@ -185,7 +185,8 @@ class Thresholds(_Model):
 class SpotPolicy(_Model):
     """Which capacity runs on spot VMs.
 
-    :param mode: ``none``, ``above_baseline`` or ``all``.
+    :param mode: ``none`` (the default: a pool that says nothing gets standard VMs only, which a
+        preemption cannot take), ``above_baseline`` or ``all``.
     :param baseline_quantile: the forecast quantile whose demand standard VMs carry.
     :param low_demand_standard_share: in a predicted low-demand period (demand at ``now + lead`` below
         the median over the forecast horizon) standard VMs carry only this share of the baseline.
@@ -194,7 +195,8 @@ class SpotPolicy(_Model):
     :param min_standard: standard instances kept whatever the policy (the floor a preemption cannot take).
     """
 
-    mode: SpotMode = SpotMode.ABOVE_BASELINE
+    # Spot is opted into: a preempted VM kills its running tasks, which a pool must say it tolerates.
+    mode: SpotMode = SpotMode.NONE
     baseline_quantile: float = Field(0.5, gt=0, lt=1)
     low_demand_standard_share: float = Field(0.5, ge=0, le=1)
     interruptible: bool = False

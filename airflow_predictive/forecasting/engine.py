@@ -62,6 +62,10 @@ def pin_threads() -> None:
     threadpool_limits(1)
 
 
+#: Observed history a series needs before its statistical model forecasts it (less: the fallback).
+MIN_HISTORY_DAYS = 2.0
+
+
 class Forecaster:
     """Forecast every demand series ``horizon`` ahead at ``interval`` buckets with calibrated quantiles.
 
@@ -82,7 +86,7 @@ class Forecaster:
         horizon: timedelta = timedelta(hours=24),
         quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
         history_days: float = 7.0,
-        min_history_days: float = 2.0,
+        min_history_days: float = MIN_HISTORY_DAYS,
         select_workers: int = 1,
         recycle_after: int = 25,
         model: AutoArima | None = None,

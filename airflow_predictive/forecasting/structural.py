@@ -14,9 +14,10 @@ Task start times come from a small list-scheduling simulation that honours Airfl
 ``parallelism``, Airflow pool slots, each DAG's ``max_active_tasks`` and ``max_active_runs``), run twice:
 with p50 durations (the ``mean`` and ``q0.5``) and with p90 durations. Upper quantiles use each
 task's envelope from its p50 start to its p90 end, so capacity is planned from the earliest plausible
-start of a stage until its latest plausible end. A task's duration and usage come from its profile
-once it has ``min_runs`` finished tries; before that from its template stage; before that from its
-Airflow ``resources`` and a default duration. Besides usage, every task instance holds its
+start of a stage until its latest plausible end. A task's duration and usage combine its hints (its
+template stage, else its Airflow ``resources`` and a default duration) with its profile, weighted by
+evidence: the hints count as ``hint_runs`` runs, so from the first finished try on the measurements
+pull the numbers toward what the task really uses (:func:`blend`). Besides usage, every task instance holds its
 ``pool_slots`` Celery task slots while it runs: known work forecasts the ``slots`` series too.
 """
 
@@ -39,7 +40,14 @@ from airflow_predictive.profiling.demand_series import bucket_peaks, pool_for_qu
 
 MODEL_NAME = "structural"
 DEFAULT_DURATION_S = 300.0
-DEFAULT_MIN_RUNS = 3
+#: Runs' worth of evidence a task's hints count for against its measured runs: after n finished tries
+#: the measurements weigh n / (n + 1). A template stage is a typical task of a kind of workflow, not
+#: this task: one run of it says as much. (Issue #20: a switch at 3 runs kept 8 vCPU of hints for a
+#: task that measured 0.6 cores, then dropped to 0.27.)
+HINT_RUNS = 1.0
+#: Per resource, what is added before taking logarithms, so a measured zero (no network) pulls a hint
+#: down gradually rather than at once; in demand units (vCPU, GiB, GiB, Mbit/s), or seconds.
+_LOG_FLOOR = {"cpu": 0.05, "memory": 0.05, "storage": 0.5, "network": 1.0, "duration": 1.0, "instances": 0.0}
 SESSION_GAP = timedelta(hours=4)
 _GIB = float(2**30)
 
@@ -56,6 +64,7 @@ class TaskProfile:
     :param usage: per resource (demand units), the median usage per task instance.
     :param runs: finished tries the profile is based on.
     :param instances: median task instances per DAG run (a mapped task's fan-out; 1 otherwise).
+    :param measured: per resource, the tries whose usage was measured (absent: ``runs``).
     """
 
     duration_p50_s: float
@@ -63,6 +72,7 @@ class TaskProfile:
     usage: Mapping[str, float]
     runs: int
     instances: int = 1
+    measured: Mapping[str, int] = field(default_factory=dict)
 
 
 def profiles_from_task_runs(task_runs: pd.DataFrame) -> dict[tuple[str, str], TaskProfile]:
@@ -80,6 +90,7 @@ def profiles_from_task_runs(task_runs: pd.DataFrame) -> dict[tuple[str, str], Ta
     for (dag_id, task_id), group in done.groupby(["dag_id", "task_id"], sort=False):
         durations = group["duration"].astype(float)
         usage: dict[str, float] = {}
+        measured: dict[str, int] = {}
         for resource, column, scale in (
             ("cpu", "cpu_mean", 1.0),
             ("memory", "rss_peak_mb", 1 / 1024),
@@ -88,10 +99,12 @@ def profiles_from_task_runs(task_runs: pd.DataFrame) -> dict[tuple[str, str], Ta
             values = group[column].dropna() if column in group else pd.Series(dtype=float)
             if len(values):
                 usage[resource] = float(values.median()) * scale
+                measured[resource] = len(values)
         if "net_bytes" in group:
             rate = (group["net_bytes"] * 8 / 1e6 / group["duration"].clip(lower=1)).dropna()
             if len(rate):
                 usage["network"] = float(rate.median())
+                measured["network"] = len(rate)
         instances = 1
         if "map_index" in group and "run_id" in group:
             per_run = group.groupby("run_id")["map_index"].nunique()
@@ -102,8 +115,30 @@ def profiles_from_task_runs(task_runs: pd.DataFrame) -> dict[tuple[str, str], Ta
             usage=usage,
             runs=len(group),
             instances=instances,
+            measured=measured,
         )
     return out
+
+
+def blend(hint: float, measured: float, runs: float, *, floor: float, hint_runs: float = HINT_RUNS) -> float:
+    """A hint and a measurement combined by how much evidence each is, as a weighted geometric mean.
+
+    Geometric, because hints and use differ by factors (8 vCPU hinted, 0.6 used), and a weighted
+    arithmetic mean would keep most of a large hint long after the task showed its real size.
+
+    :param hint: the template's or ``resources``' value.
+    :param measured: the median of the task's measured tries.
+    :param runs: how many tries measured it (0: the hint alone).
+    :param floor: added before the logarithm (see :data:`_LOG_FLOOR`).
+    :param hint_runs: runs' worth of evidence the hint counts for.
+    """
+    if runs <= 0 or measured is None or math.isnan(measured):
+        return hint
+    weight = runs / (runs + hint_runs)
+    if floor <= 0 and min(hint, measured) <= 0:
+        return max(hint, measured) if weight < 0.5 else measured
+    mixed = (1 - weight) * math.log(hint + floor) + weight * math.log(measured + floor)
+    return max(0.0, math.exp(mixed) - floor)
 
 
 @dataclass(frozen=True)
@@ -140,16 +175,16 @@ def task_model(
     profiles: Mapping[tuple[str, str], TaskProfile],
     *,
     queue_pools: Mapping[str, str] | None = None,
-    min_runs: int = DEFAULT_MIN_RUNS,
+    hint_runs: float = HINT_RUNS,
     default_duration_s: float = DEFAULT_DURATION_S,
 ) -> TaskModel:
-    """Merge a task's hints (template or resources) with its profile (when it has enough history).
+    """Combine a task's hints (template or resources) with its profile, weighted by evidence.
 
     :param dag_id: the DAG.
     :param hints: one task of the upcoming-work JSON (``task_hints``).
     :param profiles: task profiles by (dag_id, task_id).
     :param queue_pools: ``{queue: capacity pool}`` from the pools configuration.
-    :param min_runs: finished tries before a profile overrides the template.
+    :param hint_runs: runs' worth of evidence the hints count for (see :func:`blend`).
     :param default_duration_s: duration of a task with neither profile nor template.
     """
     queue = hints.get("queue") or "default"
@@ -166,11 +201,9 @@ def task_model(
     source = hints.get("source", "default")
     instances = max(1, int(hints.get("parallelism") or 1))
     profile = profiles.get((dag_id, hints["task_id"]))
-    if profile is not None and profile.runs >= min_runs:
-        p50, p90 = profile.duration_p50_s, max(profile.duration_p90_s, profile.duration_p50_s)
-        hinted.update({k: v for k, v in profile.usage.items() if v is not None and not math.isnan(v)})
-        instances = profile.instances
-        source = "profile"
+    if profile is not None and profile.runs > 0:
+        p50, p90, instances = _with_profile(profile, hinted, p50, p90, instances, hint_runs)
+        source = "profile"  # the measurements weigh at least as much as the hints from the first try
     return TaskModel(
         task_id=hints["task_id"],
         upstream=tuple(hints.get("upstream") or ()),
@@ -182,6 +215,26 @@ def task_model(
         p90=max(p90, p50, 1.0),
         usage=hinted,
         source=source,
+    )
+
+
+def _with_profile(
+    profile: TaskProfile, usage: dict[str, float], p50: float, p90: float, instances: int, hint_runs: float
+) -> tuple[float, float, int]:
+    """Blend the profile into the hinted ``usage`` (in place), durations and fan-out."""
+
+    def mix(key: str, hint: float, measured: float, runs: float = profile.runs) -> float:
+        return blend(hint, measured, runs, floor=_LOG_FLOOR[key], hint_runs=hint_runs)
+
+    for resource, value in profile.usage.items():
+        usage[resource] = mix(
+            resource, usage.get(resource, 0.0), value, profile.measured.get(resource, profile.runs)
+        )
+    measured_p90 = max(profile.duration_p90_s, profile.duration_p50_s)
+    return (
+        mix("duration", p50, profile.duration_p50_s),
+        mix("duration", p90, measured_p90),
+        max(1, round(mix("instances", instances, profile.instances))),
     )
 
 
@@ -521,7 +574,7 @@ def structural_forecast(
     users: Mapping[str, Any] | None = None,
     queue_pools: Mapping[str, str] | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    min_runs: int = DEFAULT_MIN_RUNS,
+    hint_runs: float = HINT_RUNS,
     pools: Sequence[str] | None = None,
 ) -> StructuralForecast:
     """Forecast the demand of known future work, per capacity pool and resource, in the forecast contract.
@@ -535,7 +588,7 @@ def structural_forecast(
     :param users: the profiler's ``users`` summary (transition counts).
     :param queue_pools: ``{queue: capacity pool}``.
     :param quantiles: quantile levels of the frame.
-    :param min_runs: finished tries before a profile overrides a template.
+    :param hint_runs: runs' worth of evidence a task's hints count for (see :func:`blend`).
     :param pools: always emit these pools' series (zeros when no known work), so a pool's forecast exists.
     """
     profiles = profiles or {}
@@ -547,7 +600,7 @@ def structural_forecast(
     for dag_id, dag in dags.items():
         models[dag_id] = {}
         for hints in dag.get("tasks", []):
-            model = task_model(dag_id, hints, profiles, queue_pools=queue_pools, min_runs=min_runs)
+            model = task_model(dag_id, hints, profiles, queue_pools=queue_pools, hint_runs=hint_runs)
             models[dag_id][model.task_id] = model
             sources[(dag_id, model.task_id)] = model.source
     raw_limits = upcoming.get("limits") or {}

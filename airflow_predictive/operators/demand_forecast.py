@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -40,6 +40,7 @@ def series_chunks(
     """
     # Imported when the task runs: the DAG file imports this module at every parse.
     from airflow_predictive.hooks.profile_store import configured_store
+    from airflow_predictive.runtime.learning import report_learning
 
     size = chunk_size or config.get_int("series_per_chunk")
     if size < 1:
@@ -47,8 +48,12 @@ def series_chunks(
     store = configured_store(store_conn_id)
     try:
         ids = store.series_ids(list(pools) if pools else None)
+        if pools:  # say what each pool's loop waits for: the first cycles have nothing to forecast
+            report_learning(store, pools, now=datetime.now(UTC), interval=config.interval())
     finally:
         store.dispose()
+    if not ids:
+        log.info("no demand series yet: forecast and allocate skip this cycle")
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,7 @@ class PreemptiveAllocateOperator(BaseOperator):
         stats.install()
         # Imported when the task runs: the DAG file imports this module at every parse.
         from airflow_predictive.hooks.profile_store import configured_store
+        from airflow_predictive.runtime.learning import report_learning
 
         pools_file = self.pools_file or str(config.get_path("pools_file"))
         pools = config.load_configured_pools(pools_file)
@@ -124,6 +125,7 @@ class PreemptiveAllocateOperator(BaseOperator):
                 lock_wait_seconds=self.lock_wait_seconds,
                 drain=self.drain_celery,
             )
+            report_learning(store, names, now=now or datetime.now(UTC), interval=config.interval())
         finally:
             store.dispose()
         for result in results:
@@ -148,6 +150,7 @@ def allocate_pools(
     apply: bool | None,
     lock_wait_seconds: float = 0.0,
     drain: bool = True,
+    record: bool = True,
 ) -> list[CycleResult]:
     """One allocation cycle for each pool: the operator's and ``airflow-predictive plan``'s loop.
 
@@ -159,6 +162,7 @@ def allocate_pools(
     :param apply: force applying or recording only; None follows each pool's mode.
     :param lock_wait_seconds: wait for another run's lock on a pool this long.
     :param drain: cordon and drain a VM's Celery worker before releasing it (under the CeleryExecutor).
+    :param record: record plans, actions and capacity in the store (False: a preview, see ``run_cycle``).
     """
     from airflow_predictive.runtime.allocation_cycle import CycleResult, run_cycle
 
@@ -182,6 +186,7 @@ def allocate_pools(
                 lock_wait_seconds=lock_wait_seconds,
                 workers=pool_workers(pool.queue_name) if drain else None,
                 instance_hostnames=extra,
+                record=record,
             )
         )
     return results

@@ -461,6 +461,8 @@ class _Sizing:
     why: str = ""
 
 
+#: Days of demand the daily-cycle check needs: below it a forecast-driven pool follows the reactive rule.
+MIN_CYCLE_DAYS = 1.5
 #: The resource whose daily cycle decides, in order of preference (the autoscaler's own rule is CPU).
 _CYCLE_RESOURCES = ("cpu", "memory", "network")
 
@@ -505,7 +507,7 @@ def daily_cycle(values: np.ndarray, lag: int) -> float | None:
     """
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
-    if values.size < lag + lag // 2:
+    if values.size < int(lag * MIN_CYCLE_DAYS):
         return None
     a, b = values[:-lag], values[lag:]
     a, b = a - a.mean(), b - b.mean()

@@ -7,7 +7,8 @@ Shared by :class:`~airflow_predictive.operators.preemptive_allocate.PreemptiveAl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.capacity_provider import CapacityProvider
 from airflow_predictive.contracts.demand import series_id
-from airflow_predictive.contracts.plan import Mode, Plan
+from airflow_predictive.contracts.plan import ActionStatus, Mode, Plan
 from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import AllocationStore
 from airflow_predictive.contracts.workers import WorkerControl
@@ -97,6 +98,7 @@ def run_cycle(
     workers: WorkerControl | None = None,
     instance_hostnames: ExtraAliases | None = None,
     read_machine_type: bool = True,
+    record: bool = True,
 ) -> CycleResult:
     """Plan (and apply, if asked and allowed) one pool; a failure is recorded for this pool only.
 
@@ -114,13 +116,19 @@ def run_cycle(
     :param workers: the pool's workers, cordoned and drained before a release (None: no worker control).
     :param instance_hostnames: the deployment's own names for a VM (``[predictive] instance_hostnames``).
     :param read_machine_type: read vCPUs and memory from the Compute Engine API (cached per engine).
+    :param record: record the plan and its actions in the ledger and the capacity read, and emit
+        metrics. False is a preview (``airflow-predictive plan`` without ``--record``): it takes no
+        lock, writes nothing and applies nothing, so the UI and the DAG never see it.
     """
     now = now or datetime.now(UTC)
     do_apply = pool.mode is Mode.FORECAST_AND_SCALE if apply is None else bool(apply)
+    if do_apply and not record:
+        raise ValueError("a cycle that applies its plan must record it: the ledger is written first")
     result = CycleResult(pool=pool.name, applied_mode=do_apply)
     read = running_tasks if running_tasks is not None else given_hosts(busy_hosts)
+    lock = pool_lock(store, pool.name, wait_seconds=lock_wait_seconds) if record else _no_lock()
     try:
-        with pool_lock(store, pool.name, wait_seconds=lock_wait_seconds) as lease:
+        with lock as lease:
             if read_machine_type and pool.vcpus is None:
                 spec = engine.machine_type(pool.machine_type)
                 pool = pool.with_machine(spec.vcpus, spec.memory_gib)
@@ -130,6 +138,9 @@ def run_cycle(
                 return _busy_view(read, state, pool, instance_hostnames)
 
             result.plan = plan = _plan(pool, store, state, now, view())
+            if not record:
+                result.outcome = _preview(plan)
+                return result
             guard = ReleaseGuard(
                 recheck=view,
                 workers=workers,
@@ -151,6 +162,19 @@ def run_cycle(
         return result
     _emit(result)
     return result
+
+
+@contextmanager
+def _no_lock() -> Iterator[Any]:
+    """A preview's stand-in for the pool lease: it sends nothing, so it needs no fence."""
+    yield None
+
+
+def _preview(plan: Plan) -> Outcome:
+    """Mark every action ``dry_run`` without writing them anywhere."""
+    for action in plan.actions:
+        action.status = ActionStatus.DRY_RUN
+    return Outcome(dry_run=[a.request_id for a in plan.actions])
 
 
 def _plan(

@@ -184,7 +184,8 @@ class FeedbackPolicy:
     :param recalibration_grid: of those, only the buckets on this grid (None: every bucket).
     :param tolerance: coverage drift tolerated before the width changes.
     :param mase_threshold: MASE above which a series is flagged for re-selection.
-    :param min_samples: scored forecast rows needed before a width correction.
+    :param min_samples: scored forecast rows needed before a width correction, and before a series
+        can raise "forecast degraded".
     :param recalibrate: apply the corrections (False: score and report only).
     :param coverage_alert_gap: alert "forecast degraded" when coverage is this far below target.
     :param queue_wait_targets: ``{pool: queue_wait_p95_seconds}`` of the pools whose service level
@@ -453,7 +454,13 @@ def _alerts(
         )
         if cut:
             capped.append({"pool": row["pool"], "plan_id": row["plan_id"], "capped": list(cut)})
-    raised = alerts_mod.alerts_for(decisions, failed, capped, coverage_alert_gap=policy.coverage_alert_gap)
+    raised = alerts_mod.alerts_for(
+        decisions,
+        failed,
+        capped,
+        coverage_alert_gap=policy.coverage_alert_gap,
+        min_alert_points=policy.min_samples,
+    )
     return actions, raised
 
 

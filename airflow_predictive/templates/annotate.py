@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_predictive.templates.loader import registry
-from airflow_predictive.templates.models import Stage, Template, TemplateLookupError
+from airflow_predictive.templates.models import Stage, StageQueueError, Template, TemplateLookupError
 
 EXECUTOR_CONFIG_KEY = "predictive"
 MB_PER_GIB = 1024
@@ -39,17 +39,18 @@ def _lookup(
     return tpl, stg
 
 
-def binding(template: Template, stage: Stage) -> dict[str, Any]:
+def binding(template: Template, stage: Stage, queue: str) -> dict[str, Any]:
     """The ``executor_config["predictive"]`` entry of a task bound to ``stage``.
 
     :param template: the template.
     :param stage: one of its stages.
+    :param queue: the Airflow queue the task runs on.
     """
     return {
         "template": template.name,
         "stage": stage.name,
         "upstream_stages": list(template.upstream(stage.name)),
-        "capacity_pool": stage.pool,
+        "capacity_pool": stage.pool_for(queue),
         "cpu": stage.cpu,
         "memory_gib": stage.memory,
         "storage_gib": stage.storage,
@@ -88,24 +89,39 @@ def stage_kwargs(
     template: str | Template,
     stage: str | Stage,
     *,
+    queue: str | None = None,
+    pool: str | None = None,
     kubernetes: bool = False,
     executor_config: Mapping[str, Any] | None = None,
     templates_folder: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Task keyword arguments that bind a task to a template stage.
+    """Task keyword arguments that bind a task to a template stage, and say where it runs.
 
-    Raises :class:`TemplateLookupError` naming the template and the stage when either is unknown, so
-    the DAG shows up in the import errors with a message saying what to fix.
+    Where the task runs is said here, once: ``queue`` and ``pool`` take the place of the operator's
+    own arguments (passing them to the operator as well is Python's "multiple values" error). A
+    stage that names no queue needs ``queue``: a task is never sent to ``default`` unasked.
+
+    Raises :class:`TemplateLookupError` naming the template and the stage when either is unknown, or
+    when no queue is named, so the DAG shows up in the import errors with a message saying what to fix.
 
     :param template: template name (or a loaded :class:`Template`).
     :param stage: stage name (or a :class:`Stage` of that template).
+    :param queue: the Airflow queue the task runs on (overrides the stage's).
+    :param pool: the Airflow pool the task runs in (overrides the stage's ``airflow_pool``).
     :param kubernetes: also set ``executor_config["pod_override"]`` resource requests (KubernetesExecutor).
     :param executor_config: an executor_config of your own to merge with.
     :param templates_folder: user templates folder; default ``[predictive] templates_folder``.
     """
     tpl, stg = _lookup(template, stage, templates_folder)
+    queue = queue or stg.queue
+    if not queue:
+        raise StageQueueError(
+            f"stage {stg.name!r} of template {tpl.name!r} names no queue: say where the task runs with "
+            f"stage_kwargs({tpl.name!r}, {stg.name!r}, queue='<queue>') (the Airflow queue whose "
+            "capacity pool runs it; 'default' for the default queue)"
+        )
     config = dict(executor_config or {})
-    config[EXECUTOR_CONFIG_KEY] = binding(tpl, stg)
+    config[EXECUTOR_CONFIG_KEY] = binding(tpl, stg, queue)
     if kubernetes:
         config["pod_override"] = _pod_override(stg)
     kwargs: dict[str, Any] = {
@@ -115,17 +131,19 @@ def stage_kwargs(
             "disk": round(stg.storage * MB_PER_GIB),
             "gpus": stg.gpus,
         },
-        "queue": stg.queue,
+        "queue": queue,
         "pool_slots": stg.pool_slots,
         "executor_config": config,
     }
-    if stg.airflow_pool:
-        kwargs["pool"] = stg.airflow_pool
+    if pool or stg.airflow_pool:
+        kwargs["pool"] = pool or stg.airflow_pool
     return kwargs
 
 
 def bind_task(task: Any, template: str | Template, stage: str | Stage, *, kubernetes: bool = False) -> None:
     """Bind an existing task (operator or mapped operator) to a template stage, in place.
+
+    A stage that names a queue moves the task there; otherwise the task keeps its own queue.
 
     :param task: the Airflow task.
     :param template: template name or object.
@@ -134,7 +152,14 @@ def bind_task(task: Any, template: str | Template, stage: str | Stage, *, kubern
     """
     from airflow.sdk.definitions.operator_resources import Resources
 
-    kwargs = stage_kwargs(template, stage, kubernetes=kubernetes, executor_config=_executor_config(task))
+    tpl, stg = _lookup(template, stage, None)
+    kwargs = stage_kwargs(
+        tpl,
+        stg,
+        queue=stg.queue or _task_queue(task),
+        kubernetes=kubernetes,
+        executor_config=_executor_config(task),
+    )
     resources = Resources(**kwargs.pop("resources"))
     if hasattr(task, "partial_kwargs"):  # a mapped operator keeps its operator arguments here
         task.partial_kwargs.update(kwargs, resources=resources)
@@ -142,6 +167,13 @@ def bind_task(task: Any, template: str | Template, stage: str | Stage, *, kubern
     task.resources = resources
     for name, value in kwargs.items():
         setattr(task, name, value)
+
+
+def _task_queue(task: Any) -> str | None:
+    """The queue a stage without one leaves the task on (the stage's own queue wins)."""
+    if hasattr(task, "partial_kwargs"):
+        return task.partial_kwargs.get("queue") or getattr(task, "queue", None)
+    return getattr(task, "queue", None)
 
 
 def _executor_config(task: Any) -> dict[str, Any]:

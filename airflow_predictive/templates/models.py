@@ -36,7 +36,8 @@ class Stage(BaseModel):
     :param network: sustained network rate per task instance (Mbit/s).
     :param gpus: GPUs per task instance.
     :param duration: typical duration (seconds after parsing) used until the task has history.
-    :param queue: Airflow queue the tasks go to (Celery queue / worker group).
+    :param queue: Airflow queue the tasks go to (Celery queue / worker group); None: the binding names
+        it (``stage_kwargs(..., queue=...)``, or the task's own queue for ``apply_template``).
     :param capacity_pool: Compute Engine capacity pool that serves the queue (defaults to the queue).
     :param airflow_pool: Airflow pool to run in (must exist in Airflow); None keeps the task's own.
     :param pool_slots: Airflow pool slots per task instance.
@@ -58,7 +59,8 @@ class Stage(BaseModel):
     network: Mbps = 0.0
     gpus: int = Field(0, ge=0)
     duration: Seconds
-    queue: str = "default"
+    # No default queue: a stage that names none must not send tasks to `default` behind the author's back.
+    queue: str | None = None
     capacity_pool: str | None = None
     airflow_pool: str | None = None
     pool_slots: int = Field(1, ge=1)
@@ -73,10 +75,12 @@ class Stage(BaseModel):
     def _pool_name(cls, value: str | None) -> str | None:
         return None if value is None else validate_pool_name(value)
 
-    @property
-    def pool(self) -> str:
-        """The capacity pool whose demand this stage adds to."""
-        return self.capacity_pool or validate_pool_name(self.queue)
+    def pool_for(self, queue: str) -> str:
+        """The capacity pool whose demand a task of this stage on ``queue`` adds to.
+
+        :param queue: the Airflow queue the task runs on.
+        """
+        return self.capacity_pool or validate_pool_name(queue)
 
     def demand(self) -> dict[str, float]:
         """Demand of the whole stage while it runs, in the demand contract's resources and units."""
@@ -191,6 +195,10 @@ class Template(BaseModel):
 
 class TemplateLookupError(LookupError):
     """A DAG names a template or stage that does not exist; the message names both."""
+
+
+class StageQueueError(TemplateLookupError):
+    """A task was bound to a stage without a queue, and the binding named none either."""
 
 
 class UnknownStageError(TemplateLookupError):

@@ -137,6 +137,17 @@ def test_standard_carries_the_baseline_and_spot_the_rest():
     assert p.summary["standard_after"] == 4 and p.summary["spot_after"] == 1
 
 
+def test_a_pool_that_says_nothing_about_spot_gets_standard_vms_only():
+    # Issue #20: a pool without a `spot:` block got a spot VM. Spot is opted into.
+    minimal = {"project": "demo-project", "zone": "us-central1-a", "machine_type": "n2-standard-8"}
+    pool = parse_pools({"pools": {"etl": minimal | {"max_instances": 20, "thresholds": {"storage": 0}}}})[
+        "etl"
+    ]
+    p = plan(forecast_frame("etl", {"cpu": [32] * 12}), PoolState(), pool, NOW)
+    assert {str(a.provisioning): a.amount for a in p.actions} == {"standard": 5}
+    assert str(pool.spot.mode) == "none" and not pool.has_spot
+
+
 def test_interruptible_work_goes_to_spot_above_min_standard():
     pool = make_pool(spot={"mode": "above_baseline", "interruptible": True, "min_standard": 1})
     p = plan(forecast_frame("etl", {"cpu": [32] * 6}), PoolState(), pool, NOW)

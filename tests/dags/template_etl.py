@@ -17,10 +17,12 @@ with DAG(
     tags=["predictive-test"],
 ) as dag:
     extract = BashOperator(
-        task_id="extract", bash_command="echo extract", **stage_kwargs("etl_batch", "extract")
+        task_id="extract",
+        bash_command="echo extract",
+        **stage_kwargs("etl_batch", "extract", queue="default"),
     )
 
-    @task(**stage_kwargs("etl_batch", "transform"))
+    @task(**stage_kwargs("etl_batch", "transform", queue="etl"))
     def transform(partition: int) -> int:
         return partition
 

@@ -100,7 +100,8 @@ def test_cycle_stores_scores_alerts_and_flags(store, tmp_path) -> None:
         now=NOW + timedelta(hours=2, minutes=5),
         notifiers={"forecast_degraded": FileNotifier(sent), "action_failed": [FileNotifier(sent)]},
         emit_metrics=False,
-        policy=FeedbackPolicy(min_samples=5),
+        # 3 scored rows (targets on the 30-minute grid): the evidence this test asks an alert of
+        policy=FeedbackPolicy(min_samples=3),
     )
     assert result.reselected == [SERIES]
     assert store.model_states([SERIES])[SERIES]["needs_reselect"] is True
@@ -245,3 +246,16 @@ def test_one_burst_in_a_steady_cycle_does_not_flag_a_model_that_forecast_the_hou
             burst_mase = evaluation.value_of(result.evaluations, SERIES, evaluation.MASE)
     assert burst_mase is not None and burst_mase > 1.0  # that bucket alone would condemn the model
     assert flagged == []
+
+
+def test_no_forecast_degraded_alert_before_enough_scored_points() -> None:
+    # Issue #20: two scored points, one miss each, read as "coverage 0.00" and raised an alert.
+    from airflow_predictive.feedback.recalibration import Decision
+
+    early = Decision(SERIES, level=0.95, coverage=0.0, n=2, mase=3.0, reselect=True)
+    assert alerts.alerts_for([early], [], []) == []
+    assert alerts.MIN_ALERT_POINTS == 30
+    enough = Decision(SERIES, level=0.95, coverage=0.5, n=alerts.MIN_ALERT_POINTS)
+    (alert,) = alerts.alerts_for([early, enough], [], [])
+    assert alert.kind == alerts.FORECAST_DEGRADED and "coverage 0.50" in alert.message
+    assert [s["n"] for s in alert.details["series"]] == [alerts.MIN_ALERT_POINTS]

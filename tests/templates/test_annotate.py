@@ -22,14 +22,36 @@ def roundtrip(dag):
 
 
 def test_stage_kwargs_sets_airflow_resource_hints():
-    kwargs = stage_kwargs("etl_batch", "transform")
+    kwargs = stage_kwargs("etl_batch", "transform", queue="qs_etl")
     assert kwargs["resources"] == {"cpus": 2.0, "ram": 8192, "disk": 51200, "gpus": 0}
-    assert kwargs["queue"] == "default"
+    assert kwargs["queue"] == "qs_etl"
     assert kwargs["pool_slots"] == 1
     binding = kwargs["executor_config"]["predictive"]
     assert binding["template"] == "etl_batch" and binding["stage"] == "transform"
     assert binding["parallelism"] == 4 and binding["interruptible"] is True
+    assert binding["capacity_pool"] == "qs_etl"  # the queue's pool, unless the pools file maps it
     assert "pool" not in kwargs  # no Airflow pool named by the stage: the task keeps its own
+
+
+def test_the_author_says_where_a_bound_task_runs_and_it_is_never_default_unasked():
+    # Issue #20: stage_kwargs set queue="default", and the operator's own queue= was a TypeError.
+    with pytest.raises(TemplateLookupError, match=r"names no queue: .*queue='<queue>'"):
+        stage_kwargs("etl_batch", "transform")
+    kwargs = stage_kwargs("etl_batch", "transform", queue="qs_etl", pool="etl_slots")
+    assert (kwargs["queue"], kwargs["pool"]) == ("qs_etl", "etl_slots")
+    from airflow.providers.standard.operators.bash import BashOperator
+    from airflow.sdk import DAG
+
+    with DAG("bound_queue", schedule=None) as dag:
+        BashOperator(task_id="t", bash_command="true", **kwargs)
+        kept = BashOperator(task_id="mine", bash_command="true", queue="qs_load")
+    from airflow_predictive.templates import apply_template
+
+    apply_template(dag, "etl_batch", {"load": "mine"})
+    assert dag.get_task("t").queue == "qs_etl" and dag.get_task("t").pool == "etl_slots"
+    # a stage without a queue leaves the task on its own queue, and counts it in that queue's pool
+    assert kept.queue == "qs_load"
+    assert kept.executor_config["predictive"]["capacity_pool"] == "qs_load"
 
 
 def test_unknown_template_or_stage_names_both():

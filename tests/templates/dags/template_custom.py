@@ -20,4 +20,6 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
 ) as dag:
-    BashOperator(task_id="report", bash_command="true", **stage_kwargs("data_analysis", "report"))
+    BashOperator(
+        task_id="report", bash_command="true", **stage_kwargs("data_analysis", "report", queue="default")
+    )

@@ -1,0 +1,150 @@
+"""What a new pool's control loop is waiting for, and when prediction starts (the cold start).
+
+A pool's first cycles have nothing to forecast: the profiler writes a demand bucket only once it has
+closed. Then each series forecasts with a fallback (``short_history``: the recent level) until it has
+:data:`~airflow_predictive.forecasting.engine.MIN_HISTORY_DAYS` of observed demand, and the planner
+follows the reactive rule until it has :data:`~airflow_predictive.planning.planner.MIN_CYCLE_DAYS`
+(then the forecast, if demand has a daily cycle). :func:`learning_state` says which of these a pool
+is in, for the task logs and the pool's page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from airflow_predictive.contracts.demand import RESOURCES, series_id
+from airflow_predictive.contracts.stores import DemandReader
+from airflow_predictive.forecasting.engine import MIN_HISTORY_DAYS
+from airflow_predictive.planning.planner import MIN_CYCLE_DAYS
+
+log = logging.getLogger(__name__)
+
+WAITING_FOR_DEMAND = "waiting_for_demand"
+LEARNING = "learning"
+PREDICTING = "predicting"
+_MODELS_AFTER = timedelta(days=MIN_HISTORY_DAYS)
+_PLANS_AFTER = timedelta(days=MIN_CYCLE_DAYS)
+
+
+@dataclass(frozen=True)
+class LearningState:
+    """Where a pool is in its cold start.
+
+    :param pool: the capacity pool.
+    :param stage: ``waiting_for_demand`` (no closed demand bucket yet: forecast and allocate skip),
+        ``learning`` (forecasts fall back to the recent level, plans follow the reactive rule) or
+        ``predicting`` (statistical forecasts; the planner follows them while demand has a daily cycle).
+    :param first_demand: the first observed demand bucket (None: none yet).
+    :param next_bucket_closes: when the demand bucket open at ``now`` closes (the profiler writes it after).
+    :param models_from: when the series have enough history for their statistical models.
+    :param plans_from: when the planner can first follow the forecast (1.5 days: the daily-cycle check).
+    :param message: the state in one sentence, for task logs and the page.
+    """
+
+    pool: str
+    stage: str
+    first_demand: datetime | None
+    next_bucket_closes: datetime
+    models_from: datetime | None
+    plans_from: datetime | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "stage": self.stage,
+            "first_demand": _iso(self.first_demand),
+            "next_bucket_closes": _iso(self.next_bucket_closes),
+            "models_from": _iso(self.models_from),
+            "plans_from": _iso(self.plans_from),
+            "message": self.message,
+        }
+
+
+def learning_state(
+    store: DemandReader, pool: str, *, now: datetime, interval: timedelta = timedelta(minutes=5)
+) -> LearningState:
+    """What ``pool``'s control loop waits for at ``now``, and when prediction starts.
+
+    Reads at most :data:`MIN_HISTORY_DAYS` (and a day) of the pool's demand.
+
+    :param store: the profile store (demand series).
+    :param pool: the capacity pool.
+    :param now: the time to judge at (a cycle's ``now``).
+    :param interval: bucket width of the demand series.
+    """
+    look_back = _MODELS_AFTER + timedelta(days=1)
+    ids = [series_id(pool, r) for r in RESOURCES]
+    demand = store.demand(ids, start=now - look_back, end=now)
+    observed = pd.to_datetime(demand.loc[demand["value"].notna(), "ts"], utc=True)
+    closes = _bucket_end(now, interval)
+    if observed.empty:
+        return _waiting(pool, closes, interval)
+    first = observed.min().to_pydatetime()
+    if first <= now - look_back + interval:
+        first = None  # older than the window read: long past the cold start
+    return _judged(pool, first, closes, now)
+
+
+def _waiting(pool: str, closes: datetime, interval: timedelta) -> LearningState:
+    minutes = f"{interval.total_seconds() / 60:g}"
+    message = (
+        f"pool {pool}: waiting for its first closed {minutes}-minute demand bucket (the one open now "
+        f"closes at {_hm(closes)}; the profiler writes a bucket once it has closed and tasks of the "
+        "pool's queue have run). Forecast and allocate skip until then. Forecasts then fall back to the "
+        f"recent level for {MIN_HISTORY_DAYS:g} days, and plans follow the reactive rule for at least "
+        f"{MIN_CYCLE_DAYS:g} days."
+    )
+    return LearningState(pool, WAITING_FOR_DEMAND, None, closes, None, None, message)
+
+
+def _judged(pool: str, first: datetime | None, closes: datetime, now: datetime) -> LearningState:
+    if first is None or now >= first + _MODELS_AFTER:
+        message = f"pool {pool}: predicting (statistical forecasts; plans follow them while demand has a daily cycle)"
+        return LearningState(pool, PREDICTING, first, closes, None, None, message)
+    models_from, plans_from = first + _MODELS_AFTER, first + _PLANS_AFTER
+    message = (
+        f"pool {pool}: learning since {_hm(first)}: forecasts fall back to the recent level "
+        f"(short_history) until {_hm(models_from)} ({MIN_HISTORY_DAYS:g} days of demand); plans follow "
+        f"the reactive rule until at least {_hm(plans_from)} ({MIN_CYCLE_DAYS:g} days), then the "
+        "forecast if demand has a daily cycle."
+    )
+    return LearningState(pool, LEARNING, first, closes, models_from, plans_from, message)
+
+
+def _bucket_end(now: datetime, interval: timedelta) -> datetime:
+    return pd.Timestamp(now).floor(interval).to_pydatetime() + interval
+
+
+def _hm(at: datetime) -> str:
+    return pd.Timestamp(at).tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else pd.Timestamp(at).isoformat()
+
+
+def report_learning(
+    store: DemandReader,
+    pools: Sequence[str],
+    *,
+    now: datetime,
+    interval: timedelta = timedelta(minutes=5),
+) -> list[LearningState]:
+    """Log each pool's cold-start state (a pool still learning says what it waits for) and return them.
+
+    :param store: the profile store (demand series).
+    :param pools: the capacity pools.
+    :param now: the cycle's time.
+    :param interval: bucket width of the demand series.
+    """
+    states = [learning_state(store, pool, now=now, interval=interval) for pool in pools]
+    for state in states:
+        log.info("%s", state.message)
+    return states
