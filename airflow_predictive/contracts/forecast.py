@@ -11,6 +11,11 @@ from __future__ import annotations
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
 KNOWN = "known"
+#: Observed history a series needs before its statistical model forecasts it (less: the fallback).
+MIN_HISTORY_DAYS = 2.0
+#: Days of demand the planner's daily-cycle check needs: below it a forecast-driven pool follows the
+#: reactive rule (and still provisions known work).
+MIN_CYCLE_DAYS = 1.5
 
 
 def quantile_column(level: float) -> str:

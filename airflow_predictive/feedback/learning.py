@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 
 from airflow_predictive.contracts.demand import parse_series_id
+from airflow_predictive.contracts.forecast import MIN_CYCLE_DAYS, MIN_HISTORY_DAYS
 
-#: Demand history the daily-cycle check and the forecaster's seasonal models need (planner and engine).
-DAILY_CYCLE_DAYS = 1.5
+#: Demand history the daily-cycle check needs (the planner's).
+DAILY_CYCLE_DAYS = MIN_CYCLE_DAYS
 #: A week of history shows the weekly pattern (weekday vs weekend).
 WEEKLY_DAYS = 7.0
 #: How far back the page reads demand to measure history (beyond it, "8+ days" says enough).
@@ -72,7 +73,8 @@ def phase(days: float | None) -> tuple[str, str]:
         return (
             "short history",
             f"{DAILY_CYCLE_DAYS:g} days of demand to see a daily cycle ({left * 24:.0f} h left); until "
-            "then the forecast follows the recent level and the planner the reactive rule",
+            f"then plans follow the reactive rule (forecasts the recent level until {MIN_HISTORY_DAYS:g} "
+            "days); known work is provisioned under either rule",
         )
     if days < WEEKLY_DAYS:
         return (

@@ -29,7 +29,12 @@ from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
+from airflow_predictive.contracts.forecast import (
+    DEFAULT_QUANTILES,
+    MIN_HISTORY_DAYS,
+    forecast_columns,
+    quantile_column,
+)
 from airflow_predictive.contracts.stores import ForecastCycleStore
 from airflow_predictive.forecasting.auto_arima import AutoArima
 from airflow_predictive.forecasting.models import (
@@ -60,10 +65,6 @@ def pin_threads() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     threadpool_limits(1)
-
-
-#: Observed history a series needs before its statistical model forecasts it (less: the fallback).
-MIN_HISTORY_DAYS = 2.0
 
 
 class Forecaster:

@@ -52,7 +52,7 @@ import pandas as pd
 from airflow_predictive.contracts import machines
 from airflow_predictive.contracts.capacity import BOOTING_STATUSES, InstanceState, PoolState
 from airflow_predictive.contracts.demand import parse_series_id
-from airflow_predictive.contracts.forecast import KNOWN, quantile_column
+from airflow_predictive.contracts.forecast import KNOWN, MIN_CYCLE_DAYS, quantile_column
 from airflow_predictive.contracts.plan import (
     Action,
     ActionKind,
@@ -461,8 +461,6 @@ class _Sizing:
     why: str = ""
 
 
-#: Days of demand the daily-cycle check needs: below it a forecast-driven pool follows the reactive rule.
-MIN_CYCLE_DAYS = 1.5
 #: The resource whose daily cycle decides, in order of preference (the autoscaler's own rule is CPU).
 _CYCLE_RESOURCES = ("cpu", "memory", "network")
 

@@ -2,8 +2,8 @@
 
 A pool's first cycles have nothing to forecast: the profiler writes a demand bucket only once it has
 closed. Then each series forecasts with a fallback (``short_history``: the recent level) until it has
-:data:`~airflow_predictive.forecasting.engine.MIN_HISTORY_DAYS` of observed demand, and the planner
-follows the reactive rule until it has :data:`~airflow_predictive.planning.planner.MIN_CYCLE_DAYS`
+:data:`~airflow_predictive.contracts.forecast.MIN_HISTORY_DAYS` of observed demand, and the planner
+follows the reactive rule until it has :data:`~airflow_predictive.contracts.forecast.MIN_CYCLE_DAYS`
 (then the forecast, if demand has a daily cycle). :func:`learning_state` says which of these a pool
 is in, for the task logs and the pool's page.
 """
@@ -19,9 +19,8 @@ from typing import Any
 import pandas as pd
 
 from airflow_predictive.contracts.demand import RESOURCES, series_id
+from airflow_predictive.contracts.forecast import MIN_CYCLE_DAYS, MIN_HISTORY_DAYS
 from airflow_predictive.contracts.stores import DemandReader
-from airflow_predictive.forecasting.engine import MIN_HISTORY_DAYS
-from airflow_predictive.planning.planner import MIN_CYCLE_DAYS
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,8 @@ def _waiting(pool: str, closes: datetime, interval: timedelta) -> LearningState:
         f"closes at {_hm(closes)}; the profiler writes a bucket once it has closed and tasks of the "
         "pool's queue have run). Forecast and allocate skip until then. Forecasts then fall back to the "
         f"recent level for {MIN_HISTORY_DAYS:g} days, and plans follow the reactive rule for at least "
-        f"{MIN_CYCLE_DAYS:g} days."
+        f"{MIN_CYCLE_DAYS:g} days (known work, scheduled runs and the next stages of running ones, is "
+        "provisioned from the first forecast on)."
     )
     return LearningState(pool, WAITING_FOR_DEMAND, None, closes, None, None, message)
 
@@ -113,7 +113,7 @@ def _judged(pool: str, first: datetime | None, closes: datetime, now: datetime) 
         f"pool {pool}: learning since {_hm(first)}: forecasts fall back to the recent level "
         f"(short_history) until {_hm(models_from)} ({MIN_HISTORY_DAYS:g} days of demand); plans follow "
         f"the reactive rule until at least {_hm(plans_from)} ({MIN_CYCLE_DAYS:g} days), then the "
-        "forecast if demand has a daily cycle."
+        "forecast if demand has a daily cycle. Known work is provisioned under either rule."
     )
     return LearningState(pool, LEARNING, first, closes, models_from, plans_from, message)
 
