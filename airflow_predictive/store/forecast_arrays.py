@@ -13,9 +13,10 @@ stored: the lead times that scoring and recalibration read.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -68,27 +69,29 @@ def pack(frame: pd.DataFrame) -> list[dict[str, Any]]:
     frame = frame.sort_values(["series_id", "issued_at", "ts"], kind="stable")
     values = frame[["mean", *qcols]].to_numpy(dtype=_VALUE)
     nanos = pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8
+    ts = np.array(frame["ts"].dt.to_pydatetime(), dtype=object)
+    models = frame["model"].to_numpy(dtype=object)
+    fallbacks = frame["fallback"].to_numpy(dtype=object)
     records = []
+    # Column arrays, not frame lookups: a 5,000-series write packs 5,000 issues.
     for (sid, issued), rows in frame.groupby(["series_id", "issued_at"], sort=False).indices.items():
-        first = rows[0]
+        first, last = rows[0], rows[-1]
         records.append(
             {
                 "series_id": sid,
                 "issued_at": issued.to_pydatetime(),
-                "model": frame["model"].iat[first],
-                "fallback": frame["fallback"].iat[first]
-                if isinstance(frame["fallback"].iat[first], str)
-                else "",
+                "model": models[first],
+                "fallback": fallbacks[first] if isinstance(fallbacks[first], str) else "",
                 "levels": levels,
                 "trimmed": False,
-                **_layout(sid, nanos[rows], frame["ts"].iat[first], frame["ts"].iat[rows[-1]]),
+                **_layout(sid, nanos[rows], ts[first], ts[last]),
                 "values": values[rows].tobytes(),
             }
         )
     return records
 
 
-def _layout(sid: str, nanos: np.ndarray, first_ts: pd.Timestamp, last_ts: pd.Timestamp) -> dict[str, Any]:
+def _layout(sid: str, nanos: np.ndarray, first_ts: datetime, last_ts: datetime) -> dict[str, Any]:
     """Step width, first and last bucket and step offsets (``None`` when contiguous) of one issue."""
     since_first = nanos - nanos[0]
     step = int(np.gcd.reduce(np.diff(since_first))) if len(nanos) > 1 else 0
@@ -100,8 +103,8 @@ def _layout(sid: str, nanos: np.ndarray, first_ts: pd.Timestamp, last_ts: pd.Tim
     contiguous = offsets[-1] == len(offsets) - 1
     return {
         "step_seconds": step // 1_000_000_000,
-        "first_ts": first_ts.to_pydatetime(),
-        "last_ts": last_ts.to_pydatetime(),
+        "first_ts": first_ts,
+        "last_ts": last_ts,
         "steps": None if contiguous else offsets.astype(_OFFSET).tobytes(),
     }
 
@@ -116,15 +119,13 @@ def offsets_of(record: Mapping[str, Any]) -> np.ndarray:
 
 def trimmed(record: Mapping[str, Any]) -> dict[str, Any]:
     """A record reduced to the steps at :func:`lead_steps_kept` (leads counted from its issue time)."""
-    offsets = offsets_of(record)
     step = int(record["step_seconds"])
-    first = pd.Timestamp(record["first_ts"])
-    issued = pd.Timestamp(record["issued_at"])
     if step == 0:
         return {**record, "trimmed": True}
-    lead_of_first = math.ceil((first - issued).total_seconds() / step)
-    leads = lead_of_first + offsets
-    keep = np.isin(leads, lead_steps_kept(int(leads.max())))
+    offsets = offsets_of(record)
+    first, issued = _utc(record["first_ts"]), _utc(record["issued_at"])
+    leads = math.ceil((first - issued).total_seconds() / step) + offsets
+    keep = _kept(int(leads.max()))[np.clip(leads, 0, None)]
     width = len(record["levels"].split(",")) + 1 if record["levels"] else 1
     values = np.frombuffer(record["values"], dtype=_VALUE).reshape(-1, width)[keep]
     kept = offsets[keep]
@@ -133,11 +134,24 @@ def trimmed(record: Mapping[str, Any]) -> dict[str, Any]:
     return {
         **record,
         "trimmed": True,
-        "first_ts": (first + pd.Timedelta(seconds=int(kept[0]) * step)).to_pydatetime(),
-        "last_ts": (first + pd.Timedelta(seconds=int(kept[-1]) * step)).to_pydatetime(),
+        "first_ts": first + timedelta(seconds=int(kept[0]) * step),
+        "last_ts": first + timedelta(seconds=int(kept[-1]) * step),
         "steps": (kept - kept[0]).astype(_OFFSET).tobytes(),
         "values": values.tobytes(),
     }
+
+
+@functools.lru_cache(maxsize=16)
+def _kept(horizon_steps: int) -> np.ndarray:
+    """``mask[lead]``: whether a lead of at most ``horizon_steps`` steps is kept once superseded."""
+    mask = np.zeros(horizon_steps + 1, dtype=bool)
+    mask[lead_steps_kept(horizon_steps)] = True
+    return mask
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite returns naive UTC times, PostgreSQL aware ones."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def unpack(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

@@ -35,10 +35,10 @@ class Forecasts(Part):
         _refuse_non_finite(frame, ["mean", *forecast_arrays.quantile_columns(frame)])
         if frame.empty:
             return 0
-        issues = forecast_arrays.pack(frame)
+        issues = pd.DataFrame(forecast_arrays.pack(frame))
         with self._db.write() as conn:
-            self._db.upsert(conn, schema.forecast_issues, self._db.rows(schema.forecast_issues, issues))
-            self._trim_superseded(conn, sorted({r["series_id"] for r in issues}))
+            self._db.upsert_frame(schema.forecast_issues, issues, conn)
+            self._trim_superseded(conn, sorted(set(issues["series_id"])))
         return int(frame[["series_id", "issued_at", "ts"]].drop_duplicates().shape[0])
 
     def _trim_superseded(self, conn: sa.Connection, series: Sequence[str]) -> None:
@@ -59,7 +59,7 @@ class Forecasts(Part):
                     superseded.append(newest[row["series_id"]])
                 newest[row["series_id"]] = dict(row)
             if superseded:
-                self._db.upsert(conn, t, self._db.rows(t, [forecast_arrays.trimmed(r) for r in superseded]))
+                self._db.upsert_frame(t, pd.DataFrame([forecast_arrays.trimmed(r) for r in superseded]), conn)
 
     def _read(self, query: sa.Select) -> pd.DataFrame:
         with self._db.read() as conn:
