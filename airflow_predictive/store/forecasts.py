@@ -47,7 +47,7 @@ class Forecasts(Part):
         for ids in _batches(series):
             rows = (
                 conn.execute(
-                    sa.select(t).where(t.c.series_id.in_(ids), t.c.trimmed.is_(False)).order_by(t.c.issued_at)
+                    sa.select(t).where(t.c.series_id.in_(ids), ~t.c.trimmed).order_by(t.c.issued_at)
                 )
                 .mappings()
                 .all()

@@ -131,6 +131,13 @@ forecast_issues = sa.Table(
     sa.Column("values", sa.LargeBinary, nullable=False),  # float32 per step: mean, then each level
     sa.Column("trimmed", sa.Boolean, nullable=False, default=False),  # reduced to the scored leads
 )
+# Each write looks up its series' untrimmed issues (one or two each) among up to 72 hours of issues.
+sa.Index(
+    "ix_forecast_issues_untrimmed",
+    forecast_issues.c.series_id,
+    postgresql_where=~forecast_issues.c.trimmed,
+    sqlite_where=~forecast_issues.c.trimmed,
+)
 
 model_states = sa.Table(
     "model_states",
