@@ -268,7 +268,7 @@ def run_feedback_cycle(
     :param emit_metrics: send metrics through the installed metrics backend.
     :param fit_seconds: forecasting fit durations to report as the fit-time metric.
     """
-    alerts_mod.validate_notifiers(notifiers)
+    alerts_mod.validate_notifiers(notifiers)  # a bad notifier fails before anything is stored
     series = store.series_ids(list(pools) if pools else None)
     outputs = {"notifiers": notifiers, "context": context, "emit_metrics": emit_metrics}
     scored = evaluate_series(store, series, now=now, policy=policy, **outputs)
@@ -304,11 +304,12 @@ def evaluate_series(
     """
     policy = policy or FeedbackPolicy()
     notifier_map = alerts_mod.validate_notifiers(notifiers)
-    window = _read_window(store, _utc(now), list(series), policy)
+    now = _utc(now)
+    window = _read_window(store, now, list(series), policy)
     scored, evaluations = _score(store, window, policy)
     decisions = _recalibration_decisions(store, window, scored, policy)
     if policy.recalibrate and decisions:
-        apply_corrections(store, decisions, now=_utc(now))
+        apply_corrections(store, decisions, now=now)
     evaluations = _with_calibration_rows(evaluations, decisions, window.end)
     if not evaluations.empty:
         store.write_evaluations(evaluations)
