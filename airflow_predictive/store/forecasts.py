@@ -46,9 +46,7 @@ class Forecasts(Part):
         t = schema.forecast_issues
         for ids in _batches(series):
             rows = (
-                conn.execute(
-                    sa.select(t).where(t.c.series_id.in_(ids), ~t.c.trimmed).order_by(t.c.issued_at)
-                )
+                conn.execute(sa.select(t).where(t.c.series_id.in_(ids), ~t.c.trimmed).order_by(t.c.issued_at))
                 .mappings()
                 .all()
             )
