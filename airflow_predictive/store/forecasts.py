@@ -68,8 +68,13 @@ class Forecasts(Part):
     ) -> pd.DataFrame:
         """The newest forecast of each series (all its future buckets)."""
         t = schema.forecast_issues
-        newest = sa.select(t.c.series_id, sa.func.max(t.c.issued_at).label("issued_at")).group_by(
-            t.c.series_id
+        # A series' newest issue is never trimmed, so the few untrimmed rows (a partial index) hold it:
+        # the pools' LIKE then filters those instead of scanning every stored issue (the allocator asks
+        # once per pool).
+        newest = (
+            sa.select(t.c.series_id, sa.func.max(t.c.issued_at).label("issued_at"))
+            .where(~t.c.trimmed)
+            .group_by(t.c.series_id)
         )
         if series_ids is not None:
             newest = newest.where(t.c.series_id.in_(list(series_ids)))
