@@ -75,8 +75,8 @@ OPTIONS: dict[str, Option] = {
         "How often the worker listener samples a running task's process tree.", "5", "float"
     ),
     "forecast_retention_hours": Option(
-        "Each evaluate task deletes forecasts issued longer ago than this, after scoring them (each cycle "
-        "stores series x horizon steps, so without this the table grows by that every cycle). Scoring "
+        "The evaluation's close deletes forecasts issued longer ago than this, after scoring them (each "
+        "cycle stores an issue per series, so without this the table grows by that every cycle). Scoring "
         "reads issues up to 48 h old with the default 24 h horizon: keep it above horizon + 24 h.",
         "72",
         "integer",

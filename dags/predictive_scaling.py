@@ -12,7 +12,10 @@
   DAGs' past runs. If the endpoint cannot be read, the cycle forecasts statistically and logs why.
 - ``allocate``: PreemptiveAllocateOperator plans every configured pool from the newest forecasts and
   applies the plan to Compute Engine for pools in ``forecast_and_scale`` (records it otherwise).
-- ``evaluate``: ForecastEvaluationOperator scores past forecasts, recalibrates and raises alerts.
+- ``evaluate``: ForecastEvaluationOperator scores past forecasts and recalibrates, mapped over the same
+  chunks as ``forecast`` (each instance reads only its chunk's series), and raises degraded-forecast
+  alerts; ``close_evaluation`` (CloseFeedbackCycleOperator) then moves the scored window on, alerts on
+  failed actions and capped plans, prunes old forecasts and emits the pools' metrics.
 
 Copy this file into your DAGs folder; everything it needs comes from the provider and ``[predictive]``.
 """
@@ -26,7 +29,10 @@ from airflow.sdk import DAG, task
 
 from airflow_predictive import config
 from airflow_predictive.operators.demand_forecast import DemandForecastOperator
-from airflow_predictive.operators.forecast_evaluation import ForecastEvaluationOperator
+from airflow_predictive.operators.forecast_evaluation import (
+    CloseFeedbackCycleOperator,
+    ForecastEvaluationOperator,
+)
 from airflow_predictive.operators.preemptive_allocate import PreemptiveAllocateOperator
 from airflow_predictive.sensors.behavior_profiler import BehaviorProfilerSensor
 
@@ -70,9 +76,14 @@ with DAG(
     chunks = series_chunks()
     forecast = DemandForecastOperator.partial(task_id="forecast", max_selections=20).expand(series_ids=chunks)
     allocate = PreemptiveAllocateOperator(task_id="allocate")
-    evaluate = ForecastEvaluationOperator(
-        task_id="evaluate", forecast_task_id="forecast", trigger_rule="all_done"
+    evaluate = ForecastEvaluationOperator.partial(task_id="evaluate", trigger_rule="all_done").expand(
+        series_ids=chunks
+    )
+    # all_done: a chunk that failed loses this window's scores (its task stays red), rather than holding
+    # the window open so that every chunk re-scores a growing window each cycle.
+    close_evaluation = CloseFeedbackCycleOperator(
+        task_id="close_evaluation", forecast_task_id="forecast", trigger_rule="all_done"
     )
 
     profile >> chunks
-    forecast >> allocate >> evaluate
+    forecast >> allocate >> evaluate >> close_evaluation

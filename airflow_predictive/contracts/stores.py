@@ -141,7 +141,9 @@ class LedgerReader(Protocol):
         plan_id: str | None = None,
     ) -> pd.DataFrame: ...
 
-    def plans(self, *, pool: str | None = None, since: datetime | None = None) -> pd.DataFrame: ...
+    def plans(
+        self, *, pool: str | None = None, since: datetime | None = None, pools: Sequence[str] | None = None
+    ) -> pd.DataFrame: ...
 
 
 class Ledger(LedgerReader, Protocol):
@@ -164,7 +166,9 @@ class Ledger(LedgerReader, Protocol):
 
 
 class CapacityReader(Protocol):
-    def capacity(self, *, pool: str | None = None, since: datetime | None = None) -> pd.DataFrame: ...
+    def capacity(
+        self, *, pool: str | None = None, since: datetime | None = None, pools: Sequence[str] | None = None
+    ) -> pd.DataFrame: ...
 
 
 class CapacityRecorder(Protocol):

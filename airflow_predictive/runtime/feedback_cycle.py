@@ -26,6 +26,7 @@ from airflow_predictive.contracts.stores import (
     FeedbackStore,
     ModelStateReader,
     ModelStateStore,
+    Watermarks,
 )
 from airflow_predictive.feedback import alerts as alerts_mod
 from airflow_predictive.feedback import evaluation, service_level
@@ -62,6 +63,20 @@ class FeedbackResult:
     metrics_sent: list[str] = field(default_factory=list)
     notifications: int = 0
     pruned_forecasts: int = 0
+
+    def followed_by(self, closed: FeedbackResult) -> FeedbackResult:
+        """This evaluation of the series with what closing the cycle did (pool alerts, pruning, metrics)."""
+        both = [f for f in (self.evaluations, closed.evaluations) if not f.empty]
+        return FeedbackResult(
+            self.window_start,
+            self.window_end,
+            pd.concat(both, ignore_index=True) if both else self.evaluations,
+            self.decisions,
+            [*self.alerts, *closed.alerts],
+            [*self.metrics_sent, *closed.metrics_sent],
+            self.notifications + closed.notifications,
+            closed.pruned_forecasts,
+        )
 
     @property
     def recalibrated(self) -> list[str]:
@@ -217,7 +232,7 @@ class FeedbackPolicy:
 
 @dataclass
 class _Window:
-    """What one cycle reads: the scored window, its series, forecasts, observed demand and plans."""
+    """What one cycle reads for its series: the scored window, observed demand, plans and capacity."""
 
     start: datetime
     end: datetime
@@ -225,7 +240,8 @@ class _Window:
     series: list[str]
     observed: pd.DataFrame  # demand since window_start
     history: pd.DataFrame  # demand of the week before ``start`` (the MASE scale)
-    plans: pd.DataFrame
+    plans: pd.DataFrame  # the week's plans of the series' pools (the quantile each was provisioned for)
+    capacity: pd.DataFrame  # the window's provisioned capacity of the series' pools
 
     @property
     def ended(self) -> pd.DataFrame:
@@ -247,6 +263,10 @@ def run_feedback_cycle(
 ) -> FeedbackResult:
     """Score, store, recalibrate, flag, alert and emit metrics for the window since the last cycle.
 
+    The whole cycle in one call: :func:`evaluate_series` over every series, then
+    :func:`close_feedback_cycle`. The control loop's DAG runs the first mapped over the forecast's
+    chunks and the second once after them.
+
     :param store: the ProfileStore.
     :param now: the cycle's time; buckets ending after it are not scored.
     :param pools: only these capacity pools (default: all).
@@ -256,50 +276,127 @@ def run_feedback_cycle(
     :param emit_metrics: send metrics through the installed metrics backend.
     :param fit_seconds: forecasting fit durations to report as the fit-time metric.
     """
+    alerts_mod.validate_notifiers(notifiers)  # a bad notifier fails before anything is stored
+    series = store.series_ids(list(pools) if pools else None)
+    outputs = {"notifiers": notifiers, "context": context, "emit_metrics": emit_metrics}
+    scored = evaluate_series(store, series, now=now, policy=policy, **outputs)
+    closed = close_feedback_cycle(
+        store, now=now, pools=pools, policy=policy, fit_seconds=fit_seconds, **outputs
+    )
+    return scored.followed_by(closed)
+
+
+def evaluate_series(
+    store: FeedbackStore,
+    series: Sequence[str],
+    *,
+    now: datetime,
+    policy: FeedbackPolicy | None = None,
+    notifiers: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    emit_metrics: bool = True,
+) -> FeedbackResult:
+    """Score and recalibrate ``series`` over the window since the last closed cycle; store the scores.
+
+    Reads only these series' forecasts, demand, model states and their pools' plans and capacity, so
+    chunks of series can be evaluated in parallel (the DAG maps it over the forecast's chunks). It does
+    not move the window: :func:`close_feedback_cycle` does, once every chunk is done.
+
+    :param store: the ProfileStore.
+    :param series: the demand series to evaluate.
+    :param now: the cycle's time; buckets ending after it are not scored.
+    :param policy: windows, thresholds and retention (default: :class:`FeedbackPolicy`'s).
+    :param notifiers: ``{alert kind: BaseNotifier or [BaseNotifier]}`` (degraded forecasts are raised here).
+    :param context: the task context passed to notifiers.
+    :param emit_metrics: send these series' forecast and score metrics.
+    """
     policy = policy or FeedbackPolicy()
     notifier_map = alerts_mod.validate_notifiers(notifiers)
-    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
-    window = _read_window(store, now, pools, policy)
-    scored, evaluations = _score(store, window, pools, policy)
-    service = _score_service(store, window.end, pools, policy)
-    evaluations = pd.concat(
-        [f for f in (evaluations, service) if not f.empty] or [evaluations], ignore_index=True
-    )
+    now = _utc(now)
+    window = _read_window(store, now, list(series), policy)
+    scored, evaluations = _score(store, window, policy)
     decisions = _recalibration_decisions(store, window, scored, policy)
     if policy.recalibrate and decisions:
         apply_corrections(store, decisions, now=now)
     evaluations = _with_calibration_rows(evaluations, decisions, window.end)
     if not evaluations.empty:
         store.write_evaluations(evaluations)
-    store.set_watermark(WATERMARK, window.end.isoformat())
-
-    actions, raised = _alerts(store, window, pools, decisions, policy)
-    raised += service_level.queue_wait_alerts(service, policy.queue_wait_targets or {})
+    raised = alerts_mod.alerts_for(
+        decisions, [], [], coverage_alert_gap=policy.coverage_alert_gap, min_alert_points=policy.min_samples
+    )
     result = FeedbackResult(window.start, window.end, evaluations, decisions, raised)
-    if policy.retention is not None:
-        # Every cycle stores series x horizon steps: unpruned, the table grows by that every 5 minutes.
-        result.pruned_forecasts = store.prune_forecasts(now - policy.retention)
     if emit_metrics:
-        result.metrics_sent = _emit(
-            store, result, actions, window.series, window.end, fit_seconds, levels_of=window.plans
-        )
+        result.metrics_sent = _emit_series(store, result, window)
     if raised:
         result.notifications = send_alerts(raised, notifier_map, context or {})
     return result
 
 
-def _read_window(
-    store: FeedbackStore, now: datetime, pools: Sequence[str] | None, policy: FeedbackPolicy
-) -> _Window:
-    """The window since the last cycle's watermark (at most ``max_window``) and what scoring it reads."""
+def close_feedback_cycle(
+    store: FeedbackStore,
+    *,
+    now: datetime,
+    pools: Sequence[str] | None = None,
+    policy: FeedbackPolicy | None = None,
+    notifiers: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    emit_metrics: bool = True,
+    fit_seconds: Sequence[float] = (),
+) -> FeedbackResult:
+    """End the cycle: move the scored-until watermark, alert on failed actions and capped plans, prune
+    old forecasts and emit the pools' capacity, action and fit-time metrics.
+
+    :param store: the ProfileStore.
+    :param now: the cycle's time (the same as the series' evaluation).
+    :param pools: only these capacity pools (default: all).
+    :param policy: windows, thresholds and retention (default: :class:`FeedbackPolicy`'s).
+    :param notifiers: ``{alert kind: BaseNotifier or [BaseNotifier]}``.
+    :param context: the task context passed to notifiers.
+    :param emit_metrics: send metrics through the installed metrics backend.
+    :param fit_seconds: forecasting fit durations to report as the fit-time metric.
+    """
+    policy = policy or FeedbackPolicy()
+    notifier_map = alerts_mod.validate_notifiers(notifiers)
+    now = _utc(now)
+    start, end = _window_bounds(store, now, policy)
+    store.set_watermark(WATERMARK, end.isoformat())
+    # Queue wait is a pool's, not a series': judged once a cycle, here.
+    service = _score_service(store, end, pools, policy)
+    if not service.empty:
+        store.write_evaluations(service)
+    actions, raised = _pool_alerts(store, start, pools, policy)
+    raised += service_level.queue_wait_alerts(service, policy.queue_wait_targets or {})
+    result = FeedbackResult(start, end, service, alerts=raised)
+    if policy.retention is not None:
+        # Every cycle stores an issue per series: unpruned, the table grows by that every 5 minutes.
+        result.pruned_forecasts = store.prune_forecasts(now - policy.retention)
+    if emit_metrics:
+        series = store.series_ids(list(pools) if pools else None)
+        result.metrics_sent = _emit_pools(store, actions, series, end, fit_seconds, service)
+    if raised:
+        result.notifications = send_alerts(raised, notifier_map, context or {})
+    return result
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _window_bounds(store: Watermarks, now: datetime, policy: FeedbackPolicy) -> tuple[datetime, datetime]:
+    """The scored window ``[start, end)``: since the last closed cycle's watermark, at most ``max_window``."""
     # The bucket that contains `now` is still filling: score buckets that have ended.
     end = pd.Timestamp(now).floor(f"{int(policy.interval.total_seconds())}s").to_pydatetime()
     raw_mark = store.get_watermark(WATERMARK)
     start = datetime.fromisoformat(raw_mark) if raw_mark else end - policy.max_window
-    start = max(start, end - policy.max_window)
-    series = store.series_ids(list(pools) if pools else None)
+    return max(start, end - policy.max_window), end
+
+
+def _read_window(store: FeedbackStore, now: datetime, series: list[str], policy: FeedbackPolicy) -> _Window:
+    """The window since the last cycle's watermark (at most ``max_window``) and what scoring it reads."""
+    start, end = _window_bounds(store, now, policy)
     window_start = min(start, end - policy.recalibration_window)
     demand = store.demand(series, start=window_start - timedelta(days=7), end=end)
+    pools = sorted({parse_series_id(s).pool for s in series})
     return _Window(
         start=start,
         end=end,
@@ -307,12 +404,13 @@ def _read_window(
         series=series,
         observed=demand[demand["ts"] >= pd.Timestamp(window_start)],
         history=demand[demand["ts"] < pd.Timestamp(start)],
-        plans=store.plans(since=start - timedelta(days=7)),
+        plans=store.plans(since=start - timedelta(days=7), pools=pools),
+        capacity=store.capacity(since=start, pools=pools),
     )
 
 
 def _score(
-    store: FeedbackStore, window: _Window, pools: Sequence[str] | None, policy: FeedbackPolicy
+    store: FeedbackStore, window: _Window, policy: FeedbackPolicy
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score the forecasts whose targets were observed in the window (once, when observed) and the
     capacity provisioned for them; return the forecast scores and all scores."""
@@ -323,12 +421,12 @@ def _score(
     scored = evaluation.score_forecasts(
         forecasts, window.ended, window_end=window.end, history=window.history, season=season
     )
+    # Capacity is scored per pool resource whose series is in the window (its demand is what it served).
     pool_scores = evaluation.score_capacity(
-        store.capacity(since=window.start),
+        window.capacity,
         window.ended,
         window_end=window.end,
         interval_minutes=policy.interval.total_seconds() / 60,
-        pools=pools,
     )
     evaluations = pd.concat([f for f in (scored, pool_scores) if not f.empty] or [scored], ignore_index=True)
     return scored, evaluations
@@ -433,20 +531,16 @@ def _with_calibration_rows(
     )
 
 
-def _alerts(
-    store: FeedbackStore,
-    window: _Window,
-    pools: Sequence[str] | None,
-    decisions: Sequence[Decision],
-    policy: FeedbackPolicy,
+def _pool_alerts(
+    store: FeedbackStore, start: datetime, pools: Sequence[str] | None, policy: FeedbackPolicy
 ) -> tuple[pd.DataFrame, list[alerts_mod.Alert]]:
-    """The window's actions, and the alerts: degraded forecasts, failed actions, plans a cap cut."""
-    actions = store.actions(since=window.start)
+    """The window's actions, and the pools' alerts: failed actions, plans a cap cut."""
+    actions = store.actions(since=start)
     if pools and not actions.empty:
         actions = actions[actions["pool"].isin(list(pools))]
     failed = actions[actions["status"] == "failed"].to_dict("records") if not actions.empty else []
-    plans = window.plans
-    recent_plans = plans[plans["created_at"] > pd.Timestamp(window.start)] if not plans.empty else plans
+    plans = store.plans(since=start, pools=list(pools) if pools else None)
+    recent_plans = plans[plans["created_at"] > pd.Timestamp(start)] if not plans.empty else plans
     capped = []
     for row in recent_plans.to_dict("records"):
         cut = (
@@ -454,50 +548,27 @@ def _alerts(
         )
         if cut:
             capped.append({"pool": row["pool"], "plan_id": row["plan_id"], "capped": list(cut)})
-    raised = alerts_mod.alerts_for(
-        decisions,
-        failed,
-        capped,
-        coverage_alert_gap=policy.coverage_alert_gap,
-        min_alert_points=policy.min_samples,
-    )
+    raised = alerts_mod.alerts_for([], failed, capped, coverage_alert_gap=policy.coverage_alert_gap)
     return actions, raised
 
 
-def _emit(
-    store: FeedbackMetricsSource,
-    result: FeedbackResult,
-    actions: pd.DataFrame,
-    series: Sequence[str],
-    end: datetime,
-    fit_seconds: Sequence[float],
-    *,
-    levels_of: pd.DataFrame,
-) -> list[str]:
-    """Gather the cycle's numbers (newest forecast, capacity, scores, action counts) and emit them."""
-    forecast_rows, capacity_rows, score_rows = [], [], []
-    latest = store.latest_forecasts(list(series)) if series else pd.DataFrame()
+def _emit_series(store: FeedbackMetricsSource, result: FeedbackResult, window: _Window) -> list[str]:
+    """Emit the series' numbers: newest forecast, scores, recalibrations and re-selections."""
+    forecast_rows, score_rows = [], []
+    latest = store.latest_forecasts(window.series) if window.series else pd.DataFrame()
     for sid, group in latest.groupby("series_id") if not latest.empty else []:
         key = parse_series_id(sid)
         first = group.sort_values("ts").iloc[0]
-        level = evaluation.provisioning_level(levels_of, key.pool)
+        level = evaluation.provisioning_level(window.plans, key.pool)
         upper = first.get(f"q{level:g}", float("nan"))
         forecast_rows.append(
             {"pool": key.pool, "resource": key.resource, "mean": first["mean"], "upper": upper}
         )
-    capacity = store.capacity(since=end - timedelta(days=1))
-    for (pool, resource), group in capacity.groupby(["pool", "resource"]) if not capacity.empty else []:
-        capacity_rows.append({"pool": pool, "resource": resource, "value": float(group["value"].iloc[-1])})
     decision_of = {d.series_id: d for d in result.decisions}
     ev = result.evaluations
-    mase_of, unmet_of, idle_of, wait_of = (
+    mase_of, unmet_of, idle_of = (
         evaluation.values_of(ev, metric)
-        for metric in (
-            evaluation.MASE,
-            evaluation.UNMET_DEMAND,
-            evaluation.IDLE_CAPACITY,
-            service_level.QUEUE_WAIT_P95,
-        )
+        for metric in (evaluation.MASE, evaluation.UNMET_DEMAND, evaluation.IDLE_CAPACITY)
     )
     for sid in sorted(set(ev["series_id"]) if not ev.empty else set()):
         key = parse_series_id(sid)
@@ -511,9 +582,31 @@ def _emit(
                 "unmet_demand": unmet_of.get(sid, float("nan")),
                 "idle_capacity": idle_of.get(sid, float("nan")),
                 "factor": d.factor if d else None,
-                "queue_wait_p95": wait_of.get(sid),
             }
         )
+    return metrics.emit_cycle(
+        forecasts=forecast_rows,
+        capacity=[],
+        scores=score_rows,
+        action_counts={},
+        recalibrations=len(result.recalibrated),
+        reselections=len(result.reselected),
+    )
+
+
+def _emit_pools(
+    store: FeedbackMetricsSource,
+    actions: pd.DataFrame,
+    series: Sequence[str],
+    end: datetime,
+    fit_seconds: Sequence[float],
+    service: pd.DataFrame,
+) -> list[str]:
+    """Emit the pools' numbers: newest capacity, action counts, forecast fit times, queue wait."""
+    capacity_rows = []
+    capacity = store.capacity(since=end - timedelta(days=1))
+    for (pool, resource), group in capacity.groupby(["pool", "resource"]) if not capacity.empty else []:
+        capacity_rows.append({"pool": pool, "resource": resource, "value": float(group["value"].iloc[-1])})
     counts: dict[tuple[str, str], int] = {}
     pools = {parse_series_id(s).pool for s in series}
     for pool in sorted(pools | (set(actions["pool"]) if not actions.empty else set())):
@@ -521,14 +614,19 @@ def _emit(
             counts[(pool, status)] = 0
     for row in actions.to_dict("records") if not actions.empty else []:
         counts[(row["pool"], row["status"])] = counts.get((row["pool"], row["status"]), 0) + 1
+    waits = evaluation.values_of(service, service_level.QUEUE_WAIT_P95)
+    scores = [
+        {"pool": parse_series_id(sid).pool, "resource": "slots", "queue_wait_p95": w}
+        for sid, w in waits.items()
+    ]
     return metrics.emit_cycle(
-        forecasts=forecast_rows,
+        forecasts=[],
         capacity=capacity_rows,
-        scores=score_rows,
+        scores=scores,
         action_counts=counts,
         fit_seconds=fit_seconds,
-        recalibrations=len(result.recalibrated),
-        reselections=len(result.reselected),
+        recalibrations=None,
+        reselections=None,
     )
 
 

@@ -220,8 +220,8 @@ def emit_cycle(
     scores: Iterable[Mapping],
     action_counts: Mapping[tuple[str, str], int],
     fit_seconds: Iterable[float] = (),
-    recalibrations: int = 0,
-    reselections: int = 0,
+    recalibrations: int | None = 0,
+    reselections: int | None = 0,
 ) -> list[str]:
     """Emit one feedback cycle's metrics; return the (legacy) metric names sent (for logs and tests).
 
@@ -231,8 +231,8 @@ def emit_cycle(
         the ``slots`` resource, ``queue_wait_p95`` (seconds, tagged by pool only).
     :param action_counts: ``{(pool, status): count}`` of the ledger's actions since the last cycle.
     :param fit_seconds: model fit durations of the forecasting task.
-    :param recalibrations: series whose interval width changed.
-    :param reselections: series flagged for model re-selection.
+    :param recalibrations: series whose interval width changed (None: not this call's to count).
+    :param reselections: series flagged for model re-selection (None: not this call's to count).
     """
     sent: list[str | None] = []
     for row in forecasts:
@@ -257,6 +257,8 @@ def emit_cycle(
             sent.append(incr(metric, count, zero=True, pool=pool))
     for seconds in fit_seconds:
         sent.append(timing(FIT_TIME, seconds * 1000.0))
-    sent.append(incr(RECALIBRATIONS, recalibrations, zero=True))
-    sent.append(incr(RESELECTIONS, reselections, zero=True))
+    if recalibrations is not None:
+        sent.append(incr(RECALIBRATIONS, recalibrations, zero=True))
+    if reselections is not None:
+        sent.append(incr(RESELECTIONS, reselections, zero=True))
     return [name for name in sent if name]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +22,16 @@ class CapacityHistory(Part):
         with self._db.write() as conn:
             return self._db.upsert(conn, schema.capacity, rows)
 
-    def capacity(self, *, pool: str | None = None, since: datetime | None = None) -> pd.DataFrame:
+    def capacity(
+        self, *, pool: str | None = None, since: datetime | None = None, pools: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Rows of one ``pool`` or of several ``pools`` (default: every pool), created since ``since``."""
         t = schema.capacity
         query = sa.select(t)
         if pool is not None:
             query = query.where(t.c.pool == pool)
+        if pools is not None:
+            query = query.where(t.c.pool.in_(list(pools)))
         if since is not None:
             query = query.where(t.c.ts >= to_utc(since))
         return self._db.frame(query.order_by(t.c.pool, t.c.resource, t.c.ts), t)

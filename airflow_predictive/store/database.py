@@ -168,19 +168,20 @@ class Database:
                     conn.execute(table.insert(), [row])
         return len(rows)
 
-    def upsert_frame(self, table: sa.Table, frame: pd.DataFrame) -> int:
-        """Upsert a frame of plain columns (numbers, strings, timestamps); the later of two equal keys wins.
+    def upsert_frame(self, table: sa.Table, frame: pd.DataFrame, conn: sa.Connection | None = None) -> int:
+        """Upsert a frame of plain columns (numbers, strings, timestamps, bytes); the later of two equal
+        keys wins. In ``conn``'s transaction when given, else in a new one.
 
         On PostgreSQL with psycopg2 the rows are COPYed into a temporary table and merged with one
-        ``INSERT ... SELECT ... ON CONFLICT``: a 200-series forecast chunk is ~60k rows, and batched
-        executemany upserts were most of a chunk's time (``bench scaleout``). Elsewhere: row upserts.
+        ``INSERT ... SELECT ... ON CONFLICT``: batched executemany upserts were most of a forecast
+        chunk's time (``bench scaleout``). Elsewhere: row upserts.
         """
         if frame.empty:
             return 0
         if not (self.engine.dialect.name == "postgresql" and self.engine.driver == "psycopg2"):
             rows = self.rows(table, frame.to_dict("records"))
-            with self.write() as conn:
-                return self.upsert(conn, table, rows)
+            with self._writing(conn) as writer:
+                return self.upsert(writer, table, rows)
         unknown = set(frame.columns) - set(table.c.keys())
         if unknown:
             raise ValueError(f"unknown field(s) for {table.name}: {', '.join(sorted(unknown))}")
@@ -198,6 +199,9 @@ class Database:
         for column in frame.columns:
             if isinstance(table.c[column].type, sa.DateTime):
                 frame[column] = pd.to_datetime(frame[column], utc=True)  # naive means UTC, as in to_utc
+            elif isinstance(table.c[column].type, sa.LargeBinary):
+                # bytea's hex input form; backslashes are plain characters in CSV COPY.
+                frame[column] = [None if v is None else "\\x" + bytes(v).hex() for v in frame[column]]
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False, header=False, na_rep=r"\N", date_format="%Y-%m-%d %H:%M:%S.%f%z")
         buffer.seek(0)
@@ -209,8 +213,8 @@ class Database:
             if changing
             else "DO NOTHING"
         )
-        with self.write() as conn:
-            cursor = conn.connection.dbapi_connection.cursor()
+        with self._writing(conn) as writer:
+            cursor = writer.connection.dbapi_connection.cursor()
             try:
                 # The temporary table lives until this transaction ends; a failure rolls back both.
                 cursor.execute(
@@ -224,9 +228,19 @@ class Database:
                     f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM _predictive_load "
                     f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) {on_conflict}"
                 )
+                cursor.execute("DROP TABLE _predictive_load")  # the transaction may load another table
             finally:
                 cursor.close()
         return len(frame)
+
+    @contextmanager
+    def _writing(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        """``conn`` when the caller holds a write transaction, else a new one."""
+        if conn is not None:
+            yield conn
+        else:
+            with self.write() as writer:
+                yield writer
 
     def rows(self, table: sa.Table, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Validate records against ``table`` and convert them to rows (UTC times, JSON text, NULLs)."""

@@ -109,11 +109,16 @@ class ActionLedger(Part):
             query = query.where(t.c.plan_id == plan_id)
         return self._db.frame(query.order_by(t.c.created_at, t.c.request_id), t)
 
-    def plans(self, *, pool: str | None = None, since: datetime | None = None) -> pd.DataFrame:
+    def plans(
+        self, *, pool: str | None = None, since: datetime | None = None, pools: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Rows of one ``pool`` or of several ``pools`` (default: every pool), created since ``since``."""
         t = schema.plans
         query = sa.select(t)
         if pool is not None:
             query = query.where(t.c.pool == pool)
+        if pools is not None:
+            query = query.where(t.c.pool.in_(list(pools)))
         if since is not None:
             query = query.where(t.c.created_at >= to_utc(since))
         return self._db.frame(query.order_by(t.c.created_at), t)

@@ -7,7 +7,12 @@ column is a new migration appended here; never edit an old one.
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import sqlalchemy as sa
+
+from airflow_predictive.store import forecast_arrays
 
 metadata = sa.MetaData()
 
@@ -93,9 +98,12 @@ demand = sa.Table(
     sa.Column("value", sa.Float),  # NULL = gap (profiler down), which is not zero demand
 )
 
-forecasts = sa.Table(
+# Until version 4 every forecast step was a row (``quantiles`` as JSON text): 288 rows a series and
+# cycle. Kept apart from ``metadata`` so only version 1 creates it and version 4 converts and drops it.
+_legacy = sa.MetaData()
+forecast_rows_v1 = sa.Table(
     "forecasts",
-    metadata,
+    _legacy,
     sa.Column("series_id", sa.String(300), primary_key=True),
     sa.Column("issued_at", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
@@ -104,7 +112,32 @@ forecasts = sa.Table(
     sa.Column("model", sa.String(100), nullable=False),
     sa.Column("fallback", sa.String(100), nullable=False, default=""),
 )
-sa.Index("ix_forecasts_issued", forecasts.c.issued_at)
+sa.Index("ix_forecasts_issued", forecast_rows_v1.c.issued_at)
+
+# One row per series and issue (version 4): its steps as packed arrays (forecast_arrays). The newest
+# issue of a series holds its whole horizon; older ones only the lead times that scoring reads.
+forecast_issues = sa.Table(
+    "forecast_issues",
+    metadata,
+    sa.Column("series_id", sa.String(300), primary_key=True),
+    sa.Column("issued_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("fallback", sa.String(100), nullable=False, default=""),
+    sa.Column("step_seconds", sa.Integer, nullable=False),
+    sa.Column("first_ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("levels", sa.String(200), nullable=False),  # quantile levels, e.g. "0.5,0.8,0.9,0.95,0.99"
+    sa.Column("steps", sa.LargeBinary),  # uint16 offsets from first_ts; NULL: every step to last_ts
+    sa.Column("values", sa.LargeBinary, nullable=False),  # float32 per step: mean, then each level
+    sa.Column("trimmed", sa.Boolean, nullable=False, default=False),  # reduced to the scored leads
+)
+# Each write looks up its series' untrimmed issues (one or two each) among up to 72 hours of issues.
+sa.Index(
+    "ix_forecast_issues_untrimmed",
+    forecast_issues.c.series_id,
+    postgresql_where=~forecast_issues.c.trimmed,
+    sqlite_where=~forecast_issues.c.trimmed,
+)
 
 model_states = sa.Table(
     "model_states",
@@ -194,7 +227,9 @@ watermarks = sa.Table(
 
 def _v1(conn: sa.Connection) -> None:
     """Version 1: profiling, demand, forecasts, model state, ledger, evaluations, watermarks."""
-    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t.name not in _ADDED_IN_V2])
+    later = _ADDED_IN_V2 | {forecast_issues.name}
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t.name not in later])
+    _legacy.create_all(conn)
 
 
 _ADDED_IN_V2 = {"capacity", "summaries"}
@@ -217,6 +252,37 @@ def _v3(conn: sa.Connection) -> None:
     conn.execute(t.update().where(t.c.status.in_(["applied", "failed"]), t.c.attempt == 0).values(attempt=1))
 
 
+def _v4(conn: sa.Connection) -> None:
+    """Version 4: forecasts as one row per series and issue (``forecast_issues``) instead of one per step.
+
+    Every stored issue is converted whole, series by series, and the per-step table is dropped; the next
+    forecast of each series trims its older issues to the scored lead times.
+    """
+    forecast_issues.create(conn)
+    old = forecast_rows_v1
+    if not sa.inspect(conn).has_table(old.name):
+        return
+    for sid in conn.execute(sa.select(old.c.series_id).distinct()).scalars().all():
+        rows = conn.execute(sa.select(old).where(old.c.series_id == sid)).mappings().all()
+        conn.execute(forecast_issues.insert(), _issues_of_v1_rows(rows))
+    old.drop(conn)
+
+
+def _issues_of_v1_rows(rows: list) -> list[dict]:
+    """Per-step rows of version 1 (quantiles as JSON text) as ``forecast_issues`` records."""
+    frame = pd.DataFrame([dict(r) for r in rows])
+    parsed = [json.loads(q) for q in frame.pop("quantiles")]
+    frame["levels"] = [",".join(sorted(q, key=float)) for q in parsed]
+    frame = pd.concat([frame, pd.DataFrame(parsed, index=frame.index).add_prefix("q")], axis=1)
+    records = []
+    for levels, part in frame.groupby("levels", sort=False):
+        columns = [f"q{level}" for level in levels.split(",")] if levels else []
+        records += forecast_arrays.pack(
+            part[["series_id", "issued_at", "ts", "mean", "model", "fallback", *columns]]
+        )
+    return records
+
+
 # MIGRATIONS[n] upgrades from version n to n + 1.
-MIGRATIONS = [_v1, _v2, _v3]
+MIGRATIONS = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from airflow_predictive.cli import main
+from airflow_predictive.store.forecast_arrays import lead_steps_kept
 from tests.services import ensure_postgres
 
 SERIES, HOURS, REPEATS = 4, 1, 2
@@ -27,18 +28,22 @@ def test_small_run_reports_what_it_seeded_scored_and_timed(tmp_path, capsys) -> 
     assert (result["forecast_issues"], result["forecast_steps"]) == (ISSUES, STEPS)
     assert result["forecast_rows"] == SERIES * ISSUES * STEPS
 
-    # First cycle (no watermark): a day's window; of the issue made j buckets before now, the j - 1 targets
-    # before now have ended (the bucket at now is still filling), so 0 + 1 + ... + 11 rows per series.
+    # First cycle (no watermark): a day's window; of the issue made j buckets before now, the targets at
+    # leads 1 .. j - 1 have ended (the bucket at now is still filling). Issues older than the newest
+    # keep only the scored leads (1-6, 9, 12 within the hour): 0+1+2+3+4+5+6+6+6+7+7+7 rows per series.
+    kept = lead_steps_kept(STEPS)
     assert result["first_cycle"] == {
         "window_buckets": 288,
         "scored_series": SERIES,
-        "scored_forecast_rows": SERIES * ISSUES * (ISSUES - 1) // 2,
+        "scored_forecast_rows": SERIES * sum(sum(lead < j for lead in kept) for j in range(1, ISSUES + 1)),
     }
-    # Steady cycle, 5 minutes later: exactly the one bucket that ended since, forecast by every issue.
+    assert result["first_cycle"]["scored_forecast_rows"] == SERIES * 54
+    # Steady cycle, 5 minutes later: the one bucket that ended since, at each issue's lead to it that is
+    # kept (leads 1 .. 12 of the 12 issues: 8 of them).
     assert result["steady_cycle"] == {
         "window_buckets": 1,
         "scored_series": SERIES,
-        "scored_forecast_rows": SERIES * ISSUES,
+        "scored_forecast_rows": SERIES * 8,
     }
 
     # Timings: one per repeat and cycle, the reported figure their median (of two: the mean, to 0.01 s).

@@ -17,10 +17,20 @@ def test_control_loop_dag_parses_with_no_import_errors(airflow_db):
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     dag = bag.dags["predictive_scaling"]
-    assert [t.task_id for t in dag.tasks] == ["profile", "series_chunks", "forecast", "allocate", "evaluate"]
+    assert [t.task_id for t in dag.tasks] == [
+        "profile",
+        "series_chunks",
+        "forecast",
+        "allocate",
+        "evaluate",
+        "close_evaluation",
+    ]
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.timetable.delta == timedelta(minutes=5)
-    assert type(dag.get_task("forecast")).__name__ == "MappedOperator"  # fans out over the executor
+    # Forecast and evaluation fan out over the executor's workers, chunk by chunk.
+    assert type(dag.get_task("forecast")).__name__ == "MappedOperator"
+    assert type(dag.get_task("evaluate")).__name__ == "MappedOperator"
+    assert dag.get_task("close_evaluation").upstream_task_ids == {"evaluate"}
 
 
 @pytest.mark.integration

@@ -16,6 +16,7 @@ from airflow_predictive.cli import main
         ["--workers", ""],
         ["--chunk", "0"],
         ["--days", "1"],
+        ["--size-sample", "-1"],
     ],
 )
 def test_bad_input_exits_2(argv, capsys) -> None:

@@ -2,8 +2,8 @@
 
 Starts PostgreSQL and Redis on 127.0.0.1 (tests/services.py), an Airflow (api-server, scheduler,
 dag-processor) with CeleryExecutor and two Celery workers, seeds 200 demand series (50 pools) in a
-steady state, runs ``predictive_scaling`` once and checks forecasts, plans and ledger, and that the
-mapped forecast tasks ran on both workers. Every process started here is stopped by its PID.
+steady state, runs ``predictive_scaling`` once and checks forecasts, plans and ledger, that the
+mapped forecast tasks ran on both workers, and that evaluation ran mapped over the same chunks. Every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from airflow_predictive_tools.bench.scaleout_seed import pool_names, pools_yaml, seed_steady_state
 
+from airflow_predictive.runtime.feedback_cycle import WATERMARK
 from tests.airflow_harness import AirflowDeployment, free_port
 from tests.services import postgres_database, redis_database
 
@@ -137,6 +138,13 @@ def test_control_loop_fans_out_over_two_celery_workers(cluster) -> None:
     assert sorted(t["map_index"] for t in forecast) == list(range(SERIES // CHUNK))
     assert all(t["state"] == "success" for t in forecast), summary
     assert {t["hostname"] for t in forecast} == {"worker-a", "worker-b"}, summary
+
+    # Evaluation is mapped over the same chunks (each scores its own series), then closed once.
+    evaluate = [t for t in tis if t["task_id"] == "evaluate"]
+    assert sorted(t["map_index"] for t in evaluate) == list(range(SERIES // CHUNK))
+    assert all(t["state"] == "success" for t in evaluate), summary
+    assert summary[("close_evaluation", -1)][0] == "success", summary
+    assert store.get_watermark(WATERMARK) is not None  # the close moved the scored window on
 
     # Every seeded series of the configured pools has one newest forecast, all from this run's origin.
     latest = store.latest_forecasts()

@@ -37,7 +37,8 @@ def _task_run(**overrides):
 def test_fresh_store_is_at_the_current_schema_version(any_store):
     assert any_store.schema_version() == schema.SCHEMA_VERSION
     tables = set(sa.inspect(any_store.engine).get_table_names())
-    assert {"task_runs", "demand", "forecasts", "actions", "evaluations", "capacity"} <= tables
+    assert {"task_runs", "demand", "forecast_issues", "actions", "evaluations", "capacity"} <= tables
+    assert "forecasts" not in tables  # the per-step table of versions 1-3
 
 
 def test_old_store_is_upgraded_in_place_without_losing_rows(tmp_path):
@@ -167,7 +168,7 @@ def test_forecasts_round_trip_with_quantiles_and_latest_wins(any_store):
     assert latest["q0.95"].tolist() == [7.0] * 4
     assert list(latest.columns[-2:]) == ["q0.5", "q0.95"]
     assert len(any_store.forecasts()) == 8
-    assert any_store.prune_forecasts(T0 + timedelta(minutes=1)) == 4
+    assert any_store.prune_forecasts(T0 + timedelta(minutes=1)) == 1  # the first issue
 
 
 @pytest.mark.parametrize(

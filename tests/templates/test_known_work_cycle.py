@@ -176,13 +176,14 @@ def test_forecast_includes_the_stages_of_an_upcoming_scheduled_run(store_path, m
     assert set(combined["model"]) == {"combined"} and "combined" not in set(alone["model"])
     assert (combined.index == alone.index).all()  # same buckets: the statistical forecast's
     extra = combined["mean"] - alone["mean"]
-    # Nothing known before the run; prepare (1 vCPU) for its 10 minutes; train (16 vCPUs) for 30.
+    # Nothing known before the run; prepare (1 vCPU) for its 10 minutes; train (16 vCPUs) for 30. The
+    # store keeps float32 (7 significant digits), so sums of stored values are compared to 1e-4.
     assert extra[: pd.Timestamp(run_after - timedelta(minutes=5))].abs().max() < 1e-9
-    assert [round(at(combined, m) - at(alone, m), 9) for m in (60, 65)] == [1.0, 1.0]
-    assert [round(at(combined, m) - at(alone, m), 9) for m in (70, 85, 95)] == [16.0] * 3
+    assert [round(at(combined, m) - at(alone, m), 4) for m in (60, 65)] == [1.0, 1.0]
+    assert [round(at(combined, m) - at(alone, m), 4) for m in (70, 85, 95)] == [16.0] * 3
     assert extra[pd.Timestamp(run_after + timedelta(minutes=40)) :].abs().max() < 1e-9
     for column in ("q0.5", "q0.95", "q0.99"):
-        assert at(combined, 80, column) >= at(alone, 80, column) + 16 - 1e-9
+        assert at(combined, 80, column) >= at(alone, 80, column) + 16 - 1e-4
     assert "known work of 1 DAG(s), 1 upcoming" in describe_known_work(summary)
 
 

@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from airflow_predictive_tools.emulator.server import running_emulator
@@ -61,12 +62,13 @@ def next_run_after(dep: AirflowDeployment, timeout: float = 60) -> datetime:
     raise AssertionError(f"{DAG_ID} has no next run after {timeout}s")
 
 
-def seed_history(store: ProfileStore, now: datetime) -> None:
-    """Three days of small ad-hoc demand in the pool (5-minute buckets, a 3-hour daily pattern)."""
+def seed_history(store: ProfileStore, now: datetime, *, daily: bool) -> None:
+    """Three days of small ad-hoc demand in the pool (5-minute buckets): a 3-hour pattern that repeats
+    every day, or flat (no daily cycle: the planner falls back to the reactive rule)."""
     steps = pd.date_range(
         end=pd.Timestamp(now).floor(INTERVAL), periods=3 * 288, freq=INTERVAL, inclusive="left"
     )
-    level = (steps.hour % 3).to_numpy(float)
+    level = (steps.hour % 3).to_numpy(float) if daily else np.zeros(len(steps))
     values = {"cpu": 0.05 + 0.05 * level, "memory": 0.25 + 0.0 * level, "storage": 0.0 * level}
     values |= {"network": 0.0 * level, "slots": 1.0 + level}
     frames = [
@@ -89,7 +91,8 @@ def io_pool() -> CapacityPool:
     )
 
 
-def test_scheduled_fan_out_gets_instances_for_its_slots_before_it_starts(tmp_path):
+@pytest.mark.parametrize("daily", [True, False], ids=["daily-cycle", "no-daily-cycle"])
+def test_scheduled_fan_out_gets_instances_for_its_slots_before_it_starts(tmp_path, daily):
     store = ProfileStore.sqlite(tmp_path / "profile.db")
     with AirflowDeployment(
         tmp_path / "airflow",
@@ -100,7 +103,7 @@ def test_scheduled_fan_out_gets_instances_for_its_slots_before_it_starts(tmp_pat
         dep.wait_for_dag(DAG_ID, timeout=150)
         run_at = next_run_after(dep)
         now = run_at - AHEAD
-        seed_history(store, now)
+        seed_history(store, now, daily=daily)
         with AirflowApiClient(dep.base_url, username="admin", password=dep.password) as client:
             summary = forecast_with_known_work(
                 store,
@@ -142,6 +145,9 @@ def test_scheduled_fan_out_gets_instances_for_its_slots_before_it_starts(tmp_pat
     (launch,) = [a for a in result.plan.actions if a.kind is ActionKind.LAUNCH_INSTANCES]
     assert launched == launch.amount >= 8, result.summary()  # ceil(>= 30 slots / 4 per instance)
     assert "slots" in launch.reason and launch.resource == "slots", launch.reason
+    # known work is provisioned under either rule: the forecast's, or the reactive fallback's
+    rule = "forecast" if daily else "reactive fallback"
+    assert result.plan.summary["sizing"].startswith(rule), result.plan.summary["sizing"]
 
     # For contrast: the same forecast and history without the slots series (cpu, memory, network,
     # storage alone) need one n2-standard-2.

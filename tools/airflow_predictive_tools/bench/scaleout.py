@@ -1,11 +1,17 @@
-"""``bench scaleout``: forecast-stage wall time of the mapped forecast tasks under Celery, 1 vs N workers.
+"""``bench scaleout``: the control loop's wall time under Celery, stage by stage, 1 vs N workers.
 
 One Airflow (api-server, scheduler, dag-processor) with CeleryExecutor on PostgreSQL metadata and a
 Redis broker; the profile store in its own PostgreSQL database, seeded in the steady state (demand
-history and a model state per series, :mod:`airflow_predictive_tools.bench.scaleout_seed`). For each worker count
-the workers are started (one slot each), and for each series count a DAG that maps the production
-DemandForecastOperator over chunks of the series is triggered ``repeats`` times. The forecast stage
-is timed from the task instances (first mapped start to last mapped end), as the scheduler saw it.
+history, a model state per series and a day of forecast issues, as a loop that has run for a day
+leaves them: :mod:`airflow_predictive_tools.bench.scaleout_seed`), and a Compute Engine emulator. For
+each worker count the workers are started (one slot each), and for each series count a DAG made of
+the production tasks (profile, forecast and evaluate mapped over chunks, allocate, close) is
+triggered ``repeats`` times. Each stage is timed from its task instances (first start to last end),
+as the scheduler saw them.
+
+The store's size is measured apart: a simulated day of cycles (288 issues of a 24-hour horizon per
+series, written and trimmed as the forecast tasks do) on a sample of series, in rows and bytes per
+series per day.
 """
 
 from __future__ import annotations
@@ -25,12 +31,27 @@ from typing import Any
 
 DAG_ID = "predictive_scaleout_bench"
 
-DAG_SOURCE = '''"""Benchmark DAG of ``airflow-predictive bench scaleout``: the mapped forecast stage only."""
+DAG_SOURCE = '''"""Benchmark DAG of ``airflow-predictive bench scaleout``: the control loop on one pool prefix.
+
+The production DAG's tasks (profile -> forecast -> allocate -> evaluate -> close_evaluation) with the
+series, pools file and cycle time taken from the run's conf, so one deployment can time several
+series counts.
+"""
+
+from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, task
 
 from airflow_predictive.operators.demand_forecast import DemandForecastOperator
+from airflow_predictive.operators.forecast_evaluation import (
+    CloseFeedbackCycleOperator,
+    ForecastEvaluationOperator,
+)
+from airflow_predictive.operators.preemptive_allocate import PreemptiveAllocateOperator
+from airflow_predictive.sensors.behavior_profiler import BehaviorProfilerSensor
+
+NOW = "{{ dag_run.conf['now'] }}"
 
 with DAG(
     dag_id="predictive_scaleout_bench",
@@ -39,11 +60,13 @@ with DAG(
     catchup=False,
     max_active_runs=1,
 ):
+    profile = BehaviorProfilerSensor(
+        task_id="profile", window=timedelta(hours=1), window_end=NOW, poke_interval=5, timeout=120
+    )
 
     @task
     def chunks(**context) -> list[list[str]]:
         """The series of the benchmark's pool prefix, in chunks of conf["chunk"]."""
-        from airflow_predictive.store import ProfileStore
         from airflow_predictive.hooks.profile_store import configured_store
 
         conf = context["dag_run"].conf
@@ -55,10 +78,30 @@ with DAG(
         size = int(conf["chunk"])
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
-    DemandForecastOperator.partial(
-        task_id="forecast", now="{{ dag_run.conf['now'] }}", max_selections=0
-    ).expand(series_ids=chunks())
+    series = chunks()
+    forecast = DemandForecastOperator.partial(task_id="forecast", now=NOW, max_selections=0).expand(
+        series_ids=series
+    )
+    allocate = PreemptiveAllocateOperator(
+        task_id="allocate", now=NOW, pools_file="{{ dag_run.conf['pools_file'] }}"
+    )
+    evaluate = ForecastEvaluationOperator.partial(
+        task_id="evaluate", now=NOW, trigger_rule="all_done"
+    ).expand(series_ids=series)
+    close = CloseFeedbackCycleOperator(
+        task_id="close_evaluation", now=NOW, forecast_task_id="forecast", trigger_rule="all_done"
+    )
+    profile >> series
+    forecast >> allocate >> evaluate >> close
 '''
+
+# Stages of one cycle and the tasks each spans (first start to last end, as the scheduler saw them).
+STAGES = {
+    "profile": ("profile",),
+    "forecast": ("forecast",),
+    "allocate": ("allocate",),
+    "evaluate": ("evaluate", "close_evaluation"),
+}
 
 
 class GroupRss:
@@ -124,6 +167,79 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _stage_seconds(tis: list[dict[str, Any]]) -> dict[str, float]:
+    """Each stage's wall time: its tasks' first start to last end."""
+    out = {}
+    for stage, task_ids in STAGES.items():
+        ran = [t for t in tis if t["task_id"] in task_ids and t["start_date"] and t["end_date"]]
+        if ran:
+            span = max(_ts(t["end_date"]) for t in ran) - min(_ts(t["start_date"]) for t in ran)
+            out[stage] = span.total_seconds()
+    return out
+
+
+def _seed(store: Any, n: int, *, end: datetime, days: int, home: Path) -> str:
+    """Seed ``n`` series in the steady state with a day of forecast issues; return its pools file."""
+    from airflow_predictive_tools.bench.scaleout_seed import (
+        pool_names,
+        pools_yaml,
+        seed_forecast_day,
+        seed_steady_state,
+    )
+
+    ids = seed_steady_state(store, n, end=end, days=days, prefix=f"n{n}")
+    seed_forecast_day(store, ids, end=end)
+    pools_file = home / f"pools-n{n}.yaml"
+    pools_file.write_text(pools_yaml(pool_names(n, prefix=f"n{n}"), scale=[]))
+    return str(pools_file)
+
+
+def _cycle(
+    airflow: Any, store: Any, conf: dict[str, Any], end: datetime
+) -> tuple[dict[str, float], float, int]:
+    """Run one cycle of the benchmark DAG; its stages' seconds, the run's seconds and the mapped tasks."""
+    from airflow_predictive.runtime.feedback_cycle import WATERMARK
+
+    # Every cycle scores the bucket before `end`, as a steady loop's evaluation does.
+    store.set_watermark(WATERMARK, (end - timedelta(minutes=5)).isoformat())
+    run_id = airflow.trigger(DAG_ID, conf)
+    state = airflow.wait_for_run(DAG_ID, run_id, timeout=3600)
+    if state != "success":
+        raise RuntimeError(
+            f"benchmark run {run_id} ({conf}) ended {state}; see the logs under {airflow.home}"
+        )
+    with airflow.client() as client:
+        dag_run = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()
+        tis = client.get(
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+        ).json()["task_instances"]
+    run_seconds = (_ts(dag_run["end_date"]) - _ts(dag_run["start_date"])).total_seconds()
+    return _stage_seconds(tis), run_seconds, sum(t["task_id"] == "forecast" for t in tis)
+
+
+def _point(
+    n: int, workers: int, cycles: list[tuple[dict[str, float], float, int]], rss: float
+) -> dict[str, Any]:
+    """One (series, workers) point: median stage and run times, throughput per worker slot."""
+    stages = {name: statistics.median(c[0].get(name, 0.0) for c in cycles) for name in STAGES}
+    loop = statistics.median(c[1] for c in cycles)
+    return {
+        "series": n,
+        "workers": workers,
+        "mapped_tasks": cycles[-1][2],
+        "stage_seconds": {name: round(v, 1) for name, v in stages.items()},
+        "forecast_stage_seconds": round(stages["forecast"], 1),
+        "forecast_stage_seconds_all": [round(c[0].get("forecast", 0.0), 1) for c in cycles],
+        "dag_run_seconds": round(loop, 1),
+        "dag_run_seconds_all": [round(c[1], 1) for c in cycles],
+        "series_per_second": round(n / stages["forecast"], 1),
+        # Per worker slot: what the sizing advice scales by (one slot per worker here).
+        "forecast_series_per_second_per_slot": round(n / stages["forecast"] / workers, 1),
+        "evaluate_series_per_second_per_slot": round(n / max(stages["evaluate"], 1e-9) / workers, 1),
+        "worker_peak_rss_mb": round(rss),
+    }
+
+
 def run(
     series_counts: list[int],
     worker_counts: list[int],
@@ -134,25 +250,25 @@ def run(
     chunk: int = 200,
     repeats: int = 1,
     days: int = 3,
+    size_sample: int = 100,
     log: Any = None,
 ) -> dict[str, Any]:
     """Run the benchmark; return the JSON-able result.
 
-    :param series_counts: numbers of series to forecast per cycle.
+    :param series_counts: numbers of series per cycle.
     :param worker_counts: numbers of Celery workers (one slot each) to compare.
     :param home: an empty working folder (AIRFLOW_HOME, DAGs folder, logs).
-    :param postgres_url: a PostgreSQL superuser URL; two throw-away databases are created and dropped.
+    :param postgres_url: a PostgreSQL superuser URL; throw-away databases are created and dropped.
     :param broker_url: a Redis URL of a dedicated database index (flushed before and after).
-    :param chunk: series per mapped forecast task.
+    :param chunk: series per mapped forecast and evaluate task.
     :param repeats: cycles per (series, workers) point; the median is reported.
     :param days: days of 5-minute history seeded per series.
+    :param size_sample: series of the simulated day the store's size is measured on (0: skip).
     :param log: callable taking one progress line (default: print to stderr).
     """
     import sys
 
     from airflow_predictive.store import ProfileStore
-    from airflow_predictive_tools.bench.scaleout_seed import seed_steady_state
-    from airflow_predictive_tools.deployment import AirflowDeployment, _stop_group, free_port
 
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     home = Path(home).resolve()
@@ -171,104 +287,133 @@ def run(
         "share this machine's cores",
         "points": [],
     }
+    if size_sample:
+        result["store_size"] = _store_size(postgres_url, size_sample, end)
+        say(f"store after a simulated day: {json.dumps(result['store_size'])}")
     with contextlib.ExitStack() as stack:
-        meta_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_meta"))
-        store_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_store"))
-        _flush(broker_url)
-        stack.callback(_flush, broker_url)
+        store_url, airflow = _deployment(stack, home, dags, postgres_url, broker_url)
         store = ProfileStore(store_url)
         stack.callback(store.dispose)
-        seed_seconds = {}
+        pools_files, seed_seconds = {}, {}
         for n in series_counts:
             started = time.perf_counter()
-            seed_steady_state(store, n, end=end, days=days, prefix=f"n{n}")
+            pools_files[n] = _seed(store, n, end=end, days=days, home=home)
             seed_seconds[n] = round(time.perf_counter() - started, 1)
-            say(f"seeded {n} series in {seed_seconds[n]} s")
+            say(f"seeded {n} series and a day of their forecasts in {seed_seconds[n]} s")
         result["seed_seconds"] = seed_seconds
-        store_conn = {"conn_type": "predictive_store", "extra": {"sqlalchemy_url": store_url}}
-        airflow = stack.enter_context(
-            AirflowDeployment(
-                home / "airflow",
-                dags,
-                components=("api-server", "scheduler", "dag-processor"),
-                executor="CeleryExecutor",
-                parallelism=16,
-                env={
-                    "AIRFLOW__CELERY__BROKER_URL": broker_url,
-                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta_url.replace("+psycopg2", ""),
-                    "AIRFLOW__PREDICTIVE__STORE_CONN_ID": "predictive_store_default",
-                    "AIRFLOW_CONN_PREDICTIVE_STORE_DEFAULT": json.dumps(store_conn),
-                    "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
-                },
-                sql_alchemy_conn=meta_url,
-            )
-        )
         airflow.wait_for_dag(DAG_ID, timeout=180)
         for workers in worker_counts:
-            names = [f"bench-worker-{i + 1}" for i in range(workers)]
-            procs = [
-                airflow.start_component(
-                    "celery worker",
-                    "--concurrency",
-                    "1",
-                    "--celery-hostname",
-                    f"{name}@%h",
-                    name=name,
-                    env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
-                )
-                for name in names
-            ]
-            time.sleep(10)  # let the workers connect before the first cycle
-            for n in series_counts:
-                stages, runs, tasks = [], [], 0
-                with GroupRss([p.pid for p in procs]) as rss:
-                    for _ in range(repeats):
-                        conf = {"prefix": f"n{n}", "chunk": chunk, "now": end.isoformat()}
-                        run_id = airflow.trigger(DAG_ID, conf)
-                        state = airflow.wait_for_run(DAG_ID, run_id, timeout=3600)
-                        if state != "success":
-                            raise RuntimeError(
-                                f"benchmark run {run_id} ({n} series, {workers} workers) ended {state}; "
-                                f"see the logs under {airflow.home}"
-                            )
-                        with airflow.client() as client:
-                            dag_run = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()
-                            tis = client.get(
-                                f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
-                                params={"limit": 1000},
-                            ).json()["task_instances"]
-                        mapped = [t for t in tis if t["task_id"] == "forecast"]
-                        tasks = len(mapped)
-                        stage = max(_ts(t["end_date"]) for t in mapped) - min(
-                            _ts(t["start_date"]) for t in mapped
-                        )
-                        stages.append(stage.total_seconds())
-                        runs.append((_ts(dag_run["end_date"]) - _ts(dag_run["start_date"])).total_seconds())
-                point = {
-                    "series": n,
-                    "workers": workers,
-                    "mapped_tasks": tasks,
-                    "forecast_stage_seconds": round(statistics.median(stages), 1),
-                    "forecast_stage_seconds_all": [round(s, 1) for s in stages],
-                    "dag_run_seconds": round(statistics.median(runs), 1),
-                    "series_per_second": round(n / statistics.median(stages), 1),
-                    "worker_peak_rss_mb": round(rss.peak_mb),
-                }
-                say(json.dumps(point))
-                result["points"].append(point)
-            for name, proc in zip(names, procs, strict=True):
-                _stop_group(proc)
-                proc._log_file.close()  # type: ignore[attr-defined]
-                del airflow.processes[name]
-    by = {(p["series"], p["workers"]): p for p in result["points"]}
-    if worker_counts:
-        base = min(worker_counts)
-        result["speedup"] = {
-            f"{n}:{w}v{base}": round(
-                by[(n, base)]["forecast_stage_seconds"] / by[(n, w)]["forecast_stage_seconds"], 2
-            )
-            for n in series_counts
-            for w in worker_counts
-            if w != base
-        }
+            with _workers(airflow, workers) as procs:
+                for n in series_counts:
+                    conf = {
+                        "prefix": f"n{n}",
+                        "chunk": chunk,
+                        "now": end.isoformat(),
+                        "pools_file": pools_files[n],
+                    }
+                    with GroupRss([p.pid for p in procs]) as rss:
+                        cycles = [_cycle(airflow, store, conf, end) for _ in range(repeats)]
+                    point = _point(n, workers, cycles, rss.peak_mb)
+                    say(json.dumps(point))
+                    result["points"].append(point)
+    result["speedup"] = _speedups(result["points"], series_counts, worker_counts)
     return result
+
+
+def _store_size(postgres_url: str, sample: int, end: datetime) -> dict[str, Any]:
+    from airflow_predictive.store import ProfileStore
+    from airflow_predictive_tools.bench.scaleout_seed import simulated_day_size
+
+    with throwaway_database(postgres_url, "predictive_bench_size") as url:
+        store = ProfileStore(url)
+        try:
+            return simulated_day_size(
+                store, [f"pool=size-{i:04d}/resource=cpu" for i in range(sample)], end=end
+            )
+        finally:
+            store.dispose()
+
+
+def _deployment(
+    stack: contextlib.ExitStack, home: Path, dags: Path, postgres_url: str, broker_url: str
+) -> tuple[str, Any]:
+    """The throw-away store, the emulator and Airflow with CeleryExecutor (no workers yet)."""
+    from airflow_predictive_tools.deployment import AirflowDeployment
+    from airflow_predictive_tools.emulator.server import running_emulator
+
+    meta_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_meta"))
+    store_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_store"))
+    emulator_url = stack.enter_context(running_emulator(config={"boot_seconds": 1.0}))
+    _flush(broker_url)
+    stack.callback(_flush, broker_url)
+    store_conn = {"conn_type": "predictive_store", "extra": {"sqlalchemy_url": store_url}}
+    airflow = stack.enter_context(
+        AirflowDeployment(
+            home / "airflow",
+            dags,
+            components=("api-server", "scheduler", "dag-processor"),
+            executor="CeleryExecutor",
+            parallelism=16,
+            env={
+                "AIRFLOW__CELERY__BROKER_URL": broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta_url.replace("+psycopg2", ""),
+                "AIRFLOW__PREDICTIVE__STORE_CONN_ID": "predictive_store_default",
+                "AIRFLOW_CONN_PREDICTIVE_STORE_DEFAULT": json.dumps(store_conn),
+                "AIRFLOW__PREDICTIVE__EMULATOR_URL": emulator_url,
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
+            },
+            sql_alchemy_conn=meta_url,
+        )
+    )
+    # The profile sensor and the allocator read this deployment's REST API (task history, busy hosts).
+    airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "predictive_airflow_api",
+            "host": airflow.base_url,
+            "login": "admin",
+            "password": airflow.password,
+        }
+    )
+    return store_url, airflow
+
+
+@contextlib.contextmanager
+def _workers(airflow: Any, count: int) -> Iterator[list[Any]]:
+    """``count`` Celery workers of one slot each, stopped by their process groups on exit."""
+    from airflow_predictive_tools.deployment import _stop_group, free_port
+
+    names = [f"bench-worker-{i + 1}" for i in range(count)]
+    procs = [
+        airflow.start_component(
+            "celery worker",
+            "--concurrency",
+            "1",
+            "--celery-hostname",
+            f"{name}@%h",
+            name=name,
+            env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+        )
+        for name in names
+    ]
+    time.sleep(10)  # let the workers connect before the first cycle
+    try:
+        yield procs
+    finally:
+        for name, proc in zip(names, procs, strict=True):
+            _stop_group(proc)
+            proc._log_file.close()  # type: ignore[attr-defined]
+            del airflow.processes[name]
+
+
+def _speedups(
+    points: list[dict[str, Any]], series_counts: list[int], worker_counts: list[int]
+) -> dict[str, float]:
+    """Whole-loop speedup of each worker count over the smallest, per series count."""
+    by = {(p["series"], p["workers"]): p for p in points}
+    base = min(worker_counts)
+    return {
+        f"{n}:{w}v{base}": round(by[(n, base)]["dag_run_seconds"] / by[(n, w)]["dag_run_seconds"], 2)
+        for n in series_counts
+        for w in worker_counts
+        if w != base
+    }

@@ -1,4 +1,4 @@
-"""``airflow-predictive bench scaleout``: the forecast stage under CeleryExecutor, 1 vs N workers."""
+"""``airflow-predictive bench scaleout``: the control loop under CeleryExecutor, stage by stage, 1 vs N workers."""
 
 from __future__ import annotations
 
@@ -34,11 +34,13 @@ def register(commands, bench) -> None:
     """
     parser = bench.add_parser(
         "scaleout",
-        help="forecast-stage wall time of the mapped forecast tasks under Celery with 1 vs N workers",
+        help="wall time of the control loop's stages under Celery with 1 vs N workers, and the store's size",
         description=(
             "Start Airflow with CeleryExecutor (PostgreSQL metadata, Redis broker) and a PostgreSQL "
-            "profile store seeded in the steady state; time the mapped DemandForecastOperator stage for "
-            "each series count with each number of workers (one slot each)."
+            "profile store seeded in the steady state (history, model states, a day of forecasts); time "
+            "the control loop's profile, forecast, allocate and evaluate stages for each series count "
+            "with each number of workers (one slot each). First, measure the forecasts' rows and bytes "
+            "per series after a simulated day of cycles on PostgreSQL."
         ),
     )
     parser.add_argument("--series", default="100,1000,5000", help="series counts (100,1000,5000)")
@@ -46,6 +48,12 @@ def register(commands, bench) -> None:
     parser.add_argument("--chunk", type=int, default=200, help="series per mapped task (200)")
     parser.add_argument("--repeats", type=int, default=1, help="cycles per point; median reported (1)")
     parser.add_argument("--days", type=int, default=3, help="days of seeded history per series (3)")
+    parser.add_argument(
+        "--size-sample",
+        type=int,
+        default=100,
+        help="series of the simulated day for the store's size (100; 0 skips)",
+    )
     add_postgres_argument(parser)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/7", help="Redis URL (index flushed)")
     parser.add_argument("--home", default=None, help="working folder (default: a temporary one)")
@@ -64,8 +72,11 @@ def run_scaleout(args: argparse.Namespace) -> int:
     except ValueError:
         print("--series and --workers take comma-separated positive integers, e.g. 100,1000", file=sys.stderr)
         return 2
-    if args.chunk < 1 or args.repeats < 1 or args.days < 2:
-        print("--chunk and --repeats must be at least 1 and --days at least 2", file=sys.stderr)
+    if args.chunk < 1 or args.repeats < 1 or args.days < 2 or args.size_sample < 0:
+        print(
+            "--chunk and --repeats must be at least 1, --days at least 2 and --size-sample at least 0",
+            file=sys.stderr,
+        )
         return 2
     from airflow_predictive_tools.bench.scaleout import run
 
@@ -79,6 +90,7 @@ def run_scaleout(args: argparse.Namespace) -> int:
             chunk=args.chunk,
             repeats=args.repeats,
             days=args.days,
+            size_sample=args.size_sample,
         )
     result["command"] = shlex.join(["airflow-predictive", *sys.argv[1:]])
     text = json.dumps(result, indent=2, sort_keys=True)
