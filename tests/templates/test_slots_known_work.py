@@ -68,7 +68,8 @@ def seed_history(store: ProfileStore, now: datetime, *, daily: bool) -> None:
     steps = pd.date_range(
         end=pd.Timestamp(now).floor(INTERVAL), periods=3 * 288, freq=INTERVAL, inclusive="left"
     )
-    level = (steps.hour % 3).to_numpy(float) if daily else np.zeros(len(steps))
+    noise = np.random.default_rng(7).random(len(steps))  # no daily cycle: noise around a level
+    level = (steps.hour % 3).to_numpy(float) if daily else noise
     values = {"cpu": 0.05 + 0.05 * level, "memory": 0.25 + 0.0 * level, "storage": 0.0 * level}
     values |= {"network": 0.0 * level, "slots": 1.0 + level}
     frames = [
