@@ -100,8 +100,8 @@ def learning_state(
     :param plans: the pool's plans, oldest first.
     :param interval: the demand bucket width.
     :param now: the page's now (the summary says "as of").
-    :param service_level: the pool's configured service level; None: none is configurable, so the
-        page shows the rule in force instead.
+    :param service_level: the pool's configured service level (its queue-wait target); None: the
+        pool sets none, so the page says so and shows the rule in force.
     """
     days = history_days(demand, interval)
     longest = max(days.values()) if days else None
@@ -120,5 +120,5 @@ def learning_state(
         "rule": rule or "no plan yet",
         "binding": summary.get("binding") or "",
         "quantile": summary.get("quantile"),
-        "service_level": service_level or f"rule in force: {rule or 'no plan yet'}",
+        "service_level": service_level or "none set (capacity follows the rule in force)",
     }

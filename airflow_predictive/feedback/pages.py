@@ -264,7 +264,11 @@ def _pool_entry(
         )
         for r in resources
     ]
-    state = learning.learning_state(demand, forecast, pool_plans, interval=interval, now=now)
+    target = config.service_level.queue_wait_p95_seconds if config else None
+    promise = f"queue wait p95 <= {target:g} s over the trailing hour" if target else None
+    state = learning.learning_state(
+        demand, forecast, pool_plans, interval=interval, now=now, service_level=promise
+    )
     pressure = (summaries.get("queue_pressure") or {}).get(pool)
     return {
         "pool": pool,

@@ -53,12 +53,19 @@ def test_rendered_page_folds_the_unconfigured_pool_below_the_configured_one(tmp_
     ts = pd.date_range(NOW - timedelta(hours=2), NOW, freq="5min", inclusive="left")
     store.write_demand(pd.DataFrame({"series_id": "pool=default/resource=cpu", "ts": ts, "value": 0.1}))
     config = CapacityPool(
-        name=POOL, project="my-project-1", zone="us-central1-a", machine_type="e2-standard-4"
+        name=POOL,
+        project="my-project-1",
+        zone="us-central1-a",
+        machine_type="e2-standard-4",
+        service_level={"queue_wait_p95_seconds": 60},
     )
     html = pages.render_page(pages.collect(store, now=NOW, configured=[config]), plotly_src="/p.js")
     store.dispose()
     folded = html.index('<details class="other-pools">')
     assert html.index(f'data-pool="{POOL}"') < folded < html.index('data-pool="default"')
+    # the configured pool states its promise; the unconfigured one has none
+    assert "queue wait p95 &lt;= 60 s over the trailing hour" in html[:folded]
+    assert "none set" in html[folded:]
 
 
 # ---------------------------------------------------------------- a window centred on now, zoomable
@@ -203,8 +210,11 @@ def test_learning_state_names_history_model_rule_and_service_level() -> None:
     assert state["history_days"] == {"cpu": 0.5, "memory": 0.25}
     assert state["model"] == "ARIMA(1,0,1)" and state["fallback"] == "short_history:recent_level"
     assert state["rule"].startswith("reactive fallback")
-    # no per-pool service level is configurable yet: the page says which rule is in force instead
-    assert state["service_level"] == "rule in force: reactive fallback (cpu demand has no daily cycle)"
+    # a pool without a queue-wait target says so; one with it states its promise
+    assert state["service_level"] == "none set (capacity follows the rule in force)"
+    promise = "queue wait p95 <= 60 s over the trailing hour"
+    kwargs = {"interval": timedelta(minutes=5), "now": NOW, "service_level": promise}
+    assert learning.learning_state(demand, FORECAST, plans, **kwargs)["service_level"] == promise
     assert state["binding"] == "slots"
     assert "24 h left" in state["waiting_for"] or "h left" in state["waiting_for"]
 
