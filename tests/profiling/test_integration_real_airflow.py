@@ -85,14 +85,7 @@ def test_profiler_records_a_real_workload_within_tolerance(tmp_path: Path) -> No
         },
     )
     # The sensor reads the REST API through an Airflow connection (conn type predictive_airflow_api).
-    dep.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "predictive_airflow_api",
-            "host": dep.base_url,
-            "login": "admin",
-            "password": dep.password,
-        }
-    )
+    dep.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = dep.api_connection()
     pids: list[int] = []
     with dep:
         pids = [proc.pid for proc in dep.processes.values()]

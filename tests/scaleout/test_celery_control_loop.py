@@ -77,14 +77,7 @@ def cluster(tmp_path_factory):
                 sql_alchemy_conn=meta_url,
             )
         )
-        airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = json.dumps(
-            {
-                "conn_type": "predictive_airflow_api",
-                "host": airflow.base_url,
-                "login": "admin",
-                "password": airflow.password,
-            }
-        )
+        airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = airflow.api_connection()
         for name in ("worker-a", "worker-b"):
             airflow.start_component(
                 "celery worker",

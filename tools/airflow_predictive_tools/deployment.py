@@ -189,6 +189,18 @@ class AirflowDeployment:
 
     # ----------------------------------------------------------------- REST API
 
+    def api_connection(self) -> str:
+        """This deployment's REST API as a ``predictive_airflow_api`` connection (JSON, for
+        ``AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT``): what the profiler and the allocator read."""
+        return json.dumps(
+            {
+                "conn_type": "predictive_airflow_api",
+                "host": self.base_url,
+                "login": "admin",
+                "password": self.password,
+            }
+        )
+
     def token(self) -> str:
         if self._token is None:
             response = httpx.post(

@@ -366,14 +366,7 @@ def _deployment(
         )
     )
     # The profile sensor and the allocator read this deployment's REST API (task history, busy hosts).
-    airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "predictive_airflow_api",
-            "host": airflow.base_url,
-            "login": "admin",
-            "password": airflow.password,
-        }
-    )
+    airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = airflow.api_connection()
     return store_url, airflow
 
 
