@@ -353,7 +353,7 @@ def backtest_pool_history(
     return backtest_trace(series_from_demand(store.demand([sid]), sid), options)
 
 
-def backtest_pool(
+def backtest_resources(
     series: Mapping[str, pd.Series], capacity: Mapping[str, float], options: BacktestOptions | None = None
 ) -> dict[str, Any]:
     """Replay every resource of one pool; the pool runs, at each step, the most instances any needs.
@@ -374,7 +374,7 @@ def backtest_pool(
     missing = sorted(set(series) - set(capacity))
     if not series or missing:
         raise ValueError(
-            f"backtest_pool: no capacity per instance for {', '.join(missing) or 'any resource'}"
+            f"backtest_resources: no capacity per instance for {', '.join(missing) or 'any resource'}"
         )
     contexts = {r: context_for(s, replace(options, instance_capacity=capacity[r])) for r, s in series.items()}
     steps = min(len(c.demand) - c.start for c in contexts.values())
@@ -425,4 +425,4 @@ def with_policies(options: BacktestOptions, policies: Sequence[str]) -> Backtest
     return replace(options, policies=tuple(policies))
 
 
-__all__ = ["BacktestOptions", "backtest", "backtest_pool", "backtest_trace", "headline", "load_trace"]
+__all__ = ["BacktestOptions", "backtest", "backtest_resources", "backtest_trace", "headline", "load_trace"]

@@ -10,7 +10,12 @@ import pytest
 
 from airflow_predictive import accuracy
 from airflow_predictive.simulation import metrics
-from airflow_predictive.simulation.backtest import BacktestOptions, backtest_pool, backtest_trace, headline
+from airflow_predictive.simulation.backtest import (
+    BacktestOptions,
+    backtest_resources,
+    backtest_trace,
+    headline,
+)
 from airflow_predictive.simulation.policies import OraclePolicy
 from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
 from airflow_predictive.simulation.report import markdown_table, write_html, write_json
@@ -215,7 +220,7 @@ def test_a_pool_of_io_waits_backtests_as_slot_bound_and_runs_what_its_slots_need
     slots = _pool_series("slots", np.where(burst, 30.0, 2.0))
     cpu = _pool_series("cpu", np.where(burst, 1.5, 0.1))
     options = BacktestOptions(policies=("reactive", "oracle"), history="1d")
-    result = backtest_pool({"cpu": cpu, "slots": slots}, {"cpu": 2.0, "slots": 4.0}, options)
+    result = backtest_resources({"cpu": cpu, "slots": slots}, {"cpu": 2.0, "slots": 4.0}, options)
 
     assert result["binding"] == "slots"
     oracle = result["policies"]["oracle"]
@@ -235,7 +240,7 @@ def test_a_pool_of_io_waits_backtests_as_slot_bound_and_runs_what_its_slots_need
 def test_a_pool_backtest_names_what_it_lacks_and_a_bad_capacity_is_refused():
     slots = _pool_series("slots", np.full(2 * 288, 2.0))
     with pytest.raises(ValueError, match="no capacity per instance for slots"):
-        backtest_pool({"slots": slots}, {"cpu": 2.0})
+        backtest_resources({"slots": slots}, {"cpu": 2.0})
     with pytest.raises(ValueError, match="--instance-capacity must be positive"):
         BacktestOptions(instance_capacity=0.0).validated()
 

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -124,14 +123,7 @@ def run_demo(
         airflow = stack.enter_context(
             AirflowDeployment(home / "airflow", repo_dags_folder(), components=("api-server",), env=env)
         )
-        api_conn = json.dumps(
-            {
-                "conn_type": "predictive_airflow_api",
-                "host": airflow.base_url,
-                "login": "admin",
-                "password": airflow.password,
-            }
-        )
+        api_conn = airflow.api_connection()
         say(f"== 2. Airflow API server on {airflow.base_url}; Compute Engine emulator on {emulator_url}")
         # The simulated day runs the operators in this process: give it the deployment's environment
         # (AIRFLOW_HOME before Airflow is first imported, and the REST API connection).
@@ -307,7 +299,7 @@ def _binding_resource(store: Any, pool: Any) -> dict[str, Any]:
     """Which resource sizes ``pool`` over the backtest days: cpu, memory or task slots (the oracle's
     fleet, so the demand decides, not a forecast's errors)."""
     from airflow_predictive.contracts.demand import series_id
-    from airflow_predictive.simulation.backtest import BacktestOptions, backtest_pool, series_from_demand
+    from airflow_predictive.simulation.backtest import BacktestOptions, backtest_resources, series_from_demand
 
     capacity = {"cpu": pool.machine.vcpus, "memory": pool.machine.memory_gib, "slots": pool.slots}
     series = {}
@@ -315,7 +307,7 @@ def _binding_resource(store: Any, pool: Any) -> dict[str, Any]:
         sid = series_id(pool.name, resource)
         trace = series_from_demand(store.demand([sid]), sid)
         series[resource] = trace[trace.index >= trace.index.max() - timedelta(days=BACKTEST_DAYS)]
-    return backtest_pool(
+    return backtest_resources(
         series, capacity, BacktestOptions(policies=("oracle",), max_instances=pool.max_instances)
     )
 
