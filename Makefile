@@ -1,6 +1,8 @@
 # The two commands a newcomer needs: `make demo` (the main job on embedded defaults) and `make test`.
 # Both create the project-local virtual environment on first use and reinstall when a pyproject.toml changes.
 # They install the provider and the repository's tooling (tools/: emulator, demo, benchmarks).
+# The suite runs in two processes, a test file each at a time: most of its time is real Airflow components
+# starting and waiting on each other, so two files side by side use the 2 cores the budget counts.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -23,7 +25,7 @@ test: $(STAMP)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check airflow_predictive tools dags plugins tests
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # ruff, and the layer contract of pyproject.toml's [tool.importlinter] (layers import only downward).
 lint: $(STAMP)
