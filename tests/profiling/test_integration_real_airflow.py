@@ -77,11 +77,6 @@ def test_profiler_records_a_real_workload_within_tolerance(tmp_path: Path) -> No
             "AIRFLOW__PREDICTIVE__STORE_PATH": str(store_path),
             "AIRFLOW__PREDICTIVE__SAMPLE_INTERVAL_SECONDS": "1",
             "PREDICTIVE_TEST_BURN_SECONDS": str(BURN),
-            # Up to 8 helpers share 2 cores: let task supervisors wait for a slow API server instead
-            # of killing their task after a few missed heartbeats.
-            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "30",
-            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-            "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         },
     )
     # The sensor reads the REST API through an Airflow connection (conn type predictive_airflow_api).

@@ -127,10 +127,6 @@ def test_the_readme_quickstart_reaches_forecasts_on_the_pool_page(tmp_path):
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "300",
                 "AIRFLOW__PREDICTIVE__EMULATOR_URL": gce_url,
-                # Up to 6 processes share 2 cores: task supervisors wait for a slow API server.
-                "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "30",
-                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-                "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
             },
         )
         with dep:

@@ -111,6 +111,12 @@ class AirflowDeployment:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # Patient with a busy 2-core machine (the suite runs two files at a time): a task's
+            # supervisor waits for a slow API server instead of failing the task before it starts or
+            # killing it after a few missed heartbeats.
+            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "30",
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         }
         if sql_alchemy_conn:
             self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = sql_alchemy_conn
