@@ -16,6 +16,8 @@ import math
 import numpy as np
 from scipy import optimize, signal
 
+from airflow_predictive.forecasting import tails
+
 # Horizons (in buckets) at which forecast errors are measured for calibration and combination;
 # values in between are interpolated.
 KNOTS_MINUTES = (5, 15, 30, 60, 120, 240, 360, 720, 1080, 1440)
@@ -89,12 +91,19 @@ def innovations(z: np.ndarray, buckets: np.ndarray, state: dict) -> tuple[np.nda
 
 def point_forecast(z: np.ndarray, buckets: np.ndarray, state: dict, steps: int) -> np.ndarray:
     """Mean forecast of the scaled series for the ``steps`` buckets after the window."""
+    return forecast_and_innovations(z, buckets, state, steps)[0]
+
+
+def forecast_and_innovations(
+    z: np.ndarray, buckets: np.ndarray, state: dict, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`point_forecast` and the window's one-step innovations it filtered (one pass for both)."""
     a, ma, _ = polynomials(state)
     e, u = innovations(z, buckets, state)
     zi = signal.lfiltic(ma, a, u[::-1][: len(a)], e[::-1][: len(ma)])
     future_u = signal.lfilter(ma, a, np.zeros(steps), zi=zi)[0]
     future = np.arange(buckets[-1] + 1, buckets[-1] + 1 + steps, dtype=np.int64)
-    return exog(future, state) @ np.asarray(state["beta"], dtype=float) + future_u
+    return exog(future, state) @ np.asarray(state["beta"], dtype=float) + future_u, e
 
 
 def psi_weights(state: dict, steps: int) -> np.ndarray:
@@ -224,7 +233,8 @@ def calibrate(
     psi = psi_weights(state, int(hs[-1]))
     burn = len(polynomials(state)[0]) - 1 + 1
     clip_gap = raw - z
-    weights, offsets = [], []
+    short = set(tails.short_leads(hs, state["interval_s"]))
+    weights, offsets, short_errors = [], [], {}
     for h in hs:
         h = int(h)
         arima_err = np.convolve(e[burn:], psi[:h], mode="valid") if e.size - burn >= h else np.empty(0)
@@ -233,7 +243,7 @@ def calibrate(
         arima_err = arima_err + clip_gap[targets]
         lag = period * math.ceil(h / period)
         weight = 1.0
-        err = arima_err
+        err, err_targets = arima_err, targets
         if combine and period > 1:
             ok = targets - lag >= 0
             if ok.sum() >= max(50, period // 2):
@@ -244,16 +254,29 @@ def calibrate(
                     axis=1
                 )
                 weight = float(grid[int(np.argmin(mae))])
-                err = weight * a_err + (1 - weight) * naive_err
+                err, err_targets = weight * a_err + (1 - weight) * naive_err, targets[ok]
         weights.append(weight)
         offsets.append(_widened(err, levels, half_life))
-    return {
+        if h in short:
+            short_errors[h] = (err, err_targets)
+    out = {
         "h": hs.tolist(),
         "weight": weights,
         "levels": list(levels),
         "offsets": offsets,
         "n": int(e.size - burn),
     }
+    table = tails.learn(
+        short_errors,
+        surprise=e + clip_gap,
+        buckets=buckets,
+        period=period,
+        interval_s=state["interval_s"],
+        quantiles=lambda normalised: _widened(normalised, levels, half_life),
+    )
+    if table is not None:
+        out["tails"] = table
+    return out
 
 
 def _widened(err: np.ndarray, levels: tuple[float, ...], half_life: float | None) -> list[float]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from airflow_predictive.forecasting import arima
+from airflow_predictive.forecasting import arima, tails
 from airflow_predictive.forecasting.models import (
     STATE_VERSION,
     Prediction,
@@ -316,7 +316,7 @@ class AutoArima(SeriesModel):
         """Re-filter the recent window with the stored parameters and forecast with calibrated quantiles."""
         period = season_length(window.interval_s)
         z, buckets = self._recent(window, state, self.filter_days)
-        point = arima.point_forecast(z, buckets, state, steps)
+        point, innovations = arima.forecast_and_innovations(z, buckets, state, steps)
         calibration = state.get("calibration") or {}
         if calibration.get("levels") != list(levels) or calibration.get("h", [0])[-1] < steps:
             state = self.calibrated(window, state, steps=steps, levels=levels)
@@ -327,10 +327,30 @@ class AutoArima(SeriesModel):
         raw = window.values / state["scale"]
         if raw.size >= period and (weight < 1).any():
             point = weight * point + (1 - weight) * seasonal_naive_point(raw, period, steps)
+        if calibration.get("tails"):
+            # one-step surprises against the raw series, as the calibration measured them
+            surprise = innovations + raw[-z.size :] - z
+            offsets = self._sharper_tails(offsets, calibration, surprise, window.end + 1)
         scale = state["scale"]
         return finish(point * scale, offsets * scale, nonnegative=True, model=self.name)
 
     # ---------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _sharper_tails(
+        offsets: np.ndarray, calibration: dict, surprise: np.ndarray, first_bucket: int
+    ) -> np.ndarray:
+        """``offsets`` with the short leads' rows conditioned on block of the day and recent volatility.
+
+        The feedback loop's width correction multiplies the stored pooled offsets and records its
+        factor; the conditional table is stored as learned, so the factor is applied here.
+        """
+        short = tails.offsets(
+            calibration["tails"], surprise=surprise, first_bucket=first_bucket, steps=len(offsets)
+        )
+        out = offsets.copy()
+        out[: len(short)] = short * float(calibration.get("feedback_factor") or 1.0)
+        return out
 
     @staticmethod
     def _buckets(days: float, period: int) -> int:

@@ -118,7 +118,8 @@ def apply_corrections(store: ModelStateStore, decisions: Sequence[Decision], *, 
     """Apply width corrections to the forecaster's stored calibration; flag re-selections.
 
     The forecaster (``AutoArima.predict``) adds ``calibration["offsets"]`` (per horizon knot and
-    quantile level, in scaled units) to its point forecast; scaling those offsets by the factor
+    quantile level, in scaled units) to its point forecast, and at leads up to an hour the conditional
+    ``calibration["tails"]`` times the recorded ``feedback_factor``; scaling those offsets by the factor
     widens or narrows every quantile around the point forecast, which is the correction
     :func:`~airflow_predictive.feedback.recalibration.decide` computed. The forecaster re-learns the
     offsets from its window at its next refit; the loop then measures again.

@@ -112,12 +112,12 @@ def score(
 def calibration_by_block(
     hours: np.ndarray, actual: np.ndarray, upper: np.ndarray, *, level: float, block_hours: int = 4
 ) -> dict[str, object]:
-    """How often demand exceeded a forecast quantile, overall and in each block of the day.
+    """How often demand exceeded a forecast quantile, overall, in each block of the day and each hour.
 
     One exceedance rate over a whole trace hides tails that are too narrow in busy hours and too wide
-    in quiet ones. Each block's rate is compared with ``1 - level`` plus two binomial standard errors
-    of the block's count (``noise_bound``): a block above it exceeds by more than sampling noise
-    allows (about 1 in 40 blocks would by chance).
+    in quiet ones. Each block's (and hour's) rate is compared with ``1 - level`` plus two binomial
+    standard errors of its count (``noise_bound``): a block above it exceeds by more than sampling
+    noise allows (about 1 in 40 blocks would by chance; with 24 hours, about one hour in two traces).
 
     :param hours: hour of day (UTC) of each target bucket.
     :param actual: observed demand of each target bucket.
@@ -127,25 +127,35 @@ def calibration_by_block(
     """
     hours = np.asarray(hours, dtype=int)
     hit = np.asarray(actual, dtype=float) > np.asarray(upper, dtype=float)
-    expected = 1.0 - level
-    blocks: dict[str, dict[str, float | int]] = {}
-    for start in range(0, 24, block_hours):
-        inside = (hours >= start) & (hours < start + block_hours)
-        n = int(inside.sum())
-        if n == 0:
-            continue
-        bound = expected + 2.0 * float(np.sqrt(expected * (1.0 - expected) / n))
-        rate = float(hit[inside].mean())
-        blocks[f"{start:02d}-{start + block_hours:02d}"] = {
-            "exceedance": round(rate, 4),
-            "n": n,
-            "noise_bound": round(bound, 4),
-        }
+    blocks = _exceedance_by(hours, hit, level, block_hours)
+    by_hour = _exceedance_by(hours, hit, level, 1)
     worst = max(blocks, key=lambda b: blocks[b]["exceedance"]) if blocks else None
+    worst_hour = max(by_hour, key=lambda b: by_hour[b]["exceedance"]) if by_hour else None
     return {
         "level": level,
         "exceedance": round(float(hit.mean()), 4) if hit.size else None,
         "by_block": blocks,
         "worst_block": worst,
         "worst_within_noise": all(b["exceedance"] <= b["noise_bound"] for b in blocks.values()),
+        "by_hour": by_hour,
+        "worst_hour": worst_hour,
+        "hours_beyond_noise": sum(b["exceedance"] > b["noise_bound"] for b in by_hour.values()),
     }
+
+
+def _exceedance_by(hours: np.ndarray, hit: np.ndarray, level: float, width: int) -> dict[str, dict]:
+    """Exceedance rate, count and noise bound of each ``width``-hour part of the day that has buckets."""
+    expected = 1.0 - level
+    out: dict[str, dict[str, float | int]] = {}
+    for start in range(0, 24, width):
+        inside = (hours >= start) & (hours < start + width)
+        n = int(inside.sum())
+        if n == 0:
+            continue
+        bound = expected + 2.0 * float(np.sqrt(expected * (1.0 - expected) / n))
+        out[f"{start:02d}-{start + width:02d}"] = {
+            "exceedance": round(float(hit[inside].mean()), 4),
+            "n": n,
+            "noise_bound": round(bound, 4),
+        }
+    return out
