@@ -470,9 +470,10 @@ def _sizing(pool: CapacityPool, recent: Mapping[str, np.ndarray]) -> _Sizing:
     policy = pool.policy
     if policy.signal is Signal.RECENT_DEMAND:
         return _Sizing(Signal.RECENT_DEMAND, policy.target_utilization, why="reactive rule (recent_demand)")
+    guard = policy.guard_utilization if recent and any(len(v) for v in recent.values()) else 0.0
     if not recent or policy.min_daily_cycle <= -1:
-        return _Sizing(Signal.FORECAST, policy.target_utilization, 0.0, "forecast")
-    guard = policy.guard_utilization if any(len(v) for v in recent.values()) else 0.0
+        # Switch off (a pool following its service-level choice): the forecast, still guarded.
+        return _Sizing(Signal.FORECAST, policy.target_utilization, guard, "forecast")
     resource = next((r for r in _CYCLE_RESOURCES if len(recent.get(r, ())) > 0), None)
     if resource is None:
         return _Sizing(Signal.FORECAST, policy.target_utilization, guard, "forecast")
