@@ -112,6 +112,8 @@ class SizingPolicy(_Model):
     :param cycle_window_days: days of recent demand that check reads (``[predictive] cycle_window_days``).
     :param fallback_utilization: target utilisation of the reactive fallback
         (``[predictive] fallback_utilization``, Compute Engine's 0.6).
+    :param chosen: set by the feedback loop, not by users: the service-level choice this policy
+        follows, in words (plan reasons quote it); empty: the pool's own settings.
     """
 
     signal: Signal = Signal.FORECAST
@@ -122,6 +124,7 @@ class SizingPolicy(_Model):
     min_daily_cycle: float = Field(SIZING_DEFAULTS["min_daily_cycle"], ge=-1, le=1)
     cycle_window_days: float = Field(SIZING_DEFAULTS["cycle_window_days"], ge=1.5)
     fallback_utilization: float = Field(SIZING_DEFAULTS["fallback_utilization"], gt=0, le=1)
+    chosen: str = ""
 
     @model_validator(mode="before")
     @classmethod

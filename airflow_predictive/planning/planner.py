@@ -466,6 +466,14 @@ _CYCLE_RESOURCES = ("cpu", "memory", "network")
 
 
 def _sizing(pool: CapacityPool, recent: Mapping[str, np.ndarray]) -> _Sizing:
+    """The rule that sizes the pool, with the service-level choice that set it (if any) in its reason."""
+    rule = _rule(pool, recent)
+    if pool.policy.chosen:
+        return _Sizing(rule.signal, rule.utilization, rule.guard, f"{rule.why}; {pool.policy.chosen}")
+    return rule
+
+
+def _rule(pool: CapacityPool, recent: Mapping[str, np.ndarray]) -> _Sizing:
     """Forecast or reactive rule: a forecast-driven pool whose demand has no daily cycle goes reactive."""
     policy = pool.policy
     if policy.signal is Signal.RECENT_DEMAND:
@@ -1041,6 +1049,8 @@ def _reason_up(cycle: _Cycle, binding: str) -> str:
     )
     if sizing.why.startswith("reactive fallback"):
         basis = f"{sizing.why}: {basis}"
+    elif pool.policy.chosen:
+        basis = f"{pool.policy.chosen}: {basis}"
     return f"{basis}: " + "; ".join(parts) + f" on {cycle.current} x {pool.machine_type}"
 
 
