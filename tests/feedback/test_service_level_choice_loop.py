@@ -10,6 +10,7 @@ import pandas as pd
 
 from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
+from airflow_predictive.feedback.pages import collect, render_page
 from airflow_predictive.planning.planner import plan
 from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, close_feedback_cycle
 from airflow_predictive.runtime.service_level_choice import SUMMARY_KIND, following, stored_choices
@@ -67,6 +68,14 @@ def test_the_loop_chooses_a_forecast_rule_that_saw_the_bursts_stores_it_and_the_
     p = plan(forecast, PoolState(), followed, NOW, recent_demand={"cpu": [60.0]})
     assert f"service-level choice {choice.candidate}" in p.summary["sizing"]
     assert p.actions and f"service-level choice {choice.candidate}" in p.actions[0].reason
+    # the pool's page shows the choice against the reactive counterfactual
+    data = collect(any_store, now=NOW, configured=[pool])
+    learned = data["pools"][0]["learning"]
+    assert learned["service_level"] == "unmet demand no higher than the reactive rule's"
+    assert learned["sizing_choice"].startswith(
+        f"{choice.candidate} (chosen 2026-12-06 12:00 UTC; replayed unmet"
+    )
+    assert "<th>sizing chosen</th>" in render_page(data, plotly_src="plotly.js")
 
 
 def test_with_forecasts_far_below_demand_the_pool_runs_the_reactive_rule(store):
