@@ -1,6 +1,6 @@
 """The feedback loop's service-level choice on the store, and the pool the allocation cycle then plans.
 
-Once a day per pool (:data:`CHOICE_EVERY`), :func:`choose_for_pools` reads the pool's last two days of
+Once a day per pool (:data:`CHOICE_EVERY`; a few pools a cycle, :func:`due_pools`), :func:`choose_for_pools` reads the pool's last two days of
 observed demand and the forecasts the store issued over them, replays them through the planner under
 each candidate setting (:mod:`airflow_predictive.simulation.choice`, the code the backtest runs) and
 stores the choice, its scores and the reactive counterfactual as the ``service_level_choice``
@@ -86,10 +86,8 @@ def choose_for_pools(
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     stored = stored_choices(store)
     made: dict[str, Choice] = {}
-    for pool in pools:
+    for pool in due_pools(pools, stored, now=now, interval=interval):
         held = stored.get(pool.name)
-        if held is not None and now - held.chosen_at < CHOICE_EVERY:
-            continue
         evidence = pool_evidence(store, pool, now=now, interval=interval)
         if evidence is None:
             continue
@@ -101,6 +99,25 @@ def choose_for_pools(
         payloads = {name: c.to_dict() for name, c in {**stored, **made}.items()}
         store.put_summaries(SUMMARY_KIND, payloads)
     return made
+
+
+def due_pools(
+    pools: Sequence[CapacityPool], stored: Mapping[str, Choice], *, now: datetime, interval: timedelta
+) -> list[CapacityPool]:
+    """The pools to choose for this cycle: never chosen first, then the oldest choices past
+    :data:`CHOICE_EVERY`; a day's choices spread over the day's cycles (a replay costs about a second
+    per pool), with one more each cycle to catch up.
+
+    :param pools: the configured pools.
+    :param stored: their stored choices.
+    :param now: the cycle's time.
+    :param interval: the cycle length.
+    """
+    epoch = datetime.min.replace(tzinfo=UTC)
+    due = [p for p in pools if p.name not in stored or now - stored[p.name].chosen_at >= CHOICE_EVERY]
+    due.sort(key=lambda p: stored[p.name].chosen_at if p.name in stored else epoch)
+    budget = math.ceil(len(pools) * (interval / CHOICE_EVERY)) + 1
+    return due[:budget]
 
 
 def pool_evidence(

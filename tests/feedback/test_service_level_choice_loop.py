@@ -13,7 +13,8 @@ from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_co
 from airflow_predictive.feedback.pages import collect, render_page
 from airflow_predictive.planning.planner import plan
 from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, close_feedback_cycle
-from airflow_predictive.runtime.service_level_choice import SUMMARY_KIND, following, stored_choices
+from airflow_predictive.runtime.service_level_choice import SUMMARY_KIND, due_pools, following, stored_choices
+from airflow_predictive.simulation.choice import Choice, Score
 from tests.allocation.conftest import make_pool
 
 NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
@@ -99,3 +100,14 @@ def test_a_pool_without_a_day_of_issued_forecasts_keeps_its_own_settings(store):
     )
     assert result.choices == {} and stored_choices(store) == {}
     assert following(pool, None) is pool
+
+
+def test_a_days_choices_are_spread_over_the_cycles_oldest_and_new_pools_first():
+    pools = [make_pool(name=f"p{i}") for i in range(4)]
+    day_old = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(days=1, hours=2))
+    stale = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(days=1))
+    fresh = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(hours=3))
+    stored = {"p0": stale, "p1": fresh, "p3": day_old}
+    # 4 pools at 5-minute cycles: ceil(4 x 5 / 1440) + 1 = 2 choices a cycle
+    due = due_pools(pools, stored, now=NOW, interval=timedelta(minutes=5))
+    assert [p.name for p in due] == ["p2", "p3"]
