@@ -895,7 +895,7 @@ def _learning_html(pool: dict[str, Any]) -> str:
         ),
         ("rule in force", state.get("rule", "")),
         ("service level", state.get("service_level", "")),
-        ("sizing chosen", state.get("sizing_choice") or "none yet (a day of issued forecasts first)"),
+        ("sizing chosen", state.get("sizing_choice") or "none yet (half a day of issued forecasts first)"),
     ]
     if state.get("waiting_for"):
         rows.append(("waiting for", state["waiting_for"]))

@@ -5,7 +5,7 @@ observed demand and the forecasts the store issued over them, replays them throu
 each candidate setting (:mod:`airflow_predictive.simulation.choice`, the code the backtest runs) and
 stores the choice, its scores and the reactive counterfactual as the ``service_level_choice``
 summary. The allocation cycle plans each pool with :func:`following` its stored choice; a pool with
-no choice yet (less than a day of issued forecasts) keeps its own settings.
+no choice yet (under half a day of issued forecasts) keeps its own settings.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ SUMMARY_KIND = "service_level_choice"
 CHOICE_EVERY = timedelta(days=1)
 #: Demand and issued forecasts each choice replays.
 CHOICE_WINDOW = timedelta(days=2)
-#: Issued forecasts a first choice needs.
-MIN_EVIDENCE = timedelta(days=1)
+#: Issued forecasts a first choice needs (the backtest's first choice waits as long).
+MIN_EVIDENCE = timedelta(hours=12)
 #: The resource replayed: the one Compute Engine's autoscaler scales on, as the reactive rule does.
 RESOURCE = "cpu"
 

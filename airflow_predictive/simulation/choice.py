@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_predictive.accuracy import unmet_percent
 from airflow_predictive.contracts.pools import ServiceLevel
 from airflow_predictive.simulation import metrics
 from airflow_predictive.simulation.policies import (
@@ -157,17 +158,20 @@ class Score:
     :param candidate: its name.
     :param unmet_pct: demand left unmet, percent of demand.
     :param capacity_hours: running instance-hours.
+    :param daily_unmet_pct: unmet percent of each replayed day, oldest first (empty: not split).
     """
 
     candidate: str
     unmet_pct: float
     capacity_hours: float
+    daily_unmet_pct: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "candidate": self.candidate,
             "unmet_pct": round(self.unmet_pct, 4),
             "capacity_hours": round(self.capacity_hours, 4),
+            "daily_unmet_pct": [round(u, 4) for u in self.daily_unmet_pct],
         }
 
 
@@ -209,7 +213,12 @@ class Choice:
         return cls(
             candidate=str(payload["candidate"]),
             target_unmet_pct=float(payload["target_unmet_pct"]),
-            scores=tuple(Score(**s) for s in payload["scores"]),
+            scores=tuple(
+                Score(
+                    s["candidate"], s["unmet_pct"], s["capacity_hours"], tuple(s.get("daily_unmet_pct", ()))
+                )
+                for s in payload["scores"]
+            ),
             reason=str(payload["reason"]),
             chosen_at=pd.Timestamp(payload["chosen_at"]).to_pydatetime(),
             met=bool(payload.get("met", True)),
@@ -282,7 +291,13 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
             price_standard=0.0,
             price_spot=0.0,
         )
-        out.append(Score(candidate.name, m.unmet_pct, m.capacity_hours))
+        served = outcome.running * context.instance_capacity
+        days = max(1, round(len(scored) * context.interval_s / 86400))
+        daily = tuple(
+            unmet_percent(d, c)
+            for d, c in zip(np.array_split(scored, days), np.array_split(served, days), strict=True)
+        )
+        out.append(Score(candidate.name, m.unmet_pct, m.capacity_hours, daily))
     return out
 
 
@@ -299,6 +314,21 @@ def allowed_unmet_pct(level: ServiceLevel, reactive: Score, tolerance_pct: float
     if level.matches_reactive:
         return reactive.unmet_pct + tolerance_pct
     return float(level.unmet_share) * 100.0
+
+
+def _meets(score: Score, reactive: Score, level: ServiceLevel, tolerance_pct: float) -> bool:
+    """Met over the replayed days and on each of them: one lucky day must not carry a bad one, since
+    the choice then runs on days it has not seen."""
+    if score.unmet_pct > allowed_unmet_pct(level, reactive, tolerance_pct) + _EPS_PCT:
+        return False
+    theirs = reactive.daily_unmet_pct
+    if len(theirs) != len(score.daily_unmet_pct):
+        theirs = (math.inf,) * len(score.daily_unmet_pct)  # not split alike: the overall check only
+    for own, reactive_day in zip(score.daily_unmet_pct, theirs, strict=True):
+        allowed = reactive_day + tolerance_pct if level.matches_reactive else float(level.unmet_share) * 100
+        if own > allowed + _EPS_PCT:
+            return False
+    return True
 
 
 def choose(
@@ -326,7 +356,7 @@ def choose(
     reactive = by_name[REACTIVE.name]
     allowed = allowed_unmet_pct(level, reactive, tolerance_pct)
     ordered = (reactive, *(s for s in scores if s is not reactive))
-    met = [s for s in ordered if s.unmet_pct <= allowed + _EPS_PCT]
+    met = [s for s in ordered if _meets(s, reactive, level, tolerance_pct)]
 
     def decided(name: str, why: str, ok: bool = True) -> Choice:
         return Choice(name, allowed, ordered, why, now, ok)
@@ -379,11 +409,13 @@ def choose_by_replay(
 class OnlineChoicePolicy:
     """The product in the backtest: a forecast policy's own forecasts, the pool following its choice.
 
-    Every ``every_steps`` (a day) from the first scored step, once at least ``min_evidence_steps`` of
-    its forecasts were issued, it replays the last ``window_steps`` through the planner under every
+    Once ``min_evidence_steps`` (half a day) of its forecasts were issued, and every ``every_steps``
+    (a day) after, it replays the last ``window_steps`` (two days) through the planner under every
     candidate (only the past: demand before the step, forecasts issued before it) and follows the
-    choice. Before the first choice the pool runs the planner's own default rule, as a pool with no
-    stored choice does. ``--sweep`` traces the forecast policy's fixed settings (:meth:`with_knob`).
+    choice. Before the first choice the pool runs the reactive rule: nothing has shown it beats it
+    yet. (The product's new pool does the same: under 1.5 days of demand its planner runs the reactive
+    rule, and its first choice comes after half a day of issued forecasts.) ``--sweep`` traces the
+    forecast policy's fixed settings (:meth:`with_knob`).
 
     :param forecasts: ``predictive`` or ``seasonal`` at the product's defaults.
     :param level: the service level the backtest's pool states.
@@ -426,7 +458,7 @@ class OnlineChoicePolicy:
         per_day = round(86400 / context.interval_s)
         self.every_steps = self.every_steps or per_day
         self.window_steps = self.window_steps or 2 * per_day
-        self.min_evidence_steps = self.min_evidence_steps or per_day
+        self.min_evidence_steps = self.min_evidence_steps or per_day // 2
         self._pools = {c.name: candidate_pool(context, c) for c in self.candidates}
         self._current = None
         self.choices = []
@@ -434,12 +466,12 @@ class OnlineChoicePolicy:
     def decide(self, step: int, fleet: Fleet) -> int:
         context = self._context
         since = step - context.start
-        if since >= self.min_evidence_steps and since % self.every_steps == 0:
+        if since >= self.min_evidence_steps and (since - self.min_evidence_steps) % self.every_steps == 0:
             self._rechoose(step)
         if self.choices:
             self.choices[-1]["steps"] += 1
-        pool = self._pools[self._current] if self._current else self.forecasts.pool
-        return self.forecasts.decide_with(pool, step, fleet)
+        # No evidence yet that any candidate beats the reactive rule: the pool runs it.
+        return self.forecasts.decide_with(self._pools[self._current or REACTIVE.name], step, fleet)
 
     def _rechoose(self, step: int) -> None:
         choice = choose_by_replay(

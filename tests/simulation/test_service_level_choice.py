@@ -132,3 +132,10 @@ def test_with_forecasts_far_below_demand_the_replay_keeps_the_pool_reactive():
     # the guard catches a burst one boot lead late: every forecast candidate leaves more unmet
     assert all(s.unmet_pct > by_name["reactive"].unmet_pct for n, s in by_name.items() if n != "reactive")
     assert choose_by_replay(evidence, MATCH, now=NOW).candidate == "reactive"
+
+
+def test_a_candidate_must_meet_the_level_on_each_replayed_day_not_only_over_both():
+    reactive = Score("reactive", 0.10, 100.0, (0.0, 0.2))
+    lucky = Score("q0.9 guard 0.9", 0.09, 60.0, (0.15, 0.03))  # fine overall, worse than reactive on day 1
+    steady = Score("q0.99 guard 0.9", 0.05, 75.0, (0.0, 0.1))
+    assert choose([reactive, lucky, steady], MATCH, now=NOW).candidate == "q0.99 guard 0.9"
