@@ -105,8 +105,8 @@ def due_pools(
     pools: Sequence[CapacityPool], stored: Mapping[str, Choice], *, now: datetime, interval: timedelta
 ) -> list[CapacityPool]:
     """The pools to choose for this cycle: never chosen first, then the oldest choices past
-    :data:`CHOICE_EVERY`; a day's choices spread over the day's cycles (a replay costs about a second
-    per pool), with one more each cycle to catch up.
+    :data:`CHOICE_EVERY`; a day's choices spread evenly over the day's cycles (a replay costs a few
+    CPU seconds per pool: all pools in one cycle would stall it).
 
     :param pools: the configured pools.
     :param stored: their stored choices.
@@ -116,7 +116,7 @@ def due_pools(
     epoch = datetime.min.replace(tzinfo=UTC)
     due = [p for p in pools if p.name not in stored or now - stored[p.name].chosen_at >= CHOICE_EVERY]
     due.sort(key=lambda p: stored[p.name].chosen_at if p.name in stored else epoch)
-    budget = math.ceil(len(pools) * (interval / CHOICE_EVERY)) + 1
+    budget = max(1, math.ceil(len(pools) * (interval / CHOICE_EVERY)))
     return due[:budget]
 
 

@@ -108,6 +108,10 @@ def test_a_days_choices_are_spread_over_the_cycles_oldest_and_new_pools_first():
     stale = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(days=1))
     fresh = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(hours=3))
     stored = {"p0": stale, "p1": fresh, "p3": day_old}
-    # 4 pools at 5-minute cycles: ceil(4 x 5 / 1440) + 1 = 2 choices a cycle
-    due = due_pools(pools, stored, now=NOW, interval=timedelta(minutes=5))
-    assert [p.name for p in due] == ["p2", "p3"]
+    # 4 pools at 5-minute cycles: one choice a cycle, the pool never chosen first, then the oldest
+    assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(minutes=5))] == ["p2"]
+    del stored["p3"], stored["p1"]
+    stored["p2"] = fresh
+    assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(minutes=5))] == ["p1"]
+    stored["p1"] = stored["p3"] = fresh
+    assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(hours=12))] == ["p0"]
