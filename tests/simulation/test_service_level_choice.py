@@ -139,3 +139,30 @@ def test_a_candidate_must_meet_the_level_on_each_replayed_day_not_only_over_both
     lucky = Score("q0.9 guard 0.9", 0.09, 60.0, (0.15, 0.03))  # fine overall, worse than reactive on day 1
     steady = Score("q0.99 guard 0.9", 0.05, 75.0, (0.0, 0.1))
     assert choose([reactive, lucky, steady], MATCH, now=NOW).candidate == "q0.99 guard 0.9"
+
+
+def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_follows_its_choice():
+    from airflow_predictive.simulation.backtest import BacktestOptions, context_for
+    from airflow_predictive.simulation.choice import product_policy
+    from airflow_predictive.simulation.policies import ReactivePolicy
+    from airflow_predictive.simulation.replay import replay
+
+    values = np.tile(_bursty_day(), 4)[: 288 * 3 + 200]
+    index = pd.date_range("2026-12-01", periods=len(values), freq="5min", tz="UTC")
+    series = pd.Series(values, index=index, name="bursty")
+    series.attrs["interval_s"] = 300
+    context = context_for(series, BacktestOptions())
+    policy = product_policy("seasonal", BacktestOptions())
+    product = replay(policy, context)
+    first = context.start + 144
+    assert [c["step"] for c in policy.choices] == [first]  # half a day in; the next a day later
+    # before it the pool is the reactive rule, step for step
+    reactive = replay(ReactivePolicy(), context)
+    assert (product.targets[:144] == reactive.targets[:144]).all()
+    # the choice saw only the past: demand before its step and the forecasts issued before it
+    evidence = policy.evidence(first)
+    assert len(evidence.demand) == first - (context.start - evidence.start)
+    assert max(evidence.forecasts) < len(evidence.demand)
+    assert policy.settings()["online_choice"]["steps_by_candidate"] == {
+        policy.choices[0]["candidate"]: 200 - 144
+    }
