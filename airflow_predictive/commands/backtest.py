@@ -46,6 +46,13 @@ def register(commands, bench) -> None:
         default="reactive,seasonal,predictive,oracle",
         help="comma-separated subset of reactive,seasonal,predictive,oracle",
     )
+    parser.add_argument(
+        "--unmet-share",
+        type=float,
+        default=None,
+        help="the pool's service level as a share of demand left unmet, e.g. 0.005 (default: "
+        "match_reactive, no more unmet than the reactive rule)",
+    )
     parser.add_argument("--sweep", action="store_true", help="trace each policy's frontier")
     parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
     parser.add_argument("--report", default=None, metavar="OUT.html", help="write the HTML report")
@@ -63,12 +70,19 @@ def run_backtest(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
     # Imported by the handler: `airflow-predictive --help` imports every command module.
+    from airflow_predictive.contracts.pools import ServiceLevel
     from airflow_predictive.simulation import report
     from airflow_predictive.simulation.backtest import BacktestOptions, backtest
     from airflow_predictive.simulation.traces import TraceError
 
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    try:
+        level = ServiceLevel(unmet_share=args.unmet_share)
+    except ValueError as exc:
+        print(f"airflow-predictive backtest: --unmet-share: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     options = BacktestOptions(
+        service_level=level,
         sizing_defaults=config.sizing_defaults(),
         peak_instances=args.peak_instances,
         instance_capacity=args.instance_capacity,
@@ -101,9 +115,9 @@ def run_backtest(args: argparse.Namespace) -> int:
     for line in report.repair_lines(results):
         print(line)
     for result in results:
-        line = result.get("headline")
-        if line:
-            print(f"{result['trace']}: {line}")
+        for policy, line in (result.get("headlines") or {}).items():
+            if line:
+                print(f"{result['trace']}: {policy}: {line}")
     if args.json_out:
         report.write_json(results, args.json_out)
         print(f"JSON: {Path(args.json_out).resolve()}")

@@ -84,6 +84,8 @@ SIZING_DEFAULTS: dict[str, float] = {
 }
 #: Validation-context key under which :func:`parse_pools` passes a deployment's sizing defaults.
 SIZING_CONTEXT = "sizing_defaults"
+#: The default service level: no more unmet demand than the reactive rule the product replaces.
+MATCH_REACTIVE = "match_reactive"
 #: Task slots of a Celery worker when neither the pool nor the deployment says: the default of Airflow's
 #: ``[celery] worker_concurrency``.
 DEFAULT_WORKER_CONCURRENCY = 16
@@ -110,6 +112,8 @@ class SizingPolicy(_Model):
     :param cycle_window_days: days of recent demand that check reads (``[predictive] cycle_window_days``).
     :param fallback_utilization: target utilisation of the reactive fallback
         (``[predictive] fallback_utilization``, Compute Engine's 0.6).
+    :param chosen: set by the feedback loop, not by users: the service-level choice this policy
+        follows, in words (plan reasons quote it); empty: the pool's own settings.
     """
 
     signal: Signal = Signal.FORECAST
@@ -120,6 +124,7 @@ class SizingPolicy(_Model):
     min_daily_cycle: float = Field(SIZING_DEFAULTS["min_daily_cycle"], ge=-1, le=1)
     cycle_window_days: float = Field(SIZING_DEFAULTS["cycle_window_days"], ge=1.5)
     fallback_utilization: float = Field(SIZING_DEFAULTS["fallback_utilization"], gt=0, le=1)
+    chosen: str = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -204,15 +209,54 @@ class SpotPolicy(_Model):
 
 
 class ServiceLevel(_Model):
-    """What the pool's users are promised, judged by the feedback loop every cycle.
+    """What the pool's users are promised: the feedback loop holds the least capacity that meets it.
 
+    In YAML either the word ``match_reactive`` (the default) or a mapping with the fields below.
+
+    :param unmet_share: the share of demand the pool may leave unmet (``0.005``: 0.5%); unset
+        (``match_reactive``): no more than the reactive rule it replaces (Compute Engine's autoscaler
+        at 0.6 utilisation) would leave on the same demand. The feedback loop replays the last days'
+        demand under a few sizing candidates and the pool follows the cheapest one that met it.
     :param queue_wait_p95_seconds: the 95th percentile of the time tasks of the pool's queue wait for a
         worker slot (queued to running), over the trailing hour; unset: queue wait is measured and
         shown, not judged. A judged hour needs at least 20 tasks; a missed one raises the
         ``queue_wait_above_target`` alert.
     """
 
+    unmet_share: float | None = None
     queue_wait_p95_seconds: float | None = Field(None, gt=0)
+
+    @field_validator("unmet_share")
+    @classmethod
+    def _share(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError(
+                f"unmet_share is a share of demand between 0 and 1 (0.005 = 0.5% unmet), got {value}"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            if data.strip() != MATCH_REACTIVE:
+                raise ValueError(
+                    f"service_level {data!r} is not a service level: write {MATCH_REACTIVE!r} or a mapping "
+                    "such as {unmet_share: 0.005} (0.5% of demand unmet) or {queue_wait_p95_seconds: 120}"
+                )
+            return {}
+        return data
+
+    @property
+    def matches_reactive(self) -> bool:
+        """True when the pool buys no more unmet demand than the reactive rule would leave."""
+        return self.unmet_share is None
+
+    def describe(self) -> str:
+        """The level in words, for plan reasons and the UI."""
+        if self.matches_reactive:
+            return "unmet demand no higher than the reactive rule's"
+        return f"at most {self.unmet_share * 100:g}% of demand unmet"
 
 
 class Prices(_Model):

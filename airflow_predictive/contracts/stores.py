@@ -264,8 +264,11 @@ class KnownWorkStore(ResidualForecastStore, StructuralForecastInputs, ForecastBa
     """A forecast cycle with known future work combined in."""
 
 
-class AllocationStore(ForecastReader, DemandReader, Ledger, Leases, CapacityRecorder, Protocol):
-    """One allocation cycle: forecasts and recent demand in; plans, the ledger and capacity out."""
+class AllocationStore(
+    ForecastReader, DemandReader, SummaryReader, Ledger, Leases, CapacityRecorder, Protocol
+):
+    """One allocation cycle: forecasts, recent demand and the pool's service-level choice in; plans, the
+    ledger and capacity out."""
 
 
 class FeedbackMetricsSource(ForecastReader, CapacityReader, Protocol):
@@ -282,9 +285,16 @@ class FeedbackStore(
     LedgerReader,
     ModelStateStore,
     EvaluationWriter,
+    SummaryReader,
+    SummaryWriter,
     Protocol,
 ):
-    """One feedback cycle: score forecasts and capacity, store the scores, recalibrate, prune."""
+    """One feedback cycle: score forecasts and capacity, store the scores, recalibrate, choose each
+    pool's sizing for its service level, prune."""
+
+
+class ServiceLevelChoiceStore(DemandReader, ForecastReader, SummaryReader, SummaryWriter, Protocol):
+    """The service-level choice: recent demand and issued forecasts in; each pool's choice out."""
 
 
 class ForecastPageStore(

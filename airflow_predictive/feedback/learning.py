@@ -122,3 +122,23 @@ def learning_state(
         "quantile": summary.get("quantile"),
         "service_level": service_level or "none set (capacity follows the rule in force)",
     }
+
+
+def choice_text(choice: dict[str, Any] | None) -> str:
+    """The pool's service-level choice in one line: the candidate, its replayed unmet and capacity
+    against the reactive counterfactual's (the stored ``service_level_choice`` summary; "" when none).
+
+    :param choice: the stored choice of one pool.
+    """
+    if not choice:
+        return ""
+    scores = {s["candidate"]: s for s in choice.get("scores", [])}
+    chosen, reactive = scores.get(choice["candidate"]), scores.get("reactive")
+    text = f"{choice['candidate']} (chosen {str(choice.get('chosen_at', ''))[:16].replace('T', ' ')} UTC"
+    if chosen and reactive:
+        ratio = chosen["capacity_hours"] / reactive["capacity_hours"] if reactive["capacity_hours"] else 0.0
+        text += (
+            f"; replayed unmet {chosen['unmet_pct']:.3g}% vs reactive {reactive['unmet_pct']:.3g}%, "
+            f"{ratio:.2f}x reactive's capacity-hours"
+        )
+    return text + ("" if choice.get("met", True) else "; no candidate met the level") + ")"

@@ -26,6 +26,8 @@ from airflow_predictive.feedback.evaluation import provisioning_level
 
 # Behaviour summaries the profiling room stores (``store.summaries(kind)``); shown when present.
 SUMMARY_KINDS: tuple[str, ...] = ("timing", "users", "application", "data_access", "queue_pressure")
+#: The feedback loop's service-level choices (``{pool: choice}``): shown per pool, not as behaviour.
+CHOICE_KIND = "service_level_choice"
 
 
 def _iso(value: Any) -> str | None:
@@ -200,7 +202,7 @@ def _only(frame: pd.DataFrame, pools: Sequence[str] | None) -> pd.DataFrame:
 
 def _summaries(store: ForecastPageStore) -> dict[str, Any]:
     summaries = {}
-    for kind in SUMMARY_KINDS:
+    for kind in (*SUMMARY_KINDS, CHOICE_KIND):
         try:
             found = store.summaries(kind)
         except Exception:  # an older store without summaries: the page still renders
@@ -265,10 +267,12 @@ def _pool_entry(
         for r in resources
     ]
     target = config.service_level.queue_wait_p95_seconds if config else None
-    promise = f"queue wait p95 <= {target:g} s over the trailing hour" if target else None
+    promises = [config.service_level.describe()] if config else []
+    promises += [f"queue wait p95 <= {target:g} s over the trailing hour"] if target else []
     state = learning.learning_state(
-        demand, forecast, pool_plans, interval=interval, now=now, service_level=promise
+        demand, forecast, pool_plans, interval=interval, now=now, service_level="; ".join(promises) or None
     )
+    state["sizing_choice"] = learning.choice_text((summaries.get(CHOICE_KIND) or {}).get(pool))
     pressure = (summaries.get("queue_pressure") or {}).get(pool)
     return {
         "pool": pool,
@@ -559,7 +563,7 @@ def _summaries_html(summaries: dict[str, Any]) -> str:
     if not summaries:
         return '<p class="empty">No behaviour summaries yet (the profiler writes them each cycle).</p>'
     # queue_pressure is shown per pool (its wait, above); here it would be hundreds of timestamps.
-    shown = {kind: payloads for kind, payloads in summaries.items() if kind != "queue_pressure"}
+    shown = {k: payloads for k, payloads in summaries.items() if k not in ("queue_pressure", CHOICE_KIND)}
     return _heatmaps_html(shown.get("timing") or {}) + "".join(
         f'<div class="summary" data-kind="{_esc(kind)}"><h4>{_esc(kind)}</h4>{_summary_table(payloads)}</div>'
         for kind, payloads in shown.items()
@@ -891,6 +895,7 @@ def _learning_html(pool: dict[str, Any]) -> str:
         ),
         ("rule in force", state.get("rule", "")),
         ("service level", state.get("service_level", "")),
+        ("sizing chosen", state.get("sizing_choice") or "none yet (half a day of issued forecasts first)"),
     ]
     if state.get("waiting_for"):
         rows.append(("waiting for", state["waiting_for"]))

@@ -77,6 +77,7 @@ class _FeedbackOperator(BaseOperator):
                 if pool.service_level.queue_wait_p95_seconds
             },
             queue_pools={pool.queue_name: name for name, pool in configured.items()},
+            capacity_pools=tuple(configured.values()),
         )
 
     def execute(self, context: Any) -> dict[str, Any]:

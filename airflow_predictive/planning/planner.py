@@ -466,13 +466,22 @@ _CYCLE_RESOURCES = ("cpu", "memory", "network")
 
 
 def _sizing(pool: CapacityPool, recent: Mapping[str, np.ndarray]) -> _Sizing:
+    """The rule that sizes the pool, with the service-level choice that set it (if any) in its reason."""
+    rule = _rule(pool, recent)
+    if pool.policy.chosen:
+        return _Sizing(rule.signal, rule.utilization, rule.guard, f"{rule.why}; {pool.policy.chosen}")
+    return rule
+
+
+def _rule(pool: CapacityPool, recent: Mapping[str, np.ndarray]) -> _Sizing:
     """Forecast or reactive rule: a forecast-driven pool whose demand has no daily cycle goes reactive."""
     policy = pool.policy
     if policy.signal is Signal.RECENT_DEMAND:
         return _Sizing(Signal.RECENT_DEMAND, policy.target_utilization, why="reactive rule (recent_demand)")
+    guard = policy.guard_utilization if recent and any(len(v) for v in recent.values()) else 0.0
     if not recent or policy.min_daily_cycle <= -1:
-        return _Sizing(Signal.FORECAST, policy.target_utilization, 0.0, "forecast")
-    guard = policy.guard_utilization if any(len(v) for v in recent.values()) else 0.0
+        # Switch off (a pool following its service-level choice): the forecast, still guarded.
+        return _Sizing(Signal.FORECAST, policy.target_utilization, guard, "forecast")
     resource = next((r for r in _CYCLE_RESOURCES if len(recent.get(r, ())) > 0), None)
     if resource is None:
         return _Sizing(Signal.FORECAST, policy.target_utilization, guard, "forecast")
@@ -1040,6 +1049,8 @@ def _reason_up(cycle: _Cycle, binding: str) -> str:
     )
     if sizing.why.startswith("reactive fallback"):
         basis = f"{sizing.why}: {basis}"
+    elif pool.policy.chosen:
+        basis = f"{pool.policy.chosen}: {basis}"
     return f"{basis}: " + "; ".join(parts) + f" on {cycle.current} x {pool.machine_type}"
 
 

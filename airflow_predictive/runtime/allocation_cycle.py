@@ -26,6 +26,7 @@ from airflow_predictive.planning.planner import planned_capacity
 from airflow_predictive.runtime import metrics
 from airflow_predictive.runtime.ledger import Outcome, PoolBusy, execute_plan, pool_lock
 from airflow_predictive.runtime.release import ReleaseGuard, guarded
+from airflow_predictive.runtime.service_level_choice import following, stored_choices
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,9 @@ def _preview(plan: Plan) -> Outcome:
 def _plan(
     pool: CapacityPool, store: AllocationStore, state: PoolState, now: datetime, view: BusyView | None
 ) -> Plan:
-    """The planner's plan from the newest forecast, recent demand and which VMs are busy."""
+    """The planner's plan from the newest forecast, recent demand and which VMs are busy, sized by the
+    pool's service-level choice once the feedback loop has made one."""
+    pool = following(pool, stored_choices(store).get(pool.name))
     forecast = None
     window = timedelta(
         minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.contracts.demand import parse_series_id
+from airflow_predictive.contracts.pools import CapacityPool
 from airflow_predictive.contracts.stores import (
     FeedbackMetricsSource,
     FeedbackStore,
@@ -33,6 +34,8 @@ from airflow_predictive.feedback import evaluation, service_level
 from airflow_predictive.feedback.recalibration import Decision, decide
 from airflow_predictive.profiling.queue_wait import queue_waits
 from airflow_predictive.runtime import metrics
+from airflow_predictive.runtime.service_level_choice import choose_for_pools
+from airflow_predictive.simulation.choice import Choice
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class FeedbackResult:
     metrics_sent: list[str] = field(default_factory=list)
     notifications: int = 0
     pruned_forecasts: int = 0
+    choices: dict[str, Choice] = field(default_factory=dict)
 
     def followed_by(self, closed: FeedbackResult) -> FeedbackResult:
         """This evaluation of the series with what closing the cycle did (pool alerts, pruning, metrics)."""
@@ -76,6 +80,7 @@ class FeedbackResult:
             [*self.metrics_sent, *closed.metrics_sent],
             self.notifications + closed.notifications,
             closed.pruned_forecasts,
+            closed.choices,
         )
 
     @property
@@ -99,6 +104,7 @@ class FeedbackResult:
             "alerts": [a.kind for a in self.alerts],
             "metrics": len(self.metrics_sent),
             "pruned_forecasts": self.pruned_forecasts,
+            "service_level_choices": {pool: c.candidate for pool, c in self.choices.items()},
         }
 
     def table(self) -> str:
@@ -207,6 +213,8 @@ class FeedbackPolicy:
     :param queue_wait_targets: ``{pool: queue_wait_p95_seconds}`` of the pools whose service level
         sets one (judged every cycle, over the trailing hour).
     :param queue_pools: ``{queue: pool}`` from the pools configuration (whose tasks' waits are whose).
+    :param capacity_pools: the configured pools whose service-level choice the cycle makes (once a day
+        each, :mod:`~airflow_predictive.runtime.service_level_choice`); empty: none.
     :param retention: after scoring, delete forecasts issued more than this before ``now`` (None: keep
         all). Scoring needs issues up to ``max(max_window, recalibration_window)`` + the forecast
         horizon old (48 h with the defaults and a 24 h horizon); ``[predictive] forecast_retention_hours``
@@ -224,6 +232,7 @@ class FeedbackPolicy:
     coverage_alert_gap: float = 0.1
     queue_wait_targets: Mapping[str, float] | None = None
     queue_pools: Mapping[str, str] | None = None
+    capacity_pools: Sequence[CapacityPool] = ()
     retention: timedelta | None = None
 
     def __post_init__(self) -> None:
@@ -368,6 +377,10 @@ def close_feedback_cycle(
     actions, raised = _pool_alerts(store, start, pools, policy)
     raised += service_level.queue_wait_alerts(service, policy.queue_wait_targets or {})
     result = FeedbackResult(start, end, service, alerts=raised)
+    chosen = [p for p in policy.capacity_pools if not pools or p.name in pools]
+    if chosen:
+        # Before pruning: the replay reads the last two days' issued forecasts.
+        result.choices = choose_for_pools(store, chosen, now=now, interval=policy.interval)
     if policy.retention is not None:
         # Every cycle stores an issue per series: unpruned, the table grows by that every 5 minutes.
         result.pruned_forecasts = store.prune_forecasts(now - policy.retention)

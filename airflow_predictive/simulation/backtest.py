@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from airflow_predictive.contracts.demand import series_id as make_series_id
+from airflow_predictive.contracts.pools import ServiceLevel
 from airflow_predictive.simulation import metrics
-from airflow_predictive.simulation.policies import build_policy, pool_prices, sweep_knobs
+from airflow_predictive.simulation.choice import product_policy
+from airflow_predictive.simulation.policies import pool_prices, sweep_knobs
 from airflow_predictive.simulation.replay import Policy, ReplayContext, ReplayResult, replay
 from airflow_predictive.simulation.traces import TraceError, duration, load_trace, load_traces, parse_interval
 
@@ -40,6 +42,9 @@ class BacktestOptions:
     :param sizing_defaults: the deployment's ``[predictive]`` sizing defaults (``None``: documented ones).
     :param instance_capacity: demand one instance serves, in the trace's units (for a ``slots`` trace,
         the slots per instance); ``None``: the trace's 99th percentile / ``peak_instances``.
+    :param service_level: the simulated pool's service level (``None``: ``match_reactive``).
+    :param online_choice: ``predictive`` and ``seasonal`` follow the daily service-level choice, as the
+        product does (False: their fixed default setting, the planner's daily-cycle switch).
     """
 
     peak_instances: int = 20
@@ -51,6 +56,8 @@ class BacktestOptions:
     machine_type: str = "n2-standard-4"
     sizing_defaults: Mapping[str, float] | None = None
     instance_capacity: float | None = None
+    service_level: ServiceLevel | None = None
+    online_choice: bool = True
 
     def validated(self) -> BacktestOptions:
         """Check every option; raise ``ValueError`` naming the option that is wrong."""
@@ -194,7 +201,7 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
 
     policies = {}
     for name in options.policies:
-        policy = build_policy(name, options)
+        policy = product_policy(name, options)
         policies[name] = policy
         done = run(policy)
         result["policies"][name] = {**done["metrics"].to_dict(), "settings": done["outcome"].settings}
@@ -221,6 +228,11 @@ def backtest_trace(series: pd.Series, options: BacktestOptions | None = None) ->
             points.sort(key=lambda p: p["capacity_hours"])
         result["frontiers"] = frontiers
         result["headline"] = headline(result)
+        result["headlines"] = {
+            name: headline(result, name)
+            for name in options.policies
+            if name in frontiers and name != "reactive"
+        }
     result["_series"] = detail.__dict__
     return result
 
@@ -381,7 +393,7 @@ def backtest_resources(
     prices = pool_prices(options.machine_type)
     result: dict[str, Any] = {"resources": sorted(series), "capacity": dict(capacity), "policies": {}}
     for name in options.policies:
-        outcomes = {r: replay(build_policy(name, options), c) for r, c in contexts.items()}
+        outcomes = {r: replay(product_policy(name, options), c) for r, c in contexts.items()}
         running = np.max([o.running[:steps] for o in outcomes.values()], axis=0)
         targets = np.max([o.targets[:steps] for o in outcomes.values()], axis=0)
         hours = contexts[next(iter(contexts))].interval_s / 3600

@@ -123,6 +123,7 @@ def backtest_pool(
     quantile: float | None = None,
     target_utilization: float | None = None,
     guard_utilization: float | None = None,
+    min_daily_cycle: float | None = None,
 ) -> Any:
     """The simulated pool: one "instance" serves ``context.instance_capacity`` of demand (as vCPUs).
 
@@ -137,6 +138,7 @@ def backtest_pool(
     :param quantile: forecast quantile (None: the product default).
     :param target_utilization: planned utilisation (None: the product default for the signal).
     :param guard_utilization: the planner's reactive guard (None: the product default).
+    :param min_daily_cycle: the planner's daily-cycle switch (None: the product default; -1: off).
     """
 
     standard, spot = pool_prices(machine_type)
@@ -150,6 +152,8 @@ def backtest_pool(
         sizing["target_utilization"] = target_utilization
     if guard_utilization is not None:
         sizing["guard_utilization"] = guard_utilization
+    if min_daily_cycle is not None:
+        sizing["min_daily_cycle"] = min_daily_cycle
     return CapacityPool(
         name=POOL_NAME,
         project="backtest-project",
@@ -372,17 +376,33 @@ class ForecastPolicy:
         stab = math.ceil(self.pool.scale_in.stabilization_minutes * 60 / context.interval_s)
         return self.refresh_steps + context.boot_steps + max(stab, 1) + 2
 
-    def decide(self, step: int, fleet: Fleet) -> int:
+    def view_at(self, step: int) -> Any:
+        """The newest forecast at ``step``: issued now when a refresh is due (each issue kept, by step).
 
+        :param step: the decision step.
+        """
         if step - self._view_step >= self.refresh_steps:
             if step not in self._cache:
                 self._cache[step] = self.forecast_at(step)
             self._view = self._cache[step]
             self._view_step = step
+        return self._view
+
+    def decide(self, step: int, fleet: Fleet) -> int:
+        return self.decide_with(self.pool, step, fleet)
+
+    def decide_with(self, pool: Any, step: int, fleet: Fleet) -> int:
+        """The planner's target size at ``step`` for ``pool`` (this policy's, or a chosen candidate's).
+
+        :param pool: the simulated pool whose policy sizes the fleet.
+        :param step: the decision step.
+        :param fleet: the simulated fleet.
+        """
+        view = self.view_at(step)
         now = self.context.index[step].to_pydatetime()
         state = self._states.state(fleet, now)
         recent = self.context.demand[max(0, step - self._history) : step]
-        result = planner.plan(self._view, state, self.pool, now, recent_demand={"cpu": recent})
+        result = planner.plan(view, state, pool, now, recent_demand={"cpu": recent})
         rule = str(result.summary["sizing"]).split(" ", 1)[0]  # forecast | reactive
         self.rules[rule] = self.rules.get(rule, 0) + 1
         return planned_size(result)

@@ -195,6 +195,7 @@ def test_targets_table_states_which_target_each_trace_meets():
     assert rows["cyclic-ok"].rstrip("| ").endswith("yes")
     assert "no: unmet, vs seasonal" in rows["cyclic-miss"]
     assert rows["spiky-ok"].rstrip("| ").endswith("yes")
+    assert rows["median of 2 daily-cycle traces"].rstrip("| ").endswith("yes")  # median 0.70x
 
 
 def test_daily_autocorrelation_separates_cyclic_from_flat_noise():

@@ -91,6 +91,20 @@ def register(commands: Any, bench: Any) -> None:
     speed.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
     speed.set_defaults(func=_bench_evaluate)
 
+    chooser = bench.add_parser(
+        "choice",
+        help="what the daily service-level choice adds to a control-loop cycle at 1,000 series (JSON)",
+    )
+    chooser.add_argument("--pools", type=int, default=5, help="pools to time, one choice each (5)")
+    chooser.add_argument(
+        "--loop-cycle-seconds",
+        type=float,
+        default=126.3,
+        help="the control loop's cycle at 1,000 series to compare with (126.3 s, docs/benchmarks.md)",
+    )
+    chooser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
+    chooser.set_defaults(func=_bench_choice)
+
     combination = bench.add_parser(
         "combination",
         help="backtest: statistical alone vs combined with the structural forecast (trace + synthetic schedule)",
@@ -105,6 +119,21 @@ def register(commands: Any, bench: Any) -> None:
     combination.add_argument("--boot-delay", default="5min", help="lead time of new capacity (default 5min)")
     combination.add_argument("--out", type=Path, help="also write the JSON here")
     combination.set_defaults(func=_bench_combination)
+
+
+def _bench_choice(args: argparse.Namespace) -> int:
+    from airflow_predictive_tools.bench.choice import run
+
+    try:
+        result = run(args.pools, args.loop_cycle_seconds)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

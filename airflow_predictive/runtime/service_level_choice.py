@@ -1,0 +1,225 @@
+"""The feedback loop's service-level choice on the store, and the pool the allocation cycle then plans.
+
+Once a day per pool (:data:`CHOICE_EVERY`; a few pools a cycle, :func:`due_pools`), :func:`choose_for_pools` reads the pool's last two days of
+observed demand and the forecasts the store issued over them, replays them through the planner under
+each candidate setting (:mod:`airflow_predictive.simulation.choice`, the code the backtest runs) and
+stores the choice, its scores and the reactive counterfactual as the ``service_level_choice``
+summary. The allocation cycle plans each pool with :func:`following` its stored choice; a pool with
+no choice yet (under half a day of issued forecasts) keeps its own settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airflow_predictive.contracts.demand import series_id
+from airflow_predictive.contracts.forecast import KNOWN
+from airflow_predictive.contracts.pools import CapacityPool, Signal
+from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
+from airflow_predictive.planning.planner import ForecastView
+from airflow_predictive.simulation.choice import Choice, Evidence, candidate_named, choose_by_replay
+
+log = logging.getLogger(__name__)
+
+#: Store summary kind holding each pool's choice (``{pool: Choice.to_dict()}``).
+SUMMARY_KIND = "service_level_choice"
+#: A pool's choice is made again once it is this old: a day of new evidence per choice.
+CHOICE_EVERY = timedelta(days=1)
+#: Demand and issued forecasts each choice replays.
+CHOICE_WINDOW = timedelta(days=2)
+#: Issued forecasts a first choice needs (the backtest's first choice waits as long).
+MIN_EVIDENCE = timedelta(hours=12)
+#: The resource replayed: the one Compute Engine's autoscaler scales on, as the reactive rule does.
+RESOURCE = "cpu"
+
+
+def stored_choices(store: SummaryReader) -> dict[str, Choice]:
+    """Every pool's stored choice.
+
+    :param store: the ProfileStore.
+    """
+    return {pool: Choice.from_dict(payload) for pool, payload in store.summaries(SUMMARY_KIND).items()}
+
+
+def following(pool: CapacityPool, choice: Choice | None) -> CapacityPool:
+    """The pool as its choice sizes it: the chosen candidate's sizing, the choice named in reasons.
+
+    :param pool: the configured pool.
+    :param choice: its stored choice (None: the pool's own settings).
+    """
+    if choice is None or pool.policy.signal is Signal.RECENT_DEMAND:
+        return pool  # a pool configured reactive stays reactive: it asked for that rule
+    sizing = candidate_named(choice.candidate).sizing()
+    reactive = choice.reactive
+    ratio = next(s.capacity_hours for s in choice.scores if s.candidate == choice.candidate) / max(
+        reactive.capacity_hours, 1e-9
+    )
+    words = (
+        f"service-level choice {choice.candidate} of {choice.chosen_at:%Y-%m-%d %H:%M} UTC "
+        f"({pool.service_level.describe()}; replayed {ratio:.2f}x reactive's capacity-hours)"
+    )
+    policy = pool.policy.model_copy(update={**sizing, "signal": Signal(sizing["signal"]), "chosen": words})
+    return pool.model_copy(update={"policy": policy})
+
+
+def choose_for_pools(
+    store: ServiceLevelChoiceStore,
+    pools: Sequence[CapacityPool],
+    *,
+    now: datetime,
+    interval: timedelta = timedelta(minutes=5),
+) -> dict[str, Choice]:
+    """Make each due pool's choice and store every pool's; return the choices made now.
+
+    :param store: the ProfileStore.
+    :param pools: the configured pools (their service levels, machines, lead times and limits).
+    :param now: the cycle's time.
+    :param interval: bucket width of the demand series.
+    """
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    stored = stored_choices(store)
+    made: dict[str, Choice] = {}
+    for pool in due_pools(pools, stored, now=now, interval=interval):
+        held = stored.get(pool.name)
+        evidence = pool_evidence(store, pool, now=now, interval=interval)
+        if evidence is None:
+            continue
+        made[pool.name] = choose_by_replay(
+            evidence, pool.service_level, now=now, current=held.candidate if held else None
+        )
+        log.info("pool %s: %s", pool.name, made[pool.name].reason)
+    if made:
+        payloads = {name: c.to_dict() for name, c in {**stored, **made}.items()}
+        store.put_summaries(SUMMARY_KIND, payloads)
+    return made
+
+
+def due_pools(
+    pools: Sequence[CapacityPool], stored: Mapping[str, Choice], *, now: datetime, interval: timedelta
+) -> list[CapacityPool]:
+    """The pools to choose for this cycle: never chosen first, then the oldest choices past
+    :data:`CHOICE_EVERY`; a day's choices spread evenly over the day's cycles (a replay costs a few
+    CPU seconds per pool: all pools in one cycle would stall it).
+
+    :param pools: the configured pools.
+    :param stored: their stored choices.
+    :param now: the cycle's time.
+    :param interval: the cycle length.
+    """
+    epoch = datetime.min.replace(tzinfo=UTC)
+    due = [p for p in pools if p.name not in stored or now - stored[p.name].chosen_at >= CHOICE_EVERY]
+    due.sort(key=lambda p: stored[p.name].chosen_at if p.name in stored else epoch)
+    budget = max(1, math.ceil(len(pools) * (interval / CHOICE_EVERY)))
+    return due[:budget]
+
+
+def pool_evidence(
+    store: ServiceLevelChoiceStore, pool: CapacityPool, *, now: datetime, interval: timedelta
+) -> Evidence | None:
+    """The pool's last :data:`CHOICE_WINDOW` of demand and issued forecasts (None: too little yet).
+
+    :param store: the ProfileStore.
+    :param pool: the pool.
+    :param now: the cycle's time.
+    :param interval: bucket width.
+    """
+    sid = series_id(pool.name, RESOURCE)
+    step = pd.Timedelta(interval)
+    boot_steps = math.ceil(pool.lead_time_minutes.boot * 60 / step.total_seconds() - 1e-9)
+    pre = boot_steps + 3  # the reactive rule's stabilisation window, and the fleet's warm-up
+    end = pd.Timestamp(now).floor(step)
+    first = end - pd.Timedelta(CHOICE_WINDOW) - pre * step
+    index = pd.date_range(first, end, freq=step, inclusive="left")
+    # store frames may carry SQLAlchemy column-name objects
+    demand = store.demand([sid], start=first.to_pydatetime(), end=end.to_pydatetime()).rename(columns=str)
+    if demand.empty:
+        return None
+    # SQLite returns naive UTC times, PostgreSQL aware ones
+    observed = pd.Series(demand["value"].to_numpy(float), index=pd.to_datetime(demand["ts"], utc=True))
+    values = observed.groupby(observed.index.floor(step)).mean().reindex(index)
+    if values.notna().sum() < len(index) // 2:
+        return None  # the profiler missed most of the window: no replay to trust
+    forecasts = issued_views(
+        store.forecasts(
+            [sid], issued_from=(first + pre * step).to_pydatetime(), issued_to=end.to_pydatetime()
+        ),
+        index,
+    )
+    if len(forecasts) * step < pd.Timedelta(MIN_EVIDENCE):
+        return None
+    return Evidence(
+        demand=values.interpolate(limit_direction="both").to_numpy(float),
+        index=index,
+        start=max(pre, min(forecasts)),  # replay only where the pool had a forecast to follow
+        forecasts=forecasts,
+        instance_capacity=pool.machine.vcpus,
+        boot_steps=boot_steps,
+        max_instances=pool.max_instances,
+    )
+
+
+def issued_views(frame: pd.DataFrame, index: pd.DatetimeIndex) -> dict[int, ForecastView]:
+    """Step of ``index`` -> the forecast issued in it (the planner's view of one stored issue).
+
+    :param frame: stored forecast rows of one series (``issued_at, ts, mean, q...``).
+    :param index: the replay's steps.
+    """
+    if frame.empty:
+        return {}
+    frame = frame.rename(columns=str)
+    step_ns = int(index[1].value - index[0].value)
+    columns = [
+        c for c in frame.columns if c == "mean" or c == KNOWN or (c.startswith("q") and c[1:2].isdigit())
+    ]
+    issued = pd.to_datetime(frame["issued_at"], utc=True).astype("int64").to_numpy()
+    ts = pd.to_datetime(frame["ts"], utc=True).astype("int64").to_numpy()
+    values = {c: frame[c].to_numpy(float) for c in columns}
+    steps = (issued - int(index[0].value)) // step_ns
+    by_step: dict[int, np.ndarray] = {}
+    bounds = np.flatnonzero(np.diff(issued)) + 1
+    for rows in np.split(np.arange(len(frame)), bounds):
+        s = int(steps[rows[0]])
+        if 0 <= s < len(index):
+            by_step[s] = rows[np.argsort(ts[rows], kind="stable")]
+    views: dict[int, ForecastView] = {}
+    for s, rows in by_step.items():
+        # A superseded issue keeps leads from 1 on: the bucket it was issued in (which the planner's
+        # scale-in hold reads) comes from the issue one step earlier, its lead 1.
+        before = by_step.get(s - 1)
+        if before is not None and ts[rows[0]] > index[s].value:
+            rows = np.concatenate([before[ts[before] == index[s].value], rows])
+        cols: Mapping[str, np.ndarray] = {c: v[rows] for c, v in values.items()}
+        views[s] = ForecastView({RESOURCE: (ts[rows], cols)}, step_ns)
+    return views
+
+
+def choice_rows(choices: Mapping[str, Choice]) -> list[dict[str, Any]]:
+    """One row per pool for the learning-state table: the choice and its counterfactual.
+
+    :param choices: ``{pool: Choice}``.
+    """
+    rows = []
+    for pool, choice in sorted(choices.items()):
+        chosen = next(s for s in choice.scores if s.candidate == choice.candidate)
+        reactive = choice.reactive
+        rows.append(
+            {
+                "pool": pool,
+                "candidate": choice.candidate,
+                "chosen_at": choice.chosen_at.isoformat(),
+                "unmet_pct": chosen.unmet_pct,
+                "reactive_unmet_pct": reactive.unmet_pct,
+                "capacity_vs_reactive": chosen.capacity_hours / reactive.capacity_hours
+                if reactive.capacity_hours
+                else None,
+                "met": choice.met,
+            }
+        )
+    return rows

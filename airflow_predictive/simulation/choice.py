@@ -1,0 +1,545 @@
+"""The service-level choice: which sizing rule a pool follows, chosen by replaying its recent demand.
+
+A pool states what it buys (:class:`~airflow_predictive.contracts.pools.ServiceLevel`: no more unmet
+demand than the reactive rule it replaces, or an explicit share unmet). No single setting is the
+cheapest way to meet that on every pool: a quantile that suits a bursty pool wastes capacity on a
+quiet one, and on some pools no forecast beats the reactive rule. So every day, per pool:
+
+1. **Replay.** The last days of observed demand go through THE planner (:func:`planner.plan`, via the
+   simulation's fleet replay) under each :data:`CANDIDATES` setting: the reactive rule, and the
+   forecast rule at a few quantiles and guards, fed with the forecasts the pool was actually issued.
+2. **Score.** Unmet demand (percent of demand) and capacity-hours per candidate.
+3. **Choose** (:func:`choose`). The cheapest candidate whose unmet meets the level; the pool keeps
+   its current choice unless the new one is cheaper by :data:`SWITCH_MARGIN` or the current one
+   misses (hysteresis: no flapping); reactive when nothing meets the level more cheaply.
+
+The feedback loop runs this on the store's demand and issued forecasts
+(:mod:`airflow_predictive.runtime.service_level_choice`); the backtest's ``predictive`` and
+``seasonal`` run it on the forecasts they issued so far (:class:`OnlineChoicePolicy`). Pure: the
+caller passes the evidence and ``now``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airflow_predictive.accuracy import unmet_percent
+from airflow_predictive.contracts.pools import ServiceLevel
+from airflow_predictive.simulation import metrics
+from airflow_predictive.simulation.policies import (
+    ForecastPolicy,
+    ReactivePolicy,
+    backtest_pool,
+    build_policy,
+)
+from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
+
+#: A new choice must be this much cheaper (share of the current one's capacity-hours) to replace a
+#: current choice that still meets the level: day-to-day noise in the replay must not flap the pool.
+SWITCH_MARGIN = 0.03
+#: Unmet demand (percentage points) a candidate may leave above the level and still meet it: float noise.
+_EPS_PCT = 1e-9
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sizing setting the pool may follow.
+
+    :param name: its name in plan reasons, the UI and the store (``reactive``, ``q0.95 guard 0.8``).
+    :param signal: ``recent_demand`` (the reactive rule) or ``forecast``.
+    :param quantile: forecast quantile provisioned for (forecast signal).
+    :param guard_utilization: never less than observed demand / this (forecast signal; 0: none).
+    :param target_utilization: planned utilisation (None: the signal's product default).
+    """
+
+    name: str
+    signal: str
+    quantile: float | None = None
+    guard_utilization: float | None = None
+    target_utilization: float | None = None
+
+    @property
+    def reactive(self) -> bool:
+        return self.signal == "recent_demand"
+
+    def sizing(self) -> dict[str, Any]:
+        """The pool's ``policy`` fields this candidate sets (the daily-cycle switch is off: the choice
+        decides instead)."""
+        if self.reactive:
+            return {"signal": "recent_demand", "target_utilization": self.target_utilization or 0.6}
+        out: dict[str, Any] = {"signal": "forecast", "min_daily_cycle": -1.0}
+        for key in ("quantile", "guard_utilization", "target_utilization"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+def _forecast(quantile: float, guard: float) -> Candidate:
+    return Candidate(f"q{quantile:g} guard {guard:g}", "forecast", quantile=quantile, guard_utilization=guard)
+
+
+#: Compute Engine's autoscaler rule: the counterfactual every choice is scored against.
+REACTIVE = Candidate("reactive", "recent_demand", target_utilization=0.6)
+#: The settings replayed each day: the reactive rule at less headroom, and the forecast rule. The guard
+#: matters as much as the quantile: it is what catches a burst the forecast's tail missed, one boot
+#: lead late.
+CANDIDATES: tuple[Candidate, ...] = (
+    REACTIVE,
+    # Where the unmet demand is the bursts no one sees coming (the oracle's own), less headroom misses
+    # nothing more and costs less.
+    Candidate("reactive 0.7", "recent_demand", target_utilization=0.7),
+    Candidate("reactive 0.8", "recent_demand", target_utilization=0.8),
+    _forecast(0.9, 0.9),
+    _forecast(0.95, 0.9),
+    _forecast(0.99, 0.9),
+    _forecast(0.95, 0.8),
+    _forecast(0.99, 0.8),
+    _forecast(0.99, 0.7),
+)
+
+
+def candidate_named(name: str, candidates: Sequence[Candidate] = CANDIDATES) -> Candidate:
+    """The candidate called ``name`` (a stored choice names one).
+
+    :param name: a candidate's name.
+    :param candidates: where to look.
+    """
+    for candidate in candidates:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"no sizing candidate named {name!r}; known: {', '.join(c.name for c in candidates)}")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the replay reads: a pool's recent observed demand and the forecasts issued over it.
+
+    :param demand: observed demand per step, oldest first (one resource, the one the pool is sized by).
+    :param index: the steps' timestamps (UTC).
+    :param start: first replayed step; the steps before it are what the planner reads as recent demand.
+    :param forecasts: step -> the forecast (:class:`~airflow_predictive.planning.planner.ForecastView`)
+        issued at that step; a step without one plans from the newest earlier issue, as the planner does.
+    :param instance_capacity: demand one instance serves.
+    :param boot_steps: boot lead in steps.
+    :param max_instances: the pool's maximum size.
+    """
+
+    demand: np.ndarray
+    index: pd.DatetimeIndex
+    start: int
+    forecasts: Mapping[int, Any]
+    instance_capacity: float
+    boot_steps: int
+    max_instances: int
+
+    @property
+    def interval_s(self) -> int:
+        return int((self.index[1] - self.index[0]).total_seconds()) if len(self.index) > 1 else 300
+
+    def context(self) -> ReplayContext:
+        return ReplayContext(
+            demand=np.asarray(self.demand, dtype=float),
+            index=self.index,
+            interval_s=self.interval_s,
+            instance_capacity=self.instance_capacity,
+            boot_steps=self.boot_steps,
+            max_instances=self.max_instances,
+            start=self.start,
+        )
+
+
+@dataclass(frozen=True)
+class Score:
+    """One candidate over the replayed days.
+
+    :param candidate: its name.
+    :param unmet_pct: demand left unmet, percent of demand.
+    :param capacity_hours: running instance-hours.
+    :param daily_unmet_pct: unmet percent of each replayed day, oldest first (empty: not split).
+    """
+
+    candidate: str
+    unmet_pct: float
+    capacity_hours: float
+    daily_unmet_pct: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "unmet_pct": round(self.unmet_pct, 4),
+            "capacity_hours": round(self.capacity_hours, 4),
+            "daily_unmet_pct": [round(u, 4) for u in self.daily_unmet_pct],
+        }
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The setting a pool follows, why, and what it was chosen against.
+
+    :param candidate: the chosen candidate's name.
+    :param target_unmet_pct: the unmet demand (percent) the level allowed on the replayed days.
+    :param scores: every candidate's score, the reactive counterfactual first.
+    :param reason: the choice in words (plan reasons quote it).
+    :param chosen_at: when it was chosen.
+    :param met: whether the chosen candidate met the level on the replayed days.
+    """
+
+    candidate: str
+    target_unmet_pct: float
+    scores: tuple[Score, ...]
+    reason: str
+    chosen_at: datetime
+    met: bool = True
+
+    @property
+    def reactive(self) -> Score:
+        return next(s for s in self.scores if s.candidate == REACTIVE.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "target_unmet_pct": round(self.target_unmet_pct, 4),
+            "scores": [s.to_dict() for s in self.scores],
+            "reason": self.reason,
+            "chosen_at": self.chosen_at.isoformat(),
+            "met": self.met,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Choice:
+        return cls(
+            candidate=str(payload["candidate"]),
+            target_unmet_pct=float(payload["target_unmet_pct"]),
+            scores=tuple(
+                Score(
+                    s["candidate"], s["unmet_pct"], s["capacity_hours"], tuple(s.get("daily_unmet_pct", ()))
+                )
+                for s in payload["scores"]
+            ),
+            reason=str(payload["reason"]),
+            chosen_at=pd.Timestamp(payload["chosen_at"]).to_pydatetime(),
+            met=bool(payload.get("met", True)),
+        )
+
+
+# ----------------------------------------------------------------------------------------- replay
+
+
+class _IssuedForecastPolicy(ForecastPolicy):
+    """One forecast candidate on the forecasts actually issued (no forecaster runs in the replay)."""
+
+    name = "candidate"
+
+    def __init__(self, candidate: Candidate, forecasts: Mapping[int, Any]) -> None:
+        super().__init__(candidate.quantile, candidate.target_utilization, candidate.guard_utilization)
+        self.candidate = candidate
+        self._issued = forecasts
+        self._steps = sorted(forecasts)
+
+    def prepare(self, context: ReplayContext) -> None:
+        super().prepare(context)
+        self.pool = candidate_pool(context, self.candidate)
+        # The switch is off, so the planner reads only the newest demand (the guard).
+        self._history = 2
+
+    def forecast_at(self, step: int) -> Any:
+        i = bisect.bisect_right(self._steps, step) - 1
+        return self._issued[self._steps[i]] if i >= 0 else None
+
+
+def candidate_pool(context: ReplayContext, candidate: Candidate) -> Any:
+    """The simulated pool sized by ``candidate`` (the planner's policy fields it sets, nothing else).
+
+    :param context: the replay context.
+    :param candidate: the candidate.
+    """
+    sizing = candidate.sizing()
+    return backtest_pool(
+        context,
+        signal=sizing["signal"],
+        quantile=sizing.get("quantile"),
+        target_utilization=sizing.get("target_utilization"),
+        guard_utilization=sizing.get("guard_utilization"),
+        min_daily_cycle=sizing.get("min_daily_cycle"),
+    )
+
+
+def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDIDATES) -> list[Score]:
+    """Replay the evidence through the planner under each candidate and score unmet and capacity.
+
+    :param evidence: recent demand and the forecasts issued over it.
+    :param candidates: the settings to replay (the reactive rule among them).
+    """
+    context = evidence.context()
+    scored = context.demand[context.start :]
+    out = []
+    for candidate in candidates:
+        if candidate.reactive:
+            policy: Any = ReactivePolicy(target_utilization=candidate.target_utilization or 0.6)
+        else:
+            policy = _IssuedForecastPolicy(candidate, evidence.forecasts)
+        outcome = replay(policy, context)
+        m = metrics.score(
+            scored,
+            outcome.running,
+            outcome.targets,
+            instance_capacity=context.instance_capacity,
+            interval_s=context.interval_s,
+            price_standard=0.0,
+            price_spot=0.0,
+        )
+        served = outcome.running * context.instance_capacity
+        days = max(1, round(len(scored) * context.interval_s / 86400))
+        daily = tuple(
+            unmet_percent(d, c)
+            for d, c in zip(np.array_split(scored, days), np.array_split(served, days), strict=True)
+        )
+        out.append(Score(candidate.name, m.unmet_pct, m.capacity_hours, daily))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- choose
+
+
+def allowed_unmet_pct(level: ServiceLevel, reactive: Score, tolerance_pct: float = 0.0) -> float:
+    """The unmet demand (percent) the level allows on the replayed days.
+
+    :param level: the pool's service level.
+    :param reactive: the reactive rule's score on the same days (``match_reactive``'s yardstick).
+    :param tolerance_pct: points above reactive's unmet that still match it.
+    """
+    if level.matches_reactive:
+        return reactive.unmet_pct + tolerance_pct
+    return float(level.unmet_share) * 100.0
+
+
+def _meets(score: Score, reactive: Score, level: ServiceLevel, tolerance_pct: float) -> bool:
+    """Met over the replayed days and on each of them: one lucky day must not carry a bad one, since
+    the choice then runs on days it has not seen."""
+    if score.unmet_pct > allowed_unmet_pct(level, reactive, tolerance_pct) + _EPS_PCT:
+        return False
+    theirs = reactive.daily_unmet_pct
+    if len(theirs) != len(score.daily_unmet_pct):
+        theirs = (math.inf,) * len(score.daily_unmet_pct)  # not split alike: the overall check only
+    for own, reactive_day in zip(score.daily_unmet_pct, theirs, strict=True):
+        allowed = reactive_day + tolerance_pct if level.matches_reactive else float(level.unmet_share) * 100
+        if own > allowed + _EPS_PCT:
+            return False
+    return True
+
+
+def choose(
+    scores: Sequence[Score],
+    level: ServiceLevel,
+    *,
+    now: datetime,
+    current: str | None = None,
+    margin: float = SWITCH_MARGIN,
+    tolerance_pct: float = 0.0,
+) -> Choice:
+    """The cheapest candidate that met ``level``, with hysteresis; reactive when nothing beats it.
+
+    :param scores: every candidate's score, reactive's among them.
+    :param level: the pool's service level.
+    :param now: when the choice is made.
+    :param current: the candidate the pool follows now (None: none yet).
+    :param margin: a cheaper candidate replaces a current one that met the level only when cheaper
+        by this share of its capacity-hours.
+    :param tolerance_pct: ``match_reactive``: points above reactive's unmet that still match it.
+    """
+    by_name = {s.candidate: s for s in scores}
+    if REACTIVE.name not in by_name:
+        raise ValueError("the scores must include the reactive rule's: it is the counterfactual")
+    reactive = by_name[REACTIVE.name]
+    allowed = allowed_unmet_pct(level, reactive, tolerance_pct)
+    ordered = (reactive, *(s for s in scores if s is not reactive))
+    met = [s for s in ordered if _meets(s, reactive, level, tolerance_pct)]
+
+    def decided(name: str, why: str, ok: bool = True) -> Choice:
+        return Choice(name, allowed, ordered, why, now, ok)
+
+    if not met:
+        # Nothing met an explicit level: the least unmet is the closest the pool can get.
+        closest = min(ordered, key=lambda s: (s.unmet_pct, s.capacity_hours))
+        return decided(
+            closest.candidate,
+            f"{closest.candidate}: no candidate met {level.describe()} "
+            f"(allowed {allowed:.3g}%); the least unmet, {closest.unmet_pct:.3g}%",
+            ok=False,
+        )
+    best = min(met, key=lambda s: s.capacity_hours)
+    held = by_name.get(current) if current else None
+    if held is not None and held in met and best.capacity_hours > held.capacity_hours * (1 - margin):
+        best = held
+    ratio = best.capacity_hours / reactive.capacity_hours if reactive.capacity_hours > 0 else math.nan
+    why = (
+        f"{best.candidate}: cheapest that met {level.describe()} on the replayed days "
+        f"(unmet {best.unmet_pct:.3g}% vs reactive {reactive.unmet_pct:.3g}%, "
+        f"{ratio:.2f}x reactive's capacity-hours)"
+    )
+    return decided(best.candidate, why)
+
+
+def choose_by_replay(
+    evidence: Evidence,
+    level: ServiceLevel,
+    *,
+    now: datetime,
+    current: str | None = None,
+    candidates: Sequence[Candidate] = CANDIDATES,
+) -> Choice:
+    """Replay, score and choose: one pool's daily service-level choice.
+
+    :param evidence: recent demand and the forecasts issued over it.
+    :param level: the pool's service level.
+    :param now: when the choice is made.
+    :param current: the candidate the pool follows now.
+    :param candidates: the settings to replay.
+    """
+    return choose(score_candidates(evidence, candidates), level, now=now, current=current)
+
+
+# ---------------------------------------------------------------------------- the backtest's product
+
+
+@dataclass
+class OnlineChoicePolicy:
+    """The product in the backtest: a forecast policy's own forecasts, the pool following its choice.
+
+    Once ``min_evidence_steps`` (half a day) of its forecasts were issued, and every ``every_steps``
+    (a day) after, it replays the last ``window_steps`` (two days) through the planner under every
+    candidate (only the past: demand before the step, forecasts issued before it) and follows the
+    choice. Before the first choice the pool runs the reactive rule: nothing has shown it beats it
+    yet. (The product's new pool does the same: under 1.5 days of demand its planner runs the reactive
+    rule, and its first choice comes after half a day of issued forecasts.) ``--sweep`` traces the
+    forecast policy's fixed settings (:meth:`with_knob`).
+
+    :param forecasts: ``predictive`` or ``seasonal`` at the product's defaults.
+    :param level: the service level the backtest's pool states.
+    """
+
+    forecasts: ForecastPolicy
+    level: ServiceLevel = field(default_factory=ServiceLevel)
+    every_steps: int = 0
+    window_steps: int = 0
+    min_evidence_steps: int = 0
+    candidates: Sequence[Candidate] = CANDIDATES
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    _pools: dict[str, Any] = field(default_factory=dict)
+    _current: str | None = None
+    _context: ReplayContext | None = None
+
+    @property
+    def name(self) -> str:
+        return self.forecasts.name
+
+    def settings(self) -> dict[str, Any]:
+        steps: dict[str, int] = {}
+        for c in self.choices:
+            steps[c["candidate"]] = steps.get(c["candidate"], 0) + c["steps"]
+        return {
+            **self.forecasts.settings(),
+            "service_level": self.level.describe(),
+            "online_choice": {
+                "every_steps": self.every_steps,
+                "window_steps": self.window_steps,
+                "candidates": [c.name for c in self.candidates],
+                "steps_by_candidate": steps,
+                "choices": [{k: v for k, v in c.items() if k != "scores"} for c in self.choices],
+            },
+        }
+
+    def prepare(self, context: ReplayContext) -> None:
+        self.forecasts.prepare(context)
+        self._context = context
+        per_day = round(86400 / context.interval_s)
+        self.every_steps = self.every_steps or per_day
+        self.window_steps = self.window_steps or 2 * per_day
+        self.min_evidence_steps = self.min_evidence_steps or per_day // 2
+        self._pools = {c.name: candidate_pool(context, c) for c in self.candidates}
+        self._current = None
+        self.choices = []
+
+    def decide(self, step: int, fleet: Fleet) -> int:
+        context = self._context
+        since = step - context.start
+        if since >= self.min_evidence_steps and (since - self.min_evidence_steps) % self.every_steps == 0:
+            self._rechoose(step)
+        if self.choices:
+            self.choices[-1]["steps"] += 1
+        # No evidence yet that any candidate beats the reactive rule: the pool runs it.
+        return self.forecasts.decide_with(self._pools[self._current or REACTIVE.name], step, fleet)
+
+    def _rechoose(self, step: int) -> None:
+        choice = choose_by_replay(
+            self.evidence(step),
+            self.level,
+            now=self._context.index[step].to_pydatetime(),
+            current=self._current,
+            candidates=self.candidates,
+        )
+        self._current = choice.candidate
+        self.choices.append({**choice.to_dict(), "step": step, "steps": 0})
+
+    def evidence(self, step: int) -> Evidence:
+        """The replay's evidence at ``step``: the last window's demand and the forecasts issued in it."""
+        context = self._context
+        lo = max(context.start, step - self.window_steps)
+        pre = min(lo, context.boot_steps + 3)  # the reactive rule's stabilisation window, and warm-up
+        first = lo - pre
+        issued = self.forecasts._cache
+        return Evidence(
+            demand=context.demand[first:step],
+            index=context.index[first:step],
+            start=pre,
+            forecasts={s - first: issued[s] for s in range(lo, step) if s in issued},
+            instance_capacity=context.instance_capacity,
+            boot_steps=context.boot_steps,
+            max_instances=context.max_instances,
+        )
+
+    def issued_at_lead(self, lead: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.forecasts.issued_at_lead(lead, column)
+
+    def with_knob(self, **knobs: Any) -> ForecastPolicy:
+        """A fixed setting of the forecast policy (the sweep's frontier), sharing its forecasts."""
+        return self.forecasts.with_knob(**knobs)
+
+
+#: Policies the backtest runs as the product: their forecasts, the pool following the online choice.
+ONLINE_CHOICE_POLICIES = ("predictive", "seasonal")
+
+
+def product_policy(name: str, options: Any) -> Any:
+    """The backtest's policy ``name``; ``predictive`` and ``seasonal`` run the online choice.
+
+    :param name: ``reactive``, ``seasonal``, ``predictive`` or ``oracle``.
+    :param options: the backtest options (``service_level``: the pool's level).
+    """
+    policy = build_policy(name, options)
+    if name not in ONLINE_CHOICE_POLICIES or not getattr(options, "online_choice", True):
+        return policy
+    level = getattr(options, "service_level", None) or ServiceLevel()
+    return OnlineChoicePolicy(policy, level)
+
+
+__all__ = [
+    "CANDIDATES",
+    "REACTIVE",
+    "Candidate",
+    "Choice",
+    "Evidence",
+    "OnlineChoicePolicy",
+    "Score",
+    "choose",
+    "choose_by_replay",
+    "product_policy",
+]

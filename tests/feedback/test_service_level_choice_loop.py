@@ -1,0 +1,117 @@
+"""The feedback loop makes each pool's service-level choice from the store's demand and issued forecasts,
+stores it with its scores and the reactive counterfactual, and the planner follows it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from airflow_predictive.contracts.capacity import PoolState
+from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
+from airflow_predictive.feedback.pages import collect, render_page
+from airflow_predictive.planning.planner import plan
+from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, close_feedback_cycle
+from airflow_predictive.runtime.service_level_choice import SUMMARY_KIND, due_pools, following, stored_choices
+from airflow_predictive.simulation.choice import Choice, Score
+from tests.allocation.conftest import make_pool
+
+NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
+SID = "pool=etl/resource=cpu"
+
+
+def _demand(steps: int) -> np.ndarray:
+    """A daily cycle of 20-100 vCPUs with one-step bursts of +50% in 5% of the steps."""
+    hours = np.arange(steps) * 5 / 60
+    level = 60.0 - 40.0 * np.cos(2 * np.pi * hours / 24)
+    return level * (1 + 0.5 * (np.random.default_rng(1).random(steps) < 0.05))
+
+
+def _fill(store, forecast_scale: float) -> None:
+    """Two days and a bit of demand; a forecast issued every 5 minutes over the last 36 hours whose
+    quantiles are the demand that followed, times ``forecast_scale``."""
+    start = NOW - timedelta(days=2, hours=1)
+    ts = pd.date_range(start, NOW, freq="5min", inclusive="left")
+    values = _demand(len(ts))
+    store.write_demand(pd.DataFrame({"series_id": SID, "ts": ts, "value": values}))
+    rows = []
+    for i in range(len(ts) - 36 * 12, len(ts)):
+        for lead in range(6):
+            value = values[min(i + lead, len(ts) - 1)] * forecast_scale
+            row = {"series_id": SID, "issued_at": ts[i], "ts": ts[i] + lead * pd.Timedelta("5min")}
+            row.update({"mean": value, "model": "test", "fallback": ""})
+            row.update({quantile_column(q): value for q in DEFAULT_QUANTILES})
+            rows.append(row)
+    store.write_forecasts(pd.DataFrame(rows))
+
+
+def test_the_loop_chooses_a_forecast_rule_that_saw_the_bursts_stores_it_and_the_planner_follows_it(any_store):
+    pool = make_pool(lead_time_minutes={"boot": 5})
+    _fill(any_store, forecast_scale=1.0)
+    policy = FeedbackPolicy(capacity_pools=(pool,))
+    result = close_feedback_cycle(any_store, now=NOW, policy=policy, emit_metrics=False)
+    choice = result.choices["etl"]
+    assert choice.candidate != "reactive" and choice.met
+    stored = any_store.summaries(SUMMARY_KIND)["etl"]
+    assert stored["candidate"] == choice.candidate
+    reactive = next(s for s in stored["scores"] if s["candidate"] == "reactive")
+    chosen = next(s for s in stored["scores"] if s["candidate"] == choice.candidate)
+    assert chosen["unmet_pct"] <= reactive["unmet_pct"]
+    assert chosen["capacity_hours"] < reactive["capacity_hours"]
+    # within a day the choice holds: the next cycle replays nothing
+    later = close_feedback_cycle(any_store, now=NOW + timedelta(hours=1), policy=policy, emit_metrics=False)
+    assert later.choices == {}
+    # the planner sizes the pool by the chosen candidate and says so in the plan and its actions
+    followed = following(pool, stored_choices(any_store)["etl"])
+    assert followed.policy.quantile == float(choice.candidate.split()[0][1:])
+    forecast = any_store.latest_forecasts([SID])
+    p = plan(forecast, PoolState(), followed, NOW, recent_demand={"cpu": [60.0]})
+    assert f"service-level choice {choice.candidate}" in p.summary["sizing"]
+    assert p.actions and f"service-level choice {choice.candidate}" in p.actions[0].reason
+    # the pool's page shows the choice against the reactive counterfactual
+    data = collect(any_store, now=NOW, configured=[pool])
+    learned = data["pools"][0]["learning"]
+    assert learned["service_level"] == "unmet demand no higher than the reactive rule's"
+    assert learned["sizing_choice"].startswith(
+        f"{choice.candidate} (chosen 2026-12-06 12:00 UTC; replayed unmet"
+    )
+    assert "<th>sizing chosen</th>" in render_page(data, plotly_src="plotly.js")
+
+
+def test_with_forecasts_far_below_demand_the_pool_runs_the_reactive_rule(store):
+    pool = make_pool(lead_time_minutes={"boot": 5})
+    _fill(store, forecast_scale=0.3)
+    close_feedback_cycle(store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False)
+    choice = stored_choices(store)["etl"]
+    assert choice.candidate == "reactive"
+    p = plan(None, PoolState(), following(pool, choice), NOW, recent_demand={"cpu": [48.0]})
+    assert p.summary["sizing"].startswith("reactive rule (recent_demand); service-level choice reactive")
+    assert [a.amount for a in p.actions] == [10]  # ceil(48 / (0.6 x 8))
+
+
+def test_a_pool_without_a_day_of_issued_forecasts_keeps_its_own_settings(store):
+    pool = make_pool(lead_time_minutes={"boot": 5})
+    start = NOW - timedelta(days=2)
+    ts = pd.date_range(start, NOW, freq="5min", inclusive="left")
+    store.write_demand(pd.DataFrame({"series_id": SID, "ts": ts, "value": _demand(len(ts))}))
+    result = close_feedback_cycle(
+        store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False
+    )
+    assert result.choices == {} and stored_choices(store) == {}
+    assert following(pool, None) is pool
+
+
+def test_a_days_choices_are_spread_over_the_cycles_oldest_and_new_pools_first():
+    pools = [make_pool(name=f"p{i}") for i in range(4)]
+    day_old = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(days=1, hours=2))
+    stale = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(days=1))
+    fresh = Choice("reactive", 0.0, (Score("reactive", 0.0, 1.0),), "", NOW - timedelta(hours=3))
+    stored = {"p0": stale, "p1": fresh, "p3": day_old}
+    # 4 pools at 5-minute cycles: one choice a cycle, the pool never chosen first, then the oldest
+    assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(minutes=5))] == ["p2"]
+    del stored["p3"], stored["p1"]
+    stored["p2"] = fresh
+    assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(minutes=5))] == ["p1"]
+    stored["p1"] = stored["p3"] = fresh
+    assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(hours=12))] == ["p0"]

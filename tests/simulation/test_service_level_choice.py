@@ -1,0 +1,168 @@
+"""The service-level choice: replay recent demand through the planner under candidates, choose the cheapest
+that met the pool's level, with hysteresis; reactive when nothing beats it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from airflow_predictive.contracts.pools import ServiceLevel
+from airflow_predictive.planning.planner import ForecastView
+from airflow_predictive.simulation.choice import (
+    CANDIDATES,
+    REACTIVE,
+    Choice,
+    Evidence,
+    Score,
+    candidate_named,
+    choose,
+    choose_by_replay,
+    score_candidates,
+)
+
+NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
+MATCH = ServiceLevel()
+
+
+def scores(**by_name: tuple[float, float]) -> list[Score]:
+    """``name=(unmet_pct, capacity_hours)``; ``reactive`` is always given."""
+    return [Score(name.replace("_", " "), unmet, hours) for name, (unmet, hours) in by_name.items()]
+
+
+def test_the_cheapest_candidate_that_leaves_no_more_unmet_than_reactive_wins():
+    got = choose(scores(reactive=(0.10, 100.0), q0_9=(0.30, 60.0), q0_99=(0.05, 75.0)), MATCH, now=NOW)
+    # q0.9 is cheaper but leaves more unmet than reactive would: it does not meet match_reactive
+    assert got.candidate == "q0 99"
+    assert got.met and got.target_unmet_pct == pytest.approx(0.10)
+    assert got.reactive.capacity_hours == 100.0  # the counterfactual is kept with the choice
+    assert "0.75x reactive's capacity-hours" in got.reason
+
+
+def test_the_pool_runs_reactive_when_no_candidate_meets_the_level_more_cheaply():
+    got = choose(scores(reactive=(0.0, 100.0), q0_9=(0.01, 60.0), q0_99=(0.0, 120.0)), MATCH, now=NOW)
+    assert got.candidate == "reactive"
+
+
+def test_an_explicit_unmet_share_is_met_at_the_least_capacity_even_above_reactives_unmet():
+    level = ServiceLevel(unmet_share=0.005)  # 0.5% of demand
+    got = choose(scores(reactive=(0.0, 100.0), q0_9=(0.4, 60.0), q0_8=(0.7, 50.0)), level, now=NOW)
+    assert (got.candidate, got.target_unmet_pct) == ("q0 9", pytest.approx(0.5))
+
+
+def test_when_nothing_meets_an_explicit_level_the_pool_takes_the_least_unmet_and_says_it_missed():
+    level = ServiceLevel(unmet_share=0.001)
+    got = choose(scores(reactive=(0.5, 100.0), q0_99=(0.3, 110.0), q0_9=(0.9, 60.0)), level, now=NOW)
+    assert got.candidate == "q0 99" and not got.met
+    assert "no candidate met at most 0.1% of demand unmet" in got.reason
+
+
+def test_hysteresis_keeps_a_current_choice_that_still_meets_unless_the_new_one_is_clearly_cheaper():
+    day = scores(reactive=(0.1, 100.0), q0_9=(0.05, 70.0), q0_95=(0.02, 71.0))
+    assert choose(day, MATCH, now=NOW, current="q0 95").candidate == "q0 95"  # 1.4% cheaper: stay
+    cheaper = scores(reactive=(0.1, 100.0), q0_9=(0.05, 60.0), q0_95=(0.02, 71.0))
+    assert choose(cheaper, MATCH, now=NOW, current="q0 95").candidate == "q0 9"  # 15% cheaper: switch
+    missed = scores(reactive=(0.1, 100.0), q0_9=(0.05, 70.0), q0_95=(0.2, 69.0))
+    assert choose(missed, MATCH, now=NOW, current="q0 95").candidate == "q0 9"  # current missed: switch
+
+
+def test_the_reactive_counterfactual_is_required():
+    with pytest.raises(ValueError, match="must include the reactive rule"):
+        choose([Score("q0.9 guard 0.9", 0.0, 1.0)], MATCH, now=NOW)
+
+
+def test_a_choice_round_trips_through_its_stored_form():
+    got = choose(scores(reactive=(0.1, 100.0), q0_99=(0.05, 75.0)), MATCH, now=NOW)
+    assert Choice.from_dict(got.to_dict()) == Choice.from_dict(got.to_dict())
+    back = Choice.from_dict(got.to_dict())
+    assert (back.candidate, back.chosen_at, back.reactive.unmet_pct) == ("q0 99", NOW, 0.1)
+
+
+def test_service_level_reads_the_shorthand_and_names_what_to_fix():
+    assert ServiceLevel.model_validate("match_reactive").matches_reactive
+    assert ServiceLevel.model_validate({"unmet_share": 0.005}).describe() == "at most 0.5% of demand unmet"
+    with pytest.raises(ValidationError, match="write 'match_reactive' or a mapping"):
+        ServiceLevel.model_validate("cheapest")
+    with pytest.raises(ValidationError, match=r"unmet_share is a share of demand between 0 and 1 \(0.005"):
+        ServiceLevel.model_validate({"unmet_share": 5})
+    with pytest.raises(ValueError, match="no sizing candidate named 'q0.5'"):
+        candidate_named("q0.5")
+
+
+# ----------------------------------------------------------------------- replay through the planner
+
+
+def _bursty_day(per_day: int = 288) -> np.ndarray:
+    """A daily cycle between 20 and 100 with one-step bursts of +50% in 5% of the steps."""
+    hours = np.arange(per_day) * 24.0 / per_day
+    level = 60.0 - 40.0 * np.cos(2 * np.pi * hours / 24)
+    return level * (1 + 0.5 * (np.random.default_rng(0).random(per_day) < 0.05))
+
+
+def _evidence(demand: np.ndarray, forecast_scale: float, horizon: int = 6) -> Evidence:
+    """Evidence whose forecasts issued at each step are the true demand times ``forecast_scale``."""
+    index = pd.date_range("2026-12-01", periods=len(demand), freq="5min", tz="UTC")
+    ns = index.as_unit("ns").asi8
+    views = {}
+    for s in range(3, len(demand)):
+        ahead = np.resize(demand[s : s + horizon], horizon) * forecast_scale
+        columns = {"mean": ahead, **{f"q{q:g}": ahead for q in (0.5, 0.8, 0.9, 0.95, 0.99)}}
+        ts = ns[s] + np.arange(horizon, dtype=np.int64) * 300 * 10**9
+        views[s] = ForecastView({"cpu": (ts, columns)}, 300 * 10**9)
+    return Evidence(demand, index, 3, views, instance_capacity=5.0, boot_steps=1, max_instances=40)
+
+
+def test_with_forecasts_that_see_the_bursts_a_forecast_candidate_holds_less_than_reactive_and_wins():
+    evidence = _evidence(_bursty_day(), forecast_scale=1.0)
+    by_name = {s.candidate: s for s in score_candidates(evidence)}
+    assert set(by_name) == {c.name for c in CANDIDATES}
+    assert by_name["q0.9 guard 0.9"].capacity_hours < 0.8 * by_name["reactive"].capacity_hours
+    got = choose_by_replay(evidence, MATCH, now=NOW)
+    assert got.candidate != REACTIVE.name and got.met
+    chosen = by_name[got.candidate]
+    assert chosen.unmet_pct <= by_name["reactive"].unmet_pct
+
+
+def test_with_forecasts_far_below_demand_the_replay_keeps_the_pool_reactive():
+    evidence = _evidence(_bursty_day(), forecast_scale=0.3)
+    by_name = {s.candidate: s for s in score_candidates(evidence)}
+    # the guard catches a burst one boot lead late: every forecast candidate leaves more unmet
+    assert all(s.unmet_pct > by_name["reactive"].unmet_pct for n, s in by_name.items() if n != "reactive")
+    assert choose_by_replay(evidence, MATCH, now=NOW).candidate == "reactive"
+
+
+def test_a_candidate_must_meet_the_level_on_each_replayed_day_not_only_over_both():
+    reactive = Score("reactive", 0.10, 100.0, (0.0, 0.2))
+    lucky = Score("q0.9 guard 0.9", 0.09, 60.0, (0.15, 0.03))  # fine overall, worse than reactive on day 1
+    steady = Score("q0.99 guard 0.9", 0.05, 75.0, (0.0, 0.1))
+    assert choose([reactive, lucky, steady], MATCH, now=NOW).candidate == "q0.99 guard 0.9"
+
+
+def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_follows_its_choice():
+    from airflow_predictive.simulation.backtest import BacktestOptions, context_for
+    from airflow_predictive.simulation.choice import product_policy
+    from airflow_predictive.simulation.policies import ReactivePolicy
+    from airflow_predictive.simulation.replay import replay
+
+    values = np.tile(_bursty_day(), 4)[: 288 * 3 + 200]
+    index = pd.date_range("2026-12-01", periods=len(values), freq="5min", tz="UTC")
+    series = pd.Series(values, index=index, name="bursty")
+    series.attrs["interval_s"] = 300
+    context = context_for(series, BacktestOptions())
+    policy = product_policy("seasonal", BacktestOptions())
+    product = replay(policy, context)
+    first = context.start + 144
+    assert [c["step"] for c in policy.choices] == [first]  # half a day in; the next a day later
+    # before it the pool is the reactive rule, step for step
+    reactive = replay(ReactivePolicy(), context)
+    assert (product.targets[:144] == reactive.targets[:144]).all()
+    # the choice saw only the past: demand before its step and the forecasts issued before it
+    evidence = policy.evidence(first)
+    assert len(evidence.demand) == first - (context.start - evidence.start)
+    assert max(evidence.forecasts) < len(evidence.demand)
+    assert policy.settings()["online_choice"]["steps_by_candidate"] == {
+        policy.choices[0]["candidate"]: 200 - 144
+    }
