@@ -177,28 +177,20 @@ def _wait_for_emulator(url: str, airflow: Any, timeout: float = 60) -> None:
 
 
 def seed_demand_history(store: Any, pools: list[str], end: datetime, days: float = 2.0) -> None:
-    """Two days of quiet demand (5-minute buckets) in each pool: what a deployment that has run
-    before holds, and no daily cycle, so ``predictive`` is under its reactive fallback plus known work."""
-    import numpy as np
+    """Two days of idle pools (5-minute buckets, zero demand): the series a deployment that has run
+    before holds, with no daily cycle, so ``predictive`` runs under its reactive fallback plus known
+    work. Zero, not a little noise: any observed demand above zero holds a VM under the reactive
+    rules, which would start ``cpu`` and ``predictive`` with a worker the idle pool never needed."""
     import pandas as pd
 
     from airflow_predictive.contracts.demand import series_id
 
     steps = pd.date_range(end=pd.Timestamp(end).floor("5min"), periods=int(days * 288), freq="5min")
-    rng = np.random.default_rng(11)
-    frames = []
-    for pool in pools:
-        noise = rng.random(len(steps))
-        for resource, values in {
-            "cpu": 0.02 + 0.02 * noise,
-            "memory": 0.1 + 0.05 * noise,
-            "slots": (noise > 0.9).astype(float),
-            "network": 0.0 * noise,
-            "storage": 0.0 * noise,
-        }.items():
-            frames.append(
-                pd.DataFrame({"series_id": series_id(pool, resource), "ts": steps, "value": values})
-            )
+    frames = [
+        pd.DataFrame({"series_id": series_id(pool, resource), "ts": steps, "value": 0.0})
+        for pool in pools
+        for resource in ("cpu", "memory", "slots", "network", "storage")
+    ]
     store.write_demand(pd.concat(frames, ignore_index=True))
 
 
