@@ -611,6 +611,7 @@ def _result(
             "cost_usd": round(hours * price, 3),
             "tasks": len({_key(t) for t in tries}),
             "tasks_lost": len(lost_tasks(tries)),
+            "lost": [list(key) for key in lost_tasks(tries)][:50],  # which, to find out why
             "busy_vms_released": len(_busy_releases(releases, tries)),
             "actions": dict(Counter(mine["kind"])) if len(mine) else {},
             "vms_launched": int(mine.loc[mine["kind"] == "launch_instances", "amount"].sum())

@@ -221,6 +221,7 @@ from airflow_predictive.templates import stage_kwargs
 
 TEMPLATES = Path({templates!r})
 START = datetime.fromisoformat({start!r})
+END = datetime.fromisoformat({end!r})
 
 
 def hold(seconds: int, memory_mib: int, cpu_share: float) -> None:
@@ -250,7 +251,12 @@ def dag_source(
     :param queue_of: policy -> the queue its pool serves.
     """
     out = [
-        DAG_HEADER.format(templates=templates_folder, start=workload.start.isoformat(), seed=workload.seed)
+        DAG_HEADER.format(
+            templates=templates_folder,
+            start=workload.start.isoformat(),
+            end=(workload.start + timedelta(minutes=workload.minutes, seconds=-1)).isoformat(),
+            seed=workload.seed,
+        )
     ]
     for policy in policies:
         for dag in workload.dags:
@@ -261,13 +267,14 @@ def dag_source(
 def _dag_block(dag: DagSpec, policy: str, queue: str, start: datetime) -> str:
     template = _BY_NAME[dag.template]
     schedule = repr(cron_minutes(dag, start)) if dag.period_minutes else "None"
-    # Scheduled copies start at the workload's start: no run before it (start_date), none missed after.
+    # Scheduled copies run inside the workload's window only: none before it, none during the drain.
     lines = [
         "",
         "with DAG(",
         f"    dag_id={dag.dag_id + '__' + policy!r},",
         f"    schedule={schedule},",
         "    start_date=START,",
+        "    end_date=END,",
         "    catchup=False,",
         "    max_active_runs=4,",
         "    max_active_tasks=32,",
