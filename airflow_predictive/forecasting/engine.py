@@ -24,7 +24,7 @@ import time
 from collections.abc import Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 
 import numpy as np
 import pandas as pd
@@ -173,7 +173,10 @@ class Forecaster:
         if not windows:
             return {}
         jobs = [(sid, w) for sid, w in windows.items()]
-        if self.select_workers <= 0:
+        # A daemonic process may not have children: a Celery worker's prefork pool runs Airflow's task
+        # processes as daemons, where a process pool fails ("daemonic processes are not allowed to have
+        # children"). There the series are selected one after another in the task's own process.
+        if self.select_workers <= 0 or current_process().daemon:
             results = [_select_one(self.model, sid, w, self.steps, self.quantiles) for sid, w in jobs]
         else:
             results = self._select_in_workers(jobs)

@@ -7,7 +7,7 @@ Shared by :class:`~airflow_predictive.operators.preemptive_allocate.PreemptiveAl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -100,6 +100,7 @@ def run_cycle(
     instance_hostnames: ExtraAliases | None = None,
     read_machine_type: bool = True,
     record: bool = True,
+    observed: Mapping[str, Sequence[float]] | None = None,
 ) -> CycleResult:
     """Plan (and apply, if asked and allowed) one pool; a failure is recorded for this pool only.
 
@@ -120,6 +121,9 @@ def run_cycle(
     :param record: record the plan and its actions in the ledger and the capacity read, and emit
         metrics. False is a preview (``airflow-predictive plan`` without ``--record``): it takes no
         lock, writes nothing and applies nothing, so the UI and the DAG never see it.
+    :param observed: observed demand per resource, oldest first, one value per planning interval,
+        instead of the store's demand series: for a reactive rule that polls faster than the store's
+        buckets (a KEDA-style queue autoscaler polls every few seconds). None reads the store.
     """
     now = now or datetime.now(UTC)
     do_apply = pool.mode is Mode.FORECAST_AND_SCALE if apply is None else bool(apply)
@@ -138,7 +142,7 @@ def run_cycle(
             def view() -> BusyView | None:
                 return _busy_view(read, state, pool, instance_hostnames)
 
-            result.plan = plan = _plan(pool, store, state, now, view())
+            result.plan = plan = _plan(pool, store, state, now, view(), observed)
             if not record:
                 result.outcome = _preview(plan)
                 return result
@@ -179,7 +183,12 @@ def _preview(plan: Plan) -> Outcome:
 
 
 def _plan(
-    pool: CapacityPool, store: AllocationStore, state: PoolState, now: datetime, view: BusyView | None
+    pool: CapacityPool,
+    store: AllocationStore,
+    state: PoolState,
+    now: datetime,
+    view: BusyView | None,
+    observed: Mapping[str, Sequence[float]] | None = None,
 ) -> Plan:
     """The planner's plan from the newest forecast, recent demand and which VMs are busy, sized by the
     pool's service-level choice once the feedback loop has made one."""
@@ -192,8 +201,11 @@ def _plan(
         forecast = store.latest_forecasts(pools=[pool.name])
         # the planner's reactive guard and its daily-cycle check read this much observed demand
         window = max(window, timedelta(days=pool.policy.cycle_window_days))
-    ids = [series_id(pool.name, r) for r in RESOURCES]
-    recent = store.demand(ids, start=now - window, end=now + timedelta(seconds=1))
+    if observed is not None:
+        recent: Any = observed
+    else:
+        ids = [series_id(pool.name, r) for r in RESOURCES]
+        recent = store.demand(ids, start=now - window, end=now + timedelta(seconds=1))
     every_vm = [i.name for i in state.instances]
     busy = every_vm if view is None or view.blocks_releases else sorted(view.instances)
     plan = make_plan(forecast, state, pool, now, busy_instances=busy, recent_demand=recent)

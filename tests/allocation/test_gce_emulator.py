@@ -271,3 +271,32 @@ def test_a_cycle_launches_workers_for_queued_slots_and_records_slot_capacity(eng
     assert again.plan.actions == []
     slots = store.capacity(pool="etl").query("resource == 'slots'")["value"].tolist()
     assert slots == [0.0, 32.0]  # what each cycle read: nothing, then 8 workers x 4 slots
+
+
+def test_a_cycle_given_observed_demand_sizes_from_it_not_from_the_store(engine, store):
+    # The live benchmark's KEDA-style rule polls every few seconds: its samples, not the store's
+    # 5-minute series (which says 0 slots here), size the pool: 5 queued + running tasks at 2 slots a VM.
+    pool = make_pool(
+        name="keda",
+        machine_type="n2-standard-2",
+        slots_per_instance=2,
+        max_instances=6,
+        policy={"signal": "recent_demand", "planning_interval_minutes": 5 / 60},
+        scale_in={"stabilization_minutes": 5},
+    )
+    store.write_demand(_slots_rows("keda", 0.0))
+    result = run_cycle(pool, store, engine, now=NOW, busy_hosts=[], observed={"slots": [0, 3, 5]})
+    launched = [a for a in result.plan.actions if a.kind == ActionKind.LAUNCH_INSTANCES]
+    assert sum(a.amount for a in launched) == 3, result.plan.summary
+    result = run_cycle(pool, store, engine, now=NOW, busy_hosts=[])
+    released = [a for a in result.plan.actions if a.kind == ActionKind.RELEASE]
+    assert len(released) == 3  # without them the store's 0 slots rule: every idle VM goes
+
+
+def _slots_rows(pool: str, value: float):
+    import pandas as pd
+
+    from airflow_predictive.contracts.demand import series_id
+
+    ts = pd.date_range(end=NOW, periods=3, freq="5min")
+    return pd.DataFrame({"series_id": series_id(pool, "slots"), "ts": ts, "value": value})

@@ -179,3 +179,26 @@ def test_bench_deals_the_re_estimated_series_evenly_to_the_workers():
     assert sorted(sum(chunks, [])) == ids
     assert [len(set(c) & heavy) for c in chunks] == [5, 4]
     assert abs(len(chunks[0]) - len(chunks[1])) <= 1
+
+
+def _select_as_daemon(history: pd.DataFrame, origin, answers) -> None:
+    try:
+        states = Forecaster(select_workers=2).select(history, now=origin)
+        answers.put(sorted(states))
+    except Exception as exc:  # the parent asserts on what happened here
+        answers.put(f"{exc.__class__.__name__}: {exc}")
+
+
+def test_selection_runs_inside_a_daemonic_process_like_a_celery_prefork_child(demand, origin):
+    # Airflow's Celery workers run task processes as daemons, which may not start a process pool: the
+    # forecast task's first cycle failed there with "daemonic processes are not allowed to have children".
+    import multiprocessing
+
+    history = demand[(demand["ts"] <= origin) & (demand["ts"] > origin - timedelta(days=3))]
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=_select_as_daemon, args=(history, origin, answers), daemon=True)
+    child.start()
+    answer = answers.get(timeout=240)
+    child.join(timeout=30)
+    assert answer == [SID], answer

@@ -24,7 +24,7 @@ from airflow_predictive.commands.profile import (
     open_store,
     queue_pools_from,
 )
-from airflow_predictive_tools.bench import forecasting_cli, scaleout_cli
+from airflow_predictive_tools.bench import forecasting_cli, live_cli, scaleout_cli
 from airflow_predictive_tools.demo import cli as demo_cli
 from airflow_predictive_tools.emulator import cli as emulator_cli
 
@@ -35,7 +35,7 @@ def register(commands: Any, bench: Any) -> None:
     :param commands: top-level sub-parsers of ``airflow-predictive``.
     :param bench: ``bench`` sub-parsers.
     """
-    for module in (demo_cli, emulator_cli, forecasting_cli, scaleout_cli):
+    for module in (demo_cli, emulator_cli, forecasting_cli, scaleout_cli, live_cli):
         module.register(commands, bench)
     demo = commands.add_parser(
         "allocate-demo",

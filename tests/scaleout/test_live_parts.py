@@ -1,0 +1,108 @@
+"""``bench live``'s pure parts: the policies as pool settings, KEDA's window, the seeded workload."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import yaml
+from airflow_predictive_tools.bench import live_policies as lp
+from airflow_predictive_tools.bench import live_workload as lw
+from airflow_predictive_tools.bench.live import lost_tasks, wait_summary
+
+from airflow_predictive.contracts.pools import Signal, parse_pools
+
+START = datetime(2026, 12, 6, 15, 7, tzinfo=UTC)
+
+
+def test_keda_sizes_from_five_minutes_of_polls_and_goes_to_zero_after_thirty_idle_seconds() -> None:
+    busy_then_idle = [4.0] * 10 + [0.0] * 5
+    assert max(lp.keda_window(busy_then_idle)) == 4.0  # HPA's 300 s window still holds the peak
+    assert lp.keda_window(busy_then_idle + [0.0]) == [0.0] * 6  # 6 idle polls = cooldownPeriod 30 s
+    assert len(lp.keda_window([1.0] * 100)) == 60  # 300 s / 5 s polls
+
+
+def test_every_policy_is_a_valid_pool_of_the_one_planner() -> None:
+    pools = parse_pools(yaml.safe_load(lp.pools_yaml(lp.POLICIES, lp.PoolSettings(), 5)))
+    assert sorted(pools) == ["live-cpu", "live-predictive", "live-static"]  # queue: the bench's loop
+    assert pools["live-cpu"].policy.signal is Signal.RECENT_DEMAND
+    assert pools["live-cpu"].policy.target_utilization == 0.6
+    assert pools["live-cpu"].scale_in.stabilization_minutes == 10
+    assert pools["live-static"].min_instances == pools["live-static"].max_instances == 5
+    assert pools["live-predictive"].policy.signal is Signal.FORECAST
+    queue = lp.queue_pool(lp.PoolSettings())
+    assert queue.policy.planning_interval_minutes * 60 == pytest.approx(5.0)
+    assert queue.slots == 2
+
+
+def test_unknown_or_repeated_policies_get_one_error_naming_the_choices() -> None:
+    for text in ("predictive,keda", "queue,queue", ""):
+        with pytest.raises(ValueError, match="predictive, queue, cpu, static"):
+            lp.parse_policies(text)
+
+
+def test_the_same_seed_gives_the_same_runs_and_another_seed_other_user_triggers() -> None:
+    a, b = lw.build_workload(START, 30, 7), lw.build_workload(START, 30, 7)
+    assert a.triggers == b.triggers and a.scheduled_runs() == b.scheduled_runs()
+    assert lw.build_workload(START, 30, 8).triggers != a.triggers
+    assert all(START <= t.at < START + timedelta(minutes=28) for t in a.triggers)
+    # scheduled runs: every 15 min from +1, every 20 from +6, every 30 from +11
+    assert [(at - START).seconds // 60 for at, _ in a.scheduled_runs()] == [1, 6, 11, 16, 26]
+
+
+def test_cron_puts_the_first_run_at_the_offset_from_the_start() -> None:
+    dag = lw.DagSpec("x", "live_etl", period_minutes=20, offset_minutes=6)
+    assert lw.cron_minutes(dag, START) == "13,33,53 * * * *"
+    with pytest.raises(ValueError, match="divide 60"):
+        lw.cron_minutes(lw.DagSpec("y", "live_etl", period_minutes=7), START)
+
+
+def test_static_holds_the_nominal_peak_of_overlapping_runs() -> None:
+    short = lw.build_workload(START, 5, 1, short=True)
+    assert short.peak_tasks() == 2  # extract alone, then a fan-out of two
+    assert lw.static_instances(short, 2) == 1
+
+
+def test_queue_wait_percentiles_and_lost_tasks() -> None:
+    summary = wait_summary([float(s) for s in range(1, 101)])
+    assert (summary["p50_s"], summary["p95_s"], summary["max_s"], summary["share_over_30s"]) == (
+        50.5,
+        95.0,
+        100.0,
+        0.7,
+    )
+    tries = [
+        {
+            "dag_id": "d",
+            "dag_run_id": "r",
+            "task_id": "a",
+            "map_index": -1,
+            "try_number": 1,
+            "state": "success",
+        },
+        {
+            "dag_id": "d",
+            "dag_run_id": "r",
+            "task_id": "b",
+            "map_index": 0,
+            "try_number": 1,
+            "state": "failed",
+        },
+        {
+            "dag_id": "d",
+            "dag_run_id": "r",
+            "task_id": "b",
+            "map_index": 0,
+            "try_number": 2,
+            "state": "success",
+        },
+        {
+            "dag_id": "d",
+            "dag_run_id": "r",
+            "task_id": "c",
+            "map_index": -1,
+            "try_number": 1,
+            "state": "failed",
+        },
+    ]
+    assert sorted(k[2] for k in lost_tasks(tries)) == ["b", "c"]
