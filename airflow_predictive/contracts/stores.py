@@ -70,6 +70,10 @@ class DemandReader(Protocol):
         end: datetime | None = None,
     ) -> pd.DataFrame: ...
 
+    def first_observed(
+        self, series_ids: Sequence[str], *, start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, datetime]: ...
+
     def series_ids(self, pools: Sequence[str] | None = None) -> list[str]: ...
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from airflow_predictive.store import schema
-from airflow_predictive.store.database import Part, within
+from airflow_predictive.store.database import Part, to_utc, within
 
 
 class DemandSeries(Part):
@@ -38,6 +38,19 @@ class DemandSeries(Part):
         frame = self._db.frame(query.order_by(t.c.series_id, t.c.ts), t)
         frame["value"] = frame["value"].astype(float)
         return frame
+
+    def first_observed(
+        self, series_ids: Sequence[str], *, start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, datetime]:
+        """Per series, its first bucket in ``[start, end)`` with observed demand (not a gap); series
+        without one are absent. One grouped query for any number of series (the allocator asks for
+        every pool it plans)."""
+        t = schema.demand
+        query = sa.select(t.c.series_id, sa.func.min(t.c.ts)).where(t.c.value.is_not(None))
+        query = within(query.where(t.c.series_id.in_(list(series_ids))), t.c.ts, start, end)
+        with self._db.read() as conn:
+            rows = conn.execute(query.group_by(t.c.series_id)).all()
+        return {sid: to_utc(first) for sid, first in rows}
 
     def series_ids(self, pools: Sequence[str] | None = None) -> list[str]:
         t = schema.demand

@@ -173,16 +173,20 @@ def unpack(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def _unpack_same_levels(levels: str, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    # Column-wise: an evaluation chunk reads ~100k issues, and per-record numpy or Timestamp calls were
+    # most of its time.
     names = [KNOWN if level == KNOWN else f"q{level}" for level in levels.split(",")] if levels else []
-    offsets = [offsets_of(r) for r in records]
-    counts = np.array([len(o) for o in offsets], dtype=np.int64)
-    values = np.frombuffer(b"".join(r["values"] for r in records), dtype=_VALUE)
-    values = values.reshape(-1, len(names) + 1).astype(np.float64)
-    first = np.array([_ns(r["first_ts"]) for r in records], dtype=np.int64)
-    step = np.array([int(r["step_seconds"]) * 1_000_000_000 for r in records], dtype=np.int64)
-    all_offsets = np.concatenate(offsets) if offsets else np.zeros(0, dtype=np.int64)
-    ts = np.repeat(first, counts) + all_offsets * np.repeat(step, counts)
-    issued = np.array([_ns(r["issued_at"]) for r in records], dtype=np.int64)
+    width = len(names) + 1
+    blobs = [r["values"] for r in records]
+    counts = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs)) // (
+        _VALUE.itemsize * width
+    )
+    values = np.frombuffer(b"".join(blobs), dtype=_VALUE).reshape(-1, width).astype(np.float64)
+    all_offsets = _offsets(records, counts)
+    first = _nanos([r["first_ts"] for r in records])
+    step = np.fromiter((int(r["step_seconds"]) for r in records), dtype=np.int64, count=len(records))
+    ts = np.repeat(first, counts) + all_offsets * np.repeat(step * 1_000_000_000, counts)
+    issued = _nanos([r["issued_at"] for r in records])
     frame = pd.DataFrame(
         {
             "series_id": np.repeat(np.array([r["series_id"] for r in records], dtype=object), counts),
@@ -198,7 +202,17 @@ def _unpack_same_levels(levels: str, records: Sequence[Mapping[str, Any]]) -> pd
     return frame
 
 
-def _ns(value: datetime | pd.Timestamp) -> int:
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-    return int(ts.value)
+def _offsets(records: Sequence[Mapping[str, Any]], counts: np.ndarray) -> np.ndarray:
+    """Every record's step offsets, concatenated: ``0..n-1`` for a contiguous one, else its ``steps``."""
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    offsets = np.arange(int(counts.sum()), dtype=np.int64) - starts
+    sparse = [r["steps"] is not None for r in records]
+    if any(sparse):
+        given = b"".join(r["steps"] for r in records if r["steps"] is not None)
+        offsets[np.repeat(np.array(sparse, dtype=bool), counts)] = np.frombuffer(given, dtype=_OFFSET)
+    return offsets
+
+
+def _nanos(moments: Sequence[datetime | pd.Timestamp]) -> np.ndarray:
+    """Nanoseconds since the epoch of naive-UTC (SQLite) or aware (PostgreSQL) times."""
+    return pd.DatetimeIndex(pd.to_datetime(list(moments), utc=True)).as_unit("ns").asi8

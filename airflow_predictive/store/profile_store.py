@@ -116,6 +116,7 @@ class ProfileStore:
     # demand series
     write_demand = _Delegate("_demand", DemandSeries.write_demand)
     demand = _Delegate("_demand", DemandSeries.demand)
+    first_observed = _Delegate("_demand", DemandSeries.first_observed)
     series_ids = _Delegate("_demand", DemandSeries.series_ids)
     # forecasts
     write_forecasts = _Delegate("_forecasts", Forecasts.write_forecasts)
