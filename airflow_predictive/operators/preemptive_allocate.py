@@ -152,7 +152,7 @@ def pool_chunks(
     :param chunk_size: pools per chunk (default: ``[predictive] pools_per_chunk``).
     :param pools_file: the pools file (default: ``[predictive] pools_file``).
     """
-    size = chunk_size or config.get_int("pools_per_chunk")
+    size = config.get_int("pools_per_chunk") if chunk_size is None else chunk_size
     if size < 1:
         raise ValueError(f"pools_per_chunk must be at least 1, got {size}")
     if pools is None:

@@ -121,7 +121,8 @@ class PlanningInputs:
         return cls(
             forecasts={name: forecasts.get(name, _none(latest)) for name in forecast_pools},
             demand={
-                name: _since(demand.get(name, _none(recent)), now - window) for name, window in windows.items()
+                name: _since(demand.get(name, _none(recent)), now - window)
+                for name, window in windows.items()
             },
         )
 
