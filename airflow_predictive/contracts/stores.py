@@ -74,6 +74,15 @@ class DemandReader(Protocol):
         self, series_ids: Sequence[str], *, start: datetime | None = None, end: datetime | None = None
     ) -> dict[str, datetime]: ...
 
+    def naive_errors(
+        self,
+        series_ids: Sequence[str],
+        *,
+        lags: Sequence[int],
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, dict[int, tuple[float, int]]]: ...
+
     def series_ids(self, pools: Sequence[str] | None = None) -> list[str]: ...
 
 

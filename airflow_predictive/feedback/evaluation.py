@@ -20,7 +20,7 @@ queue wait avoided. ``horizon_minutes`` is the upper edge of the lead-time bucke
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -96,6 +96,7 @@ def score_forecasts(
     window_end: datetime,
     history: pd.DataFrame | None = None,
     season: int = 1,
+    scales: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Per series and lead-time bucket: MASE, pinball loss and coverage of every stored quantile.
 
@@ -104,6 +105,8 @@ def score_forecasts(
     :param window_end: the end of the scored window (the evaluation's timestamp).
     :param history: demand before the window, for the MASE scale (default: ``demand`` itself).
     :param season: naive lag of the MASE scale, in buckets.
+    :param scales: each series' MASE scale, already computed from its history
+        (:func:`~airflow_predictive.accuracy.mase_scale_of`); replaces ``history`` (missing: NaN).
     """
     frame = joined(forecasts, demand)
     if frame.empty:
@@ -119,11 +122,17 @@ def score_forecasts(
 
     rows: list[tuple] = []
     # Grouped once: a per-series boolean scan of the history is quadratic in the number of series.
-    past_of = {sid: part["value"] for sid, part in history.groupby("series_id", sort=False)}
+    past_of = (
+        {}
+        if scales is not None
+        else {sid: part["value"] for sid, part in history.groupby("series_id", sort=False)}
+    )
     no_past = pd.Series(dtype=float)
     for sid, group in frame.groupby("series_id", sort=True):
-        past = past_of.get(sid, no_past)
-        scale = accuracy.mase_scale(past, season)
+        if scales is not None:
+            scale = scales.get(sid, float("nan"))
+        else:
+            scale = accuracy.mase_scale(past_of.get(sid, no_past), season)
         for horizon, part in [(ALL_HORIZONS, group), *group.groupby("horizon", sort=True)]:
             h = int(horizon)
             rows.append((sid, window_end, h, "n", float(len(part))))
