@@ -21,6 +21,8 @@ numpy on arrays (pandas Series work too, element-wise); no Airflow, no store.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 
@@ -35,11 +37,25 @@ def mase_scale(history, season: int = 1) -> float:
     """
     values = np.asarray(history, dtype=float)
     values = values[~np.isnan(values)]
+    errors = {
+        lag: (float(np.mean(np.abs(values[lag:] - values[:-lag]))), values.size - lag)
+        for lag in dict.fromkeys((int(season), 1))
+        if values.size > lag
+    }
+    return mase_scale_of(errors, season)
+
+
+def mase_scale_of(naive_errors: Mapping[int, tuple[float, int]], season: int = 1) -> float:
+    """:func:`mase_scale` from the naive forecast's errors already reduced per lag (the store reduces a
+    week of demand to them, so an evaluation need not read the week).
+
+    :param naive_errors: ``{lag: (mean absolute error, pairs)}`` over the history with its gaps dropped.
+    :param season: the seasonal lag, in buckets.
+    """
     for lag in dict.fromkeys((int(season), 1)):
-        if values.size > lag:
-            scale = float(np.mean(np.abs(values[lag:] - values[:-lag])))
-            if scale > 0:
-                return scale
+        error, pairs = naive_errors.get(lag, (float("nan"), 0))
+        if pairs > 0 and error > 0:
+            return float(error)
     return float("nan")
 
 

@@ -71,6 +71,11 @@ OPTIONS: dict[str, Option] = {
     "series_per_chunk": Option(
         "Series per mapped forecast task; a chunk should take a few seconds.", "200", "integer"
     ),
+    "pools_per_chunk": Option(
+        "Pools per mapped allocate task; every cap is a pool's own, so chunks plan independently.",
+        "100",
+        "integer",
+    ),
     "sample_interval_seconds": Option(
         "How often the worker listener samples a running task's process tree.", "5", "float"
     ),

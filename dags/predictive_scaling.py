@@ -10,8 +10,11 @@
   ``/predictive/api/upcoming`` endpoint through ``[predictive] api_conn_id``, their stage demand
   forecast from profiled durations and usage, the statistical model fitted on demand minus those
   DAGs' past runs. If the endpoint cannot be read, the cycle forecasts statistically and logs why.
-- ``allocate``: PreemptiveAllocateOperator plans every configured pool from the newest forecasts and
-  applies the plan to Compute Engine for pools in ``forecast_and_scale`` (records it otherwise).
+- ``allocate``: PreemptiveAllocateOperator plans the configured pools from the newest forecasts and
+  applies each plan to Compute Engine for pools in ``forecast_and_scale`` (records it otherwise), mapped
+  over chunks of ``[predictive] pools_per_chunk`` pools so that workers share it. Every cap (instances,
+  budget, storage) and the allocation lock are a pool's own, so a chunk plans as one task would; each
+  chunk reads its pools' forecasts and recent demand in one go.
 - ``evaluate``: ForecastEvaluationOperator scores past forecasts and recalibrates, mapped over the same
   chunks as ``forecast`` (each instance reads only its chunk's series), and raises degraded-forecast
   alerts; ``close_evaluation`` (CloseFeedbackCycleOperator) then moves the scored window on, alerts on
@@ -73,9 +76,16 @@ with DAG(
         queue_pools = config.configured_queue_pools()
         return chunk_series(sorted(set(queue_pools.values())) if queue_pools else None)
 
+    @task
+    def pool_chunks() -> list[list[str]]:
+        """Split the configured pools into chunks for the mapped allocate tasks."""
+        from airflow_predictive.operators.preemptive_allocate import pool_chunks as chunk_pools
+
+        return chunk_pools()
+
     chunks = series_chunks()
     forecast = DemandForecastOperator.partial(task_id="forecast", max_selections=20).expand(series_ids=chunks)
-    allocate = PreemptiveAllocateOperator(task_id="allocate")
+    allocate = PreemptiveAllocateOperator.partial(task_id="allocate").expand(pools=pool_chunks())
     evaluate = ForecastEvaluationOperator.partial(task_id="evaluate", trigger_rule="all_done").expand(
         series_ids=chunks
     )

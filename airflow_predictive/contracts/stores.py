@@ -70,6 +70,19 @@ class DemandReader(Protocol):
         end: datetime | None = None,
     ) -> pd.DataFrame: ...
 
+    def first_observed(
+        self, series_ids: Sequence[str], *, start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, datetime]: ...
+
+    def naive_errors(
+        self,
+        series_ids: Sequence[str],
+        *,
+        lags: Sequence[int],
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, dict[int, tuple[float, int]]]: ...
+
     def series_ids(self, pools: Sequence[str] | None = None) -> list[str]: ...
 
 

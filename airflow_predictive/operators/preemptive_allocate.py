@@ -140,6 +140,28 @@ class PreemptiveAllocateOperator(BaseOperator):
         return {"pools": summaries}
 
 
+def pool_chunks(
+    pools: Sequence[str] | None = None, *, chunk_size: int | None = None, pools_file: str | None = None
+) -> list[list[str]]:
+    """Pool names split into chunks for ``.expand(pools=...)``, so that workers share the allocation.
+
+    Every cap the planner enforces (``max_instances``, ``budget_per_hour``, ``max_total_gib``) and the
+    allocation lock belong to one pool, so a chunk's plans are those of one task planning every pool.
+
+    :param pools: the pools (default: every pool in the pools file).
+    :param chunk_size: pools per chunk (default: ``[predictive] pools_per_chunk``).
+    :param pools_file: the pools file (default: ``[predictive] pools_file``).
+    """
+    size = config.get_int("pools_per_chunk") if chunk_size is None else chunk_size
+    if size < 1:
+        raise ValueError(f"pools_per_chunk must be at least 1, got {size}")
+    if pools is None:
+        path = pools_file or str(config.get_path("pools_file"))
+        pools = sorted(config.load_configured_pools(path))
+    names = list(pools)
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
 def allocate_pools(
     pools: Sequence[CapacityPool],
     store: Any,
@@ -164,10 +186,14 @@ def allocate_pools(
     :param drain: cordon and drain a VM's Celery worker before releasing it (under the CeleryExecutor).
     :param record: record plans, actions and capacity in the store (False: a preview, see ``run_cycle``).
     """
-    from airflow_predictive.runtime.allocation_cycle import CycleResult, run_cycle
+    from airflow_predictive.runtime.allocation_cycle import CycleResult, PlanningInputs, as_chosen, run_cycle
 
     extra = config.instance_hostnames()
     planned = tasks()  # one listing plans every pool; each release re-reads (the protocol's re-check)
+    # One read of every pool's forecast and recent demand, not two per pool (see PlanningInputs).
+    now = now or datetime.now(UTC)  # one planning time for the reads and every pool's plan
+    pools = as_chosen(store, pools)
+    inputs = PlanningInputs.read(store, pools, now)
     results = []
     for pool in pools:
         try:
@@ -187,6 +213,7 @@ def allocate_pools(
                 workers=pool_workers(pool.queue_name) if drain else None,
                 instance_hostnames=extra,
                 record=record,
+                inputs=inputs,
             )
         )
     return results

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
+
 from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.capacity_provider import CapacityProvider
-from airflow_predictive.contracts.demand import series_id
+from airflow_predictive.contracts.demand import parse_series_id, series_id
 from airflow_predictive.contracts.plan import ActionStatus, Mode, Plan
 from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import AllocationStore
@@ -86,6 +88,93 @@ class CycleResult:
         }
 
 
+@dataclass(frozen=True)
+class PlanningInputs:
+    """What the planner reads from the store, for many pools at once: each pool's newest forecast and
+    recent demand.
+
+    :meth:`read` fetches them in two queries for all the pools instead of two per pool: a cycle of 250
+    pools spent most of its time on those per-pool round trips (docs/benchmarks.md, ``bench scaleout``).
+    Each pool then gets exactly the rows its own queries would have returned.
+
+    :param forecasts: per pool, its series' newest forecast (pools planned from recent demand: absent).
+    :param demand: per pool, its recent demand since its own window's start.
+    """
+
+    forecasts: Mapping[str, pd.DataFrame]
+    demand: Mapping[str, pd.DataFrame]
+
+    @classmethod
+    def read(cls, store: AllocationStore, pools: Sequence[CapacityPool], now: datetime) -> PlanningInputs:
+        """Read the planning inputs of ``pools`` as of ``now``.
+
+        :param store: the profile store.
+        :param pools: the pools to plan.
+        :param now: the planning time.
+        """
+        forecast_pools = [p.name for p in pools if p.policy.signal is Signal.FORECAST]
+        latest = store.latest_forecasts(pools=forecast_pools) if forecast_pools else None
+        windows = {p.name: _demand_window(p) for p in pools}
+        ids = [series_id(p.name, r) for p in pools for r in RESOURCES]
+        start = now - max(windows.values(), default=timedelta(0))
+        recent = store.demand(ids, start=start, end=now + timedelta(seconds=1))
+        forecasts, demand = _by_pool(latest), _by_pool(recent)
+        return cls(
+            forecasts={name: forecasts.get(name, _none(latest)) for name in forecast_pools},
+            demand={
+                name: _since(demand.get(name, _none(recent)), now - window)
+                for name, window in windows.items()
+            },
+        )
+
+    def forecast_of(self, pool: CapacityPool) -> pd.DataFrame | None:
+        """The pool's newest forecast (None: the pool is planned from recent demand)."""
+        return self.forecasts.get(pool.name) if pool.policy.signal is Signal.FORECAST else None
+
+    def demand_of(self, pool: CapacityPool) -> pd.DataFrame:
+        """The pool's observed demand over its window, oldest first per series."""
+        return self.demand[pool.name]
+
+
+def _demand_window(pool: CapacityPool) -> timedelta:
+    """How much observed demand the planner reads for a pool: its stabilisation window, and for a
+    forecast-driven pool the days of its reactive guard's daily-cycle check."""
+    window = timedelta(
+        minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
+    )
+    if pool.policy.signal is Signal.FORECAST:
+        window = max(window, timedelta(days=pool.policy.cycle_window_days))
+    return window
+
+
+def _by_pool(frame: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """A store frame's rows per pool, each as the store returns them for that pool alone (order kept)."""
+    if frame is None or frame.empty:
+        return {}
+    pools = {sid: parse_series_id(sid).pool for sid in frame["series_id"].unique()}
+    grouped = frame.groupby(frame["series_id"].map(pools), sort=False)
+    return {pool: rows.reset_index(drop=True) for pool, rows in grouped}
+
+
+def _none(frame: pd.DataFrame | None) -> pd.DataFrame:
+    """The store's frame with no rows (a pool with nothing stored)."""
+    return frame.iloc[0:0] if frame is not None else pd.DataFrame()
+
+
+def _since(frame: pd.DataFrame, start: datetime) -> pd.DataFrame:
+    return frame[frame["ts"] >= pd.Timestamp(start)].reset_index(drop=True)
+
+
+def as_chosen(store: AllocationStore, pools: Sequence[CapacityPool]) -> list[CapacityPool]:
+    """The pools as the feedback loop's stored service-level choices size them (one read for all).
+
+    Applied before :meth:`PlanningInputs.read`: a choice can switch a pool between the forecast and the
+    reactive rule, which changes what its plan reads.
+    """
+    choices = stored_choices(store)
+    return [following(pool, choices.get(pool.name)) for pool in pools]
+
+
 def run_cycle(
     pool: CapacityPool,
     store: AllocationStore,
@@ -100,6 +189,7 @@ def run_cycle(
     instance_hostnames: ExtraAliases | None = None,
     read_machine_type: bool = True,
     record: bool = True,
+    inputs: PlanningInputs | None = None,
     observed: Mapping[str, Sequence[float]] | None = None,
 ) -> CycleResult:
     """Plan (and apply, if asked and allowed) one pool; a failure is recorded for this pool only.
@@ -121,6 +211,10 @@ def run_cycle(
     :param record: record the plan and its actions in the ledger and the capacity read, and emit
         metrics. False is a preview (``airflow-predictive plan`` without ``--record``): it takes no
         lock, writes nothing and applies nothing, so the UI and the DAG never see it.
+    :param inputs: the pool's forecast and recent demand, read beforehand for many pools at once
+        (:meth:`PlanningInputs.read` of the pools :func:`as_chosen` returns; the capacity is still
+        read under the pool's lock). None: the pool follows its stored service-level choice and its
+        inputs are read for it alone.
     :param observed: observed demand per resource, oldest first, one value per planning interval,
         instead of the store's demand series: for a reactive rule that polls faster than the store's
         buckets (a KEDA-style queue autoscaler polls every few seconds). None reads the store.
@@ -129,6 +223,9 @@ def run_cycle(
     do_apply = pool.mode is Mode.FORECAST_AND_SCALE if apply is None else bool(apply)
     if do_apply and not record:
         raise ValueError("a cycle that applies its plan must record it: the ledger is written first")
+    if inputs is None:
+        [pool] = as_chosen(store, [pool])
+        inputs = PlanningInputs.read(store, [pool], now)
     result = CycleResult(pool=pool.name, applied_mode=do_apply)
     read = running_tasks if running_tasks is not None else given_hosts(busy_hosts)
     lock = pool_lock(store, pool.name, wait_seconds=lock_wait_seconds) if record else _no_lock()
@@ -142,7 +239,7 @@ def run_cycle(
             def view() -> BusyView | None:
                 return _busy_view(read, state, pool, instance_hostnames)
 
-            result.plan = plan = _plan(pool, store, state, now, view(), observed)
+            result.plan = plan = _plan(pool, inputs, state, now, view(), observed)
             if not record:
                 result.outcome = _preview(plan)
                 return result
@@ -184,28 +281,16 @@ def _preview(plan: Plan) -> Outcome:
 
 def _plan(
     pool: CapacityPool,
-    store: AllocationStore,
+    inputs: PlanningInputs,
     state: PoolState,
     now: datetime,
     view: BusyView | None,
     observed: Mapping[str, Sequence[float]] | None = None,
 ) -> Plan:
-    """The planner's plan from the newest forecast, recent demand and which VMs are busy, sized by the
-    pool's service-level choice once the feedback loop has made one."""
-    pool = following(pool, stored_choices(store).get(pool.name))
-    forecast = None
-    window = timedelta(
-        minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
-    )
-    if pool.policy.signal is Signal.FORECAST:
-        forecast = store.latest_forecasts(pools=[pool.name])
-        # the planner's reactive guard and its daily-cycle check read this much observed demand
-        window = max(window, timedelta(days=pool.policy.cycle_window_days))
-    if observed is not None:
-        recent: Any = observed
-    else:
-        ids = [series_id(pool.name, r) for r in RESOURCES]
-        recent = store.demand(ids, start=now - window, end=now + timedelta(seconds=1))
+    """The planner's plan from the newest forecast, recent demand (or ``observed``) and which VMs are
+    busy."""
+    forecast = inputs.forecast_of(pool)
+    recent: Any = observed if observed is not None else inputs.demand_of(pool)
     every_vm = [i.name for i in state.instances]
     busy = every_vm if view is None or view.blocks_releases else sorted(view.instances)
     plan = make_plan(forecast, state, pool, now, busy_instances=busy, recent_demand=recent)

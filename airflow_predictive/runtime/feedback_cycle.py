@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_predictive import accuracy
 from airflow_predictive.contracts.demand import parse_series_id
 from airflow_predictive.contracts.pools import CapacityPool
 from airflow_predictive.contracts.stores import (
@@ -249,7 +250,7 @@ class _Window:
     window_start: datetime  # start of the recalibration window (at or before ``start``)
     series: list[str]
     observed: pd.DataFrame  # demand since window_start
-    history: pd.DataFrame  # demand of the week before ``start`` (the MASE scale)
+    scales: dict[str, float]  # MASE scale per series, from the week before ``start``
     plans: pd.DataFrame  # the week's plans of the series' pools (the quantile each was provisioned for)
     capacity: pd.DataFrame  # the window's provisioned capacity of the series' pools
 
@@ -409,18 +410,27 @@ def _read_window(store: FeedbackStore, now: datetime, series: list[str], policy:
     """The window since the last cycle's watermark (at most ``max_window``) and what scoring it reads."""
     start, end = _window_bounds(store, now, policy)
     window_start = min(start, end - policy.recalibration_window)
-    demand = store.demand(series, start=window_start - timedelta(days=7), end=end)
+    # The MASE scale needs only the naive forecast's error over the week before the window: the store
+    # reduces the week to it, so a chunk reads the recalibration window's demand, not eight days of it.
+    season = _season(policy)
+    lags = list(dict.fromkeys((season, 1)))
+    naive = store.naive_errors(series, lags=lags, start=window_start - timedelta(days=7), end=start)
     pools = sorted({parse_series_id(s).pool for s in series})
     return _Window(
         start=start,
         end=end,
         window_start=window_start,
         series=series,
-        observed=demand[demand["ts"] >= pd.Timestamp(window_start)],
-        history=demand[demand["ts"] < pd.Timestamp(start)],
+        observed=store.demand(series, start=window_start, end=end),
+        scales={sid: accuracy.mase_scale_of(errors, season) for sid, errors in naive.items()},
         plans=store.plans(since=start - timedelta(days=7), pools=pools),
         capacity=store.capacity(since=start, pools=pools),
     )
+
+
+def _season(policy: FeedbackPolicy) -> int:
+    """MASE against the seasonal (daily) naive forecast: below 1 means better than "same time yesterday"."""
+    return max(1, round(timedelta(days=1) / policy.interval))
 
 
 def _score(
@@ -430,10 +440,10 @@ def _score(
     capacity provisioned for them; return the forecast scores and all scores."""
     # Forecast targets in [start, end), scored once, when observed.
     forecasts = store.forecasts(window.series, ts_from=window.start, ts_to=window.end)
-    # MASE against the seasonal (daily) naive forecast: below 1 means better than "same time yesterday".
-    season = max(1, round(timedelta(days=1) / policy.interval))
+    # No history before the window at all (a new deployment): the window's own demand gives the scale.
+    scales = window.scales or None
     scored = evaluation.score_forecasts(
-        forecasts, window.ended, window_end=window.end, history=window.history, season=season
+        forecasts, window.ended, window_end=window.end, season=_season(policy), scales=scales
     )
     # Capacity is scored per pool resource whose series is in the window (its demand is what it served).
     pool_scores = evaluation.score_capacity(

@@ -71,24 +71,42 @@ def learning_state(
 ) -> LearningState:
     """What ``pool``'s control loop waits for at ``now``, and when prediction starts.
 
-    Reads at most :data:`MIN_HISTORY_DAYS` (and a day) of the pool's demand.
+    Reads when the pool's demand was first observed within :data:`MIN_HISTORY_DAYS` (and a day).
 
     :param store: the profile store (demand series).
     :param pool: the capacity pool.
     :param now: the time to judge at (a cycle's ``now``).
     :param interval: bucket width of the demand series.
     """
+    return learning_states(store, [pool], now=now, interval=interval)[0]
+
+
+def learning_states(
+    store: DemandReader, pools: Sequence[str], *, now: datetime, interval: timedelta = timedelta(minutes=5)
+) -> list[LearningState]:
+    """:func:`learning_state` of each pool, from one store query for all of them.
+
+    :param store: the profile store (demand series).
+    :param pools: the capacity pools.
+    :param now: the time to judge at (a cycle's ``now``).
+    :param interval: bucket width of the demand series.
+    """
     look_back = _MODELS_AFTER + timedelta(days=1)
-    ids = [series_id(pool, r) for r in RESOURCES]
-    demand = store.demand(ids, start=now - look_back, end=now)
-    observed = pd.to_datetime(demand.loc[demand["value"].notna(), "ts"], utc=True)
+    ids = {pool: [series_id(pool, r) for r in RESOURCES] for pool in pools}
+    every = [i for group in ids.values() for i in group]
+    first_seen = store.first_observed(every, start=now - look_back, end=now)
     closes = _bucket_end(now, interval)
-    if observed.empty:
-        return _waiting(pool, closes, interval)
-    first = observed.min().to_pydatetime()
-    if first <= now - look_back + interval:
-        first = None  # older than the window read: long past the cold start
-    return _judged(pool, first, closes, now)
+    states = []
+    for pool in pools:
+        seen = [first_seen[i] for i in ids[pool] if i in first_seen]
+        if not seen:
+            states.append(_waiting(pool, closes, interval))
+            continue
+        first: datetime | None = min(seen)
+        if first <= now - look_back + interval:
+            first = None  # older than the window read: long past the cold start
+        states.append(_judged(pool, first, closes, now))
+    return states
 
 
 def _waiting(pool: str, closes: datetime, interval: timedelta) -> LearningState:
@@ -144,7 +162,7 @@ def report_learning(
     :param now: the cycle's time.
     :param interval: bucket width of the demand series.
     """
-    states = [learning_state(store, pool, now=now, interval=interval) for pool in pools]
+    states = learning_states(store, pools, now=now, interval=interval)
     for state in states:
         log.info("%s", state.message)
     return states

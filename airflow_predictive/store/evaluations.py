@@ -17,12 +17,9 @@ class Evaluations(Part):
 
     def write_evaluations(self, frame: pd.DataFrame) -> int:
         """Upsert scores: ``series_id, window_end, horizon_minutes, metric, value``."""
-        rows = self._db.rows(
-            schema.evaluations,
-            frame[["series_id", "window_end", "horizon_minutes", "metric", "value"]].to_dict("records"),
-        )
-        with self._db.write() as conn:
-            return self._db.upsert(conn, schema.evaluations, rows)
+        # A chunk writes ~60 scores a series: COPY and one merge on PostgreSQL, not executemany.
+        columns = ["series_id", "window_end", "horizon_minutes", "metric", "value"]
+        return self._db.upsert_frame(schema.evaluations, frame[columns])
 
     def evaluations(
         self,

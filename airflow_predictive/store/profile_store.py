@@ -116,6 +116,8 @@ class ProfileStore:
     # demand series
     write_demand = _Delegate("_demand", DemandSeries.write_demand)
     demand = _Delegate("_demand", DemandSeries.demand)
+    first_observed = _Delegate("_demand", DemandSeries.first_observed)
+    naive_errors = _Delegate("_demand", DemandSeries.naive_errors)
     series_ids = _Delegate("_demand", DemandSeries.series_ids)
     # forecasts
     write_forecasts = _Delegate("_forecasts", Forecasts.write_forecasts)

@@ -21,15 +21,18 @@ def test_control_loop_dag_parses_with_no_import_errors(airflow_db):
         "profile",
         "series_chunks",
         "forecast",
+        "pool_chunks",
         "allocate",
         "evaluate",
         "close_evaluation",
     ]
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.timetable.delta == timedelta(minutes=5)
-    # Forecast and evaluation fan out over the executor's workers, chunk by chunk.
+    # Forecast, allocation and evaluation fan out over the executor's workers, chunk by chunk.
     assert type(dag.get_task("forecast")).__name__ == "MappedOperator"
+    assert type(dag.get_task("allocate")).__name__ == "MappedOperator"
     assert type(dag.get_task("evaluate")).__name__ == "MappedOperator"
+    assert dag.get_task("allocate").upstream_task_ids == {"forecast", "pool_chunks"}
     assert dag.get_task("close_evaluation").upstream_task_ids == {"evaluate"}
 
 

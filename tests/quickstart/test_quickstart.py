@@ -100,10 +100,10 @@ def first_run(client: httpx.Client, dag_id: str) -> str | None:
     return runs[0]["dag_run_id"] if runs else None
 
 
-def task_log(client: httpx.Client, dag_id: str, run_id: str, task_id: str) -> str:
+def task_log(client: httpx.Client, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
     response = client.get(
         f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1",
-        params={"full_content": True},
+        params={"full_content": True, "map_index": map_index},
         headers={"Accept": "application/json"},
     )
     response.raise_for_status()
@@ -181,7 +181,7 @@ def _the_loop_runs_and_the_page_shows_the_pool(dep: AirflowDeployment, client: h
     for dag_id, user_run in user_runs.items():
         assert dep.wait_for_run(dag_id, user_run, timeout=300) == "success"
     # 4. The cold start is said in the task logs: the pool learns, and until when.
-    assert f"pool {POOL}: learning since" in task_log(client, LOOP, run_id, "allocate")
+    assert f"pool {POOL}: learning since" in task_log(client, LOOP, run_id, "allocate", map_index=0)
     overview = client.get("/predictive/api/overview", params={"pool": POOL}).json()
     (pool,) = overview["pools"]
     assert pool["mode"] == "forecast_only"

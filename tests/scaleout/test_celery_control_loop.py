@@ -132,6 +132,10 @@ def test_control_loop_fans_out_over_two_celery_workers(cluster) -> None:
     assert all(t["state"] == "success" for t in forecast), summary
     assert {t["hostname"] for t in forecast} == {"worker-a", "worker-b"}, summary
 
+    # Allocation is mapped over chunks of pools ([predictive] pools_per_chunk).
+    allocate = [t for t in tis if t["task_id"] == "allocate"]
+    assert allocate and all(t["state"] == "success" and t["map_index"] >= 0 for t in allocate), summary
+
     # Evaluation is mapped over the same chunks (each scores its own series), then closed once.
     evaluate = [t for t in tis if t["task_id"] == "evaluate"]
     assert sorted(t["map_index"] for t in evaluate) == list(range(SERIES // CHUNK))

@@ -62,7 +62,7 @@ def test_no_method_belongs_to_two_parts():
 def test_the_store_offers_the_same_public_methods_as_before_the_split():
     expected = {
         "actions", "add_usage_samples", "capacity", "dag_runs", "demand", "display_url", "dispose",
-        "evaluations", "forecasts", "get_watermark", "latest_forecasts", "lease_holder", "mark_reselect",
+        "evaluations", "first_observed", "forecasts", "get_watermark", "latest_forecasts", "lease_holder", "mark_reselect", "naive_errors",
         "model_states", "plans", "prune_forecasts", "put_summaries", "record_capacity", "record_plan",
         "release_lease", "save_model_states", "schema_version", "series_ids", "set_watermark", "sqlite",
         "renew_lease", "summaries", "task_runs", "try_lease", "update_action", "upgrade", "upsert_dag_runs",

@@ -33,9 +33,9 @@ DAG_ID = "predictive_scaleout_bench"
 
 DAG_SOURCE = '''"""Benchmark DAG of ``airflow-predictive bench scaleout``: the control loop on one pool prefix.
 
-The production DAG's tasks (profile -> forecast -> allocate -> evaluate -> close_evaluation) with the
-series, pools file and cycle time taken from the run's conf, so one deployment can time several
-series counts.
+The production DAG's tasks (profile -> forecast -> allocate -> evaluate -> close_evaluation; forecast
+and evaluate mapped over chunks of series, allocate over chunks of pools) with the series, pools file
+and cycle time taken from the run's conf, so one deployment can time several series counts.
 """
 
 from datetime import timedelta
@@ -78,13 +78,20 @@ with DAG(
         size = int(conf["chunk"])
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
+    @task
+    def pool_chunks(**context) -> list[list[str]]:
+        """The benchmark's pools, in chunks of [predictive] pools_per_chunk."""
+        from airflow_predictive.operators.preemptive_allocate import pool_chunks as chunk_pools
+
+        return chunk_pools(pools_file=context["dag_run"].conf["pools_file"])
+
     series = chunks()
     forecast = DemandForecastOperator.partial(task_id="forecast", now=NOW, max_selections=0).expand(
         series_ids=series
     )
-    allocate = PreemptiveAllocateOperator(
+    allocate = PreemptiveAllocateOperator.partial(
         task_id="allocate", now=NOW, pools_file="{{ dag_run.conf['pools_file'] }}"
-    )
+    ).expand(pools=pool_chunks())
     evaluate = ForecastEvaluationOperator.partial(
         task_id="evaluate", now=NOW, trigger_rule="all_done"
     ).expand(series_ids=series)
@@ -196,8 +203,9 @@ def _seed(store: Any, n: int, *, end: datetime, days: int, home: Path) -> str:
 
 def _cycle(
     airflow: Any, store: Any, conf: dict[str, Any], end: datetime
-) -> tuple[dict[str, float], float, int]:
-    """Run one cycle of the benchmark DAG; its stages' seconds, the run's seconds and the mapped tasks."""
+) -> tuple[dict[str, float], float, dict[str, int]]:
+    """Run one cycle of the benchmark DAG; its stages' seconds, the run's seconds and the mapped tasks
+    of forecast (as many as evaluate) and allocate."""
     from airflow_predictive.runtime.feedback_cycle import WATERMARK
 
     # Every cycle scores the bucket before `end`, as a steady loop's evaluation does.
@@ -214,11 +222,12 @@ def _cycle(
             f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
         ).json()["task_instances"]
     run_seconds = (_ts(dag_run["end_date"]) - _ts(dag_run["start_date"])).total_seconds()
-    return _stage_seconds(tis), run_seconds, sum(t["task_id"] == "forecast" for t in tis)
+    mapped = {task: sum(t["task_id"] == task for t in tis) for task in ("forecast", "allocate")}
+    return _stage_seconds(tis), run_seconds, mapped
 
 
 def _point(
-    n: int, workers: int, cycles: list[tuple[dict[str, float], float, int]], rss: float
+    n: int, workers: int, cycles: list[tuple[dict[str, float], float, dict[str, int]]], rss: float
 ) -> dict[str, Any]:
     """One (series, workers) point: median stage and run times, throughput per worker slot."""
     stages = {name: statistics.median(c[0].get(name, 0.0) for c in cycles) for name in STAGES}
@@ -226,7 +235,8 @@ def _point(
     return {
         "series": n,
         "workers": workers,
-        "mapped_tasks": cycles[-1][2],
+        "mapped_tasks": cycles[-1][2]["forecast"],
+        "allocate_tasks": cycles[-1][2]["allocate"],
         "stage_seconds": {name: round(v, 1) for name, v in stages.items()},
         "forecast_stage_seconds": round(stages["forecast"], 1),
         "forecast_stage_seconds_all": [round(c[0].get("forecast", 0.0), 1) for c in cycles],
