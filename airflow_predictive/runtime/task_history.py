@@ -34,6 +34,7 @@ class CollectResult:
     task_runs: int = 0
     dag_runs: int = 0
     running: int = 0
+    queued: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     adjusted: dict[str, int] = field(default_factory=dict)
     since: datetime | None = None
@@ -44,6 +45,7 @@ class CollectResult:
             "task_runs": self.task_runs,
             "dag_runs": self.dag_runs,
             "running": self.running,
+            "queued": self.queued,
             "skipped": dict(self.skipped),
             "adjusted": dict(self.adjusted),
             "since": self.since.isoformat() if self.since else None,
@@ -131,7 +133,8 @@ class TaskHistoryCollector:
         result = CollectResult(
             task_runs=len(task_runs),
             dag_runs=len(dag_runs),
-            running=sum(1 for r in task_runs if r.get("end_date") is None),
+            running=sum(1 for r in task_runs if r.get("start_date") and r.get("end_date") is None),
+            queued=sum(1 for r in task_runs if r.get("start_date") is None and r.get("state") == "queued"),
             skipped=dict(ingest.skipped),
             adjusted=dict(ingest.adjusted),
             since=since,

@@ -50,12 +50,24 @@ class TaskHistory(Part):
         end: datetime | None = None,
         dag_ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Task tries whose start_date is in [start, end) (or still unstarted when no start is given)."""
+        """Task tries that overlap [start, end): started before ``end`` and not ended before ``start``.
+
+        A try that never started (queued, no ``start_date``) counts from its ``queued_at``: it is in the
+        window when it was queued before ``end`` and is still waiting or ended (left the queue) after
+        ``start``.
+        """
         t = schema.task_runs
         query = sa.select(t)
+        began = sa.func.coalesce(t.c.start_date, t.c.queued_at)
         if start is not None:
-            query = query.where(sa.or_(t.c.start_date >= to_utc(start), t.c.end_date >= to_utc(start)))
-        query = within(query, t.c.start_date, None, end)
+            query = query.where(
+                sa.or_(
+                    began >= to_utc(start),
+                    t.c.end_date >= to_utc(start),
+                    sa.and_(t.c.start_date.is_(None), t.c.end_date.is_(None)),
+                )
+            )
+        query = within(query, began, None, end)
         if dag_ids:
             query = query.where(t.c.dag_id.in_(list(dag_ids)))
         return self._db.frame(query.order_by(t.c.start_date), t)
