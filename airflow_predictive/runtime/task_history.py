@@ -122,9 +122,11 @@ class TaskHistoryCollector:
             self.store.upsert_task_runs(task_runs)
         if dag_runs:
             self.store.upsert_dag_runs(dag_runs)
-        starts = [r["start_date"] for r in task_runs if r.get("start_date")]
-        # First pass: history is observed from the hour of the first recorded try (nothing ran
-        # earlier in that hour), so the bucket holding it is not a gap. Later passes continue the
+        starts = [r.get("start_date") or r.get("queued_at") for r in task_runs]
+        starts = [s for s in starts if s is not None]
+        # First pass: history is observed from the hour of the first recorded try (nothing ran or
+        # waited earlier in that hour; a try still queued counts from its queued time), so the bucket
+        # holding it is not a gap. Later passes continue the
         # previous coverage seamlessly: the API keeps the history between passes.
         first = min(starts).replace(minute=0, second=0, microsecond=0) if starts else pass_start
         coverage_start = since or first
