@@ -17,7 +17,7 @@ from airflow_predictive.contracts.demand import RESOURCES, series_id
 from airflow_predictive.planning.planner import plan as make_plan
 from airflow_predictive.profiling.demand_series import build_demand, build_queue_pressure
 from airflow_predictive.runtime.profile_refresh import refresh_profile
-from airflow_predictive.runtime.task_history import TaskHistoryCollector
+from airflow_predictive.runtime.task_history import TaskHistoryCollector, coverage
 from tests.allocation.test_planner import make_pool
 from tests.profiling.test_collector_faults import FakeAirflow, client_for
 
@@ -63,6 +63,8 @@ def test_a_queued_try_is_recorded_without_a_start_then_replaced_when_it_starts(a
     row = runs.iloc[0]
     assert row["state"] == "queued" and pd.isna(row["start_date"]) and pd.isna(row["end_date"])
     assert pd.isna(row["duration"]) and row["queued_at"] == pd.Timestamp(QUEUED)
+    # the first pass observes from the hour the try was queued in: its bucket is not a gap
+    assert coverage(any_store) == [(datetime(2026, 3, 2, 12, 0, tzinfo=UTC), NOW)]
     # still waiting long after it was queued: a later window still returns it
     assert len(any_store.task_runs(start=NOW + timedelta(hours=3), end=NOW + timedelta(hours=4))) == 1
 
