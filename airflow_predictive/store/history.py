@@ -27,7 +27,31 @@ class TaskHistory(Part):
             row["try_number"] = 1 if row["try_number"] is None else row["try_number"]
             row["updated_at"] = now
         with self._db.write() as conn:
+            rows = self._not_unstarting(conn, rows)
             return self._db.upsert(conn, schema.task_runs, rows)
+
+    @staticmethod
+    def _not_unstarting(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` without the never-started ones whose try is already stored as started.
+
+        A pass may read a try while it is queued and write it after the worker's listener stored it
+        started: a try that started never goes back to not started, so the stale read must not erase
+        its start (the next pass would restore it, but the demand in between would be wrong).
+        """
+        waiting = [r for r in rows if r.get("start_date") is None]
+        if not waiting:
+            return rows
+        t = schema.task_runs
+        key = ("dag_id", "run_id", "task_id", "map_index", "try_number")
+        query = sa.select(*(t.c[k] for k in key)).where(
+            t.c.start_date.is_not(None),
+            t.c.dag_id.in_(sorted({r["dag_id"] for r in waiting})),
+            t.c.run_id.in_(sorted({r["run_id"] for r in waiting})),
+        )
+        started = {tuple(found) for found in conn.execute(query)}
+        if not started:
+            return rows
+        return [r for r in rows if r.get("start_date") is not None or tuple(r[k] for k in key) not in started]
 
     def upsert_dag_runs(self, records: Iterable[Mapping[str, Any]]) -> int:
         rows = self._db.rows(schema.dag_runs, records)

@@ -78,6 +78,26 @@ def test_a_queued_try_is_recorded_without_a_start_then_replaced_when_it_starts(a
     assert runs.iloc[0]["queued_at"] == pd.Timestamp(QUEUED)
 
 
+def test_a_stale_queued_read_never_erases_the_start_the_listener_stored(any_store) -> None:
+    # the pass read the try queued; the worker's listener stored it started before the pass wrote
+    started = NOW + timedelta(minutes=1)
+    listener_row = {
+        "dag_id": "adhoc",
+        "run_id": "manual__1",
+        "task_id": "t",
+        "map_index": -1,
+        "try_number": 1,
+        "state": "running",
+        "queue": "etl",
+        "start_date": started,
+    }
+    any_store.upsert_task_runs([listener_row])
+    collect(any_store, [queued_ti("t"), queued_ti("other")], NOW + timedelta(minutes=2))
+    runs = any_store.task_runs().set_index("task_id")
+    assert runs.loc["t", "start_date"] == pd.Timestamp(started) and runs.loc["t", "state"] == "running"
+    assert pd.isna(runs.loc["other", "start_date"]) and runs.loc["other", "state"] == "queued"
+
+
 def test_a_try_failed_in_the_queue_replaces_the_queued_record_and_stops_waiting(store) -> None:
     collect(store, [queued_ti("t")], NOW)
     failed_at = NOW + timedelta(minutes=10)
