@@ -178,7 +178,8 @@ def wait_ends(runs: pd.DataFrame, now_s: float) -> np.ndarray:
     started = _timestamps(runs, "start_date")
     ended = _timestamps(runs, "end_date")
     queued = _timestamps(runs, "queued_at")
-    state = runs["state"] if "state" in runs else pd.Series(None, index=runs.index)
+    # Without a state (a frame built by hand), a try with neither start nor end is still waiting.
+    state = runs["state"] if "state" in runs else pd.Series("queued", index=runs.index)
     still_queued = (state == "queued").to_numpy(bool) & np.isnan(ended)
     fallback = np.where(still_queued, now_s, np.where(np.isfinite(ended), ended, queued))
     return np.where(np.isfinite(started), started, fallback)
