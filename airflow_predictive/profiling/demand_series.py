@@ -18,8 +18,12 @@ use, so a pool of I/O-bound tasks can queue for slots with almost no CPU demand.
 to its end (running); the ``slots`` series is the **peak** of their sum within each bucket, not its
 time-weighted mean: a slot cannot be shared in time without a task waiting, so thirty one-minute tasks
 queued at once need thirty slots, not the six a five-minute mean would show (Airflow's KEDA rule reads
-the same instantaneous count). Tries the profiler has not seen start yet (still queued now) are not in
-the task history, so they count once they start.
+the same instantaneous count). A try still queued when the profiler last saw it (no start yet: the
+collector records it without a start) holds its ``pool_slots`` from its queued time until ``now``, the
+refresh's time, so a pool at zero workers shows the work waiting for it, as Airflow's KEDA rule counts
+queued and running tasks; it uses no CPU, memory, storage or network yet. When it starts, the next
+pass replaces it with the started try. A try that left the queue without starting (failed by
+``task_queued_timeout``) waited until its end.
 
 A bucket outside the profiler's coverage is a gap (``NaN``), never a zero: missing is not idle.
 """
@@ -88,9 +92,18 @@ def _hint_values(raw: Any) -> dict[str, float]:
 def _segments(
     runs: pd.DataFrame, samples: pd.DataFrame, now: datetime
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
-    """Per resource, arrays (pool index, start s, end s, value) of piecewise-constant usage (and slots)."""
+    """Per resource, arrays (pool index, start s, end s, value) of piecewise-constant usage (and slots).
+
+    Tries that never started hold slots only (while they wait); they use no CPU, memory, storage or
+    network yet.
+    """
     out: dict[str, list] = {r: [] for r in RESOURCES}
     now_s = pd.Timestamp(now).timestamp()
+    waiting = runs[runs["start_date"].isna()].reset_index(drop=True)
+    runs = runs[runs["start_date"].notna()].reset_index(drop=True)
+    out["slots"] = _waiting_slot_segments(waiting, now_s)
+    if runs.empty:
+        return out
     start_s = runs["start_date"].map(lambda t: t.timestamp()).to_numpy(float)
     end = runs["end_date"].map(lambda t: t.timestamp() if not pd.isna(t) else now_s).to_numpy(float)
     end = np.maximum(end, start_s)
@@ -143,20 +156,55 @@ def _segments(
             np.where(~np.isnan(hint_arrays[resource]), hint_arrays[resource], DEFAULTS[resource]),
         )
         out[resource].append((pool_idx[rest], start_s[rest], end[rest], value[rest]))
-    out["slots"] = _slot_segments(runs, start_s, end)
+    out["slots"] = _slot_segments(runs, start_s, end) + out["slots"]
     return out
+
+
+def _pool_slots(runs: pd.DataFrame) -> np.ndarray:
+    raw = runs["pool_slots"] if "pool_slots" in runs else pd.Series(np.nan, index=runs.index)
+    slots = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+    return np.where(np.isfinite(slots) & (slots >= 1), slots, 1.0)  # Airflow's default: one slot
+
+
+def _timestamps(runs: pd.DataFrame, column: str) -> np.ndarray:
+    raw = runs[column] if column in runs else pd.Series(pd.NaT, index=runs.index)
+    return raw.map(lambda t: t.timestamp() if not pd.isna(t) else np.nan).to_numpy(float)
+
+
+def wait_ends(runs: pd.DataFrame, now_s: float) -> np.ndarray:
+    """Where each try stopped waiting in the queue (epoch s): its start; for a try that never started,
+    ``now`` while it is still queued, else its end (it left the queue without starting, e.g. failed by
+    ``task_queued_timeout``), else its queued time (not waiting)."""
+    started = _timestamps(runs, "start_date")
+    ended = _timestamps(runs, "end_date")
+    queued = _timestamps(runs, "queued_at")
+    # Without a state (a frame built by hand), a try with neither start nor end is still waiting.
+    state = runs["state"] if "state" in runs else pd.Series("queued", index=runs.index)
+    still_queued = (state == "queued").to_numpy(bool) & np.isnan(ended)
+    fallback = np.where(still_queued, now_s, np.where(np.isfinite(ended), ended, queued))
+    return np.where(np.isfinite(started), started, fallback)
+
+
+def _waiting_slot_segments(
+    waiting: pd.DataFrame, now_s: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Slots of the tries that never started: their ``pool_slots`` from their queued time until
+    :func:`wait_ends` (``now`` for a try still queued)."""
+    if waiting.empty:
+        return []
+    queued = _timestamps(waiting, "queued_at")
+    until = wait_ends(waiting, now_s)
+    keep = np.isfinite(queued) & np.isfinite(until) & (until > queued)
+    return [(waiting["_pool"].to_numpy(int)[keep], queued[keep], until[keep], _pool_slots(waiting)[keep])]
 
 
 def _slot_segments(
     runs: pd.DataFrame, start_s: np.ndarray, end_s: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Slots each try holds: its ``pool_slots`` while queued (queued time to start) and while running."""
-    raw = runs["pool_slots"] if "pool_slots" in runs else pd.Series(np.nan, index=runs.index)
-    slots = pd.to_numeric(raw, errors="coerce").to_numpy(float)
-    slots = np.where(np.isfinite(slots) & (slots >= 1), slots, 1.0)  # Airflow's default: one slot
+    slots = _pool_slots(runs)
     pool_idx = runs["_pool"].to_numpy(int)
-    queued_raw = runs["queued_at"] if "queued_at" in runs else pd.Series(pd.NaT, index=runs.index)
-    queued = queued_raw.map(lambda t: t.timestamp() if not pd.isna(t) else np.nan).to_numpy(float)
+    queued = _timestamps(runs, "queued_at")
     waited = np.isfinite(queued) & (queued < start_s)
     return [
         (pool_idx, start_s, end_s, slots),
@@ -249,7 +297,9 @@ def observed_mask(
 def _prepare(
     task_runs: pd.DataFrame, queue_pools: Mapping[str, str] | None
 ) -> tuple[pd.DataFrame, list[str]]:
-    runs = task_runs[task_runs["start_date"].notna()].copy()
+    # Started tries, and tries waiting in the queue (never started): those hold slots, nothing else.
+    queued = task_runs["queued_at"].notna() if "queued_at" in task_runs else False
+    runs = task_runs[task_runs["start_date"].notna() | queued].copy()
     for column in ("cpu_mean", "rss_peak_mb", "write_bytes", "net_bytes", "read_bytes"):
         if column not in runs:
             runs[column] = np.nan
@@ -283,7 +333,7 @@ def build_demand(
     :param queue_pools: ``{queue: pool}``; other queues map to their normalised name.
     :param coverage: observed intervals; buckets outside them are gaps (NaN). ``None``: all observed.
     :param pools: pools that must appear even without runs (all zeros where observed).
-    :param now: where still-running runs end (default: now).
+    :param now: where still-running runs end and still-queued tries stop waiting (default: now).
     """
     t0, t1 = align(start, interval), align(end, interval, up=True)
     buckets = pd.date_range(t0, t1, freq=pd.Timedelta(interval), inclusive="left")
@@ -367,8 +417,7 @@ def build_queue_pressure(
     for _i, pool in enumerate(names):
         mine = runs[[p == pool for p in pools]]
         queued = mine["queued_at"].map(lambda t: t.timestamp()).to_numpy(float)
-        started = mine["start_date"].map(lambda t: t.timestamp() if not pd.isna(t) else now_s).to_numpy(float)
-        started = np.maximum(started, queued)
+        started = np.maximum(wait_ends(mine, now_s), queued)
         waiting = _integrate(
             np.zeros(len(queued), dtype=int),
             queued,

@@ -78,7 +78,7 @@ def task_run_record(item: dict[str, Any], ingest: Ingest, *, server_now: datetim
     start, end = parse_time(item.get("start_date")), parse_time(item.get("end_date"))
     queued = parse_time(item.get("queued_when") or item.get("queued_dttm"))
     if start is None:
-        ingest.skip("task instance never started")
+        _never_started(item, ingest, dag_id, run_id, task_id, state, queued, end, server_now)
         return
     if server_now is not None and start > server_now:
         # Worker clock ahead of the API server: keep the run, at the server's "now".
@@ -98,24 +98,70 @@ def task_run_record(item: dict[str, Any], ingest: Ingest, *, server_now: datetim
     if state not in FINISHED_STATES:
         end, duration = None, None  # still running: its end is unknown, not zero
     ingest.task_runs.append(
-        {
-            "dag_id": dag_id,
-            "run_id": run_id,
-            "task_id": task_id,
-            "map_index": _int(item.get("map_index"), -1),
-            "try_number": max(_int(item.get("try_number"), 1) or 1, 1),
-            "state": state or "running",
-            "queue": item.get("queue") if isinstance(item.get("queue"), str) else None,
-            "pool": item.get("pool") if isinstance(item.get("pool"), str) else None,
-            "pool_slots": _int(item.get("pool_slots")),
-            "operator": item.get("operator") if isinstance(item.get("operator"), str) else None,
-            "hostname": item.get("hostname") or None,
-            "queued_at": queued,
-            "start_date": start,
-            "end_date": end,
-            "duration": duration,
-        }
+        _record(item, dag_id, run_id, task_id, state or "running", queued, start, end, duration)
     )
+
+
+def _record(
+    item: dict[str, Any],
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    state: str | None,
+    queued: datetime | None,
+    start: datetime | None,
+    end: datetime | None,
+    duration: float | None,
+) -> dict[str, Any]:
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "task_id": task_id,
+        "map_index": _int(item.get("map_index"), -1),
+        "try_number": max(_int(item.get("try_number"), 1) or 1, 1),
+        "state": state,
+        "queue": item.get("queue") if isinstance(item.get("queue"), str) else None,
+        "pool": item.get("pool") if isinstance(item.get("pool"), str) else None,
+        "pool_slots": _int(item.get("pool_slots")),
+        "operator": item.get("operator") if isinstance(item.get("operator"), str) else None,
+        "hostname": item.get("hostname") or None,
+        "queued_at": queued,
+        "start_date": start,
+        "end_date": end,
+        "duration": duration,
+    }
+
+
+def _never_started(
+    item: dict[str, Any],
+    ingest: Ingest,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    state: str | None,
+    queued: datetime | None,
+    end: datetime | None,
+    server_now: datetime | None,
+) -> None:
+    """A try with no start: kept when it was queued, as demand waiting for a worker (no start, no end).
+
+    A queued try is what a pool at zero workers must scale out for (Airflow's KEDA rule counts queued
+    tasks too); when it starts, the next pass's upsert (same key) replaces it. A try that finished
+    without starting after it was queued (failed by ``task_queued_timeout``) is kept as well, so that
+    it replaces the queued record an earlier pass stored: it waited until its end. Other tries without
+    a start (never queued, or scheduled) are skipped.
+    """
+    if queued is None or (state != "queued" and state not in FINISHED_STATES):
+        ingest.skip("task instance never started")
+        return
+    if server_now is not None and queued > server_now:
+        ingest.adjust("clock skew: queued in the future, clipped to server time")
+        queued = server_now
+    if state == "queued":
+        end = None  # still waiting: it counts until now
+    elif end is not None and end < queued:
+        end = queued
+    ingest.task_runs.append(_record(item, dag_id, run_id, task_id, state, queued, None, end, None))
 
 
 def dag_run_record(

@@ -213,6 +213,9 @@ def compute_summaries(
     :param dag_runs: ``ProfileStore.dag_runs()`` rows.
     :param queue_pools: ``{queue: pool}``.
     """
+    if "start_date" in task_runs:
+        # Tries that never started (still queued) have no duration or usage: they are not runs yet.
+        task_runs = task_runs[task_runs["start_date"].notna()]
     return {
         "application": application_usage(task_runs),
         "data_access": data_access(task_runs, dag_runs),

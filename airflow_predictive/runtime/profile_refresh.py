@@ -65,8 +65,10 @@ def refresh_profile(
     history_start = min(start, end - timedelta(days=summary_days))
     runs = store.task_runs(start=history_start - LOOKBACK, end=end)
     samples = store.usage_samples(start=start - LOOKBACK, end=end + interval)
+    # A try that never started (still queued) counts from its queued time.
+    began = runs["start_date"].fillna(runs["queued_at"]) if len(runs) else None
     demand = build_demand(
-        runs[runs["start_date"] < pd.Timestamp(end)] if len(runs) else runs,
+        runs[began < pd.Timestamp(end)] if len(runs) else runs,
         samples,
         start=start,
         end=end,
@@ -89,7 +91,7 @@ def refresh_profile(
     }
     if with_summaries:
         dag_runs = store.dag_runs(start=history_start - LOOKBACK, end=end)
-        recent = runs[runs["start_date"] >= pd.Timestamp(history_start)] if len(runs) else runs
+        recent = runs[began >= pd.Timestamp(history_start)] if len(runs) else runs
         for kind, payloads in compute_summaries(recent, dag_runs, queue_pools).items():
             store.put_summaries(kind, payloads)
         pressure = build_queue_pressure(

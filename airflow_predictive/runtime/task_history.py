@@ -34,6 +34,7 @@ class CollectResult:
     task_runs: int = 0
     dag_runs: int = 0
     running: int = 0
+    queued: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     adjusted: dict[str, int] = field(default_factory=dict)
     since: datetime | None = None
@@ -44,6 +45,7 @@ class CollectResult:
             "task_runs": self.task_runs,
             "dag_runs": self.dag_runs,
             "running": self.running,
+            "queued": self.queued,
             "skipped": dict(self.skipped),
             "adjusted": dict(self.adjusted),
             "since": self.since.isoformat() if self.since else None,
@@ -120,9 +122,11 @@ class TaskHistoryCollector:
             self.store.upsert_task_runs(task_runs)
         if dag_runs:
             self.store.upsert_dag_runs(dag_runs)
-        starts = [r["start_date"] for r in task_runs if r.get("start_date")]
-        # First pass: history is observed from the hour of the first recorded try (nothing ran
-        # earlier in that hour), so the bucket holding it is not a gap. Later passes continue the
+        starts = [r.get("start_date") or r.get("queued_at") for r in task_runs]
+        starts = [s for s in starts if s is not None]
+        # First pass: history is observed from the hour of the first recorded try (nothing ran or
+        # waited earlier in that hour; a try still queued counts from its queued time), so the bucket
+        # holding it is not a gap. Later passes continue the
         # previous coverage seamlessly: the API keeps the history between passes.
         first = min(starts).replace(minute=0, second=0, microsecond=0) if starts else pass_start
         coverage_start = since or first
@@ -131,7 +135,8 @@ class TaskHistoryCollector:
         result = CollectResult(
             task_runs=len(task_runs),
             dag_runs=len(dag_runs),
-            running=sum(1 for r in task_runs if r.get("end_date") is None),
+            running=sum(1 for r in task_runs if r.get("start_date") and r.get("end_date") is None),
+            queued=sum(1 for r in task_runs if r.get("start_date") is None and r.get("state") == "queued"),
             skipped=dict(ingest.skipped),
             adjusted=dict(ingest.adjusted),
             since=since,
