@@ -25,6 +25,11 @@ import httpx
 
 BIN = Path(sys.executable).parent
 
+# sqlite3 waits 5 s for another connection's write lock, then fails with "database is locked": on a
+# busy machine an Airflow component then crashes on its SQLite metadata DB. Airflow imports these by
+# dotted path ([database] sql_alchemy_connect_args, and _async for the API server's async engine).
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -121,6 +126,9 @@ class AirflowDeployment:
         if sql_alchemy_conn:
             self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = sql_alchemy_conn
         self.env.update(env or {})
+        if self.env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+            for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+                self.env.setdefault(f"AIRFLOW__DATABASE__{key}", f"{__name__}.SQLITE_CONNECT_ARGS")
 
     # ----------------------------------------------------------------- lifecycle
 
