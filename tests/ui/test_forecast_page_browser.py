@@ -213,7 +213,9 @@ def _check_pool_page(page, expected: dict) -> None:
     assert "forecast_and_scale" in page.locator(f"h2.pool[data-pool='{POOL}']").inner_text()
     # learning state, slots and queue wait of the configured pool
     learning = page.locator(f"section.pool[data-pool='{POOL}'] table.learning").inner_text()
-    assert "short history" in learning and RULE in learning and "none set" in learning
+    # a pool that states no service level buys the default: no more unmet demand than reactive
+    assert "short history" in learning and RULE in learning
+    assert "unmet demand no higher than the reactive rule's" in learning
     assert "Task slots bind (2 instances x 8 slots)" in page.locator(".binding-slots").inner_text()
     assert "p50 30 s" in page.locator(f"section.pool[data-pool='{POOL}'] .queue-wait").inner_text()
     assert _chart_traces(page, SERIES.replace("cpu", "slots"))["provisioned"][-1] == pytest.approx(16.0)
