@@ -17,7 +17,7 @@ timestamps are UTC.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class ForecastReader(Protocol):
         ts_from: datetime | None = None,
         ts_to: datetime | None = None,
         ts_in: Sequence[datetime] | None = None,
+        step: timedelta | None = None,
     ) -> pd.DataFrame: ...
 
 

@@ -189,41 +189,48 @@ def score_capacity(
     :param interval_minutes: bucket width.
     :param pools: only these pools.
     """
-    rows: list[tuple] = []
     if capacity.empty or demand.empty:
         return pd.DataFrame(columns=EVALUATION_COLUMNS)
-    demand_of = {sid: part for sid, part in demand.groupby("series_id", sort=False)}
-    for (pool, resource), cap in capacity.groupby(["pool", "resource"], sort=True):
-        if pools and pool not in pools:
-            continue
-        sid = series_id(pool, resource)
-        if sid not in demand_of:
-            continue
-        d = demand_of[sid].dropna(subset=["value"]).sort_values("ts")
-        if d.empty:
-            continue
-        merged = pd.merge_asof(
-            d[["ts", "value"]],
-            cap.sort_values("ts")[["ts", "value"]].rename(columns={"value": "cap"}),
-            on="ts",
-        ).dropna(subset=["cap"])
-        if merged.empty:
-            continue
-        demand_v = merged["value"].to_numpy(float)
-        cap_v = merged["cap"].to_numpy(float)
-        reactive = np.concatenate([np.full(lead_buckets, demand_v[0]), demand_v[:-lead_buckets]])
-        avoided = (demand_v > reactive) & (cap_v >= demand_v)
-        rows += [
-            (sid, window_end, ALL_HORIZONS, UNMET_DEMAND, accuracy.unmet_mean(demand_v, cap_v)),
-            (sid, window_end, ALL_HORIZONS, IDLE_CAPACITY, accuracy.idle_mean(demand_v, cap_v)),
-            (
-                sid,
-                window_end,
-                ALL_HORIZONS,
-                QUEUE_WAIT_AVOIDED,
-                float(avoided.sum() * interval_minutes),
-            ),
-        ]
+    keys = capacity[["pool", "resource"]].drop_duplicates()
+    if pools:
+        keys = keys[keys["pool"].isin(list(pools))]
+    keys = keys.sort_values(["pool", "resource"])
+    sids = [series_id(pool, resource) for pool, resource in keys.itertuples(index=False)]
+    cap = capacity.merge(keys.assign(series_id=sids), on=["pool", "resource"])
+    d = demand[demand["series_id"].isin(sids)].dropna(subset=["value"])
+    if cap.empty or d.empty:
+        return pd.DataFrame(columns=EVALUATION_COLUMNS)
+    # One as-of join for every series (each demand bucket sees its series' newest capacity point at or
+    # before it), not one per series: a 200-series chunk spent most of its scoring time in the loop.
+    merged = pd.merge_asof(
+        d[["ts", "series_id", "value"]].sort_values("ts", kind="stable"),
+        cap[["ts", "series_id", "value"]].rename(columns={"value": "cap"}).sort_values("ts", kind="stable"),
+        on="ts",
+        by="series_id",
+    ).dropna(subset=["cap"])
+    if merged.empty:
+        return pd.DataFrame(columns=EVALUATION_COLUMNS)
+    merged = merged.sort_values(["series_id", "ts"], kind="stable", ignore_index=True)
+    by_series = merged.groupby("series_id", sort=False)["value"]
+    # What a reactive scaler had: the demand lead_buckets earlier (the first bucket's before that).
+    reactive = by_series.shift(lead_buckets).fillna(by_series.transform("first"))
+    demand_v, cap_v = merged["value"].to_numpy(float), merged["cap"].to_numpy(float)
+    parts = pd.DataFrame(
+        {
+            "series_id": merged["series_id"],
+            UNMET_DEMAND: accuracy.shortfall(demand_v, cap_v),
+            IDLE_CAPACITY: accuracy.surplus(demand_v, cap_v),
+            QUEUE_WAIT_AVOIDED: ((demand_v > reactive.to_numpy(float)) & (cap_v >= demand_v))
+            * interval_minutes,
+        }
+    ).groupby("series_id", sort=False)
+    scores = parts[[UNMET_DEMAND, IDLE_CAPACITY]].mean().join(parts[[QUEUE_WAIT_AVOIDED]].sum())
+    scores = scores.reindex([sid for sid in sids if sid in scores.index])
+    rows = [
+        (sid, window_end, ALL_HORIZONS, metric, float(value))
+        for sid, values in scores.iterrows()
+        for metric, value in values.items()
+    ]
     return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
 
 
@@ -273,6 +280,22 @@ def provisioning_level(plans: pd.DataFrame, pool: str, default: float = DEFAULT_
         if isinstance(summary, dict) and summary.get("quantile") is not None:
             return float(summary["quantile"])
     return default
+
+
+def provisioning_levels(
+    plans: pd.DataFrame, pools: Sequence[str], default: float = DEFAULT_PROVISIONING_LEVEL
+) -> dict[str, float]:
+    """:func:`provisioning_level` of each of ``pools``, the plans grouped once (a chunk has 50 pools).
+
+    :param plans: ``store.plans()`` rows.
+    :param pools: the capacity pools.
+    :param default: when no plan names one.
+    """
+    by_pool = dict(tuple(plans.groupby("pool", sort=False))) if not plans.empty else {}
+    return {
+        pool: provisioning_level(by_pool[pool], pool, default) if pool in by_pool else default
+        for pool in pools
+    }
 
 
 def pool_of(sid: str) -> str:

@@ -10,6 +10,7 @@ calibration, and flags degraded series for model re-selection in the next cycle.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -254,6 +255,15 @@ class _Window:
     plans: pd.DataFrame  # the week's plans of the series' pools (the quantile each was provisioned for)
     capacity: pd.DataFrame  # the window's provisioned capacity of the series' pools
 
+    @functools.cached_property
+    def _levels(self) -> dict[str, float]:
+        pools = sorted({parse_series_id(sid).pool for sid in self.series})
+        return evaluation.provisioning_levels(self.plans, pools)
+
+    def level_of(self, sid: str) -> float:
+        """The quantile the series' pool was provisioned for (its newest plan's)."""
+        return self._levels[parse_series_id(sid).pool]
+
     @property
     def ended(self) -> pd.DataFrame:
         """Demand of the buckets scored now: ``[start, end)``. The bucket at the last cycle's end was still
@@ -439,7 +449,7 @@ def _score(
     """Score the forecasts whose targets were observed in the window (once, when observed) and the
     capacity provisioned for them; return the forecast scores and all scores."""
     # Forecast targets in [start, end), scored once, when observed.
-    forecasts = store.forecasts(window.series, ts_from=window.start, ts_to=window.end)
+    forecasts = store.forecasts(window.series, ts_from=window.start, ts_to=window.end, step=policy.interval)
     # No history before the window at all (a new deployment): the window's own demand gives the scale.
     scales = window.scales or None
     scored = evaluation.score_forecasts(
@@ -480,7 +490,9 @@ def _recalibration_decisions(
     # window holds ~41k rows per series: read the targets on a coarser grid (their errors are the same
     # kind of sample, and neighbouring buckets' errors are strongly correlated anyway).
     grid = grid if grid and not grid % interval else interval
-    sampled = store.forecasts(window.series, ts_in=target_grid(window.window_start, window.end, grid))
+    sampled = store.forecasts(
+        window.series, ts_in=target_grid(window.window_start, window.end, grid), step=interval
+    )
     joined = evaluation.joined(sampled, window.observed)
     if joined.empty:
         return []
@@ -490,10 +502,7 @@ def _recalibration_decisions(
     if since:
         changed = pd.Series({sid: pd.Timestamp(m) for sid, m in since.items()}, dtype="datetime64[ns, UTC]")
         keep = ~(joined["issued_at"] <= joined["series_id"].map(changed)).to_numpy()
-    levels = {
-        sid: evaluation.provisioning_level(window.plans, parse_series_id(sid).pool)
-        for sid in joined["series_id"].unique()
-    }
+    levels = {sid: window.level_of(sid) for sid in joined["series_id"].unique()}
     joined["fresh"] = keep
     return decide(
         joined,
@@ -583,7 +592,7 @@ def _emit_series(store: FeedbackMetricsSource, result: FeedbackResult, window: _
     for sid, group in latest.groupby("series_id") if not latest.empty else []:
         key = parse_series_id(sid)
         first = group.sort_values("ts").iloc[0]
-        level = evaluation.provisioning_level(window.plans, key.pool)
+        level = window.level_of(sid)
         upper = first.get(f"q{level:g}", float("nan"))
         forecast_rows.append(
             {"pool": key.pool, "resource": key.resource, "mean": first["mean"], "upper": upper}

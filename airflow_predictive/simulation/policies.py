@@ -37,8 +37,6 @@ from airflow_predictive.contracts.pools import (
     SpotMode,
     SpotPolicy,
 )
-from airflow_predictive.forecasting.engine import Forecaster
-from airflow_predictive.forecasting.models import SeasonalNaive
 from airflow_predictive.forecasting.series import SeriesWindow
 from airflow_predictive.planning import planner
 from airflow_predictive.planning.planner import ForecastView
@@ -262,6 +260,18 @@ class ReactivePolicy:
         return ReactivePolicy(target_utilization=target_utilization)
 
 
+def _forecaster_class() -> Any:
+    """The production Forecaster, imported when a policy forecasts.
+
+    The allocate and evaluate tasks import this module through the service-level choice, which replays
+    stored forecasts and never fits a model: the forecasting engine's import (scipy) cost each of those
+    tasks 1-3 s (docs/benchmarks.md, issue #16).
+    """
+    from airflow_predictive.forecasting.engine import Forecaster
+
+    return Forecaster
+
+
 def build_policy(name: str, options: Any):
     """The policy called ``name`` with the product's default settings.
 
@@ -476,6 +486,7 @@ class SeasonalPolicy(ForecastPolicy):
         return {**super().settings(), "forecaster": "airflow_predictive.forecasting.models.SeasonalNaive"}
 
     def forecast_at(self, step: int) -> Any:
+        from airflow_predictive.forecasting.models import SeasonalNaive  # see _forecaster_class
 
         context = self.context
         lo = max(0, step - context.start)
@@ -542,7 +553,9 @@ class PredictivePolicy(ForecastPolicy):
         if not fresh:
             return
         # select_workers=0: selection in this process (the backtest is already one process per run).
-        self.forecaster = Forecaster(interval=timedelta(seconds=context.interval_s), select_workers=0)
+        self.forecaster = _forecaster_class()(
+            interval=timedelta(seconds=context.interval_s), select_workers=0
+        )
         self.refit_steps = max(1, round(3600 / context.interval_s))
         self._frame = demand_frame(context, 0, len(context.demand))
         origin = self._origin(context.start)

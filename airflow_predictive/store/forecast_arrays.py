@@ -27,6 +27,8 @@ from airflow_predictive.contracts.forecast import KNOWN
 _VALUE = np.dtype("<f4")
 _OFFSET = np.dtype("<u2")
 _MAX_OFFSET = np.iinfo(_OFFSET).max
+#: The most steps one stored issue can span.
+MAX_STEPS = int(_MAX_OFFSET) + 1
 
 # Every lead up to 6 steps (30 minutes at 5-minute buckets), then a ladder that grows by 3/2 and 4/3
 # in turn: 9, 12, 18, 24, 36, 48, 72, 96, 144, 192, 288 ... 17 leads a 24-hour horizon, four or five in

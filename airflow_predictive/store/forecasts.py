@@ -11,7 +11,8 @@ frames as ever: ``series_id, issued_at, ts, mean, model, fallback, q<level>...``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,10 @@ from airflow_predictive.store.database import Part, to_utc, within
 
 # Series per statement: a long IN list is one query, not one per series, yet stays within driver limits.
 _SERIES_PER_QUERY = 500
+# Every lead a trimmed issue can keep (the ladder up to the longest horizon a record can hold).
+_KEPT_LEADS = forecast_arrays.lead_steps_kept(forecast_arrays.MAX_STEPS)
+# Issue-time ranges per statement, at most (beyond, neighbouring ranges are merged).
+_MAX_RANGES = 64
 
 
 class Forecasts(Part):
@@ -104,11 +109,13 @@ class Forecasts(Part):
         ts_from: datetime | None = None,
         ts_to: datetime | None = None,
         ts_in: Sequence[datetime] | None = None,
+        step: timedelta | None = None,
     ) -> pd.DataFrame:
         """Every stored forecast step matching the filters (for evaluation and the UI).
 
         An issue older than its series' newest holds only the scored lead times. ``ts_in`` keeps only
-        these target buckets (an empty list matches nothing).
+        these target buckets (an empty list matches nothing). ``step``, the series' bucket width, only
+        makes the read cheaper: the same rows, from fewer issues (see :func:`_reaching_issues`).
         """
         t = schema.forecast_issues
         targets = pd.DatetimeIndex([to_utc(v) for v in ts_in]) if ts_in is not None else None
@@ -125,10 +132,13 @@ class Forecasts(Part):
             query = query.where(t.c.last_ts >= to_utc(ts_from))
         if ts_to is not None:
             query = query.where(t.c.first_ts < to_utc(ts_to))
-        frames = [
-            self._read(query if ids is None else query.where(t.c.series_id.in_(ids)))
-            for ids in _batches(series_ids)
-        ]
+        spans = None
+        if step is not None and ts_from is not None and ts_to is not None:
+            spans = targets if targets is not None else [(ts_from, ts_to)]
+        frames = []
+        for ids in _batches(series_ids):
+            batch = query if ids is None else query.where(t.c.series_id.in_(ids))
+            frames.append(self._read(self._reaching(batch, step, spans) if spans is not None else batch))
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         keep = np.ones(len(frame), dtype=bool)
         if ts_from is not None:
@@ -140,11 +150,66 @@ class Forecasts(Part):
         frame = frame[keep]
         return frame.sort_values(["series_id", "issued_at", "ts"], ignore_index=True)
 
+    def _reaching(self, query: sa.Select, step: timedelta, spans: Any) -> sa.Select:
+        """``query`` without the trimmed issues that hold no step in ``spans`` (:func:`_reaching_issues`)."""
+        t = schema.forecast_issues
+        # The oldest issue whose span reaches the buckets bounds the leads worth a range: an index scan
+        # without the values, so the filter needs no horizon setting and holds after one changes.
+        with self._db.read() as conn:
+            oldest = conn.execute(query.with_only_columns(sa.func.min(t.c.issued_at))).scalar()
+        return query if oldest is None else _reaching_issues(query, step, spans, to_utc(oldest))
+
     def prune_forecasts(self, before: datetime) -> int:
         """Delete forecasts issued before ``before``; return how many issues (series x cycle) went."""
         t = schema.forecast_issues
         with self._db.write() as conn:
             return conn.execute(t.delete().where(t.c.issued_at < to_utc(before))).rowcount
+
+
+def _reaching_issues(
+    query: sa.Select,
+    step: timedelta,
+    spans: Sequence[tuple[datetime, datetime]] | pd.DatetimeIndex,
+    oldest: datetime,
+) -> sa.Select:
+    """``query`` without the trimmed issues that hold no step in ``spans`` (buckets ``[a, b)``, or
+    single buckets).
+
+    A trimmed issue keeps only the leads of :func:`~.forecast_arrays.lead_steps_kept`, so it reaches a
+    bucket ``ts`` at lead ``L`` only if it was issued in ``[ts - L step, ts - (L-1) step)``. Scoring one
+    5-minute bucket thus needs 17 of the 288 issues whose spans overlap it; the span test alone read
+    and unpacked all of them, most of an evaluate task's time (docs/benchmarks.md, issue #16).
+    Untrimmed issues, and issues of another step width, are kept whole, as before. ``oldest`` is the
+    earliest issue time the query can match: ranges before it are dropped.
+    """
+    t = schema.forecast_issues
+    if isinstance(spans, pd.DatetimeIndex):
+        spans = [(moment.to_pydatetime(), moment.to_pydatetime()) for moment in spans]
+    # A window [a, b) is reached from [a - L step, b - (L-1) step); a single bucket is the case a == b.
+    ranges = sorted(
+        (to_utc(first) - lead * step, to_utc(last) - (lead - 1) * step)
+        for first, last in spans
+        for lead in _KEPT_LEADS
+        if to_utc(last) - (lead - 1) * step > oldest
+    )
+    merged = _merged(ranges, timedelta(0))
+    gap = step
+    while len(merged) > _MAX_RANGES:
+        # Too many ranges for one statement: read a few issues more, merging ranges closer than `gap`.
+        merged, gap = _merged(merged, gap), gap * 2
+    reaching = [sa.and_(t.c.issued_at >= lo, t.c.issued_at < hi) for lo, hi in merged]
+    return query.where(sa.or_(~t.c.trimmed, t.c.step_seconds != int(step.total_seconds()), *reaching))
+
+
+def _merged(ranges: Sequence[Sequence[datetime]], gap: timedelta) -> list[list[datetime]]:
+    """Sorted ``[lo, hi)`` ranges merged where they overlap or lie at most ``gap`` apart."""
+    merged: list[list[datetime]] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1] + gap:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return merged
 
 
 def _batches(series: Sequence[str] | None) -> list[list[str] | None]:

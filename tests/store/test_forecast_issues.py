@@ -163,3 +163,44 @@ def test_known_works_column_is_stored_with_its_forecast_and_absent_where_none_wa
     assert latest[latest["series_id"] == MEM]["known"].isna().all()  # a statistical forecast knows no work
     with pytest.raises(ValueError, match="known"):
         any_store.write_forecasts(_issue(CPU, T0 + STEP, steps=3).assign(known=[0.0, float("nan"), 1.0]))
+
+
+def test_scoring_reads_only_the_issues_whose_kept_leads_reach_the_buckets(any_store, monkeypatch) -> None:
+    from airflow_predictive.store import forecasts as forecasts_part
+
+    # 90 five-minute issues with a 6-hour horizon, every seventh 40 s late (a slow cycle), and the
+    # memory series at a 10-minute step: the rows read with `step` must be exactly those without it.
+    for k in range(90):
+        late = timedelta(seconds=40) if k % 7 == 3 else timedelta(0)
+        any_store.write_forecasts(_issue(CPU, T0 + k * STEP + late, 72))
+    for k in range(0, 90, 2):
+        any_store.write_forecasts(
+            _issue(MEM, T0 + k * STEP, 36).assign(ts=lambda f: f["ts"] + (f["ts"] - f["ts"].iloc[0]))
+        )
+    end = T0 + 90 * STEP
+    grid = [end - timedelta(minutes=30) * i for i in range(1, 12)]
+    unpacked: list[int] = []
+    real_unpack = forecasts_part.forecast_arrays.unpack_columns
+
+    def counting(columns):
+        unpacked.append(len(columns["series_id"]))
+        return real_unpack(columns)
+
+    monkeypatch.setattr(forecasts_part.forecast_arrays, "unpack_columns", counting)
+    for window in (
+        {"ts_from": end - STEP, "ts_to": end},
+        {"ts_from": end - 12 * STEP, "ts_to": end},
+        {"ts_in": grid},
+    ):
+        unpacked.clear()
+        every_issue = any_store.forecasts([CPU, MEM], **window)
+        reaching = any_store.forecasts([CPU, MEM], step=STEP, **window)
+        pd.testing.assert_frame_equal(reaching, every_issue)
+        assert not every_issue.empty
+        assert unpacked[1] < unpacked[0]
+    # One bucket: the cpu issues at its kept leads (at most 2 each, as late issues shift a lead) and the
+    # memory series' issues whole, since their step is not the one given.
+    unpacked.clear()
+    any_store.forecasts([CPU], ts_from=end - STEP, ts_to=end)
+    any_store.forecasts([CPU], ts_from=end - STEP, ts_to=end, step=STEP)
+    assert unpacked[0] == 72 and unpacked[1] <= 2 * len(lead_steps_kept(72)) + 1
