@@ -142,7 +142,9 @@ def _demand_window(pool: CapacityPool) -> timedelta:
     window = timedelta(
         minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
     )
-    if pool.policy.signal is Signal.FORECAST:
+    # The daily-cycle check is off (min_daily_cycle -1) for a pool following its service-level choice:
+    # its days of demand would be read for nothing, most of a chunk's read.
+    if pool.policy.signal is Signal.FORECAST and pool.policy.min_daily_cycle > -1:
         window = max(window, timedelta(days=pool.policy.cycle_window_days))
     return window
 

@@ -114,3 +114,34 @@ def test_planning_inputs_give_each_pool_the_rows_its_own_reads_return(seeded) ->
 def test_pool_chunks_refuse_a_chunk_size_below_one() -> None:
     with pytest.raises(ValueError, match="pools_per_chunk must be at least 1"):
         pool_chunks(["a"], chunk_size=0)
+
+
+def test_a_pool_following_its_choice_reads_only_its_stabilisation_window_and_plans_the_same(
+    seeded, emulator_url, control
+) -> None:
+    """The daily-cycle check is off for a pool that follows a service-level choice, so its days of demand
+    are not read; what the planner uses (the guard's newest value, the window's peak) is the same."""
+    [base] = [p for p in _pools() if p.name == POOLS[0]]
+    chosen = base.model_copy(update={"policy": base.policy.model_copy(update={"min_daily_cycle": -1.0})})
+    short = PlanningInputs.read(seeded, [chosen], NOW).demand_of(chosen)
+    long = PlanningInputs.read(seeded, [base], NOW).demand_of(base)
+    span = pd.to_datetime(short["ts"], utc=True)
+    assert span.min() >= pd.Timestamp(NOW - timedelta(minutes=chosen.scale_in.stabilization_minutes))
+    assert len(short) < len(long) / 10
+    engine = _Hook(emulator_url).get_engine(PROJECT, ZONE)
+    read_short, read_long = (
+        run_cycle(
+            chosen,
+            seeded,
+            engine,
+            now=NOW,
+            busy_hosts=[],
+            record=False,
+            inputs=PlanningInputs(
+                forecasts={chosen.name: seeded.latest_forecasts(pools=[chosen.name])},
+                demand={chosen.name: demand},
+            ),
+        )
+        for demand in (short, long)
+    )
+    assert _plans([read_short]) == _plans([read_long])
