@@ -1,4 +1,4 @@
-"""The predictive-scaling control loop: profile -> forecast -> allocate -> evaluate, every cycle.
+"""The predictive-scaling control loop: profile -> forecast -> allocate (and evaluate beside it), every cycle.
 
 - ``profile``: BehaviorProfilerSensor ingests task and DAG-run history since its watermark from the
   REST API and rebuilds the demand series of the window ending at the run's data-interval end.
@@ -17,8 +17,11 @@
   chunk reads its pools' forecasts and recent demand in one go.
 - ``evaluate``: ForecastEvaluationOperator scores past forecasts and recalibrates, mapped over the same
   chunks as ``forecast`` (each instance reads only its chunk's series), and raises degraded-forecast
-  alerts; ``close_evaluation`` (CloseFeedbackCycleOperator) then moves the scored window on, alerts on
-  failed actions and capped plans, prunes old forecasts and emits the pools' metrics.
+  alerts. It scores buckets that ended before this cycle, so it needs none of this cycle's forecasts or
+  plans: it runs beside ``allocate`` (after ``forecast``, whose model-state writes it must not race),
+  and ``allocate`` goes first on a busy worker (priority). ``close_evaluation``
+  (CloseFeedbackCycleOperator) then moves the scored window on, alerts on failed actions and capped
+  plans, prunes old forecasts and emits the pools' metrics.
 
 Copy this file into your DAGs folder; everything it needs comes from the provider and ``[predictive]``.
 """
@@ -85,7 +88,10 @@ with DAG(
 
     chunks = series_chunks()
     forecast = DemandForecastOperator.partial(task_id="forecast", max_selections=20).expand(series_ids=chunks)
-    allocate = PreemptiveAllocateOperator.partial(task_id="allocate").expand(pools=pool_chunks())
+    # Provisioning is what the cycle is for: on a busy worker its tasks go before evaluate's.
+    allocate = PreemptiveAllocateOperator.partial(task_id="allocate", priority_weight=10).expand(
+        pools=pool_chunks()
+    )
     evaluate = ForecastEvaluationOperator.partial(task_id="evaluate", trigger_rule="all_done").expand(
         series_ids=chunks
     )
@@ -96,4 +102,5 @@ with DAG(
     )
 
     profile >> chunks
-    forecast >> allocate >> evaluate >> close_evaluation
+    forecast >> [allocate, evaluate]
+    [allocate, evaluate] >> close_evaluation

@@ -33,7 +33,11 @@ def test_control_loop_dag_parses_with_no_import_errors(airflow_db):
     assert type(dag.get_task("allocate")).__name__ == "MappedOperator"
     assert type(dag.get_task("evaluate")).__name__ == "MappedOperator"
     assert dag.get_task("allocate").upstream_task_ids == {"forecast", "pool_chunks"}
-    assert dag.get_task("close_evaluation").upstream_task_ids == {"evaluate"}
+    # Evaluation scores buckets that ended before the cycle: it runs beside allocation, after the
+    # forecast (whose model-state writes its recalibration must not race), and yields it the workers.
+    assert dag.get_task("evaluate").upstream_task_ids == {"forecast", "series_chunks"}
+    assert dag.get_task("close_evaluation").upstream_task_ids == {"allocate", "evaluate"}
+    assert dag.get_task("allocate").priority_weight > dag.get_task("evaluate").priority_weight
 
 
 @pytest.mark.integration

@@ -33,8 +33,8 @@ DAG_ID = "predictive_scaleout_bench"
 
 DAG_SOURCE = '''"""Benchmark DAG of ``airflow-predictive bench scaleout``: the control loop on one pool prefix.
 
-The production DAG's tasks (profile -> forecast -> allocate -> evaluate -> close_evaluation; forecast
-and evaluate mapped over chunks of series, allocate over chunks of pools) with the series, pools file
+The production DAG's tasks (profile -> forecast -> allocate and evaluate side by side ->
+close_evaluation; forecast and evaluate mapped over chunks of series, allocate over chunks of pools) with the series, pools file
 and cycle time taken from the run's conf, so one deployment can time several series counts.
 """
 
@@ -90,7 +90,7 @@ with DAG(
         series_ids=series
     )
     allocate = PreemptiveAllocateOperator.partial(
-        task_id="allocate", now=NOW, pools_file="{{ dag_run.conf['pools_file'] }}"
+        task_id="allocate", now=NOW, pools_file="{{ dag_run.conf['pools_file'] }}", priority_weight=10
     ).expand(pools=pool_chunks())
     evaluate = ForecastEvaluationOperator.partial(
         task_id="evaluate", now=NOW, trigger_rule="all_done"
@@ -99,7 +99,8 @@ with DAG(
         task_id="close_evaluation", now=NOW, forecast_task_id="forecast", trigger_rule="all_done"
     )
     profile >> series
-    forecast >> allocate >> evaluate >> close
+    forecast >> [allocate, evaluate]
+    [allocate, evaluate] >> close
 '''
 
 # Stages of one cycle and the tasks each spans (first start to last end, as the scheduler saw them).
@@ -261,6 +262,7 @@ def run(
     repeats: int = 1,
     days: int = 3,
     size_sample: int = 100,
+    min_heartbeat_interval: float | None = None,
     log: Any = None,
 ) -> dict[str, Any]:
     """Run the benchmark; return the JSON-able result.
@@ -274,6 +276,9 @@ def run(
     :param repeats: cycles per (series, workers) point; the median is reported.
     :param days: days of 5-minute history seeded per series.
     :param size_sample: series of the simulated day the store's size is measured on (0: skip).
+    :param min_heartbeat_interval: the workers' ``[workers] min_heartbeat_interval`` (None: Airflow's
+        default, 5 s). Airflow's task supervisor can idle that long after a task's process has ended
+        (it waits in ``select`` once every socket is closed but the process is not yet reaped).
     :param log: callable taking one progress line (default: print to stderr).
     """
     import sys
@@ -293,6 +298,7 @@ def run(
         "chunk": chunk,
         "repeats": repeats,
         "history_days": days,
+        "worker_min_heartbeat_interval": min_heartbeat_interval,
         "note": "every worker has one slot; all workers, the scheduler, the API server and PostgreSQL "
         "share this machine's cores",
         "points": [],
@@ -313,7 +319,7 @@ def run(
         result["seed_seconds"] = seed_seconds
         airflow.wait_for_dag(DAG_ID, timeout=180)
         for workers in worker_counts:
-            with _workers(airflow, workers) as procs:
+            with _workers(airflow, workers, min_heartbeat_interval) as procs:
                 for n in series_counts:
                     conf = {
                         "prefix": f"n{n}",
@@ -381,9 +387,13 @@ def _deployment(
 
 
 @contextlib.contextmanager
-def _workers(airflow: Any, count: int) -> Iterator[list[Any]]:
+def _workers(airflow: Any, count: int, min_heartbeat_interval: float | None = None) -> Iterator[list[Any]]:
     """``count`` Celery workers of one slot each, stopped by their process groups on exit."""
     from airflow_predictive_tools.deployment import _stop_group, free_port
+
+    env = {}
+    if min_heartbeat_interval is not None:
+        env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = f"{min_heartbeat_interval:g}"
 
     names = [f"bench-worker-{i + 1}" for i in range(count)]
     procs = [
@@ -394,7 +404,7 @@ def _workers(airflow: Any, count: int) -> Iterator[list[Any]]:
             "--celery-hostname",
             f"{name}@%h",
             name=name,
-            env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+            env={**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
         )
         for name in names
     ]

@@ -54,6 +54,14 @@ def register(commands, bench) -> None:
         default=100,
         help="series of the simulated day for the store's size (100; 0 skips)",
     )
+    parser.add_argument(
+        "--min-heartbeat-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the workers' [workers] min_heartbeat_interval (default: Airflow's, 5): Airflow's task "
+        "supervisor can idle that long after each task's process ends",
+    )
     add_postgres_argument(parser)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/7", help="Redis URL (index flushed)")
     parser.add_argument("--home", default=None, help="working folder (default: a temporary one)")
@@ -71,6 +79,9 @@ def run_scaleout(args: argparse.Namespace) -> int:
         workers = _ints(args.workers)
     except ValueError:
         print("--series and --workers take comma-separated positive integers, e.g. 100,1000", file=sys.stderr)
+        return 2
+    if args.min_heartbeat_interval is not None and args.min_heartbeat_interval <= 0:
+        print("--min-heartbeat-interval must be a positive number of seconds", file=sys.stderr)
         return 2
     if args.chunk < 1 or args.repeats < 1 or args.days < 2 or args.size_sample < 0:
         print(
@@ -91,6 +102,7 @@ def run_scaleout(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             days=args.days,
             size_sample=args.size_sample,
+            min_heartbeat_interval=args.min_heartbeat_interval,
         )
     result["command"] = shlex.join(["airflow-predictive", *sys.argv[1:]])
     text = json.dumps(result, indent=2, sort_keys=True)
