@@ -453,7 +453,8 @@ class OnlineChoicePolicy:
                 "window_steps": self.window_steps,
                 "candidates": [c.name for c in self.candidates],
                 "steps_by_candidate": steps,
-                "choices": [{k: v for k, v in c.items() if k != "scores"} for c in self.choices],
+                # Each choice with every candidate's replayed scores: what a choice rule is judged by.
+                "choices": list(self.choices),
             },
         }
 
