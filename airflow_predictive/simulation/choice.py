@@ -47,6 +47,12 @@ from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
 SWITCH_MARGIN = 0.03
 #: Unmet demand (percentage points) a candidate may leave above the level and still meet it: float noise.
 _EPS_PCT = 1e-9
+#: Replayed time not scored at the start of the window. The replay's fleet starts just big enough for
+#: the last history step (:func:`~.replay.initial_size`) and reaches each rule's own size only after a
+#: boot lead and the stabilisation window; scored, that cold start is unmet demand no day of the pool
+#: had (bitbrains 412: the reactive rule's first replayed day 0.055-0.075% unmet, 0 with an hour
+#: settled), and it lands on the first day's per-day check.
+SETTLE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,8 @@ class Evidence:
     :param demand: observed demand per step, oldest first (one resource, the one the pool is sized by).
     :param index: the steps' timestamps (UTC).
     :param start: first replayed step; the steps before it are what the planner reads as recent demand.
+    :param settle: replayed steps from ``start`` that are not scored (:data:`SETTLE_S`): the fleet's
+        cold start.
     :param forecasts: step -> the forecast (:class:`~airflow_predictive.planning.planner.ForecastView`)
         issued at that step; a step without one plans from the newest earlier issue, as the planner does.
     :param instance_capacity: demand one instance serves.
@@ -139,6 +147,7 @@ class Evidence:
     instance_capacity: float
     boot_steps: int
     max_instances: int
+    settle: int = 0
 
     @property
     def interval_s(self) -> int:
@@ -279,7 +288,8 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
     :param candidates: the settings to replay (the reactive rule among them).
     """
     context = evidence.context()
-    scored = context.demand[context.start :]
+    settle = min(evidence.settle, max(0, len(context.demand) - context.start - 1))
+    scored = context.demand[context.start + settle :]
     out = []
     for candidate in candidates:
         if candidate.reactive:
@@ -287,16 +297,17 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
         else:
             policy = _IssuedForecastPolicy(candidate, evidence.forecasts)
         outcome = replay(policy, context)
+        running, targets = outcome.running[settle:], outcome.targets[settle:]
         m = metrics.score(
             scored,
-            outcome.running,
-            outcome.targets,
+            running,
+            targets,
             instance_capacity=context.instance_capacity,
             interval_s=context.interval_s,
             price_standard=0.0,
             price_spot=0.0,
         )
-        served = outcome.running * context.instance_capacity
+        served = running * context.instance_capacity
         days = max(1, round(len(scored) * context.interval_s / 86400))
         daily = tuple(
             unmet_percent(d, c)
@@ -494,17 +505,20 @@ class OnlineChoicePolicy:
         """The replay's evidence at ``step``: the last window's demand and the forecasts issued in it."""
         context = self._context
         lo = max(context.start, step - self.window_steps)
-        pre = min(lo, context.boot_steps + 3)  # the reactive rule's stabilisation window, and warm-up
-        first = lo - pre
+        # The fleet settles on the hour before the scored window, so the scored days are whole days.
+        settle = min(lo, round(SETTLE_S / context.interval_s))
+        pre = min(lo - settle, context.boot_steps + 3)  # the reactive rule's stabilisation window
+        first = lo - settle - pre
         issued = self.forecasts._cache
         return Evidence(
             demand=context.demand[first:step],
             index=context.index[first:step],
             start=pre,
-            forecasts={s - first: issued[s] for s in range(lo, step) if s in issued},
+            forecasts={s - first: issued[s] for s in range(lo - settle, step) if s in issued},
             instance_capacity=context.instance_capacity,
             boot_steps=context.boot_steps,
             max_instances=context.max_instances,
+            settle=settle,
         )
 
     def issued_at_lead(self, lead: int, column: str) -> tuple[np.ndarray, np.ndarray]:

@@ -141,6 +141,18 @@ def test_a_candidate_must_meet_the_level_on_each_replayed_day_not_only_over_both
     assert choose([reactive, lucky, steady], MATCH, now=NOW).candidate == "q0.99 guard 0.9"
 
 
+def test_the_replays_cold_start_is_not_scored_as_unmet_demand_of_the_first_day():
+    # Demand steps up just before the window: the replayed fleet starts at the last history step's
+    # size and needs a boot lead to grow. The pool itself ran at 50 all along: no day had unmet demand.
+    demand = np.r_[np.full(4, 10.0), np.full(12 + 2 * 288, 50.0)]
+    index = pd.date_range("2026-12-01", periods=len(demand), freq="5min", tz="UTC")
+    settled = Evidence(demand, index, 4, {}, instance_capacity=5.0, boot_steps=1, max_instances=40, settle=12)
+    (reactive,) = score_candidates(settled, [REACTIVE])
+    assert reactive.daily_unmet_pct == (0.0, 0.0)
+    cold = score_candidates(Evidence(**{**settled.__dict__, "settle": 0}), [REACTIVE])[0]
+    assert cold.daily_unmet_pct[0] > 0  # what the first day's check would have compared
+
+
 def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_follows_its_choice():
     from airflow_predictive.simulation.backtest import BacktestOptions, context_for
     from airflow_predictive.simulation.choice import product_policy
@@ -161,7 +173,8 @@ def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_
     assert (product.targets[:144] == reactive.targets[:144]).all()
     # the choice saw only the past: demand before its step and the forecasts issued before it
     evidence = policy.evidence(first)
-    assert len(evidence.demand) == first - (context.start - evidence.start)
+    assert len(evidence.demand) == first - (context.start - evidence.start - evidence.settle)
+    assert evidence.settle == 12  # an hour of the fleet's cold start, replayed before the window
     assert max(evidence.forecasts) < len(evidence.demand)
     assert policy.settings()["online_choice"]["steps_by_candidate"] == {
         policy.choices[0]["candidate"]: 200 - 144
