@@ -53,6 +53,9 @@ _EPS_PCT = 1e-9
 #: had (bitbrains 412: the reactive rule's first replayed day 0.055-0.075% unmet, 0 with an hour
 #: settled), and it lands on the first day's per-day check.
 SETTLE_S = 3600
+#: Width of the blocks the replayed window is split into to measure how much its unmet demand varies
+#: (:attr:`Score.noise_pct`).
+NOISE_BLOCK_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -173,12 +176,15 @@ class Score:
     :param unmet_pct: demand left unmet, percent of demand.
     :param capacity_hours: running instance-hours.
     :param daily_unmet_pct: unmet percent of each replayed day, oldest first (empty: not split).
+    :param noise_pct: standard error of ``unmet_pct`` from its :data:`NOISE_BLOCK_S` blocks (points):
+        how precisely the replayed days pin the candidate's unmet demand down.
     """
 
     candidate: str
     unmet_pct: float
     capacity_hours: float
     daily_unmet_pct: tuple[float, ...] = ()
+    noise_pct: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +192,7 @@ class Score:
             "unmet_pct": round(self.unmet_pct, 4),
             "capacity_hours": round(self.capacity_hours, 4),
             "daily_unmet_pct": [round(u, 4) for u in self.daily_unmet_pct],
+            "noise_pct": round(self.noise_pct, 4),
         }
 
 
@@ -229,7 +236,11 @@ class Choice:
             target_unmet_pct=float(payload["target_unmet_pct"]),
             scores=tuple(
                 Score(
-                    s["candidate"], s["unmet_pct"], s["capacity_hours"], tuple(s.get("daily_unmet_pct", ()))
+                    s["candidate"],
+                    s["unmet_pct"],
+                    s["capacity_hours"],
+                    tuple(s.get("daily_unmet_pct", ())),
+                    float(s.get("noise_pct", 0.0)),
                 )
                 for s in payload["scores"]
             ),
@@ -313,8 +324,26 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
             unmet_percent(d, c)
             for d, c in zip(np.array_split(scored, days), np.array_split(served, days), strict=True)
         )
-        out.append(Score(candidate.name, m.unmet_pct, m.capacity_hours, daily))
+        out.append(
+            Score(candidate.name, m.unmet_pct, m.capacity_hours, daily, _noise_pct(scored, served, context))
+        )
     return out
+
+
+def _noise_pct(demand: np.ndarray, served: np.ndarray, context: ReplayContext) -> float:
+    """Standard error of the unmet percent over the window, from its blocks' shares of it.
+
+    Each block's unmet demand is scaled to a percent of the window's demand as if every block were
+    like it, so the blocks' mean is the window's unmet percent and their spread says how much a
+    window of other bursts could differ.
+    """
+    blocks = round(len(demand) * context.interval_s / NOISE_BLOCK_S)
+    total = float(np.sum(demand))
+    if blocks < 2 or total <= 0:
+        return 0.0
+    short = np.maximum(np.asarray(demand, dtype=float) - served, 0.0)
+    per_block = np.array([b.sum() for b in np.array_split(short, blocks)]) * 100.0 * blocks / total
+    return float(per_block.std(ddof=1) / math.sqrt(blocks))
 
 
 # ----------------------------------------------------------------------------------------- choose
