@@ -141,6 +141,44 @@ def test_a_candidate_must_meet_the_level_on_each_replayed_day_not_only_over_both
     assert choose([reactive, lucky, steady], MATCH, now=NOW).candidate == "q0.99 guard 0.9"
 
 
+def test_a_candidate_other_than_reactive_must_meet_the_level_by_more_than_its_own_noise():
+    # NAB disk_write: most demand unmet by any rule; less headroom tied reactive on the replayed days
+    # by luck (its unmet varied 3 points from block to block) and then missed more on the next day.
+    reactive = Score("reactive", 80.0, 100.0, (80.0, 80.0), noise_pct=3.0)
+    lucky = Score("reactive 0.7", 80.0, 86.0, (80.0, 80.0), noise_pct=3.0)
+    assert choose([reactive, lucky], MATCH, now=NOW).candidate == "reactive"
+    # beating reactive by more than its noise is evidence
+    clear = Score("q0.9 guard 0.9", 70.0, 90.0, (70.0, 70.0), noise_pct=4.0)
+    assert choose([reactive, lucky, clear], MATCH, now=NOW).candidate == "q0.9 guard 0.9"
+    # nothing left unmet on either rule is steady, not luck: no margin
+    calm = [Score("reactive", 0.0, 100.0, (0.0, 0.0)), Score("q0.99 guard 0.7", 0.0, 80.0, (0.0, 0.0))]
+    assert choose(calm, MATCH, now=NOW).candidate == "q0.99 guard 0.7"
+    # the same margin under an explicit level
+    level = ServiceLevel(unmet_share=0.005)
+    near = Score("q0.9 guard 0.9", 0.45, 60.0, (0.45, 0.45), noise_pct=0.1)
+    steady = Score("q0.95 guard 0.9", 0.3, 70.0, (0.3, 0.3), noise_pct=0.1)
+    assert (
+        choose([Score("reactive", 0.1, 100.0), near, steady], level, now=NOW).candidate == "q0.95 guard 0.9"
+    )
+
+
+def test_a_candidates_noise_is_the_standard_error_of_its_unmet_over_six_hour_blocks():
+    # two days of steady demand, with one block's burst the fleet cannot meet
+    demand = np.r_[np.full(4, 50.0), np.full(12 + 2 * 288, 50.0)]
+    demand[4 + 12 + 100] = 500.0
+    index = pd.date_range("2026-12-01", periods=len(demand), freq="5min", tz="UTC")
+    evidence = Evidence(
+        demand, index, 4, {}, instance_capacity=5.0, boot_steps=1, max_instances=40, settle=12
+    )
+    (reactive,) = score_candidates(evidence, [REACTIVE])
+    assert reactive.unmet_pct > 0
+    # 8 blocks, one holding all of it (8x the mean): sd = unmet * sqrt(8), over sqrt(8) blocks
+    assert reactive.noise_pct == pytest.approx(reactive.unmet_pct, rel=1e-6)
+    assert Choice.from_dict(choose([reactive], MATCH, now=NOW).to_dict()).scores[
+        0
+    ].noise_pct == pytest.approx(round(reactive.noise_pct, 4))
+
+
 def test_the_replays_cold_start_is_not_scored_as_unmet_demand_of_the_first_day():
     # Demand steps up just before the window: the replayed fleet starts at the last history step's
     # size and needs a boot lead to grow. The pool itself ran at 50 all along: no day had unmet demand.
