@@ -545,16 +545,20 @@ class OnlineChoicePolicy:
         """The replay's evidence at ``step``: the last window's demand and the forecasts issued in it."""
         context = self._context
         lo = max(context.start, step - self.window_steps)
-        # The fleet settles on the hour before the scored window, so the scored days are whole days.
-        settle = min(lo, round(SETTLE_S / context.interval_s))
-        pre = min(lo - settle, context.boot_steps + 3)  # the reactive rule's stabilisation window
-        first = lo - settle - pre
+        # The fleet settles on the hour before the scored window, so the scored days are whole days;
+        # but never before the first forecast (the scored start): a forecast rule without one would
+        # settle on nothing while the reactive rule settles, and the first day would score that.
+        settle = round(SETTLE_S / context.interval_s)
+        begin = max(context.start, lo - settle)
+        settle = min(settle, step - begin - 1)
+        pre = min(begin, context.boot_steps + 3)  # the reactive rule's stabilisation window
+        first = begin - pre
         issued = self.forecasts._cache
         return Evidence(
             demand=context.demand[first:step],
             index=context.index[first:step],
             start=pre,
-            forecasts={s - first: issued[s] for s in range(lo - settle, step) if s in issued},
+            forecasts={s - first: issued[s] for s in range(begin, step) if s in issued},
             instance_capacity=context.instance_capacity,
             boot_steps=context.boot_steps,
             max_instances=context.max_instances,

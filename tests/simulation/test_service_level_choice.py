@@ -211,8 +211,11 @@ def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_
     assert (product.targets[:144] == reactive.targets[:144]).all()
     # the choice saw only the past: demand before its step and the forecasts issued before it
     evidence = policy.evidence(first)
-    assert len(evidence.demand) == first - (context.start - evidence.start - evidence.settle)
-    assert evidence.settle == 12  # an hour of the fleet's cold start, replayed before the window
+    assert evidence.index[-1] == context.index[first - 1]
+    # The replay starts where the policy's first forecast was issued, and settles an hour on it: a
+    # forecast candidate never replays steps without a forecast while the reactive rule settles.
+    assert evidence.index[evidence.start] == context.index[context.start]
+    assert min(evidence.forecasts) == evidence.start and evidence.settle == 12
     assert max(evidence.forecasts) < len(evidence.demand)
     assert policy.settings()["online_choice"]["steps_by_candidate"] == {
         policy.choices[0]["candidate"]: 200 - 144
