@@ -99,8 +99,11 @@ class Candidate:
         return out
 
 
-def _forecast(quantile: float, guard: float) -> Candidate:
-    return Candidate(f"q{quantile:g} guard {guard:g}", "forecast", quantile=quantile, guard_utilization=guard)
+def _forecast(quantile: float, guard: float, utilization: float | None = None) -> Candidate:
+    name = f"q{quantile:g} guard {guard:g}" + (f" util {utilization:g}" if utilization else "")
+    return Candidate(
+        name, "forecast", quantile=quantile, guard_utilization=guard, target_utilization=utilization
+    )
 
 
 #: Compute Engine's autoscaler rule: the counterfactual every choice is scored against.
@@ -120,6 +123,11 @@ CANDIDATES: tuple[Candidate, ...] = (
     _forecast(0.95, 0.8),
     _forecast(0.99, 0.8),
     _forecast(0.99, 0.7),
+    # Headroom on the forecast's shape. Where the reactive rule leaves nothing unmet on the replayed
+    # days (Alibaba 2018, a smooth daily cycle) every forecast at full utilisation missed a few
+    # buckets, so the pool ran reactive; this one met it there at 0.89x reactive's capacity-hours
+    # over the trace (0.97x without it), and on bitbrains 411 it was the most followed.
+    _forecast(0.95, 0.7, 0.85),
 )
 
 

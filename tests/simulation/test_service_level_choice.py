@@ -162,6 +162,19 @@ def test_a_candidate_other_than_reactive_must_meet_the_level_by_more_than_its_ow
     )
 
 
+def test_a_forecast_candidate_plans_with_headroom_on_the_forecasts_shape():
+    # Alibaba 2018: the reactive rule left nothing unmet on the replayed days, every forecast at full
+    # utilisation a few buckets; with 15% headroom the forecast met it at less capacity.
+    headroom = candidate_named("q0.95 guard 0.7 util 0.85")
+    assert headroom.sizing() == {
+        "signal": "forecast",
+        "min_daily_cycle": -1.0,
+        "quantile": 0.95,
+        "guard_utilization": 0.7,
+        "target_utilization": 0.85,
+    }
+
+
 def test_a_candidates_noise_is_the_standard_error_of_its_unmet_over_six_hour_blocks():
     # two days of steady demand, with one block's burst the fleet cannot meet
     demand = np.r_[np.full(4, 50.0), np.full(12 + 2 * 288, 50.0)]
