@@ -54,6 +54,12 @@ def register(commands, bench) -> None:
         "match_reactive, no more unmet than the reactive rule)",
     )
     parser.add_argument("--sweep", action="store_true", help="trace each policy's frontier")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="traces backtested at once, a process each (1); at most the cores free for it",
+    )
     parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
     parser.add_argument("--report", default=None, metavar="OUT.html", help="write the HTML report")
     parser.add_argument(
@@ -103,6 +109,7 @@ def run_backtest(args: argparse.Namespace) -> int:
                 value_column=args.value_column,
                 sep=args.sep,
                 interval=args.interval,
+                jobs=args.jobs,
             )
     except TraceError as exc:
         print(f"airflow-predictive backtest: {exc}", file=sys.stderr)

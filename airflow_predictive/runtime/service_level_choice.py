@@ -24,7 +24,7 @@ from airflow_predictive.contracts.forecast import KNOWN
 from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
 from airflow_predictive.planning.planner import ForecastView
-from airflow_predictive.simulation.choice import Choice, Evidence, candidate_named, choose_by_replay
+from airflow_predictive.simulation.choice import SETTLE_S, Choice, Evidence, candidate_named, choose_by_replay
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,17 @@ def pool_evidence(
     )
     if len(forecasts) * step < pd.Timedelta(MIN_EVIDENCE):
         return None
+    start = max(pre, min(forecasts))  # replay only where the pool had a forecast to follow
     return Evidence(
         demand=values.interpolate(limit_direction="both").to_numpy(float),
         index=index,
-        start=max(pre, min(forecasts)),  # replay only where the pool had a forecast to follow
+        start=start,
         forecasts=forecasts,
         instance_capacity=pool.machine.vcpus,
         boot_steps=boot_steps,
         max_instances=pool.max_instances,
+        # The store keeps two days of forecasts: the fleet's cold start settles on the window's first hour.
+        settle=min(round(SETTLE_S / step.total_seconds()), max(0, len(index) - start - 1)),
     )
 
 

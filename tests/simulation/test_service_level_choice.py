@@ -141,6 +141,69 @@ def test_a_candidate_must_meet_the_level_on_each_replayed_day_not_only_over_both
     assert choose([reactive, lucky, steady], MATCH, now=NOW).candidate == "q0.99 guard 0.9"
 
 
+def test_a_candidate_other_than_reactive_must_meet_the_level_by_more_than_its_own_noise():
+    # NAB disk_write: most demand unmet by any rule; less headroom tied reactive on the replayed days
+    # by luck (its unmet varied 3 points from block to block) and then missed more on the next day.
+    reactive = Score("reactive", 80.0, 100.0, (80.0, 80.0), noise_pct=3.0)
+    lucky = Score("reactive 0.7", 80.0, 86.0, (80.0, 80.0), noise_pct=3.0)
+    assert choose([reactive, lucky], MATCH, now=NOW).candidate == "reactive"
+    # beating reactive by more than its noise is evidence
+    clear = Score("q0.9 guard 0.9", 70.0, 90.0, (70.0, 70.0), noise_pct=4.0)
+    assert choose([reactive, lucky, clear], MATCH, now=NOW).candidate == "q0.9 guard 0.9"
+    # nothing left unmet on either rule is steady, not luck: no margin
+    calm = [Score("reactive", 0.0, 100.0, (0.0, 0.0)), Score("q0.99 guard 0.7", 0.0, 80.0, (0.0, 0.0))]
+    assert choose(calm, MATCH, now=NOW).candidate == "q0.99 guard 0.7"
+    # the same margin under an explicit level
+    level = ServiceLevel(unmet_share=0.005)
+    near = Score("q0.9 guard 0.9", 0.45, 60.0, (0.45, 0.45), noise_pct=0.1)
+    steady = Score("q0.95 guard 0.9", 0.3, 70.0, (0.3, 0.3), noise_pct=0.1)
+    assert (
+        choose([Score("reactive", 0.1, 100.0), near, steady], level, now=NOW).candidate == "q0.95 guard 0.9"
+    )
+
+
+def test_a_forecast_candidate_plans_with_headroom_on_the_forecasts_shape():
+    # Alibaba 2018: the reactive rule left nothing unmet on the replayed days, every forecast at full
+    # utilisation a few buckets; with 15% headroom the forecast met it at less capacity.
+    headroom = candidate_named("q0.95 guard 0.7 util 0.85")
+    assert headroom.sizing() == {
+        "signal": "forecast",
+        "min_daily_cycle": -1.0,
+        "quantile": 0.95,
+        "guard_utilization": 0.7,
+        "target_utilization": 0.85,
+    }
+
+
+def test_a_candidates_noise_is_the_standard_error_of_its_unmet_over_six_hour_blocks():
+    # two days of steady demand, with one block's burst the fleet cannot meet
+    demand = np.r_[np.full(4, 50.0), np.full(12 + 2 * 288, 50.0)]
+    demand[4 + 12 + 100] = 500.0
+    index = pd.date_range("2026-12-01", periods=len(demand), freq="5min", tz="UTC")
+    evidence = Evidence(
+        demand, index, 4, {}, instance_capacity=5.0, boot_steps=1, max_instances=40, settle=12
+    )
+    (reactive,) = score_candidates(evidence, [REACTIVE])
+    assert reactive.unmet_pct > 0
+    # 8 blocks, one holding all of it (8x the mean): sd = unmet * sqrt(8), over sqrt(8) blocks
+    assert reactive.noise_pct == pytest.approx(reactive.unmet_pct, rel=1e-6)
+    assert Choice.from_dict(choose([reactive], MATCH, now=NOW).to_dict()).scores[
+        0
+    ].noise_pct == pytest.approx(round(reactive.noise_pct, 4))
+
+
+def test_the_replays_cold_start_is_not_scored_as_unmet_demand_of_the_first_day():
+    # Demand steps up just before the window: the replayed fleet starts at the last history step's
+    # size and needs a boot lead to grow. The pool itself ran at 50 all along: no day had unmet demand.
+    demand = np.r_[np.full(4, 10.0), np.full(12 + 2 * 288, 50.0)]
+    index = pd.date_range("2026-12-01", periods=len(demand), freq="5min", tz="UTC")
+    settled = Evidence(demand, index, 4, {}, instance_capacity=5.0, boot_steps=1, max_instances=40, settle=12)
+    (reactive,) = score_candidates(settled, [REACTIVE])
+    assert reactive.daily_unmet_pct == (0.0, 0.0)
+    cold = score_candidates(Evidence(**{**settled.__dict__, "settle": 0}), [REACTIVE])[0]
+    assert cold.daily_unmet_pct[0] > 0  # what the first day's check would have compared
+
+
 def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_follows_its_choice():
     from airflow_predictive.simulation.backtest import BacktestOptions, context_for
     from airflow_predictive.simulation.choice import product_policy
@@ -161,7 +224,11 @@ def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_
     assert (product.targets[:144] == reactive.targets[:144]).all()
     # the choice saw only the past: demand before its step and the forecasts issued before it
     evidence = policy.evidence(first)
-    assert len(evidence.demand) == first - (context.start - evidence.start)
+    assert evidence.index[-1] == context.index[first - 1]
+    # The replay starts where the policy's first forecast was issued, and settles an hour on it: a
+    # forecast candidate never replays steps without a forecast while the reactive rule settles.
+    assert evidence.index[evidence.start] == context.index[context.start]
+    assert min(evidence.forecasts) == evidence.start and evidence.settle == 12
     assert max(evidence.forecasts) < len(evidence.demand)
     assert policy.settings()["online_choice"]["steps_by_candidate"] == {
         policy.choices[0]["candidate"]: 200 - 144
