@@ -169,7 +169,8 @@ def test_scoring_reads_only_the_issues_whose_kept_leads_reach_the_buckets(any_st
     from airflow_predictive.store import forecasts as forecasts_part
 
     # 90 five-minute issues with a 6-hour horizon, every seventh 40 s late (a slow cycle), and the
-    # memory series at a 10-minute step: the rows read with `step` must be exactly those without it.
+    # memory series at a 10-minute step: the rows read with each series' step must be exactly those
+    # read without it.
     for k in range(90):
         late = timedelta(seconds=40) if k % 7 == 3 else timedelta(0)
         any_store.write_forecasts(_issue(CPU, T0 + k * STEP + late, 72))
@@ -178,7 +179,7 @@ def test_scoring_reads_only_the_issues_whose_kept_leads_reach_the_buckets(any_st
             _issue(MEM, T0 + k * STEP, 36).assign(ts=lambda f: f["ts"] + (f["ts"] - f["ts"].iloc[0]))
         )
     end = T0 + 90 * STEP
-    grid = [end - timedelta(minutes=30) * i for i in range(1, 12)]
+    grid = [end - STEP - timedelta(minutes=30) * i for i in range(12)]  # buckets of both series
     unpacked: list[int] = []
     real_unpack = forecasts_part.forecast_arrays.unpack_columns
 
@@ -186,21 +187,26 @@ def test_scoring_reads_only_the_issues_whose_kept_leads_reach_the_buckets(any_st
         unpacked.append(len(columns["series_id"]))
         return real_unpack(columns)
 
+    def issues_read(sid: str, **kwargs) -> tuple[pd.DataFrame, int]:
+        unpacked.clear()
+        frame = any_store.forecasts([sid], **kwargs)
+        return frame, sum(unpacked)
+
     monkeypatch.setattr(forecasts_part.forecast_arrays, "unpack_columns", counting)
     for window in (
         {"ts_from": end - STEP, "ts_to": end},
         {"ts_from": end - 12 * STEP, "ts_to": end},
         {"ts_in": grid},
     ):
-        unpacked.clear()
-        every_issue = any_store.forecasts([CPU, MEM], **window)
-        reaching = any_store.forecasts([CPU, MEM], step=STEP, **window)
-        pd.testing.assert_frame_equal(reaching, every_issue)
-        assert not every_issue.empty
-        assert unpacked[1] < unpacked[0]
-    # One bucket: the cpu issues at its kept leads (at most 2 each, as late issues shift a lead) and the
-    # memory series' issues whole, since their step is not the one given.
-    unpacked.clear()
-    any_store.forecasts([CPU], ts_from=end - STEP, ts_to=end)
-    any_store.forecasts([CPU], ts_from=end - STEP, ts_to=end, step=STEP)
-    assert unpacked[0] == 72 and unpacked[1] <= 2 * len(lead_steps_kept(72)) + 1
+        for sid, step in ((CPU, STEP), (MEM, 2 * STEP)):
+            every_issue, read_all = issues_read(sid, **window)
+            reaching, read_reaching = issues_read(sid, step=step, **window)
+            pd.testing.assert_frame_equal(reaching, every_issue)
+            assert not every_issue.empty
+            assert read_reaching < read_all
+    # One bucket: the cpu issues at its kept leads (at most 2 each, as late issues shift a lead) and
+    # the newest; of another width only the newest issue (its superseded ones target other buckets).
+    assert issues_read(CPU, ts_from=end - STEP, ts_to=end)[1] == 72
+    assert issues_read(CPU, ts_from=end - STEP, ts_to=end, step=STEP)[1] <= 2 * len(lead_steps_kept(72)) + 1
+    other_width, read = issues_read(MEM, ts_from=end - 6 * STEP, ts_to=end, step=STEP)
+    assert read == 1 and set(other_width["issued_at"]) == {pd.Timestamp(T0 + 88 * STEP)}
