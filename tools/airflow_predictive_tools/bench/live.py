@@ -21,7 +21,6 @@ each VM's ``creationTimestamp`` to the last sample that saw it) and the ledger (
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import statistics
@@ -86,8 +85,7 @@ def deployment(settings: LiveSettings, home: Path, postgres_url: str, broker_url
     """PostgreSQL databases, Redis, Airflow with CeleryExecutor, the emulator with worker VMs and a
     control-loop worker; every process stopped by its PID on exit (also on Ctrl-C or failure)."""
     from airflow_predictive.store import ProfileStore
-    from airflow_predictive_tools.bench.scaleout import _flush, throwaway_database
-    from airflow_predictive_tools.deployment import BIN, AirflowDeployment, free_port
+    from airflow_predictive_tools.deployment import BIN, celery_airflow, free_port
 
     home.mkdir(parents=True, exist_ok=True)
     dags, templates = home / "dags", home / "templates"
@@ -96,39 +94,27 @@ def deployment(settings: LiveSettings, home: Path, postgres_url: str, broker_url
     for template in lw.TEMPLATES:
         (templates / f"{template.name}.yaml").write_text(lw.template_yaml(template))
     with contextlib.ExitStack() as stack:
-        meta_url = stack.enter_context(throwaway_database(postgres_url, "predictive_live_meta"))
-        store_url = stack.enter_context(throwaway_database(postgres_url, "predictive_live_store"))
-        _flush(broker_url)
-        stack.callback(_flush, broker_url)
-        store = ProfileStore(store_url)
-        stack.callback(store.dispose)
         emulator_port = free_port()
         emulator_url = f"http://127.0.0.1:{emulator_port}"
-        store_conn = {"conn_type": "predictive_store", "extra": {"sqlalchemy_url": store_url}}
-        airflow = stack.enter_context(
-            AirflowDeployment(
-                home / "airflow",
-                dags,
-                components=("api-server", "scheduler", "dag-processor"),
-                executor="CeleryExecutor",
-                parallelism=96,
-                env={
-                    "AIRFLOW__CELERY__BROKER_URL": broker_url,
-                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta_url.replace("+psycopg2", ""),
-                    "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
-                    "AIRFLOW__PREDICTIVE__STORE_CONN_ID": "predictive_store_default",
-                    "AIRFLOW_CONN_PREDICTIVE_STORE_DEFAULT": json.dumps(store_conn),
-                    "AIRFLOW__PREDICTIVE__POOLS_FILE": str(home / "pools.yaml"),
-                    "AIRFLOW__PREDICTIVE__TEMPLATES_FOLDER": str(templates),
-                    "AIRFLOW__PREDICTIVE__EMULATOR_URL": emulator_url,
-                    "AIRFLOW__PREDICTIVE__INTERVAL_MINUTES": f"{settings.pools.cadence_minutes:g}",
-                    # a worker killed with its VM stops heartbeating: its try fails soon (a lost task)
-                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
-                },
-                sql_alchemy_conn=meta_url,
-            )
+        store_url, airflow = celery_airflow(
+            stack,
+            home / "airflow",
+            dags,
+            postgres_url=postgres_url,
+            broker_url=broker_url,
+            db_prefix="predictive_live",
+            emulator_url=emulator_url,
+            parallelism=96,
+            env={
+                "AIRFLOW__PREDICTIVE__POOLS_FILE": str(home / "pools.yaml"),
+                "AIRFLOW__PREDICTIVE__TEMPLATES_FOLDER": str(templates),
+                "AIRFLOW__PREDICTIVE__INTERVAL_MINUTES": f"{settings.pools.cadence_minutes:g}",
+                # a worker killed with its VM stops heartbeating: its try fails soon (a lost task)
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+            },
         )
-        airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = airflow.api_connection()
+        store = ProfileStore(store_url)
+        stack.callback(store.dispose)
         airflow.start_process(
             "gce-emulator",
             [str(BIN / "airflow-predictive"), "gce-emulator", "--port", str(emulator_port)]
