@@ -106,3 +106,35 @@ def test_queue_wait_percentiles_and_lost_tasks() -> None:
         },
     ]
     assert sorted(k[2] for k in lost_tasks(tries)) == ["b", "c"]
+
+
+def test_a_lost_task_says_on_which_vm_and_why() -> None:
+    from airflow_predictive_tools.bench.live import lost_details
+
+    base = {"dag_id": "d__queue", "dag_run_id": "r1", "map_index": -1}
+    tries = [
+        # ran on live-queue-a, whose VM was deleted while it ran; retried elsewhere
+        {**base, "task_id": "a", "try_number": 1, "state": "failed", "hostname": "live-queue-a",
+         "queued_when": "2026-12-06T15:00:00Z", "start_date": "2026-12-06T15:00:05Z",
+         "end_date": "2026-12-06T15:03:00Z"},
+        {**base, "task_id": "a", "try_number": 2, "state": "success", "hostname": "live-queue-b",
+         "queued_when": "2026-12-06T15:03:10Z", "start_date": "2026-12-06T15:03:15Z",
+         "end_date": "2026-12-06T15:04:00Z"},
+        # queued, never started, failed by the queued timeout
+        {**base, "task_id": "b", "try_number": 1, "state": "failed", "hostname": "",
+         "queued_when": "2026-12-06T15:00:00Z", "start_date": None, "end_date": "2026-12-06T15:10:00Z"},
+        {**base, "task_id": "c", "try_number": 1, "state": "success", "hostname": "live-queue-b",
+         "queued_when": "2026-12-06T15:00:00Z", "start_date": "2026-12-06T15:00:01Z",
+         "end_date": "2026-12-06T15:01:00Z"},
+    ]  # fmt: skip
+    kills = [{"instance": "live-queue-a", "reason": "deleted", "at": "2026-12-06T15:01:00Z"}]
+    log = ["... TaskInstance d__queue r1 b ... stuck in queued, marking failed", "unrelated r1 b"]
+    lost = {entry["task_id"]: entry for entry in lost_details(tries, kills, [], log)}
+    assert sorted(lost) == ["a", "b"]
+    assert lost["a"]["final_state"] == "success"
+    assert lost["a"]["tries"][0]["vm"] == "live-queue-a"
+    assert lost["a"]["tries"][0]["worker"] == "celery@live-queue-a"
+    assert "live-queue-a was deleted at 2026-12-06T15:01:00Z while it ran" in lost["a"]["why"][0]
+    assert "never started" in lost["b"]["why"][0]
+    assert "live-queue-a" in lost["b"]["why"][0]  # a worker killed while it waited
+    assert lost["b"]["scheduler_log"] == [log[0]]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import shutil
 import statistics
 import threading
@@ -515,6 +516,94 @@ def lost_tasks(tries: list[dict[str, Any]]) -> list[tuple]:
     ]
 
 
+def lost_details(
+    tries: list[dict[str, Any]],
+    kills: list[dict[str, Any]],
+    releases: list[dict[str, Any]],
+    log_lines: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Each lost task instance: its tries (state, VM, times), its final state and why, from the run's
+    own data.
+
+    :param tries: every try of the policy's task instances (REST API).
+    :param kills: the emulator's killed workers (``instance``, ``reason``, ``at``).
+    :param releases: applied releases of the policy's pool (``target``, ``at``).
+    :param log_lines: the scheduler's log, to quote what it said about the task instance.
+    """
+    from airflow_predictive.planning.busy import host_forms
+
+    by_task: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for t in tries:
+        by_task[_key(t)].append(t)
+    out = []
+    for key in lost_tasks(tries):
+        rows = sorted(by_task[key], key=lambda t: t.get("try_number") or 1)
+        described, why = [], []
+        for t in rows:
+            n, state = t.get("try_number") or 1, t.get("state")
+            queued, started, ended = (
+                _ts(t.get("queued_when")),
+                _ts(t.get("start_date")),
+                _ts(t.get("end_date")),
+            )
+            forms = host_forms(t.get("hostname") or "")
+            vm = next((k["instance"] for k in kills if k["instance"] in forms), None) or (
+                t.get("hostname") or None
+            )
+            described.append(
+                {
+                    "try": n,
+                    "state": state,
+                    "vm": vm,
+                    "worker": f"celery@{vm}" if vm else None,
+                    "queued": _iso(queued),
+                    "started": _iso(started),
+                    "ended": _iso(ended),
+                }
+            )
+            if state == "success":
+                continue
+            begin, finish = queued or started, ended or datetime.now(UTC)
+            if started and vm:
+                gone = [k for k in kills if k["instance"] == vm and started <= _ts(k["at"]) <= finish]
+                released = [r for r in releases if r["target"] == vm and started <= _ts(r["at"]) <= finish]
+                if gone or released:
+                    what = gone[0]["reason"] if gone else "released"
+                    why.append(
+                        f"try {n}: its worker VM {vm} was {what} at {(gone or released)[0]['at']} while it ran"
+                    )
+                else:
+                    why.append(
+                        f"try {n}: {state} on {vm} with its worker up (the task itself, or missed heartbeats)"
+                    )
+            elif not started:
+                meanwhile = sorted(
+                    {k["instance"] for k in kills if begin and begin <= _ts(k["at"]) <= finish}
+                )
+                why.append(
+                    f"try {n}: queued {_iso(queued)}, never started, {state} at {_iso(ended)}"
+                    + (f"; workers killed meanwhile: {', '.join(meanwhile)}" if meanwhile else "")
+                )
+        run_id, task_id = str(key[1]), str(key[2])
+        said = [line.strip()[:400] for line in log_lines or () if run_id in line and task_id in line]
+        out.append(
+            {
+                "dag_id": key[0],
+                "run_id": run_id,
+                "task_id": task_id,
+                "map_index": key[3],
+                "final_state": rows[-1].get("state"),
+                "tries": described,
+                "why": why or ["retried and then succeeded"],
+                "scheduler_log": [line for line in said if _NOTABLE.search(line)][:8],
+            }
+        )
+    return out
+
+
+_NOTABLE = re.compile(r"stuck in queued|heartbeat|zombie|marking|failed|requeue|re-queue|adopt|revok", re.I)
+
+
 def _busy_releases(releases: Any, tries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Applied releases of a VM while a try ran on it (must be none)."""
     from airflow_predictive.planning.busy import host_forms
@@ -578,8 +667,12 @@ def _result(
     finished: bool,
 ) -> dict[str, Any]:
     from airflow_predictive.contracts.pools import CapacityPool
+    from airflow_predictive_tools.emulator.server import EmulatorControl
 
     store = env["store"]
+    kills = EmulatorControl(env["emulator_url"]).workers().get("kills") or []
+    log_path = env["airflow"].home / "scheduler.log"
+    scheduler_log = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
     price = CapacityPool(name="price", **lp.pool_settings("queue", settings.pools, 0)).price(spot=False)
     actions = store.actions()
     policies: dict[str, Any] = {}
@@ -597,7 +690,16 @@ def _result(
             "cost_usd": round(hours * price, 3),
             "tasks": len({_key(t) for t in tries}),
             "tasks_lost": len(lost_tasks(tries)),
-            "lost": [list(key) for key in lost_tasks(tries)][:50],  # which, to find out why
+            # which, on which VM and why (the emulator's worker kills, the ledger, the scheduler's log)
+            "lost": lost_details(
+                tries,
+                [k for k in kills if k["instance"].startswith(pool)],
+                [
+                    {"target": r["target"], "at": _iso(r["updated_at"].to_pydatetime())}
+                    for _, r in releases.iterrows()
+                ],
+                scheduler_log,
+            )[:50],
             "busy_vms_released": len(_busy_releases(releases, tries)),
             "actions": dict(Counter(mine["kind"])) if len(mine) else {},
             "vms_launched": int(mine.loc[mine["kind"] == "launch_instances", "amount"].sum())
