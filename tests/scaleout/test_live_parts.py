@@ -138,3 +138,30 @@ def test_a_lost_task_says_on_which_vm_and_why() -> None:
     assert "never started" in lost["b"]["why"][0]
     assert "live-queue-a" in lost["b"]["why"][0]  # a worker killed while it waited
     assert lost["b"]["scheduler_log"] == [log[0]]
+
+
+def test_the_keda_loop_launches_without_waiting_for_the_boot() -> None:
+    """KEDA sets a replica count and keeps polling: the ``queue`` loop's launch returns while the VM
+    still boots (the product's adapter would wait for RUNNING, a whole boot)."""
+    from airflow_predictive_tools.bench.live import keda_engine
+    from airflow_predictive_tools.emulator.server import running_emulator
+
+    from airflow_predictive.contracts.plan import Action, ActionKind
+
+    pool = lp.queue_pool(lp.PoolSettings())
+    with running_emulator(config={"boot_seconds": 60.0}) as url:
+        engine = keda_engine(pool.project, pool.zone, url)
+        launch = Action(
+            pool=pool.name,
+            kind=ActionKind.LAUNCH_INSTANCES,
+            amount=1,
+            reason="test",
+            request_id="keda-launch-1",
+            resource="slots",
+            details={"names": ["live-queue-keda-1"]},
+        )
+        details = engine.apply(launch, pool)
+        state = engine.pool_state(pool)
+    assert details["requested"] == ["live-queue-keda-1"]
+    # still booting (STAGING from 40 % of the boot): the adapter alone would have returned at RUNNING
+    assert [i.status for i in state.instances] in (["PROVISIONING"], ["STAGING"])

@@ -254,6 +254,27 @@ class Sampler:
         self.rows.append(row)
 
 
+def keda_engine(project: str, zone: str, endpoint: str) -> Any:
+    """The product's Compute Engine adapter for the ``queue`` loop, except that a launch does not wait
+    for the VM.
+
+    A Compute Engine insert operation is DONE only once the VM is RUNNING (the emulator's too: one
+    boot, 60 s here), and the adapter waits for it. KEDA does not: it sets the worker Deployment's
+    replica count and polls again 5 s later while the pods start. Waiting would freeze the ``queue``
+    loop for a boot after every scale-out and make the baseline slower than KEDA is. The next poll
+    sees the booting VM (PROVISIONING/STAGING) as capacity, as KEDA counts a pending pod.
+    """
+    from airflow_predictive.gce.compute import ComputeEngine
+
+    class NoWaitForBoot(ComputeEngine):
+        def wait(self, operation: Any, what: str, timeout: float | None = None) -> None:
+            if what.startswith("insert instance"):
+                return
+            super().wait(operation, what, timeout)
+
+    return NoWaitForBoot(project, zone, endpoint=endpoint)
+
+
 class KedaLoop:
     """The ``queue`` policy: KEDA's rule polled every 5 s, through the product's allocation cycle.
 
@@ -265,11 +286,10 @@ class KedaLoop:
     def __init__(self, api: Any, store: Any, emulator_url: str, broker_url: str, pool: Any) -> None:
         from celery import Celery
 
-        from airflow_predictive.gce.compute import ComputeEngine
         from airflow_predictive.workers.celery import CeleryWorkers
 
         self.api, self.store, self.pool = api, store, pool
-        self.engine = ComputeEngine(pool.project, pool.zone, endpoint=emulator_url)
+        self.engine = keda_engine(pool.project, pool.zone, emulator_url)
         self.celery = Celery("live-bench-keda", broker=broker_url)
         self.workers = CeleryWorkers(self.celery, pool.queue_name, timeout=2.0)
         self.samples: list[float] = []
