@@ -165,3 +165,33 @@ def test_the_keda_loop_launches_without_waiting_for_the_boot() -> None:
     assert details["requested"] == ["live-queue-keda-1"]
     # still booting (STAGING from 40 % of the boot): the adapter alone would have returned at RUNNING
     assert [i.status for i in state.instances] in (["PROVISIONING"], ["STAGING"])
+
+
+def test_the_seeded_past_is_the_same_dags_at_their_cron_times_and_seeded_user_triggers() -> None:
+    from airflow_predictive_tools.bench import live_history as lh
+
+    workload = lw.build_workload(START, 25, 7)
+    end = START - timedelta(hours=1)
+    begin = end - timedelta(days=1)
+    runs, dag_runs = lh.history_records(
+        workload, {"predictive": "live-predictive"}, start=begin, end=end, triggers_per_hour=6.0
+    )
+    again, _ = lh.history_records(
+        workload, {"predictive": "live-predictive"}, start=begin, end=end, triggers_per_hour=6.0
+    )
+    assert runs == again  # same seed, same past
+    scheduled = [r for r in dag_runs if r["run_type"] == "scheduled"]
+    manual = [r for r in dag_runs if r["run_type"] == "manual"]
+    # orders_etl at minute 8, 23, 38 and 53 of every hour, as its live cron (START 15:07 + 1 min)
+    orders = {r["start_date"].minute for r in scheduled if r["dag_id"] == "orders_etl__predictive"}
+    assert orders == {8, 23, 38, 53}
+    assert 96 * 0.9 < sum(r["dag_id"] == "orders_etl__predictive" for r in scheduled) <= 96
+    assert 6 * 24 * 0.6 < len(manual) < 6 * 24 * 1.4 and all(r["triggered_by"] for r in manual)
+    assert all(r["end_date"] <= end for r in runs)
+    one = [r for r in runs if r["run_id"] == scheduled[0]["run_id"] and r["dag_id"] == scheduled[0]["dag_id"]]
+    widths = {s.name: s.width for s in lw.TEMPLATES[0].stages}
+    assert {t: sum(r["task_id"] == t for r in one) for t in widths} == widths
+    transform = next(r for r in one if r["task_id"] == "transform")
+    factor = lh.length_factor("orders_etl", transform["run_id"], "transform", transform["map_index"], 7)
+    assert transform["duration"] == pytest.approx(90 * factor)
+    assert transform["queue"] == "live-predictive" and transform["rss_peak_mb"] == 128.0

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from airflow_predictive_tools.bench import live_history
 from airflow_predictive_tools.bench import live_policies as lp
 from airflow_predictive_tools.bench import live_workload as lw
 
@@ -51,11 +52,13 @@ class LiveSettings:
     :param seed: seed of the user triggers and task lengths.
     :param boot_seconds: the emulated VMs' boot delay (PROVISIONING -> RUNNING).
     :param pools: what every policy's pool shares (slots, ceiling, lead time, the DAG's cadence).
-    :param warmup_minutes: from the control loop's first cycle to the workload's start.
+    :param warmup_minutes: the control loop's time before the workload: the workload starts on the
+        first demand-bucket boundary at least ``warmup + lead`` minutes away (``workload_start``).
     :param drain_minutes: after the workload's last start, how long its runs may take to finish.
     :param sample_seconds: sampler period.
     :param short: the test suite's workload (one scheduled DAG).
     :param triggers_per_hour: user triggers per hour (all users).
+    :param history_days: days of the same DAGs' past runs seeded in the store (``live_history.py``).
     """
 
     policies: tuple[str, ...] = lp.POLICIES
@@ -68,6 +71,7 @@ class LiveSettings:
     sample_seconds: float = 5.0
     short: bool = False
     triggers_per_hour: float = 6.0
+    history_days: float = 7.0
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -161,24 +165,6 @@ def _wait_for_emulator(url: str, airflow: Any, timeout: float = 60) -> None:
                 return
         time.sleep(0.5)
     raise RuntimeError(f"the emulator did not start\n{airflow.log_tail('gce-emulator')}")
-
-
-def seed_demand_history(store: Any, pools: list[str], end: datetime, days: float = 2.0) -> None:
-    """Two days of idle pools (5-minute buckets, zero demand): the series a deployment that has run
-    before holds, with no daily cycle, so ``predictive`` runs under its reactive fallback plus known
-    work. Zero, not a little noise: any observed demand above zero holds a VM under the reactive
-    rules, which would start ``cpu`` and ``predictive`` with a worker the idle pool never needed."""
-    import pandas as pd
-
-    from airflow_predictive.contracts.demand import series_id
-
-    steps = pd.date_range(end=pd.Timestamp(end).floor("5min"), periods=int(days * 288), freq="5min")
-    frames = [
-        pd.DataFrame({"series_id": series_id(pool, resource), "ts": steps, "value": 0.0})
-        for pool in pools
-        for resource in ("cpu", "memory", "slots", "network", "storage")
-    ]
-    store.write_demand(pd.concat(frames, ignore_index=True))
 
 
 # ------------------------------------------------------------------------------------------ loops
@@ -392,7 +378,18 @@ def run(
         )
         static_n = lw.static_instances(workload, settings.pools.slots)
         (env["home"] / "pools.yaml").write_text(lp.pools_yaml(policies, settings.pools, static_n))
-        seed_demand_history(store, [lp.pool_name(p) for p in policies if p in lp.DAG_POLICIES], now)
+        seeding = time.monotonic()
+        seeded = live_history.seed_history(
+            store,
+            workload,
+            {p: lp.pool_name(p) for p in policies if p in lp.DAG_POLICIES},
+            now=now,
+            days=settings.history_days,
+            interval=timedelta(minutes=settings.pools.cadence_minutes),
+            triggers_per_hour=settings.triggers_per_hour,
+        )
+        seeded["seconds"] = round(time.monotonic() - seeding, 1)
+        say(f"seeded {settings.history_days:g} days of past runs: {seeded}")
         queues = {p: lp.pool_name(p) for p in policies}
         (env["dags"] / "live_workload.py").write_text(
             lw.dag_source(workload, policies, str(env["templates"]), queues)
@@ -435,6 +432,7 @@ def run(
             result = _result(
                 settings, workload, env, api, sampler, keda, triggers, static_n, work_end, finished
             )
+            result["history"] = seeded
             result["errors"] = {loop._thread.name: loop.errors[-20:] for loop in loops if loop.errors}
         finally:
             if keda:
