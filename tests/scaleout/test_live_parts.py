@@ -108,6 +108,33 @@ def test_queue_wait_percentiles_and_lost_tasks() -> None:
     assert sorted(k[2] for k in lost_tasks(tries)) == ["b", "c"]
 
 
+def test_the_keda_loop_launches_without_waiting_for_the_boot() -> None:
+    """KEDA sets a replica count and keeps polling: the ``queue`` loop's launch returns while the VM
+    still boots (the product's adapter would wait for RUNNING, a whole boot)."""
+    from airflow_predictive_tools.bench.live import keda_engine
+    from airflow_predictive_tools.emulator.server import running_emulator
+
+    from airflow_predictive.contracts.plan import Action, ActionKind
+
+    pool = lp.queue_pool(lp.PoolSettings())
+    with running_emulator(config={"boot_seconds": 60.0}) as url:
+        engine = keda_engine(pool.project, pool.zone, url)
+        launch = Action(
+            pool=pool.name,
+            kind=ActionKind.LAUNCH_INSTANCES,
+            amount=1,
+            reason="test",
+            request_id="keda-launch-1",
+            resource="slots",
+            details={"names": ["live-queue-keda-1"]},
+        )
+        details = engine.apply(launch, pool)
+        state = engine.pool_state(pool)
+    assert details["requested"] == ["live-queue-keda-1"]
+    # still booting (STAGING from 40 % of the boot): the adapter alone would have returned at RUNNING
+    assert [i.status for i in state.instances] in (["PROVISIONING"], ["STAGING"])
+
+
 def test_a_lost_task_says_on_which_vm_and_why() -> None:
     from airflow_predictive_tools.bench.live import lost_details
 
@@ -140,33 +167,6 @@ def test_a_lost_task_says_on_which_vm_and_why() -> None:
     assert lost["b"]["scheduler_log"] == [log[0]]
 
 
-def test_the_keda_loop_launches_without_waiting_for_the_boot() -> None:
-    """KEDA sets a replica count and keeps polling: the ``queue`` loop's launch returns while the VM
-    still boots (the product's adapter would wait for RUNNING, a whole boot)."""
-    from airflow_predictive_tools.bench.live import keda_engine
-    from airflow_predictive_tools.emulator.server import running_emulator
-
-    from airflow_predictive.contracts.plan import Action, ActionKind
-
-    pool = lp.queue_pool(lp.PoolSettings())
-    with running_emulator(config={"boot_seconds": 60.0}) as url:
-        engine = keda_engine(pool.project, pool.zone, url)
-        launch = Action(
-            pool=pool.name,
-            kind=ActionKind.LAUNCH_INSTANCES,
-            amount=1,
-            reason="test",
-            request_id="keda-launch-1",
-            resource="slots",
-            details={"names": ["live-queue-keda-1"]},
-        )
-        details = engine.apply(launch, pool)
-        state = engine.pool_state(pool)
-    assert details["requested"] == ["live-queue-keda-1"]
-    # still booting (STAGING from 40 % of the boot): the adapter alone would have returned at RUNNING
-    assert [i.status for i in state.instances] in (["PROVISIONING"], ["STAGING"])
-
-
 def test_the_seeded_past_is_the_same_dags_at_their_cron_times_and_seeded_user_triggers() -> None:
     from airflow_predictive_tools.bench import live_history as lh
 
@@ -195,3 +195,14 @@ def test_the_seeded_past_is_the_same_dags_at_their_cron_times_and_seeded_user_tr
     factor = lh.length_factor("orders_etl", transform["run_id"], "transform", transform["map_index"], 7)
     assert transform["duration"] == pytest.approx(90 * factor)
     assert transform["queue"] == "live-predictive" and transform["rss_peak_mb"] == 128.0
+
+
+def test_the_workload_starts_on_a_bucket_boundary_a_lead_after_the_warm_up() -> None:
+    from airflow_predictive_tools.bench.live import workload_start
+
+    pools = lp.PoolSettings(lead_minutes=3.0, cadence_minutes=5.0)
+    now = datetime(2026, 12, 6, 17, 31, 10, tzinfo=UTC)
+    assert workload_start(now, 3.0, pools) == datetime(2026, 12, 6, 17, 40, tzinfo=UTC)
+    assert workload_start(now.replace(minute=34), 3.0, pools) == datetime(2026, 12, 6, 17, 45, tzinfo=UTC)
+    odd = workload_start(now, 1.7, lp.PoolSettings(lead_minutes=1.5, cadence_minutes=1.5))
+    assert odd.second == 0 and odd >= now + timedelta(minutes=3.2)

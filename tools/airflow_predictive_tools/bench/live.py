@@ -366,9 +366,7 @@ def run(
         airflow, store = env["airflow"], env["store"]
         say(f"Airflow up in {time.monotonic() - wall_start:.0f} s at {airflow.base_url}")
         now = datetime.now(UTC)
-        start = (now + timedelta(minutes=settings.warmup_minutes, seconds=59)).replace(
-            second=0, microsecond=0
-        )
+        start = workload_start(now, settings.warmup_minutes, settings.pools)
         workload = lw.build_workload(
             start,
             settings.minutes,
@@ -440,6 +438,28 @@ def run(
             api.close()
         result["wall_seconds"] = round(time.monotonic() - wall_start)
         return result
+
+
+def workload_start(now: datetime, warmup_minutes: float, pools: lp.PoolSettings) -> datetime:
+    """When the workload starts: the first boundary of the control loop's demand buckets at least
+    ``warmup + lead`` after ``now``.
+
+    A forecast covers whole buckets from the one after the bucket in progress, so a cycle sees known
+    work that starts in its own bucket only through the cycles before it. A deployment whose loop has
+    run for weeks always has such a cycle: the one whose window (``now + lead`` to ``+ interval``)
+    first reaches the run's bucket, at least ``lead`` before the bucket starts. Starting the workload
+    on a bucket boundary, at least ``lead`` after the loop's first cycle (which runs within the
+    warm-up), gives the benchmark that cycle too, instead of a first run that falls, by the clock,
+    in the first cycle's own bucket.
+
+    :param now: the current time.
+    :param warmup_minutes: the control loop's time before the workload (its DAG parsed, a first cycle).
+    :param pools: the pools' lead time and the loop's cadence (the buckets' width).
+    """
+    step = pools.cadence_minutes * 60
+    earliest = (now + timedelta(minutes=warmup_minutes + pools.lead_minutes)).timestamp()
+    # whole minutes (cron): a cadence that is not a whole number of minutes rounds up to the minute
+    return datetime.fromtimestamp(math.ceil(math.ceil(earliest / step) * step / 60) * 60, UTC)
 
 
 def _sleep_until(moment: datetime) -> None:
