@@ -186,7 +186,9 @@ def test_the_seeded_past_is_the_same_dags_at_their_cron_times_and_seeded_user_tr
     orders = {r["start_date"].minute for r in scheduled if r["dag_id"] == "orders_etl__predictive"}
     assert orders == {8, 23, 38, 53}
     assert 96 * 0.9 < sum(r["dag_id"] == "orders_etl__predictive" for r in scheduled) <= 96
-    assert 6 * 24 * 0.6 < len(manual) < 6 * 24 * 1.4 and all(r["triggered_by"] for r in manual)
+    assert 6 * 24 * 0.6 < len(manual) < 6 * 24 * 1.4 and all(
+        r["triggered_by"].endswith("@predictive") for r in manual
+    )
     assert all(r["end_date"] <= end for r in runs)
     one = [r for r in runs if r["run_id"] == scheduled[0]["run_id"] and r["dag_id"] == scheduled[0]["dag_id"]]
     widths = {s.name: s.width for s in lw.TEMPLATES[0].stages}
