@@ -125,6 +125,10 @@ def run_live(args: argparse.Namespace) -> int:
             broker_url=args.broker,
         )
     result["command"] = shlex.join(["airflow-predictive", *sys.argv[1:]])
+    text = json.dumps(result, indent=2, sort_keys=True)
+    # The JSON first: a report or screenshot that fails (no Chromium) must not lose a 40-minute run.
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
     if args.report:
         from airflow_predictive_tools.bench.live_report import write_report
 
@@ -133,9 +137,6 @@ def run_live(args: argparse.Namespace) -> int:
             from airflow_predictive_tools.bench.live_report import screenshot
 
             screenshot(Path(args.report), Path(args.screenshot))
-    text = json.dumps(result, indent=2, sort_keys=True)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
     print(
         json.dumps(
             {
