@@ -106,3 +106,105 @@ def test_queue_wait_percentiles_and_lost_tasks() -> None:
         },
     ]
     assert sorted(k[2] for k in lost_tasks(tries)) == ["b", "c"]
+
+
+def test_the_keda_loop_launches_without_waiting_for_the_boot() -> None:
+    """KEDA sets a replica count and keeps polling: the ``queue`` loop's launch returns while the VM
+    still boots (the product's adapter would wait for RUNNING, a whole boot)."""
+    from airflow_predictive_tools.bench.live import keda_engine
+    from airflow_predictive_tools.emulator.server import running_emulator
+
+    from airflow_predictive.contracts.plan import Action, ActionKind
+
+    pool = lp.queue_pool(lp.PoolSettings())
+    with running_emulator(config={"boot_seconds": 60.0}) as url:
+        engine = keda_engine(pool.project, pool.zone, url)
+        launch = Action(
+            pool=pool.name,
+            kind=ActionKind.LAUNCH_INSTANCES,
+            amount=1,
+            reason="test",
+            request_id="keda-launch-1",
+            resource="slots",
+            details={"names": ["live-queue-keda-1"]},
+        )
+        details = engine.apply(launch, pool)
+        state = engine.pool_state(pool)
+    assert details["requested"] == ["live-queue-keda-1"]
+    # still booting (STAGING from 40 % of the boot): the adapter alone would have returned at RUNNING
+    assert [i.status for i in state.instances] in (["PROVISIONING"], ["STAGING"])
+
+
+def test_a_lost_task_says_on_which_vm_and_why() -> None:
+    from airflow_predictive_tools.bench.live import lost_details
+
+    base = {"dag_id": "d__queue", "dag_run_id": "r1", "map_index": -1}
+    tries = [
+        # ran on live-queue-a, whose VM was deleted while it ran; retried elsewhere
+        {**base, "task_id": "a", "try_number": 1, "state": "failed", "hostname": "live-queue-a",
+         "queued_when": "2026-12-06T15:00:00Z", "start_date": "2026-12-06T15:00:05Z",
+         "end_date": "2026-12-06T15:03:00Z"},
+        {**base, "task_id": "a", "try_number": 2, "state": "success", "hostname": "live-queue-b",
+         "queued_when": "2026-12-06T15:03:10Z", "start_date": "2026-12-06T15:03:15Z",
+         "end_date": "2026-12-06T15:04:00Z"},
+        # queued, never started, failed by the queued timeout
+        {**base, "task_id": "b", "try_number": 1, "state": "failed", "hostname": "",
+         "queued_when": "2026-12-06T15:00:00Z", "start_date": None, "end_date": "2026-12-06T15:10:00Z"},
+        {**base, "task_id": "c", "try_number": 1, "state": "success", "hostname": "live-queue-b",
+         "queued_when": "2026-12-06T15:00:00Z", "start_date": "2026-12-06T15:00:01Z",
+         "end_date": "2026-12-06T15:01:00Z"},
+    ]  # fmt: skip
+    kills = [{"instance": "live-queue-a", "reason": "deleted", "at": "2026-12-06T15:01:00Z"}]
+    log = ["... TaskInstance d__queue r1 b ... stuck in queued, marking failed", "unrelated r1 b"]
+    lost = {entry["task_id"]: entry for entry in lost_details(tries, kills, [], log)}
+    assert sorted(lost) == ["a", "b"]
+    assert lost["a"]["final_state"] == "success"
+    assert lost["a"]["tries"][0]["vm"] == "live-queue-a"
+    assert lost["a"]["tries"][0]["worker"] == "celery@live-queue-a"
+    assert "live-queue-a was deleted at 2026-12-06T15:01:00Z while it ran" in lost["a"]["why"][0]
+    assert "never started" in lost["b"]["why"][0]
+    assert "live-queue-a" in lost["b"]["why"][0]  # a worker killed while it waited
+    assert lost["b"]["scheduler_log"] == [log[0]]
+
+
+def test_the_seeded_past_is_the_same_dags_at_their_cron_times_and_seeded_user_triggers() -> None:
+    from airflow_predictive_tools.bench import live_history as lh
+
+    workload = lw.build_workload(START, 25, 7)
+    end = START - timedelta(hours=1)
+    begin = end - timedelta(days=1)
+    runs, dag_runs = lh.history_records(
+        workload, {"predictive": "live-predictive"}, start=begin, end=end, triggers_per_hour=6.0
+    )
+    again, _ = lh.history_records(
+        workload, {"predictive": "live-predictive"}, start=begin, end=end, triggers_per_hour=6.0
+    )
+    assert runs == again  # same seed, same past
+    scheduled = [r for r in dag_runs if r["run_type"] == "scheduled"]
+    manual = [r for r in dag_runs if r["run_type"] == "manual"]
+    # orders_etl at minute 8, 23, 38 and 53 of every hour, as its live cron (START 15:07 + 1 min)
+    orders = {r["start_date"].minute for r in scheduled if r["dag_id"] == "orders_etl__predictive"}
+    assert orders == {8, 23, 38, 53}
+    assert 96 * 0.9 < sum(r["dag_id"] == "orders_etl__predictive" for r in scheduled) <= 96
+    assert 6 * 24 * 0.6 < len(manual) < 6 * 24 * 1.4 and all(
+        r["triggered_by"].endswith("@predictive") for r in manual
+    )
+    assert all(r["end_date"] <= end for r in runs)
+    one = [r for r in runs if r["run_id"] == scheduled[0]["run_id"] and r["dag_id"] == scheduled[0]["dag_id"]]
+    widths = {s.name: s.width for s in lw.TEMPLATES[0].stages}
+    assert {t: sum(r["task_id"] == t for r in one) for t in widths} == widths
+    transform = next(r for r in one if r["task_id"] == "transform")
+    factor = lh.length_factor("orders_etl", transform["run_id"], "transform", transform["map_index"], 7)
+    assert transform["duration"] == pytest.approx(90 * factor)
+    assert transform["queue"] == "live-predictive" and transform["rss_peak_mb"] == 128.0
+
+
+def test_the_workload_starts_on_a_bucket_boundary_a_lead_after_the_warm_up() -> None:
+    from airflow_predictive_tools.bench.live import workload_start
+
+    pools = lp.PoolSettings(lead_minutes=3.0, cadence_minutes=5.0)
+    now = datetime(2026, 12, 6, 17, 31, 10, tzinfo=UTC)
+    assert workload_start(now, 3.0, pools) == datetime(2026, 12, 6, 17, 40, tzinfo=UTC)
+    assert workload_start(now.replace(minute=34), 3.0, pools) == datetime(2026, 12, 6, 17, 45, tzinfo=UTC)
+    odd = workload_start(now, 1.7, lp.PoolSettings(lead_minutes=1.5, cadence_minutes=1.5))
+    assert odd.second == 0 and odd >= now + timedelta(minutes=3.2)

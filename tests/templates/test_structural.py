@@ -208,6 +208,17 @@ def test_markov_user_model_predicts_the_next_trigger():
     assert fc.adhoc["mean"].max() > 0 and fc.scheduled["mean"].sum() == 0
 
 
+def test_a_next_trigger_whose_typical_delay_has_passed_is_not_predicted_at_now():
+    day = [("explore", timedelta(hours=20)), ("report", timedelta(minutes=10))]
+    runs = manual_runs(day * 3 + [("explore", timedelta(hours=20))], NOW - timedelta(days=4))
+    runs = runs[runs["start_date"] <= NOW]
+    last = runs["start_date"].max()
+    report = dag("report", [task("render", cpu=4, duration=300)])
+    # alice explores, then reports 10 minutes later: 30 minutes on, that report is overdue
+    late = structural_forecast(work(report), now=last + timedelta(minutes=30), horizon=H, dag_runs=runs)
+    assert starts(late, "render") == [] and late.adhoc["mean"].sum() == 0
+
+
 def test_combination_adds_known_work_back_without_double_counting():
     two = dag("two", [task("big", cpu=16, duration=1800)], upcoming=[NOW])
     fc = structural_forecast(work(two), now=NOW, horizon=timedelta(hours=1))

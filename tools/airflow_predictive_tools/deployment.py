@@ -17,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,85 @@ def _stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     # Children that left the group (none expected) are not ours to hunt; the group is gone.
+
+
+# ------------------------------------------------------------------ Celery deployments (benchmarks)
+
+
+@contextlib.contextmanager
+def throwaway_database(admin_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (a copy of ``template`` if given), dropped on exit; yields its URL."""
+    import sqlalchemy as sa
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            copy = f' TEMPLATE "{template}"' if template else ""
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def flush_broker(broker_url: str) -> None:
+    """Empty the Redis database of the broker (a run must not inherit another run's messages)."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def celery_airflow(
+    stack: contextlib.ExitStack,
+    home: Path,
+    dags_folder: Path,
+    *,
+    postgres_url: str,
+    broker_url: str,
+    db_prefix: str,
+    emulator_url: str,
+    parallelism: int,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, AirflowDeployment]:
+    """The benchmarks' Airflow: a throw-away PostgreSQL metadata DB and profile store, the Redis broker
+    flushed before and after, and api-server, scheduler and dag-processor with CeleryExecutor (no
+    workers: each benchmark starts its own). Everything is registered on ``stack``, so it is stopped
+    and dropped when the stack closes. Returns the store's URL and the started deployment.
+
+    :param db_prefix: names the two databases ``<db_prefix>_meta_*`` and ``<db_prefix>_store_*``.
+    :param emulator_url: the Compute Engine emulator the product's tasks talk to.
+    :param env: environment on top of the common one (pools file, intervals, ...).
+    """
+    meta_url = stack.enter_context(throwaway_database(postgres_url, f"{db_prefix}_meta"))
+    store_url = stack.enter_context(throwaway_database(postgres_url, f"{db_prefix}_store"))
+    flush_broker(broker_url)
+    stack.callback(flush_broker, broker_url)
+    store_conn = {"conn_type": "predictive_store", "extra": {"sqlalchemy_url": store_url}}
+    airflow = stack.enter_context(
+        AirflowDeployment(
+            home,
+            dags_folder,
+            components=("api-server", "scheduler", "dag-processor"),
+            executor="CeleryExecutor",
+            parallelism=parallelism,
+            env={
+                "AIRFLOW__CELERY__BROKER_URL": broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta_url.replace("+psycopg2", ""),
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
+                "AIRFLOW__PREDICTIVE__STORE_CONN_ID": "predictive_store_default",
+                "AIRFLOW_CONN_PREDICTIVE_STORE_DEFAULT": json.dumps(store_conn),
+                "AIRFLOW__PREDICTIVE__EMULATOR_URL": emulator_url,
+                **(env or {}),
+            },
+            sql_alchemy_conn=meta_url,
+        )
+    )
+    # The profile sensor and the allocator read this deployment's REST API (task history, busy hosts).
+    airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = airflow.api_connection()
+    return store_url, airflow

@@ -21,8 +21,8 @@ each VM's ``creationTimestamp`` to the last sample that saw it) and the ledger (
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import re
 import shutil
 import statistics
 import threading
@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from airflow_predictive_tools.bench import live_history
 from airflow_predictive_tools.bench import live_policies as lp
 from airflow_predictive_tools.bench import live_workload as lw
 
@@ -51,11 +52,13 @@ class LiveSettings:
     :param seed: seed of the user triggers and task lengths.
     :param boot_seconds: the emulated VMs' boot delay (PROVISIONING -> RUNNING).
     :param pools: what every policy's pool shares (slots, ceiling, lead time, the DAG's cadence).
-    :param warmup_minutes: from the control loop's first cycle to the workload's start.
+    :param warmup_minutes: the control loop's time before the workload: the workload starts on the
+        first demand-bucket boundary at least ``warmup + lead`` minutes away (``workload_start``).
     :param drain_minutes: after the workload's last start, how long its runs may take to finish.
     :param sample_seconds: sampler period.
     :param short: the test suite's workload (one scheduled DAG).
     :param triggers_per_hour: user triggers per hour (all users).
+    :param history_days: days of the same DAGs' past runs seeded in the store (``live_history.py``).
     """
 
     policies: tuple[str, ...] = lp.POLICIES
@@ -68,6 +71,7 @@ class LiveSettings:
     sample_seconds: float = 5.0
     short: bool = False
     triggers_per_hour: float = 6.0
+    history_days: float = 7.0
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -86,8 +90,7 @@ def deployment(settings: LiveSettings, home: Path, postgres_url: str, broker_url
     """PostgreSQL databases, Redis, Airflow with CeleryExecutor, the emulator with worker VMs and a
     control-loop worker; every process stopped by its PID on exit (also on Ctrl-C or failure)."""
     from airflow_predictive.store import ProfileStore
-    from airflow_predictive_tools.bench.scaleout import _flush, throwaway_database
-    from airflow_predictive_tools.deployment import BIN, AirflowDeployment, free_port
+    from airflow_predictive_tools.deployment import BIN, celery_airflow, free_port
 
     home.mkdir(parents=True, exist_ok=True)
     dags, templates = home / "dags", home / "templates"
@@ -96,39 +99,27 @@ def deployment(settings: LiveSettings, home: Path, postgres_url: str, broker_url
     for template in lw.TEMPLATES:
         (templates / f"{template.name}.yaml").write_text(lw.template_yaml(template))
     with contextlib.ExitStack() as stack:
-        meta_url = stack.enter_context(throwaway_database(postgres_url, "predictive_live_meta"))
-        store_url = stack.enter_context(throwaway_database(postgres_url, "predictive_live_store"))
-        _flush(broker_url)
-        stack.callback(_flush, broker_url)
-        store = ProfileStore(store_url)
-        stack.callback(store.dispose)
         emulator_port = free_port()
         emulator_url = f"http://127.0.0.1:{emulator_port}"
-        store_conn = {"conn_type": "predictive_store", "extra": {"sqlalchemy_url": store_url}}
-        airflow = stack.enter_context(
-            AirflowDeployment(
-                home / "airflow",
-                dags,
-                components=("api-server", "scheduler", "dag-processor"),
-                executor="CeleryExecutor",
-                parallelism=96,
-                env={
-                    "AIRFLOW__CELERY__BROKER_URL": broker_url,
-                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta_url.replace("+psycopg2", ""),
-                    "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
-                    "AIRFLOW__PREDICTIVE__STORE_CONN_ID": "predictive_store_default",
-                    "AIRFLOW_CONN_PREDICTIVE_STORE_DEFAULT": json.dumps(store_conn),
-                    "AIRFLOW__PREDICTIVE__POOLS_FILE": str(home / "pools.yaml"),
-                    "AIRFLOW__PREDICTIVE__TEMPLATES_FOLDER": str(templates),
-                    "AIRFLOW__PREDICTIVE__EMULATOR_URL": emulator_url,
-                    "AIRFLOW__PREDICTIVE__INTERVAL_MINUTES": f"{settings.pools.cadence_minutes:g}",
-                    # a worker killed with its VM stops heartbeating: its try fails soon (a lost task)
-                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
-                },
-                sql_alchemy_conn=meta_url,
-            )
+        store_url, airflow = celery_airflow(
+            stack,
+            home / "airflow",
+            dags,
+            postgres_url=postgres_url,
+            broker_url=broker_url,
+            db_prefix="predictive_live",
+            emulator_url=emulator_url,
+            parallelism=96,
+            env={
+                "AIRFLOW__PREDICTIVE__POOLS_FILE": str(home / "pools.yaml"),
+                "AIRFLOW__PREDICTIVE__TEMPLATES_FOLDER": str(templates),
+                "AIRFLOW__PREDICTIVE__INTERVAL_MINUTES": f"{settings.pools.cadence_minutes:g}",
+                # a worker killed with its VM stops heartbeating: its try fails soon (a lost task)
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+            },
         )
-        airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = airflow.api_connection()
+        store = ProfileStore(store_url)
+        stack.callback(store.dispose)
         airflow.start_process(
             "gce-emulator",
             [str(BIN / "airflow-predictive"), "gce-emulator", "--port", str(emulator_port)]
@@ -174,24 +165,6 @@ def _wait_for_emulator(url: str, airflow: Any, timeout: float = 60) -> None:
                 return
         time.sleep(0.5)
     raise RuntimeError(f"the emulator did not start\n{airflow.log_tail('gce-emulator')}")
-
-
-def seed_demand_history(store: Any, pools: list[str], end: datetime, days: float = 2.0) -> None:
-    """Two days of idle pools (5-minute buckets, zero demand): the series a deployment that has run
-    before holds, with no daily cycle, so ``predictive`` runs under its reactive fallback plus known
-    work. Zero, not a little noise: any observed demand above zero holds a VM under the reactive
-    rules, which would start ``cpu`` and ``predictive`` with a worker the idle pool never needed."""
-    import pandas as pd
-
-    from airflow_predictive.contracts.demand import series_id
-
-    steps = pd.date_range(end=pd.Timestamp(end).floor("5min"), periods=int(days * 288), freq="5min")
-    frames = [
-        pd.DataFrame({"series_id": series_id(pool, resource), "ts": steps, "value": 0.0})
-        for pool in pools
-        for resource in ("cpu", "memory", "slots", "network", "storage")
-    ]
-    store.write_demand(pd.concat(frames, ignore_index=True))
 
 
 # ------------------------------------------------------------------------------------------ loops
@@ -267,6 +240,27 @@ class Sampler:
         self.rows.append(row)
 
 
+def keda_engine(project: str, zone: str, endpoint: str) -> Any:
+    """The product's Compute Engine adapter for the ``queue`` loop, except that a launch does not wait
+    for the VM.
+
+    A Compute Engine insert operation is DONE only once the VM is RUNNING (the emulator's too: one
+    boot, 60 s here), and the adapter waits for it. KEDA does not: it sets the worker Deployment's
+    replica count and polls again 5 s later while the pods start. Waiting would freeze the ``queue``
+    loop for a boot after every scale-out and make the baseline slower than KEDA is. The next poll
+    sees the booting VM (PROVISIONING/STAGING) as capacity, as KEDA counts a pending pod.
+    """
+    from airflow_predictive.gce.compute import ComputeEngine
+
+    class NoWaitForBoot(ComputeEngine):
+        def wait(self, operation: Any, what: str, timeout: float | None = None) -> None:
+            if what.startswith("insert instance"):
+                return
+            super().wait(operation, what, timeout)
+
+    return NoWaitForBoot(project, zone, endpoint=endpoint)
+
+
 class KedaLoop:
     """The ``queue`` policy: KEDA's rule polled every 5 s, through the product's allocation cycle.
 
@@ -278,11 +272,10 @@ class KedaLoop:
     def __init__(self, api: Any, store: Any, emulator_url: str, broker_url: str, pool: Any) -> None:
         from celery import Celery
 
-        from airflow_predictive.gce.compute import ComputeEngine
         from airflow_predictive.workers.celery import CeleryWorkers
 
         self.api, self.store, self.pool = api, store, pool
-        self.engine = ComputeEngine(pool.project, pool.zone, endpoint=emulator_url)
+        self.engine = keda_engine(pool.project, pool.zone, emulator_url)
         self.celery = Celery("live-bench-keda", broker=broker_url)
         self.workers = CeleryWorkers(self.celery, pool.queue_name, timeout=2.0)
         self.samples: list[float] = []
@@ -373,9 +366,7 @@ def run(
         airflow, store = env["airflow"], env["store"]
         say(f"Airflow up in {time.monotonic() - wall_start:.0f} s at {airflow.base_url}")
         now = datetime.now(UTC)
-        start = (now + timedelta(minutes=settings.warmup_minutes, seconds=59)).replace(
-            second=0, microsecond=0
-        )
+        start = workload_start(now, settings.warmup_minutes, settings.pools)
         workload = lw.build_workload(
             start,
             settings.minutes,
@@ -385,7 +376,18 @@ def run(
         )
         static_n = lw.static_instances(workload, settings.pools.slots)
         (env["home"] / "pools.yaml").write_text(lp.pools_yaml(policies, settings.pools, static_n))
-        seed_demand_history(store, [lp.pool_name(p) for p in policies if p in lp.DAG_POLICIES], now)
+        seeding = time.monotonic()
+        seeded = live_history.seed_history(
+            store,
+            workload,
+            {p: lp.pool_name(p) for p in policies if p in lp.DAG_POLICIES},
+            now=now,
+            days=settings.history_days,
+            interval=timedelta(minutes=settings.pools.cadence_minutes),
+            triggers_per_hour=settings.triggers_per_hour,
+        )
+        seeded["seconds"] = round(time.monotonic() - seeding, 1)
+        say(f"seeded {settings.history_days:g} days of past runs: {seeded}")
         queues = {p: lp.pool_name(p) for p in policies}
         (env["dags"] / "live_workload.py").write_text(
             lw.dag_source(workload, policies, str(env["templates"]), queues)
@@ -428,6 +430,7 @@ def run(
             result = _result(
                 settings, workload, env, api, sampler, keda, triggers, static_n, work_end, finished
             )
+            result["history"] = seeded
             result["errors"] = {loop._thread.name: loop.errors[-20:] for loop in loops if loop.errors}
         finally:
             if keda:
@@ -435,6 +438,28 @@ def run(
             api.close()
         result["wall_seconds"] = round(time.monotonic() - wall_start)
         return result
+
+
+def workload_start(now: datetime, warmup_minutes: float, pools: lp.PoolSettings) -> datetime:
+    """When the workload starts: the first boundary of the control loop's demand buckets at least
+    ``warmup + lead`` after ``now``.
+
+    A forecast covers whole buckets from the one after the bucket in progress, so a cycle sees known
+    work that starts in its own bucket only through the cycles before it. A deployment whose loop has
+    run for weeks always has such a cycle: the one whose window (``now + lead`` to ``+ interval``)
+    first reaches the run's bucket, at least ``lead`` before the bucket starts. Starting the workload
+    on a bucket boundary, at least ``lead`` after the loop's first cycle (which runs within the
+    warm-up), gives the benchmark that cycle too, instead of a first run that falls, by the clock,
+    in the first cycle's own bucket.
+
+    :param now: the current time.
+    :param warmup_minutes: the control loop's time before the workload (its DAG parsed, a first cycle).
+    :param pools: the pools' lead time and the loop's cadence (the buckets' width).
+    """
+    step = pools.cadence_minutes * 60
+    earliest = (now + timedelta(minutes=warmup_minutes + pools.lead_minutes)).timestamp()
+    # whole minutes (cron): a cadence that is not a whole number of minutes rounds up to the minute
+    return datetime.fromtimestamp(math.ceil(math.ceil(earliest / step) * step / 60) * 60, UTC)
 
 
 def _sleep_until(moment: datetime) -> None:
@@ -529,6 +554,94 @@ def lost_tasks(tries: list[dict[str, Any]]) -> list[tuple]:
     ]
 
 
+def lost_details(
+    tries: list[dict[str, Any]],
+    kills: list[dict[str, Any]],
+    releases: list[dict[str, Any]],
+    log_lines: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Each lost task instance: its tries (state, VM, times), its final state and why, from the run's
+    own data.
+
+    :param tries: every try of the policy's task instances (REST API).
+    :param kills: the emulator's killed workers (``instance``, ``reason``, ``at``).
+    :param releases: applied releases of the policy's pool (``target``, ``at``).
+    :param log_lines: the scheduler's log, to quote what it said about the task instance.
+    """
+    from airflow_predictive.planning.busy import host_forms
+
+    by_task: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for t in tries:
+        by_task[_key(t)].append(t)
+    out = []
+    for key in lost_tasks(tries):
+        rows = sorted(by_task[key], key=lambda t: t.get("try_number") or 1)
+        described, why = [], []
+        for t in rows:
+            n, state = t.get("try_number") or 1, t.get("state")
+            queued, started, ended = (
+                _ts(t.get("queued_when")),
+                _ts(t.get("start_date")),
+                _ts(t.get("end_date")),
+            )
+            forms = host_forms(t.get("hostname") or "")
+            vm = next((k["instance"] for k in kills if k["instance"] in forms), None) or (
+                t.get("hostname") or None
+            )
+            described.append(
+                {
+                    "try": n,
+                    "state": state,
+                    "vm": vm,
+                    "worker": f"celery@{vm}" if vm else None,
+                    "queued": _iso(queued),
+                    "started": _iso(started),
+                    "ended": _iso(ended),
+                }
+            )
+            if state == "success":
+                continue
+            begin, finish = queued or started, ended or datetime.now(UTC)
+            if started and vm:
+                gone = [k for k in kills if k["instance"] == vm and started <= _ts(k["at"]) <= finish]
+                released = [r for r in releases if r["target"] == vm and started <= _ts(r["at"]) <= finish]
+                if gone or released:
+                    what = gone[0]["reason"] if gone else "released"
+                    why.append(
+                        f"try {n}: its worker VM {vm} was {what} at {(gone or released)[0]['at']} while it ran"
+                    )
+                else:
+                    why.append(
+                        f"try {n}: {state} on {vm} with its worker up (the task itself, or missed heartbeats)"
+                    )
+            elif not started:
+                meanwhile = sorted(
+                    {k["instance"] for k in kills if begin and begin <= _ts(k["at"]) <= finish}
+                )
+                why.append(
+                    f"try {n}: queued {_iso(queued)}, never started, {state} at {_iso(ended)}"
+                    + (f"; workers killed meanwhile: {', '.join(meanwhile)}" if meanwhile else "")
+                )
+        run_id, task_id = str(key[1]), str(key[2])
+        said = [line.strip()[:400] for line in log_lines or () if run_id in line and task_id in line]
+        out.append(
+            {
+                "dag_id": key[0],
+                "run_id": run_id,
+                "task_id": task_id,
+                "map_index": key[3],
+                "final_state": rows[-1].get("state"),
+                "tries": described,
+                "why": why or ["retried and then succeeded"],
+                "scheduler_log": [line for line in said if _NOTABLE.search(line)][:8],
+            }
+        )
+    return out
+
+
+_NOTABLE = re.compile(r"stuck in queued|heartbeat|zombie|marking|failed|requeue|re-queue|adopt|revok", re.I)
+
+
 def _busy_releases(releases: Any, tries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Applied releases of a VM while a try ran on it (must be none)."""
     from airflow_predictive.planning.busy import host_forms
@@ -592,8 +705,12 @@ def _result(
     finished: bool,
 ) -> dict[str, Any]:
     from airflow_predictive.contracts.pools import CapacityPool
+    from airflow_predictive_tools.emulator.server import EmulatorControl
 
     store = env["store"]
+    kills = EmulatorControl(env["emulator_url"]).workers().get("kills") or []
+    log_path = env["airflow"].home / "scheduler.log"
+    scheduler_log = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
     price = CapacityPool(name="price", **lp.pool_settings("queue", settings.pools, 0)).price(spot=False)
     actions = store.actions()
     policies: dict[str, Any] = {}
@@ -611,7 +728,16 @@ def _result(
             "cost_usd": round(hours * price, 3),
             "tasks": len({_key(t) for t in tries}),
             "tasks_lost": len(lost_tasks(tries)),
-            "lost": [list(key) for key in lost_tasks(tries)][:50],  # which, to find out why
+            # which, on which VM and why (the emulator's worker kills, the ledger, the scheduler's log)
+            "lost": lost_details(
+                tries,
+                [k for k in kills if k["instance"].startswith(pool)],
+                [
+                    {"target": r["target"], "at": _iso(r["updated_at"].to_pydatetime())}
+                    for _, r in releases.iterrows()
+                ],
+                scheduler_log,
+            )[:50],
             "busy_vms_released": len(_busy_releases(releases, tries)),
             "actions": dict(Counter(mine["kind"])) if len(mine) else {},
             "vms_launched": int(mine.loc[mine["kind"] == "launch_instances", "amount"].sum())

@@ -45,6 +45,12 @@ def register(commands, bench) -> None:
         "--warmup-minutes", type=float, default=3.0, help="control loop before the workload (3)"
     )
     parser.add_argument("--drain-minutes", type=float, default=12.0, help="max wait for the last runs (12)")
+    parser.add_argument(
+        "--history-days",
+        type=float,
+        default=7.0,
+        help="days of the same DAGs' past runs seeded in the store, ending an hour before the run (7)",
+    )
     parser.add_argument("--short", action="store_true", help="the test suite's workload: one scheduled DAG")
     add_postgres_argument(parser)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/9", help="Redis URL (index flushed)")
@@ -74,10 +80,11 @@ def _settings(args: argparse.Namespace):
         or args.lead_minutes <= 0
         or args.warmup_minutes < 0
         or args.drain_minutes < 0
+        or not 0 <= args.history_days <= 60
     ):
         raise ValueError(
             "--cadence-minutes must be at least 1, --lead-minutes above 0, --warmup-minutes and "
-            "--drain-minutes at least 0"
+            "--drain-minutes at least 0, --history-days 0 to 60"
         )
     return LiveSettings(
         policies=tuple(policies),
@@ -88,6 +95,7 @@ def _settings(args: argparse.Namespace):
         warmup_minutes=args.warmup_minutes,
         drain_minutes=args.drain_minutes,
         short=args.short,
+        history_days=args.history_days,
     )
 
 
@@ -117,6 +125,10 @@ def run_live(args: argparse.Namespace) -> int:
             broker_url=args.broker,
         )
     result["command"] = shlex.join(["airflow-predictive", *sys.argv[1:]])
+    text = json.dumps(result, indent=2, sort_keys=True)
+    # The JSON first: a report or screenshot that fails (no Chromium) must not lose a 40-minute run.
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
     if args.report:
         from airflow_predictive_tools.bench.live_report import write_report
 
@@ -125,9 +137,6 @@ def run_live(args: argparse.Namespace) -> int:
             from airflow_predictive_tools.bench.live_report import screenshot
 
             screenshot(Path(args.report), Path(args.screenshot))
-    text = json.dumps(result, indent=2, sort_keys=True)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
     print(
         json.dumps(
             {

@@ -79,7 +79,8 @@ def _common(policy: str, settings: PoolSettings) -> dict:
         "max_instances": settings.max_instances,
         "mode": "forecast_and_scale",
         "spot": {"mode": "none"},
-        "thresholds": {"storage": 0},
+        # No storage threshold of its own: the product's 10 GiB keeps storage out of the plans. The
+        # tasks hold memory and CPU only; with 0, their few profiled writes bought a 10 GiB data disk.
         "lead_time_minutes": {"boot": settings.lead_minutes},
     }
 

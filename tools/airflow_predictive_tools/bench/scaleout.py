@@ -23,11 +23,14 @@ import platform
 import statistics
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+# throwaway_database and _flush stay importable from here (scripts and other benchmarks use them).
+from airflow_predictive_tools.deployment import celery_airflow, throwaway_database
+from airflow_predictive_tools.deployment import flush_broker as _flush  # noqa: F401
 
 DAG_ID = "predictive_scaleout_bench"
 
@@ -141,34 +144,6 @@ class GroupRss:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-
-
-@contextlib.contextmanager
-def throwaway_database(admin_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
-    """A new PostgreSQL database (a copy of ``template`` if given), dropped on exit; yields its URL."""
-    import sqlalchemy as sa
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            copy = f' TEMPLATE "{template}"' if template else ""
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-def _flush(broker_url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(broker_url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
 
 
 def _ts(value: str) -> datetime:
@@ -366,36 +341,19 @@ def _deployment(
     stack: contextlib.ExitStack, home: Path, dags: Path, postgres_url: str, broker_url: str
 ) -> tuple[str, Any]:
     """The throw-away store, the emulator and Airflow with CeleryExecutor (no workers yet)."""
-    from airflow_predictive_tools.deployment import AirflowDeployment
     from airflow_predictive_tools.emulator.server import running_emulator
 
-    meta_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_meta"))
-    store_url = stack.enter_context(throwaway_database(postgres_url, "predictive_bench_store"))
     emulator_url = stack.enter_context(running_emulator(config={"boot_seconds": 1.0}))
-    _flush(broker_url)
-    stack.callback(_flush, broker_url)
-    store_conn = {"conn_type": "predictive_store", "extra": {"sqlalchemy_url": store_url}}
-    airflow = stack.enter_context(
-        AirflowDeployment(
-            home / "airflow",
-            dags,
-            components=("api-server", "scheduler", "dag-processor"),
-            executor="CeleryExecutor",
-            parallelism=16,
-            env={
-                "AIRFLOW__CELERY__BROKER_URL": broker_url,
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta_url.replace("+psycopg2", ""),
-                "AIRFLOW__PREDICTIVE__STORE_CONN_ID": "predictive_store_default",
-                "AIRFLOW_CONN_PREDICTIVE_STORE_DEFAULT": json.dumps(store_conn),
-                "AIRFLOW__PREDICTIVE__EMULATOR_URL": emulator_url,
-                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
-            },
-            sql_alchemy_conn=meta_url,
-        )
+    return celery_airflow(
+        stack,
+        home / "airflow",
+        dags,
+        postgres_url=postgres_url,
+        broker_url=broker_url,
+        db_prefix="predictive_bench",
+        emulator_url=emulator_url,
+        parallelism=16,
     )
-    # The profile sensor and the allocator read this deployment's REST API (task history, busy hosts).
-    airflow.env["AIRFLOW_CONN_PREDICTIVE_AIRFLOW_API_DEFAULT"] = airflow.api_connection()
-    return store_url, airflow
 
 
 @contextlib.contextmanager
