@@ -303,15 +303,22 @@ def generate_history(
     start = (now - timedelta(days=days)).replace(minute=0)
     rng = random.Random(seed)
     writer = _Writer(rng, start, now)
+    weekend_rng = random.Random(f"{seed}-weekend-partner-syncs")
     day = start.replace(hour=0)
     while day < now:
         weekday = day.weekday() < 5
         for hour in range(24):
             writer.run(DAGS["etl_hourly_ingest"], day + timedelta(hours=hour, minutes=5), "scheduled", None)
-            if weekday and 7 <= hour <= 19:
+            # Every day, weekends too: partners publish daily, and the demo's slot-bound pool must be
+            # slot-bound whenever it runs (a weekday-only sync left a Sunday evening's recent days
+            # without one, and the demo found etl-workers cpu-bound). Weekend syncs draw from their
+            # own stream, so every other run of a seeded history stays as it was.
+            if 7 <= hour <= 19:
+                main, writer.rng = writer.rng, (writer.rng if weekday else weekend_rng)
                 writer.run(
                     DAGS["etl_partner_sync"], day + timedelta(hours=hour, minutes=35), "scheduled", None
                 )
+                writer.rng = main
         writer.run(DAGS["etl_nightly_warehouse"], day + timedelta(hours=1), "scheduled", None, load=2.0)
         writer.run(DAGS["ml_nightly_retrain"], day + timedelta(hours=2), "scheduled", None)
         if weekday:
