@@ -1,6 +1,8 @@
-"""What the allocation cycle needs from a cloud: the pool's current capacity, a machine type's size, and
-applying one action. :class:`airflow_predictive.gce.compute.ComputeEngine` implements it for Compute
-Engine (like Karpenter's cloud-provider interface: nothing else in the runtime knows the cloud)."""
+"""What the allocation cycle needs from a cloud: the pool's current capacity, a machine type's size,
+applying one action, and one VM's status at its release.
+
+:class:`airflow_predictive.gce.compute.ComputeEngine` implements it for Compute Engine (like
+Karpenter's cloud-provider interface: nothing else in the runtime knows the cloud)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ class CapacityProvider(Protocol):
 
     def pool_state(self, pool: CapacityPool) -> PoolState:
         """The pool's instances and disks as the cloud holds them now."""
+        ...
+
+    def instance_status(self, name: str) -> str | None:
+        """One VM's status now (None: it no longer exists): the release protocol reads it at the delete."""
         ...
 
     def apply(self, action: Action, pool: CapacityPool) -> dict[str, Any]:

@@ -328,6 +328,19 @@ class ComputeEngine:
         )
         return PoolState(instances=instances, target_sizes=target_sizes, disks=disks, observed_at=observed)
 
+    def instance_status(self, name: str) -> str | None:
+        """One VM's status now (``instances.get``); None when it no longer exists.
+
+        The release protocol reads it at the delete: a VM that was booting at the plan may run a
+        worker by then.
+        """
+        found = self._call(
+            f"instances.get {name}",
+            lambda: self._do(self.instances.get, project=self.project, zone=self.zone, instance=name),
+            ok_codes=(404,),
+        )
+        return None if found is None else str(found.status)
+
     # ----------------------------------------------------------------- applying actions
 
     def apply(self, action: Action, pool: CapacityPool) -> dict[str, Any]:

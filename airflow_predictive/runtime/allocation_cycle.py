@@ -250,6 +250,7 @@ def run_cycle(
                 workers=workers,
                 drain_timeout=pool.scale_in.drain_timeout_seconds,
                 keepalive=lease.renew,
+                status_now=engine.instance_status,
             )
             applier = guarded(lambda action: engine.apply(action, pool), guard) if do_apply else None
             result.outcome = execute_plan(plan, store, applier, fence=lease.renew)

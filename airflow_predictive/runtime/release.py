@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Delete = Callable[[Action], dict[str, Any]]
 Recheck = Callable[[], BusyView | None]
+#: A VM's status now, read from the cloud (None: it no longer exists).
+StatusNow = Callable[[str], str | None]
 
 
 @dataclass
@@ -38,6 +40,9 @@ class ReleaseGuard:
     :param poll_seconds: pause between drain checks.
     :param sleep: the pause (tests pass a fake one).
     :param clock: a monotonic clock.
+    :param status_now: reads a VM's status at the release (None: trust the plan's). A VM booting at
+        the plan may be RUNNING with a worker taking tasks by the time its release comes (after other
+        releases' drains): only a VM still booting then skips the cordon.
     """
 
     recheck: Recheck
@@ -47,11 +52,12 @@ class ReleaseGuard:
     poll_seconds: float = 1.0
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    status_now: StatusNow | None = None
 
     def release(self, action: Action, delete: Delete) -> dict[str, Any]:
         """Cordon, drain and re-check ``action.target``, then ``delete`` it; raise ActionCancelled if busy."""
         vm = action.target
-        cordoned = self._cordon(vm, str(action.details.get("status") or "RUNNING"))
+        cordoned = self._cordon(vm, self._status(vm, str(action.details.get("status") or "RUNNING")))
         try:
             if cordoned:
                 self._drain(vm)
@@ -62,6 +68,15 @@ class ReleaseGuard:
                 self._uncordon(vm, exc)
             raise
         return {**(details or {}), "cordoned": cordoned}
+
+    def _status(self, vm: str, planned: str) -> str:
+        """The status the cordon goes by: the plan's, or for a VM booting then, the status now."""
+        if planned not in BOOTING_STATUSES or self.status_now is None:
+            return planned
+        now = self.status_now(vm)
+        if now is None:
+            raise ActionCancelled(f"release of {vm} cancelled: the VM no longer exists")
+        return now
 
     def _cordon(self, vm: str, status: str) -> bool:
         if self.workers is None or status in BOOTING_STATUSES:

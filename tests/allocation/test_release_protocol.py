@@ -20,7 +20,7 @@ import socket
 import pytest
 
 from airflow_predictive.contracts.capacity import InstanceState
-from airflow_predictive.contracts.plan import Action, ActionKind
+from airflow_predictive.contracts.plan import Action, ActionCancelled, ActionKind
 from airflow_predictive.contracts.pools import CapacityPool
 from airflow_predictive.gce.compute import ComputeEngine, ComputeEngineError, RetryPolicy
 from airflow_predictive.planning.busy import RunningTask, busy_view
@@ -233,6 +233,48 @@ def test_a_booting_vm_has_no_worker_to_cordon_but_is_still_rechecked():
     action = Action("etl", ActionKind.RELEASE, 1, "t", "r", target="etl-a", details={"status": "STAGING"})
     ReleaseGuard(recheck=idle, workers=workers).release(action, lambda a: deleted.append(a.target) or {})
     assert deleted == ["etl-a"] and workers.calls == []
+
+
+def booting_release(name: str = "etl-a") -> Action:
+    """A release planned while ``name`` was still booting (the plan's status is STAGING)."""
+    return Action(
+        "etl", ActionKind.RELEASE, 1, "t", f"rel-{name}", target=name, details={"status": "STAGING"}
+    )
+
+
+def test_a_vm_booting_at_the_plan_but_running_at_its_release_is_cordoned_first(engine, control):
+    # By the time a release comes (after other releases' drains), a VM that was booting at the plan may
+    # run a worker that took a task: it goes through cordon and drain like any running VM.
+    seed(control, ["etl-a"])  # RUNNING now
+    deleted: list[str] = []
+    silent = ScriptedWorkers(confirms=False)  # its worker is not up yet, or does not answer
+    guard = ReleaseGuard(recheck=idle, workers=silent, status_now=engine.instance_status)
+    with pytest.raises(ActionCancelled, match="did not confirm"):
+        guard.release(booting_release(), lambda a: deleted.append(a.target) or {})
+    assert deleted == [] and silent.calls[0] == ("cordon", "etl-a")
+    busy = ScriptedWorkers(held={"etl-a": [1, 0]})  # it held a task, which finished in the drain
+    guard = ReleaseGuard(recheck=idle, workers=busy, status_now=engine.instance_status, sleep=lambda s: None)
+    guard.release(booting_release(), lambda a: deleted.append(a.target) or {})
+    assert deleted == ["etl-a"] and [c for c, _ in busy.calls] == ["cordon", "held", "held"]
+
+
+def test_a_vm_still_booting_at_its_release_is_deleted_without_a_cordon(engine, control):
+    control.configure(boot_seconds=60)
+    control.seed(
+        project=PROJECT,
+        zone=ZONE,
+        instances=[{"name": "etl-a", "machineType": f"zones/{ZONE}/machineTypes/n2-standard-8"}],
+        ready=False,
+    )
+    assert engine.instance_status("etl-a") in ("PROVISIONING", "STAGING")
+    workers = ScriptedWorkers(confirms=False)
+    deleted: list[str] = []
+    guard = ReleaseGuard(recheck=idle, workers=workers, status_now=engine.instance_status)
+    guard.release(booting_release(), lambda a: deleted.append(a.target) or {})
+    assert deleted == ["etl-a"] and workers.calls == []
+    assert engine.instance_status("etl-gone") is None
+    with pytest.raises(ActionCancelled, match="no longer exists"):
+        guard.release(booting_release("etl-gone"), lambda a: deleted.append(a.target) or {})
 
 
 def test_the_cycle_records_a_cancelled_release_and_keeps_the_vm(engine, control, store):
