@@ -14,7 +14,7 @@ def test_compute_engine_offers_every_call_of_the_capacity_provider_with_the_same
         for name, _ in inspect.getmembers(CapacityProvider, inspect.isfunction)
         if not name.startswith("_")
     ]
-    assert calls == ["apply", "machine_type", "pool_state"]
+    assert calls == ["apply", "instance_status", "machine_type", "pool_state"]
     for name in calls:
         assert inspect.signature(getattr(ComputeEngine, name)) == inspect.signature(
             getattr(CapacityProvider, name)
