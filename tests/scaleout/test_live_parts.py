@@ -41,6 +41,49 @@ def test_unknown_or_repeated_policies_get_one_error_naming_the_choices() -> None
             lp.parse_policies(text)
 
 
+def test_a_predictive_variant_is_the_product_at_another_provisioning_quantile() -> None:
+    names = lp.parse_policies("predictive,predictive-q50,queue")
+    pools = parse_pools(yaml.safe_load(lp.pools_yaml(names, lp.PoolSettings(), 5)))
+    assert sorted(pools) == ["live-predictive", "live-predictive-q50"]
+    base, variant = pools["live-predictive"], pools["live-predictive-q50"]
+    assert (base.policy.quantile, variant.policy.quantile) == (0.9, 0.5)
+    assert variant.policy.model_copy(update={"quantile": 0.9}) == base.policy  # nothing else differs
+    assert variant.scale_in == base.scale_in and lp.in_dag("predictive-q50") and not lp.in_dag("queue")
+    for text in ("predictive-q0.5", "predictive-q90", "predictive-q7"):
+        with pytest.raises(ValueError, match="predictive-q50"):
+            lp.parse_policies(text)
+
+
+def test_the_plan_trail_says_what_each_cycle_covered_and_held() -> None:
+    import json
+
+    import pandas as pd
+    from airflow_predictive_tools.bench.live import plan_trail
+
+    summary = {
+        "sizing": "forecast",
+        "quantile": 0.9,
+        "demand": {"slots": 9.09, "cpu": 0.2},
+        "hold": {"slots": 9.95},
+        "instances_before": 0,
+        "instances_after": 5,
+    }
+    rows = pd.DataFrame(
+        {"created_at": [pd.Timestamp("2026-12-06 20:28:43", tz="UTC")], "summary": [json.dumps(summary)]}
+    )
+    assert plan_trail(rows) == [
+        {
+            "t": "2026-12-06T20:28:43+00:00",
+            "sizing": "forecast",
+            "quantile": 0.9,
+            "demand_slots": 9.09,
+            "hold_slots": 9.95,
+            "vms_before": 0,
+            "vms_after": 5,
+        }
+    ]
+
+
 def test_the_same_seed_gives_the_same_runs_and_another_seed_other_user_triggers() -> None:
     a, b = lw.build_workload(START, 30, 7), lw.build_workload(START, 30, 7)
     assert a.triggers == b.triggers and a.scheduled_runs() == b.scheduled_runs()

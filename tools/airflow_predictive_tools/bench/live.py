@@ -21,6 +21,7 @@ each VM's ``creationTimestamp`` to the last sample that saw it) and the ledger (
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import shutil
@@ -380,7 +381,7 @@ def run(
         seeded = live_history.seed_history(
             store,
             workload,
-            {p: lp.pool_name(p) for p in policies if p in lp.DAG_POLICIES},
+            {p: lp.pool_name(p) for p in policies if lp.in_dag(p)},
             now=now,
             days=settings.history_days,
             interval=timedelta(minutes=settings.pools.cadence_minutes),
@@ -396,7 +397,7 @@ def run(
             airflow.wait_for_dag(f"{dag.dag_id}__{policies[-1]}", timeout=180)
         # The control loop starts once the workload's DAGs are parsed: its first cycle sees their runs.
         shutil.copy(REPO / "dags" / "predictive_scaling.py", env["dags"] / "predictive_scaling.py")
-        if any(p in lp.DAG_POLICIES for p in policies):
+        if any(lp.in_dag(p) for p in policies):
             airflow.wait_for_dag(CONTROL_DAG, timeout=180)
         say(
             f"workload starts {start.isoformat()}: {len(workload.scheduled_runs())} scheduled runs and "
@@ -642,6 +643,29 @@ def lost_details(
 _NOTABLE = re.compile(r"stuck in queued|heartbeat|zombie|marking|failed|requeue|re-queue|adopt|revok", re.I)
 
 
+def plan_trail(plans: Any) -> list[dict[str, Any]]:
+    """Each allocation cycle's plan in a line: its rule, the slot demand it covered and held, the VMs
+    before and after (why a policy held what it held, from the run's own JSON).
+
+    :param plans: the store's plan rows of one pool (``created_at``, ``summary`` JSON).
+    """
+    out = []
+    for _, row in plans.iterrows():
+        summary = json.loads(row["summary"] or "{}")
+        out.append(
+            {
+                "t": _iso(row["created_at"].to_pydatetime()),
+                "sizing": summary.get("sizing"),
+                "quantile": summary.get("quantile"),
+                "demand_slots": (summary.get("demand") or {}).get("slots"),
+                "hold_slots": (summary.get("hold") or {}).get("slots"),
+                "vms_before": summary.get("instances_before"),
+                "vms_after": summary.get("instances_after"),
+            }
+        )
+    return out
+
+
 def _busy_releases(releases: Any, tries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Applied releases of a VM while a try ran on it (must be none)."""
     from airflow_predictive.planning.busy import host_forms
@@ -748,6 +772,7 @@ def _result(
                 {"t": _iso(r["updated_at"].to_pydatetime()), "kind": r["kind"], "amount": float(r["amount"])}
                 for _, r in mine.iterrows()
             ],
+            "plans": plan_trail(store.plans(pool=pool)) if lp.in_dag(policy) else [],
         }
     return {
         "command": None,

@@ -140,7 +140,7 @@ def run_live(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {
-                p: {k: v for k, v in m.items() if k not in ("action_times", "first_stage")}
+                p: {k: v for k, v in m.items() if k not in ("action_times", "first_stage", "plans")}
                 for p, m in result["policies"].items()
             },
             indent=2,

@@ -6,6 +6,10 @@
 | ``cpu`` | Compute Engine autoscaler: observed demand / 0.6, 10-minute scale-in stabilisation | the control-loop DAG |
 | ``static`` | ``min_instances = max_instances``: enough for the workload's nominal peak | the control-loop DAG |
 | ``queue`` | KEDA in Airflow's Helm chart: ceil((queued + running) / worker concurrency) | the bench's poll loop |
+| ``predictive-qNN`` | ``predictive`` at provisioning quantile 0.NN (``policy.quantile``) | the control-loop DAG |
+
+The ``predictive-qNN`` variants show what the default quantile's warm buffer buys: the same product,
+one setting changed, side by side with the rest (NN: a level the forecaster stores other than 0.9).
 
 ``queue``'s numbers are the Helm chart's defaults (``chart/values.yaml`` of apache/airflow,
 ``workers.keda``): ``pollingInterval: 5`` (seconds), ``cooldownPeriod: 30`` (seconds of no activity
@@ -19,14 +23,17 @@ planned full.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from airflow_predictive.contracts.pools import CapacityPool
 
 POLICIES = ("predictive", "queue", "cpu", "static")
-#: Policies whose allocation cycle is the control-loop DAG's ``allocate`` task.
+#: Policies whose allocation cycle is the control-loop DAG's ``allocate`` task (and the variants).
 DAG_POLICIES = ("predictive", "cpu", "static")
+#: ``predictive`` at another provisioning quantile, one the forecaster stores (a VM name takes no dot).
+VARIANT = re.compile(r"^predictive-q(50|80|95|99)$")
 PROJECT, ZONE = "live-bench", "us-central1-a"
 MACHINE_TYPE = "n2-standard-2"
 
@@ -57,13 +64,25 @@ def pool_name(policy: str) -> str:
     return f"live-{policy}"
 
 
+def in_dag(policy: str) -> bool:
+    """Whether the control-loop DAG allocates the policy's pool (every policy but ``queue``)."""
+    return policy in DAG_POLICIES or VARIANT.match(policy) is not None
+
+
+def variant_quantile(policy: str) -> float | None:
+    """The provisioning quantile of a ``predictive-qNN`` variant (None for any other policy)."""
+    found = VARIANT.match(policy)
+    return int(found.group(1)) / 100 if found else None
+
+
 def parse_policies(text: str) -> list[str]:
     """``predictive,queue`` -> the policies, in the given order; one clear error for anything else."""
     names = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
+    unknown = [p for p in names if p not in POLICIES and not VARIANT.match(p)]
     if not names or unknown or len(set(names)) != len(names):
         raise ValueError(
-            f"--policies {text!r}: give each of {', '.join(POLICIES)} at most once, comma-separated"
+            f"--policies {text!r}: give each of {', '.join(POLICIES)} (or predictive-q50, -q80, -q95, "
+            "-q99: predictive at that provisioning quantile) at most once, comma-separated"
         )
     return names
 
@@ -90,6 +109,11 @@ def pool_settings(policy: str, settings: PoolSettings, static_instances: int) ->
     pool = _common(policy, settings)
     if policy == "predictive":
         pool["policy"] = {"planning_interval_minutes": settings.cadence_minutes}
+    elif variant_quantile(policy) is not None:
+        pool["policy"] = {
+            "planning_interval_minutes": settings.cadence_minutes,
+            "quantile": variant_quantile(policy),
+        }
     elif policy == "cpu":
         pool["policy"] = {
             "signal": "recent_demand",
@@ -113,9 +137,7 @@ def pools_yaml(policies: Sequence[str], settings: PoolSettings, static_instances
     """The pools file of the control-loop DAG: the policies it allocates (not ``queue``)."""
     import yaml
 
-    pools = {
-        pool_name(p): pool_settings(p, settings, static_instances) for p in policies if p in DAG_POLICIES
-    }
+    pools = {pool_name(p): pool_settings(p, settings, static_instances) for p in policies if in_dag(p)}
     return yaml.safe_dump({"pools": pools}, sort_keys=True)
 
 
