@@ -49,6 +49,11 @@ def test_a_predictive_variant_is_the_product_at_another_provisioning_quantile() 
     assert (base.policy.quantile, variant.policy.quantile) == (0.9, 0.5)
     assert variant.policy.model_copy(update={"quantile": 0.9}) == base.policy  # nothing else differs
     assert variant.scale_in == base.scale_in and lp.in_dag("predictive-q50") and not lp.in_dag("queue")
+    # its DAG copies are Python the DAG processor parses (a dash is no identifier)
+    workload = lw.build_workload(START.replace(minute=10), 30, 7)
+    source = lw.dag_source(workload, names, "/tmp/templates", {p: lp.pool_name(p) for p in names})
+    compile(source, "live_workload.py", "exec")
+    assert "'orders_etl__predictive-q50'" in source
     for text in ("predictive-q0.5", "predictive-q90", "predictive-q7"):
         with pytest.raises(ValueError, match="predictive-q50"):
             lp.parse_policies(text)

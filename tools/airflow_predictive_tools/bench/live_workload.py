@@ -284,7 +284,7 @@ def _dag_block(dag: DagSpec, policy: str, queue: str, start: datetime) -> str:
     previous = None
     for stage in template.stages:
         share = min(0.05, stage.cpu)  # a little real CPU: 2 cores run every policy's tasks at once
-        fn = f"{dag.dag_id}_{policy}_{stage.name}"
+        fn = f"{dag.dag_id}_{policy.replace('-', '_')}_{stage.name}"  # a variant's dash is no identifier
         lines += [
             f"    @task(task_id={stage.name!r}, **stage_kwargs({template.name!r}, {stage.name!r}, "
             f"queue={queue!r}, templates_folder=TEMPLATES))",
