@@ -111,6 +111,24 @@ def test_clipping_keeps_frequent_bursts_and_level_shifts_in_the_model_input():
     assert clip_bounds(single, 10.0)[1] < 2.0
 
 
+def test_a_rise_above_the_clip_that_lasts_half_an_hour_is_read_as_the_new_level():
+    """NAB rds_cpu jumped from 17% to 28% CPU and stayed: clipped at 22.8, the model forecast q0.9 = 26
+    one step ahead for hours while demand held 27.5."""
+    from airflow_predictive.forecasting.auto_arima import clip_input
+
+    base = np.full(600, 1.0)
+    bounds = (0.8, 1.2)
+    risen = np.r_[base, np.full(6, 2.0)]  # 30 minutes of 5-minute buckets at the new level
+    np.testing.assert_array_equal(clip_input(risen, bounds, 300)[-6:], 2.0)
+    assert (clip_input(risen, bounds, 300)[:-6] == 1.0).all()
+    spike = np.r_[base, np.full(5, 2.0)]  # 25 minutes: still outliers
+    np.testing.assert_array_equal(clip_input(spike, bounds, 300)[-5:], 1.2)
+    ended = np.r_[base, np.full(6, 2.0), 1.0]  # the run must reach the newest bucket
+    assert clip_input(ended, bounds, 300).max() == 1.2
+    dropped = np.r_[base, np.full(12, 0.1)]  # a drop stays clipped: the forecast errs on capacity
+    np.testing.assert_array_equal(clip_input(dropped, bounds, 300)[-12:], 0.8)
+
+
 def test_css_refit_from_an_unstable_state_returns_a_stable_one_without_overflow():
     """A non-invertible MA and an explosive AR used to overflow in every filter of the state."""
     import warnings
