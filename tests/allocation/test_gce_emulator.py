@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 
 from airflow_predictive.contracts.plan import Action, ActionKind, Provisioning
@@ -300,3 +301,64 @@ def _slots_rows(pool: str, value: float):
 
     ts = pd.date_range(end=NOW, periods=3, freq="5min")
     return pd.DataFrame({"series_id": series_id(pool, "slots"), "ts": ts, "value": value})
+
+
+# ------------------------------------------------------------------ the bucket in progress
+
+
+def _issue(pool: str, issued_at, start, slots: list[float]):
+    frame = forecast_frame(pool, {"slots": slots}, start=start)
+    return frame.assign(issued_at=issued_at)
+
+
+def test_the_bucket_in_progress_is_planned_from_the_issue_before(engine, control, any_store):
+    # The loop forecasts, then plans, in one bucket: the newest issue starts at the next bucket. Known
+    # work starting in this bucket (10 slots a minute from now) is in the issue before, at lead 1; read
+    # from the newest alone, the scale-in hold saw 2 slots and released 4 of the 5 idle VMs it needed.
+    from airflow_predictive.runtime.allocation_cycle import PlanningInputs
+
+    pool = make_pool(
+        name="hold",
+        machine_type="n2-standard-2",
+        slots_per_instance=2,
+        max_instances=8,
+        policy={"min_daily_cycle": -1},
+    )
+    bucket = NOW  # a bucket boundary
+    now = bucket + timedelta(seconds=40)
+    any_store.write_forecasts(_issue("hold", bucket - timedelta(minutes=4), bucket, [10.0] + [2.0] * 11))
+    any_store.write_forecasts(
+        _issue("hold", bucket + timedelta(seconds=30), bucket + timedelta(minutes=5), [2.0] * 12)
+    )
+    frame = PlanningInputs.read(any_store, [pool], now).forecast_of(pool)
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    assert ts.min() == pd.Timestamp(bucket) and frame.loc[ts == pd.Timestamp(bucket), "mean"].item() == 10.0
+    assert (frame.loc[ts > pd.Timestamp(bucket), "mean"] == 2.0).all() and len(frame) == 13
+    control.seed(
+        project=PROJECT,
+        zone=ZONE,
+        instances=[
+            {
+                "name": f"hold-{k}",
+                "machineType": f"zones/{ZONE}/machineTypes/n2-standard-2",
+                "labels": {"predictive-pool": "hold"},
+            }
+            for k in range(5)
+        ],
+        ready=True,
+    )
+    result = run_cycle(pool, any_store, engine, now=now, busy_hosts=[])
+    assert not [a for a in result.plan.actions if a.kind == ActionKind.RELEASE], result.plan.summary
+    assert result.plan.summary["hold"]["slots"] >= 10.0
+
+
+def test_a_newest_issue_that_covers_the_bucket_in_progress_is_read_alone(any_store):
+    from airflow_predictive.runtime.allocation_cycle import PlanningInputs
+
+    pool = make_pool(name="hold", policy={"min_daily_cycle": -1})
+    any_store.write_forecasts(
+        _issue("hold", NOW - timedelta(minutes=9), NOW - timedelta(minutes=5), [9.0] * 12)
+    )
+    any_store.write_forecasts(_issue("hold", NOW - timedelta(minutes=4), NOW, [3.0] * 12))
+    frame = PlanningInputs.read(any_store, [pool], NOW + timedelta(seconds=40)).forecast_of(pool)
+    assert len(frame) == 12 and (frame["mean"] == 3.0).all()
