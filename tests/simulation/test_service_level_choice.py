@@ -194,30 +194,28 @@ def test_a_candidate_other_than_reactive_must_meet_the_level_by_more_than_its_ow
     )
 
 
-def test_a_forecast_candidate_plans_with_headroom_on_the_forecasts_shape():
-    # Alibaba 2018: the reactive rule left nothing unmet on the replayed days, every forecast at full
-    # utilisation a few buckets; with 15% headroom the forecast met it at less capacity.
-    headroom = candidate_named("q0.95 guard 0.7 util 0.85")
-    assert headroom.sizing() == {
+@pytest.mark.parametrize(
+    ("name", "guard", "utilization"),
+    [
+        # Alibaba 2018: the reactive rule left nothing unmet on the replayed days, every forecast at
+        # full utilisation a few buckets; with 15% headroom the forecast met it at less capacity.
+        ("q0.95 guard 0.7 util 0.85", 0.7, 0.85),
+        # bitbrains 411: q0.95 guard 0.9 left more unmet than reactive on about half the days, the 15%
+        # headroom cost 0.9-1.0x reactive's capacity-hours; 10% met the level on days neither did
+        ("q0.95 guard 0.9 util 0.9", 0.9, 0.9),
+    ],
+)
+def test_a_forecast_candidate_plans_with_headroom_on_the_forecasts_shape(name, guard, utilization):
+    assert candidate_named(name).sizing() == {
         "signal": "forecast",
         "min_daily_cycle": -1.0,
         "quantile": 0.95,
-        "guard_utilization": 0.7,
-        "target_utilization": 0.85,
+        "guard_utilization": guard,
+        "target_utilization": utilization,
     }
 
 
-def test_a_forecast_candidate_plans_with_ten_percent_headroom_between_full_utilisation_and_fifteen():
-    # bitbrains 411: q0.95 guard 0.9 left more unmet than reactive on about half the days, the 15%
-    # headroom cost 0.9-1.0x reactive's capacity-hours; 10% met the level on days neither did
-    between = candidate_named("q0.95 guard 0.9 util 0.9")
-    assert between.sizing() == {
-        "signal": "forecast",
-        "min_daily_cycle": -1.0,
-        "quantile": 0.95,
-        "guard_utilization": 0.9,
-        "target_utilization": 0.9,
-    }
+def test_ten_percent_headroom_costs_between_full_utilisation_and_fifteen():
     by_name = {s.candidate: s for s in score_candidates(_evidence(_bursty_day(), forecast_scale=1.3))}
     assert (
         by_name["q0.95 guard 0.9"].capacity_hours
