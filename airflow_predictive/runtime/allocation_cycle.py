@@ -151,8 +151,8 @@ def with_bucket_in_progress(
     A forecast covers whole buckets from the one after the bucket it was issued in, so a cycle that
     forecasts and plans in the same bucket had no forecast of ``now``: the scale-in hold read only
     later buckets and released capacity that known work starting in this bucket needed (the live
-    benchmark, 21:40: a scheduled run's fan-out 70 s away, and 1-2 VMs of each pool released). The issue before
-    forecast this bucket at lead 1; the store keeps that lead of every superseded issue.
+    benchmark, 21:40: a scheduled run's fan-out 70 s away, and 1-2 VMs of each pool released). The
+    issue before forecast this bucket at lead 1; the store keeps that lead of every superseded issue.
 
     :param store: the profile store.
     :param latest: ``store.latest_forecasts`` rows of the pools.
