@@ -244,6 +244,13 @@ class AirflowDeployment:
         raise AssertionError(f"DAG {dag_id} not parsed after {timeout}s; import errors: {errors[:3000]}")
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
+        """Unpause ``dag_id`` and trigger a run; its run id.
+
+        The run id is chosen here, so a trigger sent again after a timeout (a loaded API server on a
+        SQLite metadata DB answered a POST after more than 30 s) cannot create a second run: Airflow
+        answers 409 for an id it already has, which means the first attempt made the run.
+        """
+        run_id = f"manual__{secrets.token_hex(8)}"
         with self.client() as client:
             _retry_server_errors(
                 lambda: client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False})
@@ -251,11 +258,12 @@ class AirflowDeployment:
             response = _retry_server_errors(
                 lambda: client.post(
                     f"/api/v2/dags/{dag_id}/dagRuns",
-                    json={"logical_date": None, "conf": dict(conf or {})},
+                    json={"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})},
                 )
             )
-            response.raise_for_status()
-            return response.json()["dag_run_id"]
+            if response.status_code != 409:
+                response.raise_for_status()
+            return run_id
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
@@ -274,19 +282,22 @@ class AirflowDeployment:
 
 
 def _retry_server_errors(send: Callable[[], httpx.Response], attempts: int = 5) -> httpx.Response:
-    """``send()``, sent again after a 5xx (at most ``attempts`` times in all).
+    """``send()``, sent again after a 5xx or a timeout (at most ``attempts`` times in all).
 
     On a SQLite metadata DB the API server answers 500 ("database is locked") when the scheduler holds
     the write lock longer than the 5 s busy timeout; the failed request's transaction was rolled back,
-    so sending it again is safe.
+    so sending it again is safe. A timed-out request may have been carried out: only idempotent
+    requests go through here (a trigger names its run id).
     """
-    response = send()
     for attempt in range(1, attempts):
-        if response.status_code < 500:
-            break
+        try:
+            response = send()
+            if response.status_code < 500:
+                return response
+        except httpx.TimeoutException:
+            pass
         time.sleep(attempt)
-        response = send()
-    return response
+    return send()  # the last attempt: its answer or its error
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
