@@ -215,7 +215,8 @@ class ServiceLevel(_Model):
 
     :param unmet_share: the share of demand the pool may leave unmet (``0.005``: 0.5%); unset
         (``match_reactive``): no more than the reactive rule it replaces (Compute Engine's autoscaler
-        at 0.6 utilisation) would leave on the same demand. The feedback loop replays the last days'
+        at 0.6 utilisation; on a pool bound by task slots, tasks / slots per worker) would leave on
+        the same demand. The feedback loop replays the last days'
         demand under a few sizing candidates and the pool follows the cheapest one that met it.
     :param queue_wait_p95_seconds: the 95th percentile of the time tasks of the pool's queue wait for a
         worker slot (queued to running), over the trailing hour; unset: queue wait is measured and

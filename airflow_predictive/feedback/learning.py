@@ -141,4 +141,6 @@ def choice_text(choice: dict[str, Any] | None) -> str:
             f"; replayed unmet {chosen['unmet_pct']:.3g}% vs reactive {reactive['unmet_pct']:.3g}%, "
             f"{ratio:.2f}x reactive's capacity-hours"
         )
+    if choice.get("resource", "cpu") != "cpu":
+        text += f"; replayed on {choice['resource']}"
     return text + ("" if choice.get("met", True) else "; no candidate met the level") + ")"

@@ -336,10 +336,7 @@ class _Cycle:
         return self.sizing.utilization
 
     def utilization_of(self, resource: str) -> float:
-        """Planned utilisation of ``resource``: task slots are always planned full. Headroom keeps CPU
-        and memory off saturation; a worker with a free slot is just idle (Airflow's KEDA rule is
-        tasks / concurrency, no headroom)."""
-        return 1.0 if resource == "slots" else self.sizing.utilization
+        return self.sizing.utilization_of(resource)
 
 
 @dataclass(slots=True)
@@ -459,6 +456,12 @@ class _Sizing:
     utilization: float
     guard: float = 0.0
     why: str = ""
+
+    def utilization_of(self, resource: str) -> float:
+        """Planned utilisation of ``resource``: task slots are always planned full. Headroom keeps CPU
+        and memory off saturation; a worker with a free slot is just idle (Airflow's KEDA rule is
+        tasks / concurrency, no headroom)."""
+        return 1.0 if resource == "slots" else self.utilization
 
 
 #: The resource whose daily cycle decides, in order of preference (the autoscaler's own rule is CPU).
@@ -631,8 +634,8 @@ def _forecast_demands(
 def _guarded(d: _Demand, resource: str, seen: np.ndarray | None, sizing: _Sizing) -> _Demand:
     """Never less than the newest observed demand / guard: a forecast that misses a level shift."""
     if sizing.guard > 0 and resource in COUNT_RESOURCES and seen is not None and len(seen):
-        # Demand is planned at `utilization`: this much planned demand holds observed / guard.
-        g = float(seen[-1]) * sizing.utilization / sizing.guard
+        # Demand is planned at its utilisation: this much planned demand holds observed / guard.
+        g = float(seen[-1]) * sizing.utilization_of(resource) / sizing.guard
         if g > d.value:
             return _Demand(g, f"observed demand / guard utilisation {sizing.guard:g}")
     return d

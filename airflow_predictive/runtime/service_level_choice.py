@@ -1,7 +1,8 @@
 """The feedback loop's service-level choice on the store, and the pool the allocation cycle then plans.
 
 Once a day per pool (:data:`CHOICE_EVERY`; a few pools a cycle, :func:`due_pools`), :func:`choose_for_pools` reads the pool's last two days of
-observed demand and the forecasts the store issued over them, replays them through the planner under
+observed demand of the resource that binds its size (cpu, memory or task slots: :func:`binding_resource`)
+and the forecasts the store issued of it, replays them through the planner under
 each candidate setting (:mod:`airflow_predictive.simulation.choice`, the code the backtest runs) and
 stores the choice, its scores and the reactive counterfactual as the ``service_level_choice``
 summary. The allocation cycle plans each pool with :func:`following` its stored choice; a pool with
@@ -36,8 +37,12 @@ CHOICE_EVERY = timedelta(days=1)
 CHOICE_WINDOW = timedelta(days=2)
 #: Issued forecasts a first choice needs (the backtest's first choice waits as long).
 MIN_EVIDENCE = timedelta(hours=12)
-#: The resource replayed: the one Compute Engine's autoscaler scales on, as the reactive rule does.
-RESOURCE = "cpu"
+#: Resources a choice may replay, each in instances of the pool's machine: the one whose demand needs
+#: the most instances binds the pool's size (:func:`binding_resource`).
+REPLAYED = ("cpu", "memory", "slots")
+#: Percentile of a resource's demand over the window that decides which binds: the pool's busy hours,
+#: not one bucket's spike.
+BINDING_PERCENTILE = 95
 
 
 def stored_choices(store: SummaryReader) -> dict[str, Choice]:
@@ -63,7 +68,8 @@ def following(pool: CapacityPool, choice: Choice | None) -> CapacityPool:
     )
     words = (
         f"service-level choice {choice.candidate} of {choice.chosen_at:%Y-%m-%d %H:%M} UTC "
-        f"({pool.service_level.describe()}; replayed {ratio:.2f}x reactive's capacity-hours)"
+        f"({pool.service_level.describe()}; replayed on {choice.resource}: {ratio:.2f}x reactive's "
+        "capacity-hours)"
     )
     policy = pool.policy.model_copy(update={**sizing, "signal": Signal(sizing["signal"]), "chosen": words})
     return pool.model_copy(update={"policy": policy})
@@ -130,27 +136,27 @@ def pool_evidence(
     :param now: the cycle's time.
     :param interval: bucket width.
     """
-    sid = series_id(pool.name, RESOURCE)
     step = pd.Timedelta(interval)
     boot_steps = math.ceil(pool.lead_time_minutes.boot * 60 / step.total_seconds() - 1e-9)
     pre = boot_steps + 3  # the reactive rule's stabilisation window, and the fleet's warm-up
     end = pd.Timestamp(now).floor(step)
     first = end - pd.Timedelta(CHOICE_WINDOW) - pre * step
     index = pd.date_range(first, end, freq=step, inclusive="left")
-    # store frames may carry SQLAlchemy column-name objects
-    demand = store.demand([sid], start=first.to_pydatetime(), end=end.to_pydatetime()).rename(columns=str)
-    if demand.empty:
+    observed = observed_demand(store, pool, index)
+    resource = binding_resource(observed, pool)
+    if resource is None:
         return None
-    # SQLite returns naive UTC times, PostgreSQL aware ones
-    observed = pd.Series(demand["value"].to_numpy(float), index=pd.to_datetime(demand["ts"], utc=True))
-    values = observed.groupby(observed.index.floor(step)).mean().reindex(index)
+    values = observed[resource]
     if values.notna().sum() < len(index) // 2:
         return None  # the profiler missed most of the window: no replay to trust
     forecasts = issued_views(
         store.forecasts(
-            [sid], issued_from=(first + pre * step).to_pydatetime(), issued_to=end.to_pydatetime()
+            [series_id(pool.name, resource)],
+            issued_from=(first + pre * step).to_pydatetime(),
+            issued_to=end.to_pydatetime(),
         ),
         index,
+        resource,
     )
     if len(forecasts) * step < pd.Timedelta(MIN_EVIDENCE):
         return None
@@ -160,19 +166,75 @@ def pool_evidence(
         index=index,
         start=start,
         forecasts=forecasts,
-        instance_capacity=pool.machine.vcpus,
+        instance_capacity=instance_capacity(pool, resource),
         boot_steps=boot_steps,
         max_instances=pool.max_instances,
         # The store keeps two days of forecasts: the fleet's cold start settles on the window's first hour.
         settle=min(round(SETTLE_S / step.total_seconds()), max(0, len(index) - start - 1)),
+        resource=resource,
     )
 
 
-def issued_views(frame: pd.DataFrame, index: pd.DatetimeIndex) -> dict[int, ForecastView]:
+def observed_demand(
+    store: ServiceLevelChoiceStore, pool: CapacityPool, index: pd.DatetimeIndex
+) -> pd.DataFrame:
+    """The pool's observed demand of each :data:`REPLAYED` resource per step of ``index`` (one read;
+    a resource the store holds nothing of is absent, a step it missed is NaN).
+
+    :param store: the ProfileStore.
+    :param pool: the pool.
+    :param index: the window's steps.
+    """
+    sids = {series_id(pool.name, r): r for r in REPLAYED}
+    step = index[1] - index[0]
+    end = index[-1] + step
+    # store frames may carry SQLAlchemy column-name objects
+    rows = store.demand(list(sids), start=index[0].to_pydatetime(), end=end.to_pydatetime()).rename(
+        columns=str
+    )
+    out = pd.DataFrame(index=index)
+    for sid, frame in rows.groupby("series_id"):
+        # SQLite returns naive UTC times, PostgreSQL aware ones
+        values = pd.Series(frame["value"].to_numpy(float), index=pd.to_datetime(frame["ts"], utc=True))
+        out[sids[str(sid)]] = values.groupby(values.index.floor(step)).mean().reindex(index)
+    return out
+
+
+def instance_capacity(pool: CapacityPool, resource: str) -> float:
+    """What one of the pool's instances brings of ``resource`` (vCPUs, GiB, task slots).
+
+    :param pool: the pool.
+    :param resource: one of :data:`REPLAYED`.
+    """
+    if resource == "slots":
+        return float(pool.slots)
+    return float(pool.machine.vcpus if resource == "cpu" else pool.machine.memory_gib)
+
+
+def binding_resource(observed: pd.DataFrame, pool: CapacityPool) -> str | None:
+    """The resource whose demand needs the most instances over the window (at its
+    :data:`BINDING_PERCENTILE`, at full utilisation): the one the planner's size follows, so the one
+    whose unmet demand the choice scores. A worker pool of I/O-bound tasks is bound by its task slots,
+    not by the cpu the autoscaler reads. None: no demand observed.
+
+    :param observed: :func:`observed_demand`.
+    :param pool: the pool.
+    """
+    needs = {
+        r: float(np.nanpercentile(observed[r].to_numpy(float), BINDING_PERCENTILE))
+        / instance_capacity(pool, r)
+        for r in REPLAYED
+        if r in observed and observed[r].notna().any()
+    }
+    return max(needs, key=lambda r: (needs[r], -REPLAYED.index(r))) if needs else None
+
+
+def issued_views(frame: pd.DataFrame, index: pd.DatetimeIndex, resource: str) -> dict[int, ForecastView]:
     """Step of ``index`` -> the forecast issued in it (the planner's view of one stored issue).
 
     :param frame: stored forecast rows of one series (``issued_at, ts, mean, q...``).
     :param index: the replay's steps.
+    :param resource: the series' resource.
     """
     if frame.empty:
         return {}
@@ -199,7 +261,7 @@ def issued_views(frame: pd.DataFrame, index: pd.DatetimeIndex) -> dict[int, Fore
         if before is not None and ts[rows[0]] > index[s].value:
             rows = np.concatenate([before[ts[before] == index[s].value], rows])
         cols: Mapping[str, np.ndarray] = {c: v[rows] for c, v in values.items()}
-        views[s] = ForecastView({RESOURCE: (ts[rows], cols)}, step_ns)
+        views[s] = ForecastView({resource: (ts[rows], cols)}, step_ns)
     return views
 
 

@@ -164,6 +164,22 @@ def protection(name: str, candidates: Sequence[Candidate] = CANDIDATES) -> tuple
     return (float(c.quantile or 0.0), -float(c.guard_utilization or 1.0), -float(c.target_utilization or 1.0))
 
 
+def candidates_on(resource: str, candidates: Sequence[Candidate] = CANDIDATES) -> tuple[Candidate, ...]:
+    """The candidates that size a pool bound by ``resource`` differently, in their order.
+
+    Task slots are planned full whatever a rule's utilisation (a worker with a free slot is just
+    idle), so on ``slots`` the reactive rule at 0.7 and 0.8 is the reactive rule, and a forecast rule
+    at 0.85 utilisation is that rule at full: replayed, they would tie with another or be chosen under
+    a name that promises headroom the pool never gets.
+
+    :param resource: the binding resource replayed.
+    :param candidates: the settings.
+    """
+    if resource != "slots":
+        return tuple(candidates)
+    return tuple(c for c in candidates if c is REACTIVE or c.target_utilization is None)
+
+
 def candidate_named(name: str, candidates: Sequence[Candidate] = CANDIDATES) -> Candidate:
     """The candidate called ``name`` (a stored choice names one).
 
@@ -190,6 +206,8 @@ class Evidence:
     :param instance_capacity: demand one instance serves.
     :param boot_steps: boot lead in steps.
     :param max_instances: the pool's maximum size.
+    :param resource: the resource ``demand`` is of, the one that binds the pool's size (``cpu``,
+        ``memory`` or ``slots``); ``instance_capacity`` is in its unit.
     """
 
     demand: np.ndarray
@@ -200,6 +218,7 @@ class Evidence:
     boot_steps: int
     max_instances: int
     settle: int = 0
+    resource: str = "cpu"
 
     @property
     def interval_s(self) -> int:
@@ -214,6 +233,7 @@ class Evidence:
             boot_steps=self.boot_steps,
             max_instances=self.max_instances,
             start=self.start,
+            resource=self.resource,
         )
 
 
@@ -255,6 +275,7 @@ class Choice:
     :param reason: the choice in words (plan reasons quote it).
     :param chosen_at: when it was chosen.
     :param met: whether the chosen candidate met the level on the replayed days.
+    :param resource: the resource replayed (:attr:`Evidence.resource`).
     """
 
     candidate: str
@@ -263,6 +284,7 @@ class Choice:
     reason: str
     chosen_at: datetime
     met: bool = True
+    resource: str = "cpu"
 
     @property
     def reactive(self) -> Score:
@@ -276,6 +298,7 @@ class Choice:
             "reason": self.reason,
             "chosen_at": self.chosen_at.isoformat(),
             "met": self.met,
+            "resource": self.resource,
         }
 
     @classmethod
@@ -296,6 +319,7 @@ class Choice:
             reason=str(payload["reason"]),
             chosen_at=pd.Timestamp(payload["chosen_at"]).to_pydatetime(),
             met=bool(payload.get("met", True)),
+            resource=str(payload.get("resource", "cpu")),
         )
 
 
@@ -522,7 +546,9 @@ def choose_by_replay(
     :param current: the candidate the pool follows now.
     :param candidates: the settings to replay.
     """
-    return choose(score_candidates(evidence, candidates), level, now=now, current=current)
+    distinct = candidates_on(evidence.resource, candidates)
+    choice = choose(score_candidates(evidence, distinct), level, now=now, current=current)
+    return replace(choice, resource=evidence.resource)
 
 
 # ---------------------------------------------------------------------------- the backtest's product

@@ -123,7 +123,8 @@ def backtest_pool(
     guard_utilization: float | None = None,
     min_daily_cycle: float | None = None,
 ) -> Any:
-    """The simulated pool: one "instance" serves ``context.instance_capacity`` of demand (as vCPUs).
+    """The simulated pool: one "instance" serves ``context.instance_capacity`` of demand (vCPUs, GiB of
+    memory or task slots: ``context.resource``).
 
     Everything not set here is the product's default :class:`CapacityPool` policy. The simulation only
     fixes what describes the simulated fleet: instance size and prices, max size, boot delay as the
@@ -160,8 +161,7 @@ def backtest_pool(
         backend=Backend.MANAGED_INSTANCE_GROUP,
         group=GROUP,
         machine_type=machine_type,
-        vcpus=context.instance_capacity,
-        memory_gib=machines.lookup(machine_type).memory_gib,
+        **_capacity_fields(context, machine_type),
         min_instances=0,
         max_instances=context.max_instances,
         lead_time_minutes=LeadTimes(boot=context.boot_steps * context.interval_s / 60.0),
@@ -174,6 +174,26 @@ def backtest_pool(
         allow_vertical=False,
         allow_tier_1=False,
     )
+
+
+def _capacity_fields(context: ReplayContext, machine_type: str) -> dict[str, Any]:
+    """The pool's instance size: ``instance_capacity`` of the replayed resource, the machine type's
+    size of the others (no demand of theirs is replayed, so they never bind)."""
+    machine = machines.lookup(machine_type)
+    fields: dict[str, Any] = {"vcpus": float(machine.vcpus), "memory_gib": machine.memory_gib}
+    resource = context.resource
+    if resource == "cpu":
+        fields["vcpus"] = context.instance_capacity
+    elif resource == "memory":
+        fields["memory_gib"] = context.instance_capacity
+    elif resource == "slots" and float(context.instance_capacity).is_integer():
+        fields["slots_per_instance"] = int(context.instance_capacity)
+    else:
+        raise ValueError(
+            f"cannot replay {resource!r} demand of {context.instance_capacity:g} per instance: "
+            "replay cpu, memory or a whole number of task slots"
+        )
+    return fields
 
 
 class FleetStates:
@@ -252,7 +272,7 @@ class ReactivePolicy:
         now = context.index[step].to_pydatetime()
         recent = context.demand[max(0, step - self._window) : step]
         result = planner.plan(
-            None, self._states.state(fleet, now), self._pool, now, recent_demand={"cpu": recent}
+            None, self._states.state(fleet, now), self._pool, now, recent_demand={context.resource: recent}
         )
         return planned_size(result)
 
@@ -412,7 +432,7 @@ class ForecastPolicy:
         now = self.context.index[step].to_pydatetime()
         state = self._states.state(fleet, now)
         recent = self.context.demand[max(0, step - self._history) : step]
-        result = planner.plan(view, state, pool, now, recent_demand={"cpu": recent})
+        result = planner.plan(view, state, pool, now, recent_demand={self.context.resource: recent})
         rule = str(result.summary["sizing"]).split(" ", 1)[0]  # forecast | reactive
         self.rules[rule] = self.rules.get(rule, 0) + 1
         return planned_size(result)
@@ -449,7 +469,7 @@ class ForecastPolicy:
         n = len(next(iter(columns.values())))
         start_ns = int(context.index[0].value) + first_step * context.interval_s * 10**9
         ts = start_ns + np.arange(n, dtype=np.int64) * context.interval_s * 10**9
-        return ForecastView({"cpu": (ts, columns)}, context.interval_s * 10**9)
+        return ForecastView({context.resource: (ts, columns)}, context.interval_s * 10**9)
 
     def with_knob(
         self,

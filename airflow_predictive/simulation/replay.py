@@ -91,6 +91,9 @@ class ReplayContext:
     :param start: first scored step (the steps before are history/warm-up).
     :param sizing_defaults: the deployment's sizing defaults (``[predictive]``) the simulated pool
         uses where a policy sets nothing (``None``: the documented defaults).
+    :param resource: what the demand is, as the planner names it: ``cpu`` or ``memory`` (planned at
+        the rule's utilisation) or ``slots`` (Airflow task slots, planned full); ``instance_capacity``
+        is in its unit.
     """
 
     demand: np.ndarray
@@ -101,6 +104,7 @@ class ReplayContext:
     max_instances: int
     start: int
     sizing_defaults: Mapping[str, float] | None = None
+    resource: str = "cpu"
 
 
 class Policy(Protocol):

@@ -513,6 +513,11 @@ def test_the_reactive_rule_and_guard_read_observed_slots():
     assert guarded.summary["sizing"].startswith("forecast (cpu daily-cycle")
     assert [a.amount for a in guarded.actions] == [6] and "guard utilisation 0.9" in guarded.actions[0].reason
     assert [a.amount for a in plan(frame, PoolState(), pool, NOW, recent_demand={"cpu": cpu}).actions] == [2]
+    # the guard holds observed slots / 0.9 whatever the cpu headroom: at 0.75 utilisation it would
+    # otherwise hold 20 x 0.75 / 0.9 = 16.7 slots (5 workers)
+    headroom = make_pool(slots_per_instance=4, policy={"target_utilization": 0.75})
+    p = plan(frame, PoolState(), headroom, NOW, recent_demand={"cpu": cpu, "slots": [20.0] * len(cpu)})
+    assert [a.amount for a in p.actions] == [6] and "guard utilisation 0.9" in p.actions[0].reason
 
 
 def test_slots_per_instance_defaults_to_celerys_worker_concurrency(monkeypatch, tmp_path):

@@ -10,10 +10,17 @@ import pandas as pd
 
 from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
+from airflow_predictive.feedback import learning
 from airflow_predictive.feedback.pages import collect, render_page
 from airflow_predictive.planning.planner import plan
 from airflow_predictive.runtime.feedback_cycle import FeedbackPolicy, close_feedback_cycle
-from airflow_predictive.runtime.service_level_choice import SUMMARY_KIND, due_pools, following, stored_choices
+from airflow_predictive.runtime.service_level_choice import (
+    SUMMARY_KIND,
+    binding_resource,
+    due_pools,
+    following,
+    stored_choices,
+)
 from airflow_predictive.simulation.choice import Choice, Score
 from tests.allocation.conftest import make_pool
 
@@ -28,18 +35,19 @@ def _demand(steps: int) -> np.ndarray:
     return level * (1 + 0.5 * (np.random.default_rng(1).random(steps) < 0.05))
 
 
-def _fill(store, forecast_scale: float) -> None:
-    """Two days and a bit of demand; a forecast issued every 5 minutes over the last 36 hours whose
-    quantiles are the demand that followed, times ``forecast_scale``."""
+def _fill(store, forecast_scale: float, sid: str = SID, demand_scale: float = 1.0) -> None:
+    """Two days and a bit of demand (:func:`_demand` x ``demand_scale``); a forecast issued every 5
+    minutes over the last 36 hours whose quantiles are the demand that followed, times
+    ``forecast_scale``."""
     start = NOW - timedelta(days=2, hours=1)
     ts = pd.date_range(start, NOW, freq="5min", inclusive="left")
-    values = _demand(len(ts))
-    store.write_demand(pd.DataFrame({"series_id": SID, "ts": ts, "value": values}))
+    values = _demand(len(ts)) * demand_scale
+    store.write_demand(pd.DataFrame({"series_id": sid, "ts": ts, "value": values}))
     rows = []
     for i in range(len(ts) - 36 * 12, len(ts)):
         for lead in range(6):
             value = values[min(i + lead, len(ts) - 1)] * forecast_scale
-            row = {"series_id": SID, "issued_at": ts[i], "ts": ts[i] + lead * pd.Timedelta("5min")}
+            row = {"series_id": sid, "issued_at": ts[i], "ts": ts[i] + lead * pd.Timedelta("5min")}
             row.update({"mean": value, "model": "test", "fallback": ""})
             row.update({quantile_column(q): value for q in DEFAULT_QUANTILES})
             rows.append(row)
@@ -88,6 +96,51 @@ def test_with_forecasts_far_below_demand_the_pool_runs_the_reactive_rule(store):
     p = plan(None, PoolState(), following(pool, choice), NOW, recent_demand={"cpu": [48.0]})
     assert p.summary["sizing"].startswith("reactive rule (recent_demand); service-level choice reactive")
     assert [a.amount for a in p.actions] == [10]  # ceil(48 / (0.6 x 8))
+
+
+def test_a_pool_bound_by_task_slots_is_chosen_on_its_slots_not_its_cpu(store):
+    # I/O-bound tasks on 4-slot workers: 0.4-2 vCPUs of 8 (one VM's worth), 4-20 slots running or
+    # queued (1-5 workers). The slots' forecasts sat far below their demand, the cpu's were exact: a
+    # choice replayed on cpu would follow a forecast rule that leaves the queue waiting.
+    pool = make_pool(lead_time_minutes={"boot": 5}, slots_per_instance=4)
+    _fill(store, forecast_scale=1.0, demand_scale=0.02)
+    _fill(store, forecast_scale=0.3, sid="pool=etl/resource=slots", demand_scale=0.2)
+    close_feedback_cycle(store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False)
+    choice = stored_choices(store)["etl"]
+    assert (choice.resource, choice.candidate) == ("slots", "reactive")
+    # slots are planned full: the reactive rule at less headroom, and forecast rules that differ only by
+    # their utilisation, are not replayed; the capacity is the slots' (2 days at 1-5 workers)
+    assert {s.candidate for s in choice.scores} == {
+        "reactive", "q0.9 guard 0.9", "q0.95 guard 0.9", "q0.99 guard 0.9",
+        "q0.95 guard 0.8", "q0.99 guard 0.8", "q0.99 guard 0.7",
+    }  # fmt: skip
+    assert 100 < choice.reactive.capacity_hours < 5 * 48
+    assert "replayed on slots" in following(pool, choice).policy.chosen
+    assert "replayed on slots" in learning.choice_text(store.summaries(SUMMARY_KIND)["etl"])
+    # with exact slot forecasts and a pool that buys at most 0.5% unmet, the reactive rule on slots
+    # (tasks / slots per worker, no headroom) misses it and the pool follows the cheapest forecast rule
+    exact = make_pool(
+        name="io", lead_time_minutes={"boot": 5}, slots_per_instance=4, service_level={"unmet_share": 0.005}
+    )
+    _fill(store, forecast_scale=1.0, sid="pool=io/resource=slots", demand_scale=0.2)
+    close_feedback_cycle(store, now=NOW, policy=FeedbackPolicy(capacity_pools=(exact,)), emit_metrics=False)
+    chosen = stored_choices(store)["io"]
+    # (exact forecasts: the three quantiles at guard 0.9 tie, and a tie goes to the most protective)
+    assert (chosen.resource, chosen.candidate, chosen.met) == ("slots", "q0.99 guard 0.9", True)
+    assert chosen.reactive.unmet_pct > 0.5 and chosen.scores[1].unmet_pct == 0.0
+
+
+def test_the_binding_resource_is_the_one_needing_the_most_instances():
+    pool = make_pool(slots_per_instance=4)  # n2-standard-8: 8 vCPUs, 32 GiB, 4 slots
+    index = pd.date_range(NOW, periods=100, freq="5min")
+    observed = pd.DataFrame({"cpu": 24.0, "memory": 64.0, "slots": 8.0}, index=index)  # 3, 2, 2 VMs
+    assert binding_resource(observed, pool) == "cpu"
+    observed["slots"] = np.r_[np.full(90, 8.0), np.full(10, 40.0)]  # 10 VMs, but only in 10% of it
+    assert binding_resource(observed, pool) == "slots"
+    observed["slots"] = np.r_[np.full(97, 8.0), np.full(3, 40.0)]  # a spike in 3%: cpu binds the window
+    assert binding_resource(observed, pool) == "cpu"
+    assert binding_resource(observed[["slots"]], pool) == "slots"
+    assert binding_resource(pd.DataFrame(index=index), pool) is None
 
 
 def test_a_pool_without_a_day_of_issued_forecasts_keeps_its_own_settings(store):
