@@ -26,6 +26,7 @@ from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
 from airflow_predictive.planning.planner import ForecastView
 from airflow_predictive.simulation.choice import SETTLE_S, Choice, Evidence, candidate_named, choose_by_replay
+from airflow_predictive.simulation.replay import REPLAYED_RESOURCES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ CHOICE_WINDOW = timedelta(days=2)
 MIN_EVIDENCE = timedelta(hours=12)
 #: Resources a choice may replay, each in instances of the pool's machine: the one whose demand needs
 #: the most instances binds the pool's size (:func:`binding_resource`).
-REPLAYED = ("cpu", "memory", "slots")
+REPLAYED = REPLAYED_RESOURCES
 #: Percentile of a resource's demand over the window that decides which binds: the pool's busy hours,
 #: not one bucket's spike.
 BINDING_PERCENTILE = 95

@@ -22,7 +22,13 @@ from airflow_predictive.contracts.pools import ServiceLevel
 from airflow_predictive.simulation import metrics
 from airflow_predictive.simulation.choice import product_policy
 from airflow_predictive.simulation.policies import pool_prices, sweep_knobs
-from airflow_predictive.simulation.replay import Policy, ReplayContext, ReplayResult, replay
+from airflow_predictive.simulation.replay import (
+    REPLAYED_RESOURCES,
+    Policy,
+    ReplayContext,
+    ReplayResult,
+    replay,
+)
 from airflow_predictive.simulation.traces import TraceError, duration, load_trace, load_traces, parse_interval
 
 ALL_POLICIES: tuple[str, ...] = ("reactive", "seasonal", "predictive", "oracle")
@@ -412,7 +418,14 @@ def backtest_resources(
         raise ValueError(
             f"backtest_resources: no capacity per instance for {', '.join(missing) or 'any resource'}"
         )
-    contexts = {r: context_for(s, replace(options, instance_capacity=capacity[r])) for r, s in series.items()}
+    contexts = {
+        r: replace(
+            context_for(s, replace(options, instance_capacity=capacity[r])),
+            # each resource as the planner sizes it (slots planned full); the others as vCPUs
+            resource=r if r in REPLAYED_RESOURCES else "cpu",
+        )
+        for r, s in series.items()
+    }
     steps = min(len(c.demand) - c.start for c in contexts.values())
     prices = pool_prices(options.machine_type)
     result: dict[str, Any] = {"resources": sorted(series), "capacity": dict(capacity), "policies": {}}

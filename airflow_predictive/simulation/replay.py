@@ -77,6 +77,10 @@ class Fleet:
         self.running -= min(excess, self.running)
 
 
+#: Resources a replay sizes a pool by, as the planner names them (the others are replayed as cpu).
+REPLAYED_RESOURCES = ("cpu", "memory", "slots")
+
+
 @dataclass(frozen=True)
 class ReplayContext:
     """Everything a policy may know about the replay before it starts.

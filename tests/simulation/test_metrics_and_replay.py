@@ -233,6 +233,9 @@ def test_a_pool_of_io_waits_backtests_as_slot_bound_and_runs_what_its_slots_need
     # the reactive rule sees each burst a boot delay late: slots go unmet, cpu never does
     reactive = result["policies"]["reactive"]
     assert reactive["resources"]["slots"]["unmet_pct"] > 0 and reactive["resources"]["cpu"]["unmet_pct"] == 0
+    # and plans slots full, as the planner does (tasks / slots per worker): one worker, and 8 for one
+    # step after each burst, not the 13 of cpu's 0.6 utilisation (38 instance-hours)
+    assert reactive["instance_hours"] == pytest.approx((288 + 12 * 7) / 12)
     # the same slot series with cpu's capacity alone (no slots) would provision 1 instance
     alone = backtest_trace(cpu, BacktestOptions(policies=("oracle",), history="1d", instance_capacity=2.0))
     assert alone["policies"]["oracle"]["capacity_hours"] == pytest.approx(288 / 12)
