@@ -255,8 +255,10 @@ def calibration_at_boot_lead(policy: Any, context: ReplayContext) -> dict[str, A
         target, upper = policy.issued_at_lead(context.boot_steps, f"q{level:g}")
         keep = (target >= context.start) & (target < len(context.demand))
         target, upper = target[keep], upper[keep]
-        hours = context.index[target].hour.to_numpy()
-        out[f"q{level:g}"] = metrics.calibration_by_block(hours, context.demand[target], upper, level=level)
+        when = context.index[target]
+        out[f"q{level:g}"] = metrics.calibration_by_block(
+            when.hour.to_numpy(), context.demand[target], upper, level=level, days=when.floor("D").asi8
+        )
     return out
 
 

@@ -259,7 +259,12 @@ def test_calibration_by_block_compares_each_block_with_sampling_noise():
     upper[np.flatnonzero((hours >= 12) & (hours < 16))[:30]] = 0.5
     upper[np.flatnonzero(hours >= 20)[:80]] = 0.5
     found = calibration_by_block(hours, actual, upper, level=0.9)
-    assert found["by_block"]["12-16"] == {"exceedance": 0.075, "n": 400, "noise_bound": 0.13}
+    assert found["by_block"]["12-16"] == {
+        "exceedance": 0.075,
+        "n": 400,
+        "noise_bound": 0.13,
+        "binomial_bound": 0.13,
+    }
     assert found["by_block"]["20-24"]["exceedance"] == 0.2
     assert found["worst_block"] == "20-24" and found["worst_within_noise"] is False
     assert found["exceedance"] == round(110 / 2400, 4)
@@ -267,6 +272,41 @@ def test_calibration_by_block_compares_each_block_with_sampling_noise():
     assert found["by_hour"]["12-13"]["exceedance"] == 0.3 and found["by_hour"]["13-14"]["exceedance"] == 0.0
     assert found["worst_hour"] == "20-21" and found["by_hour"]["20-21"]["exceedance"] == 0.8
     assert found["hours_beyond_noise"] == 2 and len(found["by_hour"]) == 24
+
+
+def test_exceedances_that_cluster_by_day_widen_the_noise_bound():
+    from airflow_predictive.simulation.metrics import calibration_by_block
+
+    # 20 days x 48 buckets of one block (00-04): 12-13% above q0.9. In "spread" each day has 5 or 6
+    # exceedances; in "clustered" two days exceed in nearly every bucket (a level the forecast
+    # trailed) and the others in 2 of 48.
+    days = np.repeat(np.arange(20), 48)
+    hours = np.tile(np.repeat(np.arange(4), 12), 20)
+    spread = np.zeros(days.size, bool)
+    for d in range(20):
+        spread[d * 48 : d * 48 + (6 if d < 16 else 5)] = True
+    clustered = np.zeros(days.size, bool)
+    clustered[: 2 * 48 - 11] = True  # 85 of the first two days' 96
+    for d in range(2, 20):
+        clustered[d * 48 : d * 48 + 2] = True  # 36 more: 121 of 960 in all (spread: 116)
+    for hit, within in ((spread, False), (clustered, True)):
+        found = calibration_by_block(hours, np.where(hit, 2.0, 0.0), np.ones(days.size), level=0.9, days=days)
+        block = found["by_block"]["00-04"]
+        # independent buckets: 0.1 + 2 sqrt(0.09 / 960) = 0.1194; both rates are above it
+        assert block["binomial_bound"] == 0.1194 and block["exceedance"] > 0.1194
+        assert found["worst_within_binomial"] is False and found["worst_within_noise"] is within
+    # spread evenly, the days vary less than independent buckets would: the binomial bound holds
+    assert (
+        calibration_by_block(hours, spread * 2.0, np.ones(days.size), level=0.9, days=days)["by_block"][
+            "00-04"
+        ]["noise_bound"]
+        == 0.1194
+    )
+    # two days of 85 of 96 carry the rate: the day-to-day spread is the noise, 20x the binomial's variance
+    block = calibration_by_block(hours, clustered * 2.0, np.ones(days.size), level=0.9, days=days)[
+        "by_block"
+    ]["00-04"]
+    assert block["noise_bound"] > 0.15 and block["design_effect"] > 10
 
 
 def test_the_backtest_reports_calibration_across_the_day_at_the_boot_lead():
@@ -294,7 +334,8 @@ def test_the_backtest_reports_calibration_across_the_day_at_the_boot_lead():
     worst, hour = q90["worst_block"], q90["worst_hour"]
     assert (
         f"| bursty | {result['daily_autocorrelation']:.2f} | q0.9 | {q90['exceedance']} | {worst} | "
-        f"{q90['by_block'][worst]['exceedance']} | {q90['by_block'][worst]['noise_bound']} | {hour} | "
+        f"{q90['by_block'][worst]['exceedance']} | {q90['by_block'][worst]['noise_bound']} | "
+        f"{q90['by_block'][worst]['binomial_bound']} | {q90['by_block'][worst].get('design_effect', '-')} | {hour} | "
         f"{q90['by_hour'][hour]['exceedance']} | {q90['by_hour'][hour]['noise_bound']} | "
         f"{q90['hours_beyond_noise']} |"
     ) in calibration_table([result])
