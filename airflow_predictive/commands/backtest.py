@@ -38,6 +38,13 @@ def register(commands, bench) -> None:
         help="demand one instance serves, in the trace's units, e.g. 8 for a slots trace of 8-slot "
         "workers (default: p99 / --peak-instances)",
     )
+    parser.add_argument(
+        "--resource",
+        choices=("cpu", "memory", "slots"),
+        default="cpu",
+        help="what the trace's demand is, as the planner sizes it: cpu or memory at each rule's "
+        "utilisation, slots (task slots) planned full, the reactive rule being tasks / slots per worker (cpu)",
+    )
     parser.add_argument("--boot-delay", default="5min", help="launch-to-serving delay (5min)")
     parser.add_argument("--history", default="3d", help="warm-up, not scored (3d)")
     parser.add_argument("--max-instances", type=int, default=40, help="pool maximum (40)")
@@ -92,6 +99,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         sizing_defaults=config.sizing_defaults(),
         peak_instances=args.peak_instances,
         instance_capacity=args.instance_capacity,
+        resource=args.resource,
         boot_delay=args.boot_delay,
         history=args.history,
         max_instances=args.max_instances,

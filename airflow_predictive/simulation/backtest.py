@@ -48,6 +48,8 @@ class BacktestOptions:
     :param sizing_defaults: the deployment's ``[predictive]`` sizing defaults (``None``: documented ones).
     :param instance_capacity: demand one instance serves, in the trace's units (for a ``slots`` trace,
         the slots per instance); ``None``: the trace's 99th percentile / ``peak_instances``.
+    :param resource: what the trace's demand is (``cpu``, ``memory`` or ``slots``: task slots, planned
+        full, ``instance_capacity`` the slots of each worker).
     :param service_level: the simulated pool's service level (``None``: ``match_reactive``).
     :param online_choice: ``predictive`` and ``seasonal`` follow the daily service-level choice, as the
         product does (False: their fixed default setting, the planner's daily-cycle switch).
@@ -62,6 +64,7 @@ class BacktestOptions:
     machine_type: str = "n2-standard-4"
     sizing_defaults: Mapping[str, float] | None = None
     instance_capacity: float | None = None
+    resource: str = "cpu"
     service_level: ServiceLevel | None = None
     online_choice: bool = True
 
@@ -73,6 +76,13 @@ class BacktestOptions:
             raise ValueError(f"--max-instances must be >= 1, got {self.max_instances}")
         if self.instance_capacity is not None and not self.instance_capacity > 0:
             raise ValueError(f"--instance-capacity must be positive, got {self.instance_capacity}")
+        if self.resource not in REPLAYED_RESOURCES:
+            raise ValueError(f"--resource: {self.resource!r}; choose from {', '.join(REPLAYED_RESOURCES)}")
+        capacity = self.instance_capacity
+        if self.resource == "slots" and (capacity is None or not float(capacity).is_integer()):
+            raise ValueError(
+                "--resource slots needs --instance-capacity: the task slots of each worker, a whole number"
+            )
         unknown = [p for p in self.policies if p not in ALL_POLICIES]
         if unknown or not self.policies:
             raise ValueError(
@@ -127,6 +137,7 @@ def context_for(series: pd.Series, options: BacktestOptions) -> ReplayContext:
         max_instances=options.max_instances,
         start=history,
         sizing_defaults=options.sizing_defaults,
+        resource=options.resource,
     )
 
 

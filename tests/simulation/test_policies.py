@@ -182,3 +182,22 @@ def test_a_slots_trace_backtests_with_the_slots_each_worker_runs(tmp_path):
     # 12 bursts of 8 instances and 276 steps of 1 (2 slots), 5 minutes each
     assert result["policies"]["oracle"]["capacity_hours"] == pytest.approx((12 * 8 + 276) / 12)
     assert main([*args, "--instance-capacity", "0"]) == 2
+
+
+def test_a_slots_trace_backtests_as_the_planner_sizes_slots_with_resource_slots(tmp_path, capsys):
+    """``--resource slots``: the reactive rule is tasks / slots per worker (planned full, Airflow's KEDA
+    rule), not cpu's 0.6 utilisation."""
+    index = pd.date_range("2024-01-01", periods=4 * 288, freq="5min")
+    slots = np.where(np.arange(len(index)) % 24 == 12, 30.0, 2.0)
+    trace = tmp_path / "slots.csv"
+    pd.DataFrame({"timestamp": index, "slots": slots}).to_csv(trace, index=False)
+    out = tmp_path / "bt.json"
+    args = ["backtest", str(trace), "--value-column", "slots", "--policies", "reactive", "--json", str(out)]
+    assert main([*args, "--instance-capacity", "4", "--resource", "slots"]) == 0
+    # one worker, and 8 for one step after each of the 12 bursts of 30 slots
+    assert json.loads(out.read_text())["policies"]["reactive"]["capacity_hours"] == pytest.approx(31.0)
+    assert main([*args, "--instance-capacity", "4"]) == 0  # as vCPUs at 0.6: 13 workers a burst
+    assert json.loads(out.read_text())["policies"]["reactive"]["capacity_hours"] == pytest.approx(38.0)
+    capsys.readouterr()
+    assert main([*args, "--resource", "slots"]) == 2
+    assert "--resource slots needs --instance-capacity" in capsys.readouterr().err
