@@ -10,7 +10,9 @@ One planner serves the operator, the CLI and the backtest. The rules, in the ord
 1. **Demand to cover.** For every resource, the forecast quantile the pool names (``policy.quantile``)
    over ``[now + lead time, now + lead time + planning interval]``, so capacity ordered now is ready
    when the work starts, and never less than the newest observed demand / ``policy.guard_utilization``
-   (a forecast that undershoots a level shift is corrected next cycle). With ``policy.signal =
+   (a forecast that undershoots a level shift is corrected next cycle), nor, with
+   ``policy.seasonal_floor_days``, than the demand observed over that window's time of day on each of
+   the last days (what recurs at a time of day is held before it comes). With ``policy.signal =
    recent_demand`` (the Compute Engine autoscaler rule), the newest observed demand instead, divided by
    ``policy.target_utilization``, held for the stabilisation window's peak before scaling in.
 2. **Instances.** Demand is converted to instances of the pool's machine type; vCPUs, memory,
