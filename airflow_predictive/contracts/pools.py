@@ -112,6 +112,11 @@ class SizingPolicy(_Model):
     :param cycle_window_days: days of recent demand that check reads (``[predictive] cycle_window_days``).
     :param fallback_utilization: target utilisation of the reactive fallback
         (``[predictive] fallback_utilization``, Compute Engine's 0.6).
+    :param seasonal_floor_days: forecast signal only: never hold less than the demand observed at the
+        same time of day on each of the last this many days (their peak over the window the forecast
+        covers, widened by the planner's ``SEASONAL_FLOOR_SPREAD`` buckets each side): demand that
+        recurs at a time of day is held before it comes even where the forecast's quantile smooths it
+        away. 0: no floor.
     :param chosen: set by the feedback loop, not by users: the service-level choice this policy
         follows, in words (plan reasons quote it); empty: the pool's own settings.
     """
@@ -124,6 +129,7 @@ class SizingPolicy(_Model):
     min_daily_cycle: float = Field(SIZING_DEFAULTS["min_daily_cycle"], ge=-1, le=1)
     cycle_window_days: float = Field(SIZING_DEFAULTS["cycle_window_days"], ge=1.5)
     fallback_utilization: float = Field(SIZING_DEFAULTS["fallback_utilization"], gt=0, le=1)
+    seasonal_floor_days: int = Field(0, ge=0, le=7)
     chosen: str = ""
 
     @model_validator(mode="before")

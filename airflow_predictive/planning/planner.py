@@ -10,7 +10,9 @@ One planner serves the operator, the CLI and the backtest. The rules, in the ord
 1. **Demand to cover.** For every resource, the forecast quantile the pool names (``policy.quantile``)
    over ``[now + lead time, now + lead time + planning interval]``, so capacity ordered now is ready
    when the work starts, and never less than the newest observed demand / ``policy.guard_utilization``
-   (a forecast that undershoots a level shift is corrected next cycle). With ``policy.signal =
+   (a forecast that undershoots a level shift is corrected next cycle), nor, with
+   ``policy.seasonal_floor_days``, than the demand observed over that window's time of day on each of
+   the last days (what recurs at a time of day is held before it comes). With ``policy.signal =
    recent_demand`` (the Compute Engine autoscaler rule), the newest observed demand instead, divided by
    ``policy.target_utilization``, held for the stabilisation window's peak before scaling in.
 2. **Instances.** Demand is converted to instances of the pool's machine type; vCPUs, memory,
@@ -395,7 +397,8 @@ def _read_cycle(
     recent = _recent_series(recent_demand, pool, now)
     sizing = _sizing(pool, recent)
     # 1. demand to cover (up) and the upper bound over the stabilisation window (hold), per resource
-    up, hold, base = _demands(forecast, recent, pool, now, sizing)
+    seasonal = _seasonal_series(recent_demand, recent, pool, now)
+    up, hold, base = _demands(forecast, recent, seasonal, pool, now, sizing)
     counts = _current_counts(state, pool)
     return _Cycle(
         pool=pool,
@@ -533,6 +536,7 @@ _Demands = dict[str, _Demand]  # resource -> demand
 def _demands(
     forecast: pd.DataFrame | ForecastView | None,
     recent: Mapping[str, np.ndarray],
+    seasonal: Mapping[str, np.ndarray],
     pool: CapacityPool,
     now: datetime,
     sizing: _Sizing,
@@ -548,7 +552,7 @@ def _demands(
         return _with_known_work(observed, view, pool, now) if view else observed
     if view is None:
         return {}, {}, {}
-    return _forecast_demands(view, recent, pool, now, sizing)
+    return _forecast_demands(view, recent, seasonal, pool, now, sizing)
 
 
 def _with_known_work(
@@ -600,6 +604,7 @@ def _observed_demands(
 def _forecast_demands(
     view: ForecastView,
     recent: Mapping[str, np.ndarray],
+    seasonal: Mapping[str, np.ndarray],
     pool: CapacityPool,
     now: datetime,
     sizing: _Sizing,
@@ -621,6 +626,7 @@ def _forecast_demands(
         stab = int(pool.scale_in.stabilization_minutes * _NS_PER_MIN)
         h = _window_max(view, r, upper, now_ns, now_ns + lead + max(stab, step))
         d = _guarded(d, r, recent.get(r), sizing)
+        d = _seasonal_floor(d, r, seasonal.get(r), pool, lead, step)
         up[r] = d
         hold[r] = h if h is not None and h.value >= d.value else d
         if r in _BASELINE_RESOURCES and pool.has_spot:
@@ -639,6 +645,78 @@ def _guarded(d: _Demand, resource: str, seen: np.ndarray | None, sizing: _Sizing
         if g > d.value:
             return _Demand(g, f"observed demand / guard utilisation {sizing.guard:g}")
     return d
+
+
+#: Buckets each side of the same time of day that the seasonal floor also reads: demand that recurs at
+#: a time of day recurs within a few minutes of it, not in the same bucket.
+SEASONAL_FLOOR_SPREAD = 1
+
+
+def seasonal_floor_buckets(pool: CapacityPool, days: int | None = None) -> int:
+    """Observed buckets, newest last, that the seasonal floor reads (0: no floor).
+
+    :param pool: the pool (its interval and lead times).
+    :param days: the floor's days (None: the pool's ``policy.seasonal_floor_days``).
+    """
+    days = pool.policy.seasonal_floor_days if days is None else days
+    if days <= 0:
+        return 0
+    interval = pool.policy.planning_interval_minutes
+    per_day = max(1, round(1440.0 / interval))
+    lead = min(pool.lead_time_minutes.for_resource(r) for r in COUNT_RESOURCES)
+    return days * per_day + SEASONAL_FLOOR_SPREAD + 1 - math.floor(lead / interval)
+
+
+def _seasonal_floor(
+    d: _Demand, resource: str, seen: np.ndarray | None, pool: CapacityPool, lead_ns: int, step_ns: int
+) -> _Demand:
+    """Never less than the demand observed at the same time of day over the last days.
+
+    ``seen`` is one value per planning interval, newest last, the newest being the bucket before now:
+    the bucket ``k`` intervals after now lies ``days x buckets a day - k`` buckets back on each day.
+    """
+    days = pool.policy.seasonal_floor_days
+    if days <= 0 or resource not in COUNT_RESOURCES or seen is None or len(seen) == 0:
+        return d
+    per_day = max(1, round(86400e9 / step_ns))
+    # the buckets overlapping [now + lead, now + lead + interval), as the forecast's window
+    first = lead_ns // step_ns - SEASONAL_FLOOR_SPREAD
+    last = -(-(lead_ns + step_ns) // step_ns) - 1 + SEASONAL_FLOOR_SPREAD
+    n, peak = len(seen), -math.inf
+    for day in range(1, days + 1):
+        lo, hi = max(0, n + first - day * per_day), min(n, n + last + 1 - day * per_day)
+        window = seen[lo:hi]
+        window = window[np.isfinite(window)]
+        if window.size:
+            peak = max(peak, float(window.max()))
+    if peak > d.value:
+        return _Demand(peak, f"demand at this time of day over the last {days} day(s)")
+    return d
+
+
+def _seasonal_series(
+    recent_demand: pd.DataFrame | Mapping[str, Sequence[float]] | None,
+    recent: dict[str, np.ndarray],
+    pool: CapacityPool,
+    now: datetime,
+) -> Mapping[str, np.ndarray]:
+    """Observed demand as the seasonal floor reads it: one value per planning interval, the newest
+    the last bucket completed before ``now``, a gap NaN (a day back is a count of buckets, so a gap
+    must not shift it). Values without timestamps are taken as such already."""
+    if not isinstance(recent_demand, pd.DataFrame) or not pool.policy.seasonal_floor_days:
+        return recent
+    step = pd.Timedelta(minutes=pool.policy.planning_interval_minutes)
+    grid = pd.date_range(
+        end=pd.Timestamp(now).floor(step) - step, periods=seasonal_floor_buckets(pool), freq=step
+    )
+    out: dict[str, np.ndarray] = {}
+    stamps = pd.to_datetime(recent_demand["ts"], utc=True)
+    for sid, rows in recent_demand.groupby("series_id", sort=False):
+        key = parse_series_id(str(sid))
+        if key.pool == pool.name:
+            seen = pd.Series(rows["value"].to_numpy(dtype=float), index=stamps[rows.index].dt.floor(step))
+            out[key.resource] = seen.groupby(level=0).mean().reindex(grid).to_numpy(dtype=float)
+    return out
 
 
 def _stabilization_buckets(pool: CapacityPool) -> int:

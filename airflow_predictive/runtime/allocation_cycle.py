@@ -24,7 +24,7 @@ from airflow_predictive.contracts.stores import AllocationStore
 from airflow_predictive.contracts.workers import WorkerControl
 from airflow_predictive.planning.busy import BusyView, ExtraAliases, RunningTask, busy_view, given_hosts
 from airflow_predictive.planning.planner import plan as make_plan
-from airflow_predictive.planning.planner import planned_capacity
+from airflow_predictive.planning.planner import planned_capacity, seasonal_floor_buckets
 from airflow_predictive.runtime import metrics
 from airflow_predictive.runtime.ledger import Outcome, PoolBusy, execute_plan, pool_lock
 from airflow_predictive.runtime.release import ReleaseGuard, guarded
@@ -190,7 +190,7 @@ def with_bucket_in_progress(
 
 def _demand_window(pool: CapacityPool) -> timedelta:
     """How much observed demand the planner reads for a pool: its stabilisation window, and for a
-    forecast-driven pool the days of its reactive guard's daily-cycle check."""
+    forecast-driven pool the days of its reactive guard's daily-cycle check and of its seasonal floor."""
     window = timedelta(
         minutes=max(pool.scale_in.stabilization_minutes, pool.policy.planning_interval_minutes)
     )
@@ -198,6 +198,9 @@ def _demand_window(pool: CapacityPool) -> timedelta:
     # its days of demand would be read for nothing, most of a chunk's read.
     if pool.policy.signal is Signal.FORECAST and pool.policy.min_daily_cycle > -1:
         window = max(window, timedelta(days=pool.policy.cycle_window_days))
+    if pool.policy.signal is Signal.FORECAST:  # a seasonal floor reads the same time of its last days
+        floor = seasonal_floor_buckets(pool) * timedelta(minutes=pool.policy.planning_interval_minutes)
+        window = max(window, floor)
     return window
 
 

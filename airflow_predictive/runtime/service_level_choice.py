@@ -24,8 +24,15 @@ from airflow_predictive.contracts.demand import series_id
 from airflow_predictive.contracts.forecast import KNOWN
 from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
-from airflow_predictive.planning.planner import ForecastView
-from airflow_predictive.simulation.choice import SETTLE_S, Choice, Evidence, candidate_named, choose_by_replay
+from airflow_predictive.planning.planner import ForecastView, seasonal_floor_buckets
+from airflow_predictive.simulation.choice import (
+    CANDIDATES,
+    SETTLE_S,
+    Choice,
+    Evidence,
+    candidate_named,
+    choose_by_replay,
+)
 from airflow_predictive.simulation.replay import REPLAYED_RESOURCES
 
 log = logging.getLogger(__name__)
@@ -139,7 +146,8 @@ def pool_evidence(
     """
     step = pd.Timedelta(interval)
     boot_steps = math.ceil(pool.lead_time_minutes.boot * 60 / step.total_seconds() - 1e-9)
-    pre = boot_steps + 3  # the reactive rule's stabilisation window, and the fleet's warm-up
+    # the reactive rule's stabilisation window, the fleet's warm-up, and the days a seasonal floor reads
+    pre = boot_steps + 3 + seasonal_floor_buckets(pool, max(c.seasonal_floor_days for c in CANDIDATES))
     end = pd.Timestamp(now).floor(step)
     first = end - pd.Timedelta(CHOICE_WINDOW) - pre * step
     index = pd.date_range(first, end, freq=step, inclusive="left")

@@ -122,6 +122,7 @@ def backtest_pool(
     target_utilization: float | None = None,
     guard_utilization: float | None = None,
     min_daily_cycle: float | None = None,
+    seasonal_floor_days: int | None = None,
 ) -> Any:
     """The simulated pool: one "instance" serves ``context.instance_capacity`` of demand (vCPUs, GiB of
     memory or task slots: ``context.resource``).
@@ -138,6 +139,7 @@ def backtest_pool(
     :param target_utilization: planned utilisation (None: the product default for the signal).
     :param guard_utilization: the planner's reactive guard (None: the product default).
     :param min_daily_cycle: the planner's daily-cycle switch (None: the product default; -1: off).
+    :param seasonal_floor_days: the planner's seasonal floor (None: the product default, none).
     """
 
     standard, spot = pool_prices(machine_type)
@@ -153,6 +155,8 @@ def backtest_pool(
         sizing["guard_utilization"] = guard_utilization
     if min_daily_cycle is not None:
         sizing["min_daily_cycle"] = min_daily_cycle
+    if seasonal_floor_days is not None:
+        sizing["seasonal_floor_days"] = seasonal_floor_days
     return CapacityPool(
         name=POOL_NAME,
         project="backtest-project",
@@ -431,7 +435,8 @@ class ForecastPolicy:
         view = self.view_at(step)
         now = self.context.index[step].to_pydatetime()
         state = self._states.state(fleet, now)
-        recent = self.context.demand[max(0, step - self._history) : step]
+        history = max(self._history, planner.seasonal_floor_buckets(pool))  # a chosen pool's floor
+        recent = self.context.demand[max(0, step - history) : step]
         result = planner.plan(view, state, pool, now, recent_demand={self.context.resource: recent})
         rule = str(result.summary["sizing"]).split(" ", 1)[0]  # forecast | reactive
         self.rules[rule] = self.rules.get(rule, 0) + 1

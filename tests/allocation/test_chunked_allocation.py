@@ -145,3 +145,14 @@ def test_a_pool_following_its_choice_reads_only_its_stabilisation_window_and_pla
         for demand in (short, long)
     )
     assert _plans([read_short]) == _plans([read_long])
+
+
+def test_a_pool_with_a_seasonal_floor_reads_the_days_it_looks_back_on(seeded) -> None:
+    """A pool following a floor candidate reads a day of demand before the bucket the floor looks at,
+    not only its stabilisation window."""
+    [base] = [p for p in _pools() if p.name == POOLS[0]]
+    chosen = base.policy.model_copy(update={"min_daily_cycle": -1.0, "seasonal_floor_days": 1})
+    pool = base.model_copy(update={"policy": chosen})
+    demand = PlanningInputs.read(seeded, [pool], NOW).demand_of(pool)
+    span = pd.to_datetime(demand["ts"], utc=True)
+    assert span.min() <= pd.Timestamp(NOW - timedelta(days=1))

@@ -440,6 +440,82 @@ def test_reactive_guard_holds_observed_demand_when_the_forecast_undershoots():
     assert [a.amount for a in plan(frame, PoolState(), pool, NOW).actions] == [2]
 
 
+def test_seasonal_floor_holds_the_demand_seen_at_this_time_of_day_on_the_last_days():
+    """Demand that recurs at a time of day (a nightly batch's spike) is held before it comes, even where
+    the forecast's quantile smooths it away; the floor reads the window after the lead time."""
+    from airflow_predictive.planning.planner import SEASONAL_FLOOR_SPREAD, seasonal_floor_buckets
+
+    frame = forecast_frame("etl", {"cpu": [8] * 6})  # q0.9 = 9.6 vCPU: 2 VMs
+    floor = make_pool(lead_time_minutes={"boot": 5}, policy={"min_daily_cycle": -1, "seasonal_floor_days": 1})
+    plain = make_pool(lead_time_minutes={"boot": 5}, policy={"min_daily_cycle": -1})
+    calm = [8.0] * (2 * 288)  # one 5-minute bucket apart, the newest the bucket before now (12:00)
+
+    def spike(buckets_after_now: int, days_ago: int = 1) -> list[float]:
+        values = list(calm)
+        values[len(values) + buckets_after_now - days_ago * 288] = 60.0
+        return values
+
+    # yesterday at 12:05 (now + boot lead) demand was 60 vCPU: 8 x n2-standard-8 are ordered now
+    p = plan(frame, PoolState(), floor, NOW, recent_demand={"cpu": spike(1)})
+    assert [a.amount for a in p.actions] == [8]
+    assert "demand at this time of day over the last 1 day(s) = 60.0 vCPU" in p.actions[0].reason
+    assert [
+        a.amount for a in plan(frame, PoolState(), plain, NOW, recent_demand={"cpu": spike(1)}).actions
+    ] == [2]
+    # a few minutes either side counts; outside that window, or two days ago with a one-day floor, not
+    assert [
+        a.amount
+        for a in plan(
+            frame, PoolState(), floor, NOW, recent_demand={"cpu": spike(1 + SEASONAL_FLOOR_SPREAD)}
+        ).actions
+    ] == [8]
+    for values in (spike(2 + SEASONAL_FLOOR_SPREAD), spike(1, days_ago=2)):
+        assert [
+            a.amount for a in plan(frame, PoolState(), floor, NOW, recent_demand={"cpu": values}).actions
+        ] == [2]
+    two_days = make_pool(
+        lead_time_minutes={"boot": 5}, policy={"min_daily_cycle": -1, "seasonal_floor_days": 2}
+    )
+    assert [
+        a.amount for a in plan(frame, PoolState(), two_days, NOW, recent_demand={"cpu": spike(1, 2)}).actions
+    ] == [8]
+    # the floor needs this much observed demand, and reads nothing older
+    assert seasonal_floor_buckets(plain) == 0
+    needed = seasonal_floor_buckets(floor)
+    assert needed >= 288
+    short = spike(1)[-needed:]
+    assert [a.amount for a in plan(frame, PoolState(), floor, NOW, recent_demand={"cpu": short}).actions] == [
+        8
+    ]
+    # the floor also holds capacity at scale-in: 8 VMs stay until the spike's time has passed
+    state = PoolState(instances=tuple(vm(f"v{i}") for i in range(8)))
+    assert plan(frame, state, floor, NOW, recent_demand={"cpu": spike(1)}).actions == []
+
+
+def test_seasonal_floor_reads_the_stores_demand_by_its_timestamps():
+    """The store's demand has gaps (NaN buckets are dropped) and may hold the bucket in progress: a day
+    back is found by time, not by counting rows."""
+    import pandas as pd
+
+    floor = make_pool(lead_time_minutes={"boot": 5}, policy={"min_daily_cycle": -1, "seasonal_floor_days": 1})
+    frame = forecast_frame("etl", {"cpu": [8] * 6})
+    n = 2 * 288
+    values = [8.0] * n
+    values[n + 1 - 288] = 60.0  # yesterday 12:05
+    ts = [NOW - timedelta(minutes=5 * (n - i)) for i in range(n)]
+    rows = pd.DataFrame({"series_id": "pool=etl/resource=cpu", "ts": ts, "value": values})
+    gap = rows.drop(index=range(n - 100, n - 76))  # two hours the profiler missed, after the spike
+
+    def amounts(recent, now=NOW) -> list[float]:
+        return [a.amount for a in plan(frame, PoolState(), floor, now, recent_demand=recent).actions]
+
+    assert amounts(rows) == amounts(gap) == [8]
+    assert amounts({"cpu": gap["value"].tolist()}) == [2]  # the same values without their times
+    # two minutes into the bucket that started at 12:00, with that bucket's first value stored
+    now = pd.DataFrame({"series_id": ["pool=etl/resource=cpu"], "ts": [NOW], "value": [8.0]})
+    assert amounts(pd.concat([rows, now], ignore_index=True), NOW + timedelta(minutes=2)) == [8]
+
+
 def test_sizing_defaults_come_from_the_predictive_config_section(monkeypatch):
     from airflow_predictive import config
 

@@ -112,7 +112,7 @@ def test_a_pool_bound_by_task_slots_is_chosen_on_its_slots_not_its_cpu(store):
     # their utilisation, are not replayed; the capacity is the slots' (2 days at 1-5 workers)
     assert {s.candidate for s in choice.scores} == {
         "reactive", "q0.9 guard 0.9", "q0.95 guard 0.9", "q0.99 guard 0.9",
-        "q0.95 guard 0.8", "q0.99 guard 0.8", "q0.99 guard 0.7",
+        "q0.95 guard 0.8", "q0.99 guard 0.8", "q0.99 guard 0.7", "q0.8 guard 0.9 floor 1d",
     }  # fmt: skip
     assert 100 < choice.reactive.capacity_hours < 5 * 48
     assert "replayed on slots" in following(pool, choice).policy.chosen
@@ -168,3 +168,16 @@ def test_a_days_choices_are_spread_over_the_cycles_oldest_and_new_pools_first():
     assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(minutes=5))] == ["p1"]
     stored["p1"] = stored["p3"] = fresh
     assert [p.name for p in due_pools(pools, stored, now=NOW, interval=timedelta(hours=12))] == ["p0"]
+
+
+def test_the_replayed_evidence_reaches_back_the_day_a_seasonal_floor_candidate_reads(store):
+    """A floor candidate plans from the demand a day before each replayed step: the evidence starts that
+    much before the first issued forecast it replays."""
+    from airflow_predictive.runtime.service_level_choice import pool_evidence
+
+    pool = make_pool(lead_time_minutes={"boot": 5})
+    _fill(store, forecast_scale=1.0)
+    evidence = pool_evidence(store, pool, now=NOW, interval=timedelta(minutes=5))
+    assert evidence is not None
+    assert evidence.index[evidence.start] == pd.Timestamp(NOW - timedelta(hours=36))  # the first forecast
+    assert evidence.index[0] <= pd.Timestamp(NOW - timedelta(days=3))  # the window, and a day before it

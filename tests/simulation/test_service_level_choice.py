@@ -282,3 +282,30 @@ def test_the_backtests_product_runs_reactive_until_half_a_day_of_forecasts_then_
     assert policy.settings()["online_choice"]["steps_by_candidate"] == {
         policy.choices[0]["candidate"]: 200 - 144
     }
+
+
+def test_a_seasonal_floor_candidate_replays_on_the_day_before_the_window():
+    """The floor reads the same time of day a day earlier: the replay's evidence and the candidate's
+    policy must reach back that far, or the floor sees nothing and replays as the forecast alone."""
+    from airflow_predictive.simulation.choice import Candidate, floor_buckets
+
+    day = _bursty_day()
+    demand = np.r_[day, day, day]  # the bursts recur at the same times every day
+    with_floor = _evidence(demand, forecast_scale=0.3)  # forecasts that miss the bursts
+    start = len(day) + 3  # the first day is history: what the floor reads on the first replayed day
+    evidence = Evidence(
+        demand,
+        with_floor.index,
+        start,
+        with_floor.forecasts,
+        instance_capacity=5.0,
+        boot_steps=1,
+        max_instances=40,
+    )
+    floor = Candidate("q0.9 guard 0.9 floor 1d", "forecast", 0.9, 0.9, seasonal_floor_days=1)
+    plain = Candidate("q0.9 guard 0.9", "forecast", 0.9, 0.9)
+    by_name = {s.candidate: s for s in score_candidates(evidence, [REACTIVE, plain, floor])}
+    assert by_name[plain.name].unmet_pct > 1.0
+    assert by_name[floor.name].unmet_pct < 0.1 * by_name[plain.name].unmet_pct
+    assert floor_buckets(evidence.context(), [REACTIVE, plain]) == 0
+    assert len(day) <= floor_buckets(evidence.context(), [floor]) < len(day) + 4
