@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,14 +169,19 @@ def test_with_a_daily_cycle_the_forecast_policies_follow_their_forecast():
     assert result.running.sum() < reactive.running.sum()  # no 0.6 headroom on a predictable cycle
 
 
-def test_a_slots_trace_backtests_with_the_slots_each_worker_runs(tmp_path):
-    """``--instance-capacity 4``: one instance per 4 slots, whatever the trace's 99th percentile."""
+def _slots_backtest_args(tmp_path, policy: str) -> tuple[list[str], Path]:
+    """A 4-day trace of task slots, 2 running and 30 every 2 hours, as backtest arguments and its JSON."""
     index = pd.date_range("2024-01-01", periods=4 * 288, freq="5min")
     slots = np.where(np.arange(len(index)) % 24 == 12, 30.0, 2.0)
     trace = tmp_path / "slots.csv"
     pd.DataFrame({"timestamp": index, "slots": slots}).to_csv(trace, index=False)
     out = tmp_path / "bt.json"
-    args = ["backtest", str(trace), "--value-column", "slots", "--policies", "oracle", "--json", str(out)]
+    return ["backtest", str(trace), "--value-column", "slots", "--policies", policy, "--json", str(out)], out
+
+
+def test_a_slots_trace_backtests_with_the_slots_each_worker_runs(tmp_path):
+    """``--instance-capacity 4``: one instance per 4 slots, whatever the trace's 99th percentile."""
+    args, out = _slots_backtest_args(tmp_path, "oracle")
     assert main([*args, "--instance-capacity", "4"]) == 0
     result = json.loads(out.read_text())
     assert result["instance_capacity"] == 4.0
@@ -187,12 +193,7 @@ def test_a_slots_trace_backtests_with_the_slots_each_worker_runs(tmp_path):
 def test_a_slots_trace_backtests_as_the_planner_sizes_slots_with_resource_slots(tmp_path, capsys):
     """``--resource slots``: the reactive rule is tasks / slots per worker (planned full, Airflow's KEDA
     rule), not cpu's 0.6 utilisation."""
-    index = pd.date_range("2024-01-01", periods=4 * 288, freq="5min")
-    slots = np.where(np.arange(len(index)) % 24 == 12, 30.0, 2.0)
-    trace = tmp_path / "slots.csv"
-    pd.DataFrame({"timestamp": index, "slots": slots}).to_csv(trace, index=False)
-    out = tmp_path / "bt.json"
-    args = ["backtest", str(trace), "--value-column", "slots", "--policies", "reactive", "--json", str(out)]
+    args, out = _slots_backtest_args(tmp_path, "reactive")
     assert main([*args, "--instance-capacity", "4", "--resource", "slots"]) == 0
     # one worker, and 8 for one step after each of the 12 bursts of 30 slots
     assert json.loads(out.read_text())["policies"]["reactive"]["capacity_hours"] == pytest.approx(31.0)
