@@ -26,12 +26,12 @@ from airflow_predictive.contracts.pools import CapacityPool, Signal
 from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
 from airflow_predictive.planning.planner import ForecastView, seasonal_floor_buckets
 from airflow_predictive.simulation.choice import (
-    CANDIDATES,
     SETTLE_S,
     Choice,
     Evidence,
     candidate_named,
     choose_by_replay,
+    floor_days,
 )
 from airflow_predictive.simulation.replay import REPLAYED_RESOURCES
 
@@ -45,9 +45,6 @@ CHOICE_EVERY = timedelta(days=1)
 CHOICE_WINDOW = timedelta(days=2)
 #: Issued forecasts a first choice needs (the backtest's first choice waits as long).
 MIN_EVIDENCE = timedelta(hours=12)
-#: Resources a choice may replay, each in instances of the pool's machine: the one whose demand needs
-#: the most instances binds the pool's size (:func:`binding_resource`).
-REPLAYED = REPLAYED_RESOURCES
 #: Percentile of a resource's demand over the window that decides which binds: the pool's busy hours,
 #: not one bucket's spike.
 BINDING_PERCENTILE = 95
@@ -147,7 +144,7 @@ def pool_evidence(
     step = pd.Timedelta(interval)
     boot_steps = math.ceil(pool.lead_time_minutes.boot * 60 / step.total_seconds() - 1e-9)
     # the reactive rule's stabilisation window, the fleet's warm-up, and the days a seasonal floor reads
-    pre = boot_steps + 3 + seasonal_floor_buckets(pool, max(c.seasonal_floor_days for c in CANDIDATES))
+    pre = boot_steps + 3 + seasonal_floor_buckets(pool, floor_days())
     end = pd.Timestamp(now).floor(step)
     first = end - pd.Timedelta(CHOICE_WINDOW) - pre * step
     index = pd.date_range(first, end, freq=step, inclusive="left")
@@ -187,14 +184,14 @@ def pool_evidence(
 def observed_demand(
     store: ServiceLevelChoiceStore, pool: CapacityPool, index: pd.DatetimeIndex
 ) -> pd.DataFrame:
-    """The pool's observed demand of each :data:`REPLAYED` resource per step of ``index`` (one read;
-    a resource the store holds nothing of is absent, a step it missed is NaN).
+    """The pool's observed demand of each resource a replay sizes (cpu, memory, slots) per step of
+    ``index`` (one read; a resource the store holds nothing of is absent, a step it missed is NaN).
 
     :param store: the ProfileStore.
     :param pool: the pool.
     :param index: the window's steps.
     """
-    sids = {series_id(pool.name, r): r for r in REPLAYED}
+    sids = {series_id(pool.name, r): r for r in REPLAYED_RESOURCES}
     step = index[1] - index[0]
     end = index[-1] + step
     # store frames may carry SQLAlchemy column-name objects
@@ -213,7 +210,7 @@ def instance_capacity(pool: CapacityPool, resource: str) -> float:
     """What one of the pool's instances brings of ``resource`` (vCPUs, GiB, task slots).
 
     :param pool: the pool.
-    :param resource: one of :data:`REPLAYED`.
+    :param resource: one of :data:`~airflow_predictive.simulation.replay.REPLAYED_RESOURCES`.
     """
     if resource == "slots":
         return float(pool.slots)
@@ -232,10 +229,10 @@ def binding_resource(observed: pd.DataFrame, pool: CapacityPool) -> str | None:
     needs = {
         r: float(np.nanpercentile(observed[r].to_numpy(float), BINDING_PERCENTILE))
         / instance_capacity(pool, r)
-        for r in REPLAYED
+        for r in REPLAYED_RESOURCES
         if r in observed and observed[r].notna().any()
     }
-    return max(needs, key=lambda r: (needs[r], -REPLAYED.index(r))) if needs else None
+    return max(needs, key=lambda r: (needs[r], -REPLAYED_RESOURCES.index(r))) if needs else None
 
 
 def issued_views(frame: pd.DataFrame, index: pd.DatetimeIndex, resource: str) -> dict[int, ForecastView]:

@@ -392,13 +392,21 @@ def candidate_pool(context: ReplayContext, candidate: Candidate) -> Any:
     )
 
 
+def floor_days(candidates: Sequence[Candidate] = CANDIDATES) -> int:
+    """The most days any candidate's seasonal floor reads (0: none has a floor).
+
+    :param candidates: the settings replayed.
+    """
+    return max((c.seasonal_floor_days for c in candidates), default=0)
+
+
 def floor_buckets(context: ReplayContext, candidates: Sequence[Candidate] = CANDIDATES) -> int:
     """Observed buckets before the replayed window that the candidates' seasonal floors read.
 
     :param context: the replay context (its interval and boot lead).
     :param candidates: the settings replayed.
     """
-    return max((planner.seasonal_floor_buckets(candidate_pool(context, c)) for c in candidates), default=0)
+    return planner.seasonal_floor_buckets(candidate_pool(context, REACTIVE), floor_days(candidates))
 
 
 def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDIDATES) -> list[Score]:
