@@ -63,6 +63,19 @@ class Signal(StrEnum):
     RECENT_DEMAND = "recent_demand"
 
 
+class ForecastSource(StrEnum):
+    """Which forecast a forecast-driven pool plans from.
+
+    ``issued``: the one the forecaster issued for the pool's series (the store's newest).
+    ``seasonal_naive``: the demand of the same bucket yesterday, with quantiles from the day-to-day
+    changes of the last days (computed from the store's demand, no model): where a pool's demand
+    repeats yesterday's more closely than a model forecasts it, the service-level choice follows it.
+    """
+
+    ISSUED = "issued"
+    SEASONAL_NAIVE = "seasonal_naive"
+
+
 class SpotMode(StrEnum):
     NONE = "none"  # standard VMs only
     ABOVE_BASELINE = "above_baseline"  # standard carries the predicted baseline, spot the rest
@@ -117,6 +130,8 @@ class SizingPolicy(_Model):
         covers, widened by the planner's ``SEASONAL_FLOOR_SPREAD`` buckets each side): demand that
         recurs at a time of day is held before it comes even where the forecast's quantile smooths it
         away. 0: no floor.
+    :param forecast: forecast signal only: the forecast the plan reads (:class:`ForecastSource`);
+        the service-level choice sets it, like the rest of this policy.
     :param chosen: set by the feedback loop, not by users: the service-level choice this policy
         follows, in words (plan reasons quote it); empty: the pool's own settings.
     """
@@ -130,6 +145,7 @@ class SizingPolicy(_Model):
     cycle_window_days: float = Field(SIZING_DEFAULTS["cycle_window_days"], ge=1.5)
     fallback_utilization: float = Field(SIZING_DEFAULTS["fallback_utilization"], gt=0, le=1)
     seasonal_floor_days: int = Field(0, ge=0, le=7)
+    forecast: ForecastSource = ForecastSource.ISSUED
     chosen: str = ""
 
     @model_validator(mode="before")

@@ -91,19 +91,26 @@ def finish(
     return Prediction(mean, quantiles, model, fallback)
 
 
+def _offsets(errors: np.ndarray, levels: tuple[float, ...]) -> list[float]:
+    """Empirical quantiles of one horizon's errors, each at the order statistic that covers it."""
+    err = errors[np.isfinite(errors)]
+    if err.size < 10:
+        return [0.0] * len(levels)
+    n = err.size
+    adjusted = [min(1.0, math.ceil((n + 1) * q) / n) for q in levels]
+    return np.quantile(err, adjusted, method="higher").tolist()
+
+
 def empirical_offsets(errors_at: dict[int, np.ndarray], levels: tuple[float, ...], steps: int) -> np.ndarray:
     """Quantile offsets per step from empirical errors measured at a few horizons (interpolated)."""
     hs = sorted(errors_at)
     table = []
+    done: dict[int, list[float]] = {}  # horizons sharing one error array (a seasonal lag) share its quantiles
     for h in hs:
-        err = errors_at[h]
-        err = err[np.isfinite(err)]
-        if err.size < 10:
-            table.append([0.0] * len(levels))
-            continue
-        n = err.size
-        adjusted = [min(1.0, math.ceil((n + 1) * q) / n) for q in levels]
-        table.append(np.quantile(err, adjusted, method="higher").tolist())
+        key = id(errors_at[h])
+        if key not in done:
+            done[key] = _offsets(errors_at[h], levels)
+        table.append(done[key])
     table_arr = np.asarray(table, dtype=float)
     at = np.arange(1, steps + 1)
     return np.column_stack([np.interp(at, hs, table_arr[:, j]) for j in range(len(levels))])
@@ -160,13 +167,39 @@ class SeasonalNaive(SeriesModel):
         if y.size < lag:
             raise ValueError(f"{self.name} needs {lag} buckets of history, got {y.size}")
         point = seasonal_naive_point(y, lag, steps)
-        errors = {}
+        errors, by_lag = {}, {}
         for h in arima.knots(window.interval_s, steps):
             full_lag = lag * math.ceil(int(h) / lag)
             if y.size > full_lag:
-                errors[int(h)] = y[full_lag:] - y[:-full_lag]
+                if full_lag not in by_lag:
+                    by_lag[full_lag] = y[full_lag:] - y[:-full_lag]
+                errors[int(h)] = by_lag[full_lag]
         offsets = empirical_offsets(errors or {1: np.zeros(1)}, levels, steps)
         return finish(point, offsets, nonnegative=True, model=self.name)
+
+
+#: Days of demand the seasonal-naive baseline reads (:func:`seasonal_naive_baseline`): yesterday for
+#: its point, the day-to-day changes over these days for its quantiles.
+BASELINE_DAYS = 3
+
+
+def seasonal_naive_baseline(
+    values: np.ndarray, interval_s: int, *, steps: int, levels: tuple[float, ...]
+) -> Prediction:
+    """The seasonal-naive baseline after ``values``: the demand of the same bucket yesterday, with
+    quantiles from the day-to-day changes over the last :data:`BASELINE_DAYS` days. Its first step is
+    the bucket after the last value. What the backtest's ``seasonal`` policy issues and what a pool
+    whose service-level choice reads it plans from (no model, no store: the demand alone).
+
+    :param values: observed demand per bucket, oldest first, gaps filled (at least a day of it).
+    :param interval_s: bucket width in seconds.
+    :param steps: buckets to forecast.
+    :param levels: quantile levels.
+    """
+    y = np.asarray(values, dtype=float)[-BASELINE_DAYS * season_length(interval_s) :]
+    window = SeriesWindow("baseline", y, 0, interval_s, np.ones(y.size, bool))
+    model = SeasonalNaive()
+    return model.predict(window, model.fit(window, steps=steps, levels=levels), steps=steps, levels=levels)
 
 
 def seasonal_naive_point(y: np.ndarray, lag: int, steps: int) -> np.ndarray:

@@ -19,13 +19,14 @@ from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.capacity_provider import CapacityProvider
 from airflow_predictive.contracts.demand import parse_series_id, series_id
 from airflow_predictive.contracts.plan import ActionStatus, Mode, Plan
-from airflow_predictive.contracts.pools import CapacityPool, Signal
+from airflow_predictive.contracts.pools import CapacityPool, ForecastSource, Signal
 from airflow_predictive.contracts.stores import AllocationStore
 from airflow_predictive.contracts.workers import WorkerControl
 from airflow_predictive.planning.busy import BusyView, ExtraAliases, RunningTask, busy_view, given_hosts
 from airflow_predictive.planning.planner import plan as make_plan
 from airflow_predictive.planning.planner import planned_capacity, seasonal_floor_buckets
 from airflow_predictive.runtime import metrics
+from airflow_predictive.runtime.baseline_forecast import BASELINE_WINDOW, baseline_frame
 from airflow_predictive.runtime.ledger import Outcome, PoolBusy, execute_plan, pool_lock
 from airflow_predictive.runtime.release import ReleaseGuard, guarded
 from airflow_predictive.runtime.service_level_choice import following, stored_choices
@@ -113,7 +114,8 @@ class PlanningInputs:
         :param now: the planning time.
         """
         forecast_pools = [p.name for p in pools if p.policy.signal is Signal.FORECAST]
-        latest = store.latest_forecasts(pools=forecast_pools) if forecast_pools else None
+        issued_pools = [p.name for p in pools if _reads(p) is ForecastSource.ISSUED]
+        latest = store.latest_forecasts(pools=issued_pools) if issued_pools else None
         if latest is not None and not latest.empty:
             latest = with_bucket_in_progress(store, latest, pools, now)
         windows = {p.name: _demand_window(p) for p in pools}
@@ -121,12 +123,16 @@ class PlanningInputs:
         start = now - max(windows.values(), default=timedelta(0))
         recent = store.demand(ids, start=start, end=now + timedelta(seconds=1))
         forecasts, demand = _by_pool(latest), _by_pool(recent)
+        demand = {
+            name: _since(demand.get(name, _none(recent)), now - window) for name, window in windows.items()
+        }
+        for pool in pools:  # the baseline is computed from the demand just read, not stored
+            if _reads(pool) is ForecastSource.SEASONAL_NAIVE:
+                step = timedelta(minutes=pool.policy.planning_interval_minutes)
+                forecasts[pool.name] = baseline_frame(demand[pool.name], now=now, interval=step)
         return cls(
             forecasts={name: forecasts.get(name, _none(latest)) for name in forecast_pools},
-            demand={
-                name: _since(demand.get(name, _none(recent)), now - window)
-                for name, window in windows.items()
-            },
+            demand=demand,
         )
 
     def forecast_of(self, pool: CapacityPool) -> pd.DataFrame | None:
@@ -188,6 +194,13 @@ def with_bucket_in_progress(
     return merged.sort_values(["series_id", "ts"], ignore_index=True)
 
 
+def _reads(pool: CapacityPool) -> ForecastSource | None:
+    """The forecast a pool plans from (None: it is planned from recent demand)."""
+    if pool.policy.signal is not Signal.FORECAST:
+        return None
+    return ForecastSource(pool.policy.forecast)
+
+
 def _demand_window(pool: CapacityPool) -> timedelta:
     """How much observed demand the planner reads for a pool: its stabilisation window, and for a
     forecast-driven pool the days of its reactive guard's daily-cycle check and of its seasonal floor."""
@@ -201,6 +214,8 @@ def _demand_window(pool: CapacityPool) -> timedelta:
     if pool.policy.signal is Signal.FORECAST:  # a seasonal floor reads the same time of its last days
         floor = seasonal_floor_buckets(pool) * timedelta(minutes=pool.policy.planning_interval_minutes)
         window = max(window, floor)
+    if _reads(pool) is ForecastSource.SEASONAL_NAIVE:
+        window = max(window, BASELINE_WINDOW)
     return window
 
 

@@ -22,9 +22,10 @@ import pandas as pd
 
 from airflow_predictive.contracts.demand import series_id
 from airflow_predictive.contracts.forecast import KNOWN
-from airflow_predictive.contracts.pools import CapacityPool, Signal
+from airflow_predictive.contracts.pools import CapacityPool, ForecastSource, Signal
 from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
 from airflow_predictive.planning.planner import ForecastView, seasonal_floor_buckets
+from airflow_predictive.runtime.baseline_forecast import BASELINE_WINDOW, baseline_views
 from airflow_predictive.simulation.choice import (
     SETTLE_S,
     Choice,
@@ -76,7 +77,10 @@ def following(pool: CapacityPool, choice: Choice | None) -> CapacityPool:
         f"({pool.service_level.describe()}; replayed on {choice.resource}: {ratio:.2f}x reactive's "
         "capacity-hours)"
     )
-    policy = pool.policy.model_copy(update={**sizing, "signal": Signal(sizing["signal"]), "chosen": words})
+    typed = {"signal": Signal(sizing["signal"]), "chosen": words}
+    if "forecast" in sizing:
+        typed["forecast"] = ForecastSource(sizing["forecast"])
+    policy = pool.policy.model_copy(update={**sizing, **typed})
     return pool.model_copy(update={"policy": policy})
 
 
@@ -148,7 +152,12 @@ def pool_evidence(
     end = pd.Timestamp(now).floor(step)
     first = end - pd.Timedelta(CHOICE_WINDOW) - pre * step
     index = pd.date_range(first, end, freq=step, inclusive="left")
-    observed = observed_demand(store, pool, index)
+    # one read with the days before the window the seasonal-naive baseline reads
+    before = round(BASELINE_WINDOW / step)
+    read = observed_demand(
+        store, pool, pd.date_range(first - before * step, end, freq=step, inclusive="left")
+    )
+    observed = read.iloc[before:]
     resource = binding_resource(observed, pool)
     if resource is None:
         return None
@@ -167,6 +176,8 @@ def pool_evidence(
     if len(forecasts) * step < pd.Timedelta(MIN_EVIDENCE):
         return None
     start = max(pre, min(forecasts))  # replay only where the pool had a forecast to follow
+    horizon = max(len(v.series[resource][0]) for v in forecasts.values())
+    baseline = baseline_views(read[resource], index, first=start, resource=resource, steps=horizon)
     return Evidence(
         demand=values.interpolate(limit_direction="both").to_numpy(float),
         index=index,
@@ -178,6 +189,7 @@ def pool_evidence(
         # The store keeps two days of forecasts: the fleet's cold start settles on the window's first hour.
         settle=min(round(SETTLE_S / step.total_seconds()), max(0, len(index) - start - 1)),
         resource=resource,
+        baseline_forecasts=baseline,
     )
 
 

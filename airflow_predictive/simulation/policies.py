@@ -416,11 +416,18 @@ class ForecastPolicy:
         :param step: the decision step.
         """
         if step - self._view_step >= self.refresh_steps:
-            if step not in self._cache:
-                self._cache[step] = self.forecast_at(step)
-            self._view = self._cache[step]
+            self._view = self.issued_at(step)
             self._view_step = step
         return self._view
+
+    def issued_at(self, step: int) -> Any:
+        """The forecast issued at ``step`` (issued now if it was not yet; each issue kept, by step).
+
+        :param step: the issuing step.
+        """
+        if step not in self._cache:
+            self._cache[step] = self.forecast_at(step)
+        return self._cache[step]
 
     def decide(self, step: int, fleet: Fleet) -> int:
         return self.decide_with(self.pool, step, fleet)
@@ -511,20 +518,11 @@ class SeasonalPolicy(ForecastPolicy):
         return {**super().settings(), "forecaster": "airflow_predictive.forecasting.models.SeasonalNaive"}
 
     def forecast_at(self, step: int) -> Any:
-        from airflow_predictive.forecasting.models import SeasonalNaive  # see _forecaster_class
+        from airflow_predictive.forecasting.models import seasonal_naive_baseline  # see _forecaster_class
 
         context = self.context
-        lo = max(0, step - context.start)
-        values = context.demand[lo:step]
-        end = int(context.index[step - 1].value // 10**9) // context.interval_s
-        window = SeriesWindow(SERIES_ID, values, end, context.interval_s, np.ones(values.size, bool))
-        model = SeasonalNaive()
-        steps = self.horizon_steps()
-        prediction = model.predict(
-            window,
-            model.fit(window, steps=steps, levels=DEFAULT_QUANTILES),
-            steps=steps,
-            levels=DEFAULT_QUANTILES,
+        prediction = seasonal_naive_baseline(
+            context.demand[:step], context.interval_s, steps=self.horizon_steps(), levels=DEFAULT_QUANTILES
         )
         columns = {"mean": prediction.mean}
         for j, level in enumerate(DEFAULT_QUANTILES):
