@@ -706,6 +706,9 @@ class OnlineChoicePolicy:
             self._rechoose(step)
         if self.choices:
             self.choices[-1]["steps"] += 1
+        # The forecaster issues every cycle whichever forecast the pool follows (the product forecasts
+        # every series): the next choice replays these issues, and each refit starts from the last.
+        self.forecasts.view_at(step)
         # No evidence yet that any candidate beats the reactive rule: the pool runs it.
         name = self._current or REACTIVE.name
         return self._source(name).decide_with(self._pools[name], step, fleet)

@@ -311,3 +311,34 @@ def test_a_seasonal_floor_candidate_replays_on_the_day_before_the_window():
     assert by_name[floor.name].unmet_pct < 0.1 * by_name[plain.name].unmet_pct
     assert floor_buckets(evidence.context(), [REACTIVE, plain]) == 0
     assert len(day) <= floor_buckets(evidence.context(), [floor]) < len(day) + 4
+
+
+def test_the_backtests_product_follows_yesterdays_demand_where_it_repeats_and_still_forecasts_each_step():
+    """Where demand repeats yesterday's and the issued forecasts miss its bursts, the pool follows the
+    seasonal-naive candidate; the forecaster still issues every step (the next choice replays them)."""
+    from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
+    from airflow_predictive.simulation.backtest import BacktestOptions, context_for
+    from airflow_predictive.simulation.choice import OnlineChoicePolicy
+    from airflow_predictive.simulation.policies import ForecastPolicy
+    from airflow_predictive.simulation.replay import replay
+
+    class ThirdOfDemand(ForecastPolicy):
+        name = "third"
+
+        def forecast_at(self, step: int):
+            n = self.horizon_steps()
+            ahead = np.resize(self.context.demand[step : step + n], n) * 0.3
+            return self.view(step, {"mean": ahead, **{quantile_column(q): ahead for q in DEFAULT_QUANTILES}})
+
+    values = np.tile(_bursty_day(), 6)  # the same bursts at the same times every day
+    index = pd.date_range("2026-12-01", periods=len(values), freq="5min", tz="UTC")
+    series = pd.Series(values, index=index, name="repeating")
+    series.attrs["interval_s"] = 300
+    context = context_for(series, BacktestOptions())
+    policy = OnlineChoicePolicy(ThirdOfDemand())
+    replay(policy, context)
+    followed = policy.settings()["online_choice"]["steps_by_candidate"]
+    assert followed.get("yesterday q0.99 guard 0.9", 0) >= 288, followed
+    # those steps were sized on the baseline's forecasts, not on the issued ones
+    assert sum(policy._baseline.rules.values()) == followed["yesterday q0.99 guard 0.9"]
+    assert set(policy.forecasts._cache) == set(range(context.start, len(values)))

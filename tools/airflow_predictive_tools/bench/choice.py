@@ -1,6 +1,6 @@
 """``airflow-predictive bench choice``: what the daily service-level choice adds to a control-loop cycle.
 
-Seeds a throw-away SQLite profile store with ``--pools`` pools, each with two days of 5-minute CPU
+Seeds a throw-away SQLite profile store with ``--pools`` pools, each with five days of 5-minute CPU
 demand (a daily cycle with bursts) and a forecast issued every 5 minutes over the last 48 hours (the
 store trims superseded issues to its kept lead times, as in production), then times
 :func:`~airflow_predictive.runtime.service_level_choice.choose_for_pools` one pool at a time: reading
@@ -47,9 +47,10 @@ def _pool(name: str) -> CapacityPool:
 
 
 def _seed(store: ProfileStore, pool: str, seed: int) -> None:
-    """Two days of demand and of issued forecasts (a noisy copy of what followed): a steady-state pool."""
+    """A steady-state pool: five days of demand (the two replayed, and the three before that the
+    seasonal-naive baseline reads) and two of issued forecasts (a noisy copy of what followed)."""
     rng = np.random.default_rng(seed)
-    ts = pd.date_range(NOW - timedelta(days=2, hours=1), NOW, freq=INTERVAL, inclusive="left")
+    ts = pd.date_range(NOW - timedelta(days=5, hours=1), NOW, freq=INTERVAL, inclusive="left")
     hours = np.arange(len(ts)) * INTERVAL.total_seconds() / 3600
     values = (60 - 40 * np.cos(2 * np.pi * hours / 24)) * (1 + 0.5 * (rng.random(len(ts)) < 0.05))
     sid = f"pool={pool}/resource=cpu"
