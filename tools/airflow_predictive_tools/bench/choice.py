@@ -50,11 +50,14 @@ def _seed(store: ProfileStore, pool: str, seed: int) -> None:
     """A steady-state pool: five days of demand (the two replayed, and the three before that the
     seasonal-naive baseline reads) and two of issued forecasts (a noisy copy of what followed)."""
     rng = np.random.default_rng(seed)
-    ts = pd.date_range(NOW - timedelta(days=5, hours=1), NOW, freq=INTERVAL, inclusive="left")
-    hours = np.arange(len(ts)) * INTERVAL.total_seconds() / 3600
-    values = (60 - 40 * np.cos(2 * np.pi * hours / 24)) * (1 + 0.5 * (rng.random(len(ts)) < 0.05))
+    ts = pd.date_range(NOW - timedelta(days=2, hours=1), NOW, freq=INTERVAL, inclusive="left")
+    values = _daily_cycle(ts, rng)
     sid = f"pool={pool}/resource=cpu"
     store.write_demand(pd.DataFrame({"series_id": sid, "ts": ts, "value": values}))
+    # the days before, drawn apart so the replayed days are the same with or without them
+    before = pd.date_range(NOW - timedelta(days=5, hours=1), ts[0], freq=INTERVAL, inclusive="left")
+    earlier = _daily_cycle(before, np.random.default_rng(seed + 10_000))
+    store.write_demand(pd.DataFrame({"series_id": sid, "ts": before, "value": earlier}))
     rows = []
     for i in range(len(ts) - 48 * 12, len(ts)):
         for lead in range(12):
@@ -64,6 +67,12 @@ def _seed(store: ProfileStore, pool: str, seed: int) -> None:
             row.update({quantile_column(q): value * (1 + 0.2 * (q - 0.5)) for q in DEFAULT_QUANTILES})
             rows.append(row)
     store.write_forecasts(pd.DataFrame(rows))
+
+
+def _daily_cycle(ts: pd.DatetimeIndex, rng: np.random.Generator) -> np.ndarray:
+    """20-100 vCPUs over the day, with one-step bursts of +50% in 5% of the steps."""
+    hours = (ts - (NOW - timedelta(days=2, hours=1))).total_seconds().to_numpy() / 3600
+    return (60 - 40 * np.cos(2 * np.pi * hours / 24)) * (1 + 0.5 * (rng.random(len(ts)) < 0.05))
 
 
 def run(pools: int, loop_cycle_seconds: float) -> dict[str, Any]:
