@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from airflow_predictive.forecasting import arima
-from airflow_predictive.forecasting.series import SeriesWindow
+# scipy-free (the series helpers, not the ARIMA module): the allocation cycle computes the
+# seasonal-naive baseline in tasks that must not pay scipy's import
+from airflow_predictive.forecasting.series import SeriesWindow, knots
 
 STATE_VERSION = 1
 
@@ -133,7 +134,7 @@ class LastValue(SeriesModel):
     ) -> Prediction:
         """Repeat the last value; quantiles from the empirical distribution of ``y[t+h] - y[t]``."""
         y = window.values
-        errors = {int(h): y[h:] - y[:-h] for h in arima.knots(window.interval_s, steps) if y.size > h} or {
+        errors = {int(h): y[h:] - y[:-h] for h in knots(window.interval_s, steps) if y.size > h} or {
             1: np.zeros(1)
         }
         offsets = empirical_offsets(errors, levels, steps)
@@ -168,7 +169,7 @@ class SeasonalNaive(SeriesModel):
             raise ValueError(f"{self.name} needs {lag} buckets of history, got {y.size}")
         point = seasonal_naive_point(y, lag, steps)
         errors, by_lag = {}, {}
-        for h in arima.knots(window.interval_s, steps):
+        for h in knots(window.interval_s, steps):
             full_lag = lag * math.ceil(int(h) / lag)
             if y.size > full_lag:
                 if full_lag not in by_lag:

@@ -136,3 +136,15 @@ def _fill_gaps(grid: np.ndarray, season: int) -> np.ndarray:
     still = ~np.isfinite(out)
     out[still] = linear[still]
     return out
+
+
+# Horizons (in buckets) at which forecast errors are measured for calibration and combination;
+# values in between are interpolated.
+KNOTS_MINUTES = (5, 15, 30, 60, 120, 240, 360, 720, 1080, 1440)
+
+
+def knots(interval_s: int, horizon: int) -> np.ndarray:
+    """Calibration horizons in buckets for a bucket width and a horizon (always includes 1 and ``horizon``)."""
+    steps = {max(1, round(m * 60 / interval_s)) for m in KNOTS_MINUTES}
+    steps = sorted(s for s in steps if s < horizon) + [horizon]
+    return np.array(sorted(set([1, *steps])), dtype=np.int64)
