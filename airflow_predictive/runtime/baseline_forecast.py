@@ -26,17 +26,21 @@ MODEL_NAME = "seasonal_naive"
 BASELINE_WINDOW = timedelta(days=BASELINE_DAYS)
 
 
-def gridded(rows: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
-    """One series' demand rows (``ts, value``) as one value per step of ``index`` (mean of a step's
-    rows; a step without any filled from its neighbours, as the forecaster fills gaps).
+def step_means(rows: pd.DataFrame, index: pd.DatetimeIndex) -> pd.Series:
+    """One series' demand rows (``ts, value``) as the mean of each step of ``index`` (NaN: no row).
 
-    :param rows: the series' demand rows.
-    :param index: the steps.
+    :param rows: the series' demand rows (SQLite returns naive UTC times, PostgreSQL aware ones).
+    :param index: the steps (UTC).
     """
     step = index[1] - index[0]
     values = pd.Series(rows["value"].to_numpy(float), index=pd.to_datetime(rows["ts"], utc=True))
-    out = values.groupby(values.index.floor(step)).mean().reindex(index)
-    return out.interpolate(limit_direction="both").fillna(0.0).to_numpy(float)
+    return values.groupby(values.index.floor(step)).mean().reindex(index)
+
+
+def gridded(rows: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
+    """:func:`step_means` with a step without any row filled from its neighbours, as the forecaster
+    fills gaps."""
+    return step_means(rows, index).interpolate(limit_direction="both").fillna(0.0).to_numpy(float)
 
 
 def baseline_frame(demand: pd.DataFrame, *, now: datetime, interval: timedelta) -> pd.DataFrame:

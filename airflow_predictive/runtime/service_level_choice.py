@@ -25,7 +25,7 @@ from airflow_predictive.contracts.forecast import KNOWN
 from airflow_predictive.contracts.pools import CapacityPool, ForecastSource, Signal
 from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
 from airflow_predictive.planning.planner import ForecastView, seasonal_floor_buckets
-from airflow_predictive.runtime.baseline_forecast import BASELINE_WINDOW, baseline_views
+from airflow_predictive.runtime.baseline_forecast import BASELINE_WINDOW, baseline_views, step_means
 from airflow_predictive.simulation.choice import (
     SETTLE_S,
     Choice,
@@ -212,9 +212,7 @@ def observed_demand(
     )
     out = pd.DataFrame(index=index)
     for sid, frame in rows.groupby("series_id"):
-        # SQLite returns naive UTC times, PostgreSQL aware ones
-        values = pd.Series(frame["value"].to_numpy(float), index=pd.to_datetime(frame["ts"], utc=True))
-        out[sids[str(sid)]] = values.groupby(values.index.floor(step)).mean().reindex(index)
+        out[sids[str(sid)]] = step_means(frame, index)
     return out
 
 
