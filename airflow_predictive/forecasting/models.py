@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from airflow_predictive.contracts.forecast import quantile_column
+
 # scipy-free (the series helpers, not the ARIMA module): the allocation cycle computes the
 # seasonal-naive baseline in tasks that must not pay scipy's import
 from airflow_predictive.forecasting.series import SeriesWindow, knots
@@ -35,6 +37,17 @@ class Prediction:
     quantiles: np.ndarray
     model: str
     fallback: str = ""
+
+    def columns(self, levels: tuple[float, ...], steps: int | None = None) -> dict[str, np.ndarray]:
+        """The forecast contract's value columns (``mean``, ``q0.9``...) over the first ``steps``.
+
+        :param levels: the quantile levels ``quantiles`` holds, in its column order.
+        :param steps: steps to keep (None: all).
+        """
+        out = {"mean": self.mean[:steps]}
+        for j, level in enumerate(levels):
+            out[quantile_column(level)] = self.quantiles[:steps, j]
+        return out
 
 
 class SeriesModel(ABC):

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns, quantile_column
+from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, forecast_columns
 from airflow_predictive.forecasting.models import BASELINE_DAYS, season_length, seasonal_naive_baseline
 from airflow_predictive.planning.planner import ForecastView
 
@@ -62,9 +62,7 @@ def baseline_frame(demand: pd.DataFrame, *, now: datetime, interval: timedelta) 
         prediction = seasonal_naive_baseline(
             gridded(rows, index), int(step.total_seconds()), steps=steps, levels=DEFAULT_QUANTILES
         )
-        part = {"series_id": str(sid), "ts": ts, "mean": prediction.mean}
-        for j, level in enumerate(DEFAULT_QUANTILES):
-            part[quantile_column(level)] = prediction.quantiles[:, j]
+        part = {"series_id": str(sid), "ts": ts, **prediction.columns(DEFAULT_QUANTILES)}
         parts.append(
             pd.DataFrame({**part, "model": MODEL_NAME, "fallback": "", "issued_at": pd.Timestamp(now)})
         )
@@ -103,9 +101,6 @@ def baseline_views(
         prediction = seasonal_naive_baseline(
             values[: offset + s], interval_s, steps=steps, levels=DEFAULT_QUANTILES
         )
-        columns = {"mean": prediction.mean}
-        for j, level in enumerate(DEFAULT_QUANTILES):
-            columns[quantile_column(level)] = prediction.quantiles[:, j]
         ts = int(index[s].value) + np.arange(steps, dtype=np.int64) * step_ns
-        views[s] = ForecastView({resource: (ts, columns)}, step_ns)
+        views[s] = ForecastView({resource: (ts, prediction.columns(DEFAULT_QUANTILES))}, step_ns)
     return views

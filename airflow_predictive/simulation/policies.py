@@ -24,7 +24,7 @@ import numpy as np
 
 from airflow_predictive.contracts import machines
 from airflow_predictive.contracts.capacity import InstanceState, PoolState
-from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
+from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES
 from airflow_predictive.contracts.plan import Mode
 from airflow_predictive.contracts.pools import (
     SIZING_CONTEXT,
@@ -37,6 +37,7 @@ from airflow_predictive.contracts.pools import (
     SpotMode,
     SpotPolicy,
 )
+from airflow_predictive.forecasting.models import seasonal_naive_baseline
 from airflow_predictive.forecasting.series import SeriesWindow
 from airflow_predictive.planning import planner
 from airflow_predictive.planning.planner import ForecastView
@@ -518,16 +519,11 @@ class SeasonalPolicy(ForecastPolicy):
         return {**super().settings(), "forecaster": "airflow_predictive.forecasting.models.SeasonalNaive"}
 
     def forecast_at(self, step: int) -> Any:
-        from airflow_predictive.forecasting.models import seasonal_naive_baseline  # see _forecaster_class
-
         context = self.context
         prediction = seasonal_naive_baseline(
             context.demand[:step], context.interval_s, steps=self.horizon_steps(), levels=DEFAULT_QUANTILES
         )
-        columns = {"mean": prediction.mean}
-        for j, level in enumerate(DEFAULT_QUANTILES):
-            columns[quantile_column(level)] = prediction.quantiles[:, j]
-        return self.view(step, columns)
+        return self.view(step, prediction.columns(DEFAULT_QUANTILES))
 
 
 class PredictivePolicy(ForecastPolicy):
@@ -619,11 +615,7 @@ class PredictivePolicy(ForecastPolicy):
             return self._slow_path(step)
         label = prediction.model + (f" ({prediction.fallback})" if prediction.fallback else "")
         self.models[label] = self.models.get(label, 0) + 1
-        horizon = self.horizon_steps()
-        columns = {"mean": prediction.mean[:horizon]}
-        for j, level in enumerate(forecaster.quantiles):
-            columns[quantile_column(level)] = prediction.quantiles[:horizon, j]
-        return self.view(step, columns)
+        return self.view(step, prediction.columns(forecaster.quantiles, self.horizon_steps()))
 
     def _slow_path(self, step: int) -> Any:
 
