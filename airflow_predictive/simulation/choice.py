@@ -82,7 +82,7 @@ TIE_SHARE = 0.01
 #: than the reactive rule, at 0.86x its capacity-hours; held to zero, the pool ran the reactive rule for
 #: two days (0.82x over the trace; with this tolerance 0.78x at the same 0.163% unmet). At 0.01 points
 #: the forecast rules' small misses pass too, and rds left 0.024 points more than reactive over the
-#: trace. A tenth of the 0.02 points the issue's benchmark allows.
+#: trace. A tenth of the 0.02 points the backtest's target allows over a trace.
 MATCH_TOLERANCE_PCT = 0.002
 #: The forecasts a candidate may read (:attr:`Candidate.forecast`).
 ISSUED, SEASONAL_NAIVE = ForecastSource.ISSUED.value, ForecastSource.SEASONAL_NAIVE.value
