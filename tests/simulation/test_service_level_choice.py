@@ -328,9 +328,9 @@ def test_a_seasonal_floor_candidate_replays_on_the_day_before_the_window():
     assert len(day) <= floor_buckets(evidence.context(), [floor]) < len(day) + 4
 
 
-def test_the_backtests_product_follows_yesterdays_demand_where_it_repeats_and_still_forecasts_each_step():
-    """Where demand repeats yesterday's and the issued forecasts miss its bursts, the pool follows the
-    seasonal-naive candidate; the forecaster still issues every step (the next choice replays them)."""
+def _follow_a_third_of_demand(values: np.ndarray):
+    """The backtest's online choice over ``values`` (5-minute steps) with issued forecasts a third of the
+    demand that followed: they miss every burst, so only the seasonal-naive candidates can serve it."""
     from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
     from airflow_predictive.simulation.backtest import BacktestOptions, context_for
     from airflow_predictive.simulation.choice import OnlineChoicePolicy
@@ -345,13 +345,20 @@ def test_the_backtests_product_follows_yesterdays_demand_where_it_repeats_and_st
             ahead = np.resize(self.context.demand[step : step + n], n) * 0.3
             return self.view(step, {"mean": ahead, **{quantile_column(q): ahead for q in DEFAULT_QUANTILES}})
 
-    values = np.tile(_bursty_day(), 6)  # the same bursts at the same times every day
     index = pd.date_range("2026-12-01", periods=len(values), freq="5min", tz="UTC")
     series = pd.Series(values, index=index, name="repeating")
     series.attrs["interval_s"] = 300
     context = context_for(series, BacktestOptions())
     policy = OnlineChoicePolicy(ThirdOfDemand())
     replay(policy, context)
+    return policy, context
+
+
+def test_the_backtests_product_follows_yesterdays_demand_where_it_repeats_and_still_forecasts_each_step():
+    """Where demand repeats yesterday's and the issued forecasts miss its bursts, the pool follows the
+    seasonal-naive candidate; the forecaster still issues every step (the next choice replays them)."""
+    values = np.tile(_bursty_day(), 6)  # the same bursts at the same times every day
+    policy, context = _follow_a_third_of_demand(values)
     followed = policy.settings()["online_choice"]["steps_by_candidate"]
     on_baseline = sum(steps for name, steps in followed.items() if name.startswith("yesterday "))
     assert on_baseline >= 288, followed
@@ -363,31 +370,11 @@ def test_the_backtests_product_follows_yesterdays_demand_where_it_repeats_and_st
 def test_where_days_repeat_with_small_changes_the_pool_holds_yesterday_at_q095_not_q099():
     """Yesterday's demand at the q0.95 of its day-to-day changes serves the pool as the q0.99 does, for
     less; where the issued forecasts miss the bursts, the choice follows it."""
-    from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
-    from airflow_predictive.simulation.backtest import BacktestOptions, context_for
-    from airflow_predictive.simulation.choice import OnlineChoicePolicy
-    from airflow_predictive.simulation.policies import ForecastPolicy
-    from airflow_predictive.simulation.replay import replay
-
-    class ThirdOfDemand(ForecastPolicy):
-        name = "third"
-
-        def forecast_at(self, step: int):
-            n = self.horizon_steps()
-            ahead = np.resize(self.context.demand[step : step + n], n) * 0.3
-            return self.view(step, {"mean": ahead, **{quantile_column(q): ahead for q in DEFAULT_QUANTILES}})
-
-    days = 6
     # bursts to twice the level at the same times every day (the reactive rule's headroom misses them),
     # and 2% noise
     day = _bursty_day() * np.where(np.random.default_rng(3).random(288) < 0.05, 2.0, 1.0)
-    values = np.tile(day, days) * np.random.default_rng(1).normal(1.0, 0.02, 288 * days)
-    index = pd.date_range("2026-12-01", periods=len(values), freq="5min", tz="UTC")
-    series = pd.Series(values, index=index, name="repeating")
-    series.attrs["interval_s"] = 300
-    context = context_for(series, BacktestOptions())
-    policy = OnlineChoicePolicy(ThirdOfDemand())
-    replay(policy, context)
+    values = np.tile(day, 6) * np.random.default_rng(1).normal(1.0, 0.02, 288 * 6)
+    policy, _ = _follow_a_third_of_demand(values)
     scores = {s["candidate"]: s for s in policy.choices[-1]["scores"]}
     q95, q99 = scores["yesterday q0.95 guard 0.9"], scores["yesterday q0.99 guard 0.9"]
     assert q95["capacity_hours"] < q99["capacity_hours"]
