@@ -177,9 +177,11 @@ def _follow_the_readme(dep: AirflowDeployment, steps: list[str], env: dict[str, 
 def _the_loop_runs_and_the_page_shows_the_pool(dep: AirflowDeployment, client: httpx.Client) -> None:
     run_id = wait_until(lambda: first_run(client, LOOP), f"a {LOOP} run", 120, dep)
     assert dep.wait_for_run(LOOP, run_id, timeout=420) == "success", dep.log_tail("scheduler")
-    # The user DAGs are triggered once the loop's run is done, not while its mapped tasks start: on a
-    # loaded 2-core CI machine, four task starts and a trigger at once on the SQLite metadata DB once
-    # held the API server's writes for the whole 60 s lock timeout and failed this test.
+    # The user DAGs are triggered once the loop's run is done, not while its mapped tasks start. On a
+    # SQLite metadata DB, Airflow 3.3's REST audit log commits on the API server's event loop; a task
+    # start whose transaction holds the write lock until its own commit needs that loop, and every
+    # request then waits out the 60 s busy timeout (docs/operations.md, "Common messages"). On a loaded
+    # CI machine that failed this test once.
     user_runs = {dag_id: dep.trigger(dag_id) for dag_id in USER_DAGS}
     for dag_id, user_run in user_runs.items():
         assert dep.wait_for_run(dag_id, user_run, timeout=300) == "success"
