@@ -236,7 +236,10 @@ class AirflowDeployment:
         deadline = time.monotonic() + timeout
         with self.client() as client:
             while time.monotonic() < deadline:
-                response = client.get(f"/api/v2/dags/{dag_id}")
+                try:
+                    response = client.get(f"/api/v2/dags/{dag_id}")
+                except httpx.TimeoutException:
+                    continue  # a stalled API server (see _retry_server_errors): poll again
                 if response.status_code == 200:
                     return response.json()
                 time.sleep(1)
@@ -270,11 +273,15 @@ class AirflowDeployment:
         state = "unknown"
         with self.client() as client:
             while time.monotonic() < deadline:
-                response = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-                response.raise_for_status()
-                state = response.json()["state"]
-                if state in ("success", "failed"):
-                    return state
+                try:
+                    response = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+                except httpx.TimeoutException:
+                    continue  # a stalled API server (see _retry_server_errors): poll again
+                if response.status_code < 500:
+                    response.raise_for_status()
+                    state = response.json()["state"]
+                    if state in ("success", "failed"):
+                        return state
                 time.sleep(2)
         raise AssertionError(
             f"run {dag_id}/{run_id} still {state} after {timeout}s\n{self.log_tail('scheduler')}"
@@ -284,10 +291,11 @@ class AirflowDeployment:
 def _retry_server_errors(send: Callable[[], httpx.Response], attempts: int = 5) -> httpx.Response:
     """``send()``, sent again after a 5xx or a timeout (at most ``attempts`` times in all).
 
-    On a SQLite metadata DB the API server answers 500 ("database is locked") when the scheduler holds
-    the write lock longer than the 5 s busy timeout; the failed request's transaction was rolled back,
-    so sending it again is safe. A timed-out request may have been carried out: only idempotent
-    requests go through here (a trigger names its run id).
+    On a SQLite metadata DB the API server can stall for the whole busy timeout (60 s here) and then
+    answer 500 ("database is locked"): Airflow 3.3's REST audit log commits on the server's event loop
+    while another request's transaction holds the write lock until a commit that needs that loop. The
+    failed request's transaction was rolled back, so sending it again is safe. A timed-out request may
+    have been carried out: only idempotent requests go through here (a trigger names its run id).
     """
     for attempt in range(1, attempts):
         try:
