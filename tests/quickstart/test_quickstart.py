@@ -95,7 +95,10 @@ def wait_until(check, what: str, timeout: float, dep: AirflowDeployment):
 
 
 def first_run(client: httpx.Client, dag_id: str) -> str | None:
-    response = client.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "run_after", "limit": 1})
+    try:
+        response = client.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "run_after", "limit": 1})
+    except httpx.TimeoutException:
+        return None  # a stalled API server (the 60 s SQLite stall, below): the caller polls again
     runs = response.json().get("dag_runs", []) if response.status_code == 200 else []
     return runs[0]["dag_run_id"] if runs else None
 
