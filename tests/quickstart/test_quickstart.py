@@ -181,8 +181,8 @@ def _the_loop_runs_and_the_page_shows_the_pool(dep: AirflowDeployment, client: h
     run_id = wait_until(lambda: first_run(client, LOOP), f"a {LOOP} run", 120, dep)
     assert dep.wait_for_run(LOOP, run_id, timeout=420) == "success", dep.log_tail("scheduler")
     # The user DAGs are triggered once the loop's run is done, not while its mapped tasks start. On a
-    # SQLite metadata DB, Airflow 3.3's REST audit log commits on the API server's event loop; a task
-    # start whose transaction holds the write lock until its own commit needs that loop, and every
+    # SQLite metadata DB, Airflow 3.3's REST audit log commits on the API server's event loop, while a
+    # task start's transaction holds the write lock until its commit, which needs that loop: every
     # request then waits out the 60 s busy timeout (docs/operations.md, "Common messages"). On a loaded
     # CI machine that failed this test once.
     user_runs = {dag_id: dep.trigger(dag_id) for dag_id in USER_DAGS}
