@@ -1,5 +1,5 @@
 """Real Airflow for tests: the same runner ``make demo`` uses (airflow_predictive_tools.deployment)."""
 
-from airflow_predictive_tools.deployment import AirflowDeployment, airflow_cli, free_port
+from airflow_predictive_tools.deployment import AirflowDeployment, airflow_cli, free_port, poll
 
-__all__ = ["AirflowDeployment", "airflow_cli", "free_port"]
+__all__ = ["AirflowDeployment", "airflow_cli", "free_port", "poll"]

@@ -32,7 +32,7 @@ from airflow_predictive_tools.emulator.server import running_emulator
 
 from airflow_predictive.contracts.demand import series_id
 from airflow_predictive.store import ProfileStore
-from tests.airflow_harness import AirflowDeployment
+from tests.airflow_harness import AirflowDeployment, poll
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +95,8 @@ def wait_until(check, what: str, timeout: float, dep: AirflowDeployment):
 
 
 def first_run(client: httpx.Client, dag_id: str) -> str | None:
-    try:
-        response = client.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "run_after", "limit": 1})
-    except httpx.TimeoutException:
-        return None  # a stalled API server (the 60 s SQLite stall, below): the caller polls again
-    runs = response.json().get("dag_runs", []) if response.status_code == 200 else []
+    response = poll(client, f"/api/v2/dags/{dag_id}/dagRuns", order_by="run_after", limit=1)
+    runs = response.json().get("dag_runs", []) if response is not None and response.status_code == 200 else []
     return runs[0]["dag_run_id"] if runs else None
 
 

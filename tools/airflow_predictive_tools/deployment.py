@@ -236,11 +236,8 @@ class AirflowDeployment:
         deadline = time.monotonic() + timeout
         with self.client() as client:
             while time.monotonic() < deadline:
-                try:
-                    response = client.get(f"/api/v2/dags/{dag_id}")
-                except httpx.TimeoutException:
-                    continue  # a stalled API server (see _retry_server_errors): poll again
-                if response.status_code == 200:
+                response = poll(client, f"/api/v2/dags/{dag_id}")
+                if response is not None and response.status_code == 200:
                     return response.json()
                 time.sleep(1)
             errors = client.get("/api/v2/importErrors").text
@@ -273,11 +270,8 @@ class AirflowDeployment:
         state = "unknown"
         with self.client() as client:
             while time.monotonic() < deadline:
-                try:
-                    response = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-                except httpx.TimeoutException:
-                    continue  # a stalled API server (see _retry_server_errors): poll again
-                if response.status_code < 500:
+                response = poll(client, f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+                if response is not None and response.status_code < 500:
                     response.raise_for_status()
                     state = response.json()["state"]
                     if state in ("success", "failed"):
@@ -286,6 +280,18 @@ class AirflowDeployment:
         raise AssertionError(
             f"run {dag_id}/{run_id} still {state} after {timeout}s\n{self.log_tail('scheduler')}"
         )
+
+
+def poll(client: httpx.Client, path: str, **params: Any) -> httpx.Response | None:
+    """One GET of a polling loop; None when it timed out, so the loop polls again until its own deadline.
+
+    A stalled API server (see :func:`_retry_server_errors`) answers no request for up to the busy
+    timeout: a poll that falls into it must not fail the caller while the run goes on.
+    """
+    try:
+        return client.get(path, params=params or None)
+    except httpx.TimeoutException:
+        return None
 
 
 def _retry_server_errors(send: Callable[[], httpx.Response], attempts: int = 5) -> httpx.Response:
