@@ -188,6 +188,31 @@ def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int =
 
 # ------------------------------------------------------------------ calibration and combination
 
+#: A run of identical values at least this many days long is a stuck metric or a pool with nothing
+#: running, and its forecast errors (about zero: the model forecasts the constant) say nothing about how
+#: live demand departs from its forecast. Kept in the calibration window, they narrowed the learned
+#: quantiles while in it, then made the newest errors look like a surge (:func:`_widened`, up to 3x) once
+#: demand came back: on the bitbrains traces (four days stuck, 07-05 to 07-09) the q0.9 at the boot lead
+#: was exceeded 12-20% of the time on the two days after, and the q0.99 then stood 100-140% of mean
+#: demand above the mean for three days (70-80% otherwise; docs/benchmarks.md).
+STUCK_DAYS = 1.0
+#: Fewer live errors at a lead than this: calibrate on all of them (a pool idle most of the window).
+MIN_LIVE_ERRORS = 100
+
+
+def stuck(values: np.ndarray, run: int) -> np.ndarray:
+    """Whether each value lies in a run of at least ``run`` identical consecutive values.
+
+    :param values: a series (NaN never repeats, so it never forms a run).
+    :param run: the shortest run that counts.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return np.zeros(0, dtype=bool)
+    starts = np.concatenate(([True], values[1:] != values[:-1]))
+    ids = np.cumsum(starts) - 1
+    return np.bincount(ids)[ids] >= run
+
 
 def calibrate(
     z: np.ndarray,
@@ -217,12 +242,16 @@ def calibrate(
     :param period: buckets per day (seasonal naive lag).
     :param combine: allow mixing in the seasonal naive forecast.
     :param half_life: weight errors by recency with this half-life in origins (``None``: equal weights).
+
+    The quantiles leave out the errors whose target lies in a stretch of identical values a day or
+    longer (:func:`stuck`), while enough others remain: see :data:`STUCK_DAYS`.
     """
     hs = knots(state["interval_s"], horizon)
     e, _ = innovations(z, buckets, state)
     psi = psi_weights(state, int(hs[-1]))
     burn = len(polynomials(state)[0]) - 1 + 1
     clip_gap = raw - z
+    live = ~stuck(raw, max(1, round(STUCK_DAYS * period)))
     short = set(tails.short_leads(hs, state["interval_s"]))
     weights, offsets, short_errors = [], [], {}
     for h in hs:
@@ -245,6 +274,9 @@ def calibrate(
                 )
                 weight = float(grid[int(np.argmin(mae))])
                 err, err_targets = weight * a_err + (1 - weight) * naive_err, targets[ok]
+        keep = live[err_targets]
+        if MIN_LIVE_ERRORS <= keep.sum() < keep.size:
+            err, err_targets = err[keep], err_targets[keep]
         weights.append(weight)
         offsets.append(_widened(err, levels, half_life))
         if h in short:
