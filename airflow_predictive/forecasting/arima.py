@@ -192,9 +192,9 @@ def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int =
 #: running, and its forecast errors (about zero: the model forecasts the constant) say nothing about how
 #: live demand departs from its forecast. Kept in the calibration window, they narrowed the learned
 #: quantiles while in it, then made the newest errors look like a surge (:func:`_widened`, up to 3x) once
-#: demand came back: on the bitbrains traces (four days stuck, 07-05 to 07-09) the q0.9 at the boot lead
-#: was exceeded 12-20% of the time on the two days after, and the q0.99 then stood 100-140% of mean
-#: demand above the mean for three days (70-80% otherwise; docs/benchmarks.md).
+#: demand came back: on bitbrains 411 (four days stuck, 07-05 to 07-09) the q0.9 at the boot lead was
+#: exceeded 12% and 20% of the time on the two days after, then the q0.99 stood 107-143% of mean demand
+#: above the mean for three days (62-89% on its other days; docs/benchmarks.md).
 STUCK_DAYS = 1.0
 #: Fewer live errors at a lead than this: calibrate on all of them (a pool idle most of the window).
 MIN_LIVE_ERRORS = 100
