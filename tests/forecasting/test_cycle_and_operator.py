@@ -67,5 +67,5 @@ def test_operator_forecasts_mapped_chunks_under_airflow_dags_test(airflow_db, tm
     assert fallbacks["pool=etl/resource=cpu"] == ""
     assert fallbacks["pool=web/resource=cpu"] == "constant:constant"
     state = store.model_states(["pool=etl/resource=cpu"])["pool=etl/resource=cpu"]["state"]
-    assert state["kind"] == "arima" and len(json.dumps(state)) < 8000
+    assert state["kind"] == "arima" and len(json.dumps(state)) < 8000, len(json.dumps(state))
     store.dispose()

@@ -121,3 +121,45 @@ def test_the_feedback_loops_width_correction_scales_the_conditional_tails_too(se
         2.0 * (before.quantiles[:short, q99] - before.mean[:short]),
         rtol=1e-9,
     )
+
+
+def _nightly_spike_errors(days: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-step errors of a series that spikes upward every night from 01:00 to 02:00 UTC only (the
+    Alibaba 2018 trace's nightly spikes keep to an hour like this)."""
+    rng = np.random.default_rng(seed)
+    buckets = MIDNIGHT + np.arange(days * PERIOD)
+    spiky = _hour(buckets) == 1
+    errors = rng.normal(0.0, 0.1, buckets.size) + np.where(spiky, rng.exponential(1.0, buckets.size), 0.0)
+    return buckets, errors
+
+
+def test_an_hour_that_spikes_every_night_widens_that_hour_and_not_the_rest_of_its_night():
+    """Headroom for an hour's spikes is paid only in that hour: the hours beside it keep calm tails."""
+    buckets, errors = _nightly_spike_errors(days=7, seed=6)
+    table = _learn(buckets, errors)
+    calm = np.full(12, float(np.median(errors)))
+    q = LEVELS.index(0.9)
+
+    def q90_at(hour: int) -> float:
+        first = MIDNIGHT + 7 * PERIOD + hour * 12
+        return float(tails.offsets(table, surprise=calm, first_bucket=first, steps=24)[1, q])
+
+    spike_q90 = q90_at(1)
+    for beside in (0, 2, 3):
+        assert q90_at(beside) < 0.25 * spike_q90
+    held_buckets, held = _nightly_spike_errors(days=14, seed=7)
+    in_spike = _hour(held_buckets) == 1
+    assert np.mean(held[in_spike] > spike_q90) < 0.15
+
+
+def test_a_table_stored_before_the_factors_were_kept_apart_gives_the_same_offsets():
+    """A model state saved by the previous release holds each bucket's scale (block x regime) itself."""
+    table = _learn(*_bursty_errors(days=7, seed=3))
+    old = {k: v for k, v in table.items() if not k.endswith("_regime")}
+    for side in ("up", "down"):
+        old[side] = tails._scale(np.array(table[side]), np.array(table[f"{side}_regime"])).tolist()
+    for surprise in (np.zeros(12), np.full(12, 1.0)):
+        np.testing.assert_allclose(
+            tails.offsets(old, surprise=surprise, first_bucket=MIDNIGHT + 13 * 12, steps=24),
+            tails.offsets(table, surprise=surprise, first_bucket=MIDNIGHT + 13 * 12, steps=24),
+        )
