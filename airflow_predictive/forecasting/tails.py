@@ -33,7 +33,7 @@ SHORT_LEAD_S = 3600
 #: +50% at 00:35-01:30 every night); a 4-hour block spread their headroom over the calm hours beside
 #: them, and the service-level choice bought it all day. With 1-hour blocks the backtest's
 #: ``predictive`` held 0.842x reactive's capacity-hours on Alibaba (0.893x with 4-hour blocks) and 0.831x
-#: on bitbrains 411 (0.876x); 30-minute blocks were too few errors a block (Alibaba 0.918x).
+#: on bitbrains 411 (0.876x). 30-minute blocks cost more on Alibaba (0.918x) and left more unmet on 407.
 BLOCK_HOURS = 1
 #: Recent-surprise regimes (split at the window's quantiles of the recent surprise).
 REGIMES = 3
