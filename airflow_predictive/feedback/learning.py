@@ -143,4 +143,7 @@ def choice_text(choice: dict[str, Any] | None) -> str:
         )
     if choice.get("resource", "cpu") != "cpu":
         text += f"; replayed on {choice['resource']}"
+    if choice.get("stuck_value") is not None and choice["candidate"] != "reactive":
+        # the plans' reasons say when demand left it and the pool fell back to the reactive rule
+        text += f"; replayed days stuck at {choice['stuck_value']:.6g}: holds while demand stays there"
     return text + ("" if choice.get("met", True) else "; no candidate met the level") + ")"

@@ -196,12 +196,17 @@ def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int =
 #: exceeded 12% and 20% of the time on the two days after, then the q0.99 stood 107-143% of mean demand
 #: above the mean for three days (62-89% on its other days; docs/benchmarks.md).
 STUCK_DAYS = 1.0
+#: Consecutive values this close (relative) are the same value: a bucket's mean of one repeated sample
+#: can differ from it in the last bit (pandas' mean of three 0.1s is not 0.1), and the store's buckets
+#: are such means.
+SAME_VALUE_RTOL = 1e-9
 #: Fewer live errors at a lead than this: calibrate on all of them (a pool idle most of the window).
 MIN_LIVE_ERRORS = 100
 
 
 def stuck(values: np.ndarray, run: int) -> np.ndarray:
-    """Whether each value lies in a run of at least ``run`` identical consecutive values.
+    """Whether each value lies in a run of at least ``run`` identical consecutive values (equal within
+    :data:`SAME_VALUE_RTOL`).
 
     :param values: a series (NaN never repeats, so it never forms a run).
     :param run: the shortest run that counts.
@@ -209,7 +214,8 @@ def stuck(values: np.ndarray, run: int) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return np.zeros(0, dtype=bool)
-    starts = np.concatenate(([True], values[1:] != values[:-1]))
+    same = np.isclose(values[1:], values[:-1], rtol=SAME_VALUE_RTOL, atol=0.0)
+    starts = np.concatenate(([True], ~same))
     ids = np.cumsum(starts) - 1
     return np.bincount(ids)[ids] >= run
 

@@ -192,7 +192,7 @@ def allocate_pools(
     planned = tasks()  # one listing plans every pool; each release re-reads (the protocol's re-check)
     # One read of every pool's forecast and recent demand, not two per pool (see PlanningInputs).
     now = now or datetime.now(UTC)  # one planning time for the reads and every pool's plan
-    pools = as_chosen(store, pools)
+    pools = as_chosen(store, pools, now=now)
     inputs = PlanningInputs.read(store, pools, now)
     results = []
     for pool in pools:

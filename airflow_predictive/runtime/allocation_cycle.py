@@ -29,7 +29,7 @@ from airflow_predictive.runtime import metrics
 from airflow_predictive.runtime.baseline_forecast import BASELINE_WINDOW, baseline_frame
 from airflow_predictive.runtime.ledger import Outcome, PoolBusy, execute_plan, pool_lock
 from airflow_predictive.runtime.release import ReleaseGuard, guarded
-from airflow_predictive.runtime.service_level_choice import following, stored_choices
+from airflow_predictive.runtime.service_level_choice import following, in_force, stored_choices
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +237,14 @@ def _since(frame: pd.DataFrame, start: datetime) -> pd.DataFrame:
     return frame[frame["ts"] >= pd.Timestamp(start)].reset_index(drop=True)
 
 
-def as_chosen(store: AllocationStore, pools: Sequence[CapacityPool]) -> list[CapacityPool]:
-    """The pools as the feedback loop's stored service-level choices size them (one read for all).
+def as_chosen(store: AllocationStore, pools: Sequence[CapacityPool], *, now: datetime) -> list[CapacityPool]:
+    """The pools as the feedback loop's stored service-level choices size them at ``now`` (one read
+    for all, and one of demand for the choices made on stuck days: :func:`in_force`).
 
     Applied before :meth:`PlanningInputs.read`: a choice can switch a pool between the forecast and the
     reactive rule, which changes what its plan reads.
     """
-    choices = stored_choices(store)
+    choices = in_force(store, pools, stored_choices(store), now=now)
     return [following(pool, choices.get(pool.name)) for pool in pools]
 
 
@@ -296,7 +297,7 @@ def run_cycle(
     if do_apply and not record:
         raise ValueError("a cycle that applies its plan must record it: the ledger is written first")
     if inputs is None:
-        [pool] = as_chosen(store, [pool])
+        [pool] = as_chosen(store, [pool], now=now)
         inputs = PlanningInputs.read(store, [pool], now)
     result = CycleResult(pool=pool.name, applied_mode=do_apply)
     read = running_tasks if running_tasks is not None else given_hosts(busy_hosts)

@@ -5,8 +5,9 @@ observed demand of the resource that binds its size (cpu, memory or task slots: 
 and the forecasts the store issued of it, replays them through the planner under
 each candidate setting (:mod:`airflow_predictive.simulation.choice`, the code the backtest runs) and
 stores the choice, its scores and the reactive counterfactual as the ``service_level_choice``
-summary. The allocation cycle plans each pool with :func:`following` its stored choice; a pool with
-no choice yet (under half a day of issued forecasts) keeps its own settings.
+summary. The allocation cycle plans each pool with :func:`following` its choice :func:`in_force`
+(a choice made on stuck days falls back to the reactive rule once demand moves); a pool with no choice
+yet (under half a day of issued forecasts) keeps its own settings.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import pandas as pd
 from airflow_predictive.contracts.demand import series_id
 from airflow_predictive.contracts.forecast import KNOWN
 from airflow_predictive.contracts.pools import CapacityPool, ForecastSource, Signal
-from airflow_predictive.contracts.stores import ServiceLevelChoiceStore, SummaryReader
+from airflow_predictive.contracts.stores import DemandReader, ServiceLevelChoiceStore, SummaryReader
 from airflow_predictive.planning.planner import ForecastView, seasonal_floor_buckets
 from airflow_predictive.runtime.baseline_forecast import BASELINE_WINDOW, baseline_views, step_means
 from airflow_predictive.simulation.choice import (
+    REACTIVE,
     SETTLE_S,
     Choice,
     Evidence,
@@ -59,6 +61,41 @@ def stored_choices(store: SummaryReader) -> dict[str, Choice]:
     return {pool: Choice.from_dict(payload) for pool, payload in store.summaries(SUMMARY_KIND).items()}
 
 
+def in_force(
+    store: DemandReader, pools: Sequence[CapacityPool], choices: Mapping[str, Choice], *, now: datetime
+) -> dict[str, Choice]:
+    """Each pool's choice as it stands at ``now``: one made on mostly stuck days whose demand has left
+    the stuck value since is the reactive rule until the next choice (:meth:`Choice.outlived`). One
+    demand read, only for the pools whose choice could fall back.
+
+    :param store: the ProfileStore.
+    :param pools: the configured pools (their planning intervals: the demand's buckets).
+    :param choices: their stored choices.
+    :param now: the cycle's time.
+    """
+    watched = {
+        p.name: p
+        for p in pools
+        if p.name in choices
+        and choices[p.name].stuck_value is not None
+        and choices[p.name].candidate != REACTIVE.name
+    }
+    if not watched:
+        return dict(choices)
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    sids = {series_id(name, choices[name].resource): name for name in watched}
+    since = min(choices[name].chosen_at for name in watched)
+    rows = store.demand(list(sids), start=since, end=now).rename(columns=str)
+    out = dict(choices)
+    for sid, frame in rows.groupby("series_id"):
+        name = sids[str(sid)]
+        choice, step = choices[name], pd.Timedelta(minutes=watched[name].policy.planning_interval_minutes)
+        index = pd.date_range(pd.Timestamp(choice.chosen_at).floor(step), now, freq=step)
+        if len(index) > 1 and choice.outlived(step_means(frame, index).to_numpy(float)):
+            out[name] = choice.fallen_back()
+    return out
+
+
 def following(pool: CapacityPool, choice: Choice | None) -> CapacityPool:
     """The pool as its choice sizes it: the chosen candidate's sizing, the choice named in reasons.
 
@@ -77,6 +114,12 @@ def following(pool: CapacityPool, choice: Choice | None) -> CapacityPool:
         f"({pool.service_level.describe()}; replayed on {choice.resource}: {ratio:.2f}x reactive's "
         "capacity-hours)"
     )
+    if choice.fell_back_from:
+        words = (
+            f"service-level choice {choice.candidate}: demand left {choice.stuck_value:.6g}, the value the "
+            f"days {choice.fell_back_from} was chosen on ({choice.chosen_at:%Y-%m-%d %H:%M} UTC) were "
+            "stuck at; the reactive rule until the next choice"
+        )
     typed = {"signal": Signal(sizing["signal"]), "chosen": words}
     if "forecast" in sizing:
         typed["forecast"] = ForecastSource(sizing["forecast"])
@@ -101,14 +144,15 @@ def choose_for_pools(
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     stored = stored_choices(store)
     made: dict[str, Choice] = {}
-    for pool in due_pools(pools, stored, now=now, interval=interval):
-        held = stored.get(pool.name)
+    due = due_pools(pools, stored, now=now, interval=interval)
+    # the candidate each pool runs now: a stuck day's choice may have fallen back to the reactive rule
+    held = in_force(store, due, stored, now=now) if due else {}
+    for pool in due:
         evidence = pool_evidence(store, pool, now=now, interval=interval)
         if evidence is None:
             continue
-        made[pool.name] = choose_by_replay(
-            evidence, pool.service_level, now=now, current=held.candidate if held else None
-        )
+        current = held[pool.name].candidate if pool.name in held else None
+        made[pool.name] = choose_by_replay(evidence, pool.service_level, now=now, current=current)
         log.info("pool %s: %s", pool.name, made[pool.name].reason)
     if made:
         payloads = {name: c.to_dict() for name, c in {**stored, **made}.items()}

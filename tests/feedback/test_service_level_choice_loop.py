@@ -181,3 +181,47 @@ def test_the_replayed_evidence_reaches_back_the_day_a_seasonal_floor_candidate_r
     assert evidence is not None
     assert evidence.index[evidence.start] == pd.Timestamp(NOW - timedelta(hours=36))  # the first forecast
     assert evidence.index[0] <= pd.Timestamp(NOW - timedelta(days=3))  # the window, and a day before it
+
+
+def test_a_choice_made_on_stuck_days_falls_back_to_the_reactive_rule_once_the_stores_demand_moves(any_store):
+    """Two days at one value (an idle pool, a stuck metric): every candidate leaves nothing unmet and the
+    choice takes the cheapest. It holds while demand stays; the first bucket off the value puts the pool
+    on the reactive rule, in the allocation cycle's read of the choices, until the next choice."""
+    from airflow_predictive.runtime.allocation_cycle import as_chosen
+
+    pool = make_pool(lead_time_minutes={"boot": 5})
+    ts = pd.date_range(NOW - timedelta(days=2, hours=1), NOW, freq="5min", inclusive="left")
+    any_store.write_demand(pd.DataFrame({"series_id": SID, "ts": ts, "value": 40.0}))
+    rows = [
+        {"series_id": SID, "issued_at": t, "ts": t + lead * pd.Timedelta("5min"), "mean": 42.0}
+        | {"model": "test", "fallback": ""}
+        | {quantile_column(q): 42.0 for q in DEFAULT_QUANTILES}
+        for t in ts[-36 * 12 :]
+        for lead in range(6)
+    ]
+    any_store.write_forecasts(pd.DataFrame(rows))
+    close_feedback_cycle(
+        any_store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False
+    )
+    choice = stored_choices(any_store)["etl"]
+    assert choice.stuck_value == 40.0 and choice.candidate != "reactive", choice.reason
+    page = learning.choice_text(any_store.summaries(SUMMARY_KIND)["etl"])
+    assert "replayed days stuck at 40: holds while demand stays there" in page
+
+    def sized(now: datetime) -> str:
+        [followed] = as_chosen(any_store, [pool], now=now)
+        return followed.policy.chosen
+
+    assert sized(NOW + timedelta(minutes=12)).startswith(f"service-level choice {choice.candidate} of")
+    still = pd.DataFrame({"series_id": SID, "ts": [NOW, NOW + timedelta(minutes=5)], "value": 40.0})
+    any_store.write_demand(still)
+    assert sized(NOW + timedelta(minutes=12)).startswith(f"service-level choice {choice.candidate} of")
+    moved = pd.DataFrame({"series_id": SID, "ts": [NOW + timedelta(minutes=10)], "value": 90.0})
+    any_store.write_demand(moved)
+    words = sized(NOW + timedelta(minutes=17))
+    assert words.startswith("service-level choice reactive: demand left 40"), words
+    [followed] = as_chosen(any_store, [pool], now=NOW + timedelta(minutes=17))
+    p = plan(None, PoolState(), followed, NOW, recent_demand={"cpu": [90.0]})
+    assert [a.amount for a in p.actions] == [19]  # ceil(90 / (0.6 x 8)): the reactive rule's headroom
+    # the stored choice is unchanged: the fall-back is read from demand, and the next choice replaces it
+    assert stored_choices(any_store)["etl"] == choice

@@ -17,6 +17,15 @@ def test_runs_of_a_day_or_more_of_one_value_are_stuck_and_shorter_ones_are_not()
     assert arima.stuck(np.array([]), 3).size == 0
 
 
+def test_bucket_means_of_one_repeated_sample_are_one_run():
+    """The store's buckets are means of however many samples fell in them: of one repeated value, they
+    differ from it in the last bit, and the run must not break there."""
+    buckets = np.array([pd.Series([0.1] * n).mean() for n in (1, 3, 2, 3, 7)])
+    assert len(set(buckets.tolist())) == 3  # 0.1, 0.1 + 1 ulp, 0.1 - 1 ulp
+    assert arima.stuck(buckets, 5).all()
+    assert not arima.stuck(np.array([0.1, 0.1 * (1 + 1e-6), 0.1, 0.1, 0.1]), 5).any()
+
+
 def _widths_at_first_step(forecaster, state, frame: pd.DataFrame, sid: str) -> np.ndarray:
     """The q0.9 and q0.99 above the mean at the first forecast step, calibrated on ``frame``."""
     window = forecaster.windows(frame, frame["ts"].max().to_pydatetime())[sid]

@@ -3,6 +3,7 @@ that met the pool's level, with hysteresis; reactive when nothing beats it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -381,3 +382,86 @@ def test_where_days_repeat_with_small_changes_the_pool_holds_yesterday_at_q095_n
     assert q95["unmet_pct"] <= scores["reactive"]["unmet_pct"] + MATCH_TOLERANCE_PCT, scores
     followed = policy.settings()["online_choice"]["steps_by_candidate"]
     assert followed.get("yesterday q0.95 guard 0.9", 0) >= 288, followed
+
+
+# ------------------------------------------------------------------------ a choice made on stuck days
+
+
+def test_evidence_mostly_stuck_at_its_newest_step_names_the_value_and_live_evidence_none():
+    from airflow_predictive.simulation.choice import stuck_value
+
+    live = _bursty_day(288 * 2)
+    stuck = np.r_[live[:200], np.full(376, 40.0)]  # the scored days 65% one value, to the newest step
+    assert stuck_value(_evidence(stuck, 1.0)) == 40.0
+    assert stuck_value(_evidence(live, 1.0)) is None
+    moved = np.r_[stuck[:-10], live[-10:]]  # stuck most of the days, but no longer at the newest step
+    assert stuck_value(_evidence(moved, 1.0)) is None
+    short = np.r_[live[:400], np.full(176, 40.0)]  # stuck at the end, but for less than a day
+    assert stuck_value(_evidence(short, 1.0)) is None
+
+
+def test_a_choice_made_on_stuck_days_holds_while_demand_stays_and_falls_back_once_it_moves():
+    scored = scores(reactive=(0.0, 100.0), q0_9=(0.0, 60.0))
+    choice = replace(choose(scored, MATCH, now=NOW), stuck_value=40.0)
+    assert not choice.outlived([40.0, np.nan, 40.0 * (1 + 1e-12)])  # a bucket mean's last bit
+    assert choice.outlived([40.0, 40.5])
+    fallen = choice.fallen_back()
+    assert (fallen.candidate, fallen.fell_back_from) == ("reactive", "q0 9")
+    assert "demand left 40" in fallen.reason and not fallen.outlived([80.0])
+    assert Choice.from_dict(fallen.to_dict()) == fallen
+    assert not replace(choice, stuck_value=None).outlived([80.0])  # live evidence: the choice holds
+
+
+def _persistence_over_a_stuck_stretch():
+    """Live days, then 486 steps (1.7 days) stuck at 40 from the scored start, then live days again; the
+    issued forecasts are the last value seen, +5%."""
+    from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
+    from airflow_predictive.simulation.backtest import BacktestOptions, context_for
+    from airflow_predictive.simulation.policies import ForecastPolicy
+
+    class LastValue(ForecastPolicy):
+        name = "last value"
+
+        def forecast_at(self, step: int):
+            ahead = np.full(self.horizon_steps(), self.context.demand[step - 1] * 1.05)
+            return self.view(step, {"mean": ahead, **{quantile_column(q): ahead for q in DEFAULT_QUANTILES}})
+
+    values = np.tile(_bursty_day(), 7)
+    values[864:1350] = 40.0
+    index = pd.date_range("2026-12-01", periods=len(values), freq="5min", tz="UTC")
+    series = pd.Series(values, index=index, name="stuck")
+    series.attrs["interval_s"] = 300
+    return LastValue(), context_for(series, BacktestOptions())
+
+
+@pytest.mark.parametrize("rule", ["on", "removed"])
+def test_once_demand_leaves_a_stuck_stretch_the_pool_serves_it_as_the_reactive_rule_would(rule, monkeypatch):
+    """The choice of 1296 was made on two stuck days (every candidate left nothing unmet) and took the
+    cheapest; demand comes back at 1350. Held, that candidate meets the day's bursts one boot lead late
+    on a fleet sized for 40; the rule runs the reactive rule from the next step until the next choice."""
+    from airflow_predictive.accuracy import unmet_percent
+    from airflow_predictive.simulation.choice import OnlineChoicePolicy
+    from airflow_predictive.simulation.policies import ReactivePolicy
+    from airflow_predictive.simulation.replay import replay
+
+    if rule == "removed":
+        monkeypatch.setattr(Choice, "outlived", lambda self, demand: False)
+    forecasts, context = _persistence_over_a_stuck_stretch()
+    policy = OnlineChoicePolicy(forecasts)
+    product, reactive = replay(policy, context), replay(ReactivePolicy(), context)
+    stuck_choice = next(c for c in policy.choices if c["step"] == 1296)
+    assert stuck_choice["stuck_value"] == 40.0 and stuck_choice["candidate"] != "reactive"
+    # from a boot lead after the step that saw demand move, to the next choice
+    window = slice(1353 - context.start, 1584 - context.start)
+    demand = context.demand[context.start :][window]
+    served = {
+        name: unmet_percent(demand, outcome.running[window] * context.instance_capacity)
+        for name, outcome in (("product", product), ("reactive", reactive))
+    }
+    if rule == "on":
+        assert [(c["step"], c["candidate"]) for c in policy.choices if c["fell_back_from"]] == [
+            (1351, "reactive")
+        ]
+        assert served["product"] <= served["reactive"] + MATCH_TOLERANCE_PCT, served
+    else:
+        assert served["product"] > served["reactive"] + 1.0, served
