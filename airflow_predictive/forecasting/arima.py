@@ -17,7 +17,7 @@ import numpy as np
 from scipy import optimize, signal
 
 from airflow_predictive.forecasting import tails
-from airflow_predictive.forecasting.series import knots
+from airflow_predictive.forecasting.series import STUCK_DAYS, knots, stuck
 
 
 def exog(buckets: np.ndarray, state: dict) -> np.ndarray:
@@ -188,36 +188,8 @@ def css_refit(z: np.ndarray, buckets: np.ndarray, state: dict, *, maxiter: int =
 
 # ------------------------------------------------------------------ calibration and combination
 
-#: A run of identical values at least this many days long is a stuck metric or a pool with nothing
-#: running, and its forecast errors (about zero: the model forecasts the constant) say nothing about how
-#: live demand departs from its forecast. Kept in the calibration window, they narrowed the learned
-#: quantiles while in it, then made the newest errors look like a surge (:func:`_widened`, up to 3x) once
-#: demand came back: on bitbrains 411 (four days stuck, 07-05 to 07-09) the q0.9 at the boot lead was
-#: exceeded 12% and 20% of the time on the two days after, then the q0.99 stood 107-143% of mean demand
-#: above the mean for three days (62-89% on its other days; docs/benchmarks.md).
-STUCK_DAYS = 1.0
-#: Consecutive values this close (relative) are the same value: a bucket's mean of one repeated sample
-#: can differ from it in the last bit (pandas' mean of three 0.1s is not 0.1), and the store's buckets
-#: are such means.
-SAME_VALUE_RTOL = 1e-9
 #: Fewer live errors at a lead than this: calibrate on all of them (a pool idle most of the window).
 MIN_LIVE_ERRORS = 100
-
-
-def stuck(values: np.ndarray, run: int) -> np.ndarray:
-    """Whether each value lies in a run of at least ``run`` identical consecutive values (equal within
-    :data:`SAME_VALUE_RTOL`).
-
-    :param values: a series (NaN never repeats, so it never forms a run).
-    :param run: the shortest run that counts.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return np.zeros(0, dtype=bool)
-    same = np.isclose(values[1:], values[:-1], rtol=SAME_VALUE_RTOL, atol=0.0)
-    starts = np.concatenate(([True], ~same))
-    ids = np.cumsum(starts) - 1
-    return np.bincount(ids)[ids] >= run
 
 
 def calibrate(
@@ -250,7 +222,7 @@ def calibrate(
     :param half_life: weight errors by recency with this half-life in origins (``None``: equal weights).
 
     The quantiles leave out the errors whose target lies in a stretch of identical values a day or
-    longer (:func:`stuck`), while enough others remain: see :data:`STUCK_DAYS`.
+    longer (:func:`~.series.stuck`), while enough others remain: see :data:`~.series.STUCK_DAYS`.
     """
     hs = knots(state["interval_s"], horizon)
     e, _ = innovations(z, buckets, state)

@@ -148,3 +148,35 @@ def knots(interval_s: int, horizon: int) -> np.ndarray:
     steps = {max(1, round(m * 60 / interval_s)) for m in KNOTS_MINUTES}
     steps = sorted(s for s in steps if s < horizon) + [horizon]
     return np.array(sorted(set([1, *steps])), dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------ stuck demand
+
+#: A run of identical values at least this many days long is a stuck metric or a pool with nothing
+#: running, and its forecast errors (about zero: the model forecasts the constant) say nothing about how
+#: live demand departs from its forecast. Kept in the calibration window, they narrowed the learned
+#: quantiles while in it, then made the newest errors look like a surge (:func:`_widened`, up to 3x) once
+#: demand came back: on bitbrains 411 (four days stuck, 07-05 to 07-09) the q0.9 at the boot lead was
+#: exceeded 12% and 20% of the time on the two days after, then the q0.99 stood 107-143% of mean demand
+#: above the mean for three days (62-89% on its other days; docs/benchmarks.md).
+STUCK_DAYS = 1.0
+#: Consecutive values this close (relative) are the same value: a bucket's mean of one repeated sample
+#: can differ from it in the last bit (pandas' mean of three 0.1s is not 0.1), and the store's buckets
+#: are such means.
+SAME_VALUE_RTOL = 1e-9
+
+
+def stuck(values: np.ndarray, run: int) -> np.ndarray:
+    """Whether each value lies in a run of at least ``run`` identical consecutive values (equal within
+    :data:`SAME_VALUE_RTOL`).
+
+    :param values: a series (NaN never repeats, so it never forms a run).
+    :param run: the shortest run that counts.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return np.zeros(0, dtype=bool)
+    same = np.isclose(values[1:], values[:-1], rtol=SAME_VALUE_RTOL, atol=0.0)
+    starts = np.concatenate(([True], ~same))
+    ids = np.cumsum(starts) - 1
+    return np.bincount(ids)[ids] >= run

@@ -93,6 +93,7 @@ def in_force(
         index = pd.date_range(pd.Timestamp(choice.chosen_at).floor(step), now, freq=step)
         if len(index) > 1 and choice.outlived(step_means(frame, index).to_numpy(float)):
             out[name] = choice.fallen_back()
+            log.info("pool %s: %s", name, out[name].reason)
     return out
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 
 from airflow_predictive.accuracy import unmet_percent
 from airflow_predictive.contracts.pools import ForecastSource, ServiceLevel
-from airflow_predictive.forecasting import arima
+from airflow_predictive.forecasting import series
 from airflow_predictive.planning import planner
 from airflow_predictive.simulation import metrics
 from airflow_predictive.simulation.policies import (
@@ -86,7 +86,7 @@ TIE_SHARE = 0.01
 #: trace. A tenth of the 0.02 points the backtest's target allows over a trace.
 MATCH_TOLERANCE_PCT = 0.002
 #: A choice whose scored days were mostly stuck demand (less than this share of their steps outside runs
-#: of one value a day or longer, :func:`~airflow_predictive.forecasting.arima.stuck`, and the newest step
+#: of one value a day or longer, :func:`~airflow_predictive.forecasting.series.stuck`, and the newest step
 #: in one) saw every candidate leave nothing unmet and took the cheapest: it holds only while demand
 #: stays at the stuck value (:meth:`Choice.outlived`), then the pool runs the reactive rule until its
 #: next choice. On the bitbrains files (four days stuck in every column, 07-05 12:30 to 07-09 13:00) the
@@ -386,7 +386,7 @@ class Choice:
             return False
         values = np.asarray(demand, dtype=float)
         values = values[~np.isnan(values)]
-        same = np.isclose(values, self.stuck_value, rtol=arima.SAME_VALUE_RTOL, atol=0.0)
+        same = np.isclose(values, self.stuck_value, rtol=series.SAME_VALUE_RTOL, atol=0.0)
         return bool(values.size and not same.all())
 
     def fallen_back(self) -> Choice:
@@ -696,8 +696,8 @@ def stuck_value(evidence: Evidence) -> float | None:
     :param evidence: the replay's evidence.
     """
     demand = np.asarray(evidence.demand, dtype=float)
-    run = max(2, round(arima.STUCK_DAYS * 86400 / evidence.interval_s))
-    flags = arima.stuck(demand, run)
+    run = max(2, round(series.STUCK_DAYS * 86400 / evidence.interval_s))
+    flags = series.stuck(demand, run)
     scored = flags[evidence.start + evidence.settle :]
     if not scored.size or not flags[-1] or 1.0 - scored.mean() >= MIN_LIVE_SHARE:
         return None

@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_predictive.forecasting import arima
+from airflow_predictive.forecasting import arima, series
 
 
 def test_runs_of_a_day_or_more_of_one_value_are_stuck_and_shorter_ones_are_not():
     values = np.array([1.0, 2.0, 2.0, 2.0, 3.0, 4.0, 4.0, np.nan, np.nan, np.nan, 5.0])
-    assert arima.stuck(values, 3).tolist() == [
+    assert series.stuck(values, 3).tolist() == [
         False, True, True, True, False, False, False, False, False, False, False,
     ]  # fmt: skip
-    assert arima.stuck(np.array([]), 3).size == 0
+    assert series.stuck(np.array([]), 3).size == 0
 
 
 def test_bucket_means_of_one_repeated_sample_are_one_run():
@@ -22,8 +22,8 @@ def test_bucket_means_of_one_repeated_sample_are_one_run():
     differ from it in the last bit, and the run must not break there."""
     buckets = np.array([pd.Series([0.1] * n).mean() for n in (1, 3, 2, 3, 7)])
     assert len(set(buckets.tolist())) == 3  # 0.1, 0.1 + 1 ulp, 0.1 - 1 ulp
-    assert arima.stuck(buckets, 5).all()
-    assert not arima.stuck(np.array([0.1, 0.1 * (1 + 1e-6), 0.1, 0.1, 0.1]), 5).any()
+    assert series.stuck(buckets, 5).all()
+    assert not series.stuck(np.array([0.1, 0.1 * (1 + 1e-6), 0.1, 0.1, 0.1]), 5).any()
 
 
 def _widths_at_first_step(forecaster, state, frame: pd.DataFrame, sid: str) -> np.ndarray:
