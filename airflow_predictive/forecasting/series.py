@@ -155,7 +155,7 @@ def knots(interval_s: int, horizon: int) -> np.ndarray:
 #: A run of identical values at least this many days long is a stuck metric or a pool with nothing
 #: running, and its forecast errors (about zero: the model forecasts the constant) say nothing about how
 #: live demand departs from its forecast. Kept in the calibration window, they narrowed the learned
-#: quantiles while in it, then made the newest errors look like a surge (:func:`_widened`, up to 3x) once
+#: quantiles while in it, then made the newest errors look like a surge (:func:`.arima._widened`, up to 3x) once
 #: demand came back: on bitbrains 411 (four days stuck, 07-05 to 07-09) the q0.9 at the boot lead was
 #: exceeded 12% and 20% of the time on the two days after, then the q0.99 stood 107-143% of mean demand
 #: above the mean for three days (62-89% on its other days; docs/benchmarks.md).
