@@ -147,7 +147,7 @@ def choose_for_pools(
     made: dict[str, Choice] = {}
     due = due_pools(pools, stored, now=now, interval=interval)
     # the candidate each pool runs now: a stuck day's choice may have fallen back to the reactive rule
-    held = in_force(store, due, stored, now=now) if due else {}
+    held = in_force(store, due, stored, now=now)
     for pool in due:
         evidence = pool_evidence(store, pool, now=now, interval=interval)
         if evidence is None:
