@@ -11,8 +11,10 @@ quiet one, and on some pools no forecast beats the reactive rule. So every day, 
 2. **Score.** Unmet demand (percent of demand) and capacity-hours per candidate.
 3. **Choose** (:func:`choose`). The cheapest candidate whose unmet meets the level, a candidate other
    than the reactive rule by a margin of its own noise on the replayed days; the pool keeps
-   its current choice unless the new one is cheaper by :data:`SWITCH_MARGIN` or the current one
-   misses (hysteresis: no flapping); reactive when nothing meets the level more cheaply.
+   its current choice unless the new one is cheaper by :data:`SWITCH_MARGIN` (:data:`TRADE_MARGIN`
+   when the new one left more unmet on the replayed days) or the current one misses (hysteresis: no
+   flapping, and no service given up for a saving inside the replay's noise); reactive when nothing
+   meets the level more cheaply.
 
 The feedback loop runs this on the store's demand and issued forecasts
 (:mod:`airflow_predictive.runtime.service_level_choice`); the backtest's ``predictive`` and
@@ -49,6 +51,15 @@ from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
 #: A new choice must be this much cheaper (share of the current one's capacity-hours) to replace a
 #: current choice that still meets the level: day-to-day noise in the replay must not flap the pool.
 SWITCH_MARGIN = 0.03
+#: The margin (share of capacity-hours) a new choice that left more unmet on the replayed days than the
+#: current one must save to replace it: it gives up service the pool had, so it must pay for more than
+#: the replay's noise. On bitbrains 407 on 07-25 the issued q0.9 was 3.4% cheaper than yesterday's q0.95,
+#: which the pool followed, and left 0.068% unmet on the replayed days against 0.040%; followed for the
+#: next six days it left 0.0126 points more of the trace's demand than yesterday's q0.95 did, for 0.3% of
+#: its capacity-hours. With this margin: 407 0.780x -> 0.783x reactive's capacity-hours at 0.048% ->
+#: 0.036% unmet; 411 0.838x -> 0.840x at 0.414% -> 0.408%; the held-out columns that change all leave
+#: less unmet for 0.05-2% more capacity (docs/benchmarks.md).
+TRADE_MARGIN = 2 * SWITCH_MARGIN
 #: Unmet demand (percentage points) a candidate may leave above the level and still meet it: float noise.
 _EPS_PCT = 1e-9
 #: Replayed time not scored at the start of the window. The replay's fleet starts just big enough for
@@ -626,6 +637,7 @@ def choose(
     margin: float = SWITCH_MARGIN,
     tolerance_pct: float = MATCH_TOLERANCE_PCT,
     tie_share: float = TIE_SHARE,
+    trade_margin: float = TRADE_MARGIN,
 ) -> Choice:
     """The cheapest candidate that met ``level``, with hysteresis; reactive when nothing beats it.
 
@@ -639,6 +651,7 @@ def choose(
     :param tie_share: candidates whose capacity-hours lie within this share of each other are judged
         by the largest noise among them, and within it of the cheapest that met they tie, broken
         toward the most protective (:func:`protection`).
+    :param trade_margin: ``margin`` for a new choice that left more unmet than the current one.
     """
     by_name = {s.candidate: s for s in scores}
     if REACTIVE.name not in by_name:
@@ -666,8 +679,10 @@ def choose(
     tied = [s for s in met if s.capacity_hours <= cheapest * (1 + tie_share)]
     best = max(tied, key=lambda s: (protection(s.candidate), -s.capacity_hours))
     held = by_name.get(current) if current else None
-    if held is not None and held in met and best.capacity_hours > held.capacity_hours * (1 - margin):
-        best = held
+    if held is not None and held in met:
+        needed = trade_margin if best.unmet_pct > held.unmet_pct + _EPS_PCT else margin
+        if best.capacity_hours > held.capacity_hours * (1 - needed):
+            best = held
     ratio = best.capacity_hours / reactive.capacity_hours if reactive.capacity_hours > 0 else math.nan
     why = (
         f"{best.candidate}: cheapest that met {level.describe()} on the replayed days "

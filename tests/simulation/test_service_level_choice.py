@@ -71,6 +71,26 @@ def test_hysteresis_keeps_a_current_choice_that_still_meets_unless_the_new_one_i
     assert choose(missed, MATCH, now=NOW, current="q0 95").candidate == "q0 9"  # current missed: switch
 
 
+def test_a_cheaper_choice_that_served_worse_on_the_replayed_days_replaces_the_current_one_only_for_a_clear_saving():
+    # bitbrains 407, the choice of 07-25: the issued q0.9 3.4% cheaper than yesterday's q0.95, which the
+    # pool followed, and more unmet on the replayed days; taken, it left twice yesterday's unmet that day
+    def day(hours: float, unmet: float) -> list[Score]:
+        return [
+            Score("reactive", 1.883, 1011.4, (2.053, 1.715)),
+            Score("q0.9 guard 0.9", unmet, hours, (unmet, unmet)),
+            Score("yesterday q0.95 guard 0.9", 0.0396, 792.0, (0.0797, 0.0)),
+        ]
+
+    held = "yesterday q0.95 guard 0.9"
+    assert choose(day(765.2, 0.0677), MATCH, now=NOW, current=held).candidate == held  # 3.4%: stay
+    assert choose(day(748.0, 0.0677), MATCH, now=NOW, current=held).candidate == held  # 5.6%: stay
+    assert choose(day(740.0, 0.0677), MATCH, now=NOW, current=held).candidate == "q0.9 guard 0.9"  # 6.6%
+    # a saving that gives up nothing needs only the ordinary margin
+    assert choose(day(765.2, 0.0396), MATCH, now=NOW, current=held).candidate == "q0.9 guard 0.9"
+    # with no current choice the cheapest wins, as ever
+    assert choose(day(765.2, 0.0677), MATCH, now=NOW).candidate == "q0.9 guard 0.9"
+
+
 def test_candidates_that_cost_the_same_on_the_replayed_days_tie_toward_the_most_protective():
     # NAB ec2_cpu, three calm days: q0.9 and q0.99 (guard 0.9) ran the same fleet; the next day's burst
     # left 0.077% unmet under q0.9 and 0.004% under q0.99
