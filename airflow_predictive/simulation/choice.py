@@ -768,8 +768,14 @@ class OnlineChoicePolicy:
         steps: dict[str, int] = {}
         for c in self.choices:
             steps[c["candidate"]] = steps.get(c["candidate"], 0) + c["steps"]
+        # Steps sized on the seasonal-naive baseline are counted by the baseline's policy: the pool's
+        # steps under each rule are both policies' together.
+        rules = dict(self.forecasts.rules)
+        for rule, n in (self._baseline.rules if self._baseline is not None else {}).items():
+            rules[rule] = rules.get(rule, 0) + n
         return {
             **self.forecasts.settings(),
+            **({"steps_by_rule": rules} if rules else {}),
             "service_level": self.level.describe(),
             "online_choice": {
                 "every_steps": self.every_steps,

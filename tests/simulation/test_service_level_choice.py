@@ -391,6 +391,8 @@ def test_the_backtests_product_follows_yesterdays_demand_where_it_repeats_and_st
     assert on_baseline >= 288, followed
     # those steps were sized on the baseline's forecasts, not on the issued ones
     assert sum(policy._baseline.rules.values()) == on_baseline
+    # and the backtest's count of steps under each rule has every step, whichever forecast sized it
+    assert sum(policy.settings()["steps_by_rule"].values()) == len(values) - context.start
     assert set(policy.forecasts._cache) == set(range(context.start, len(values)))
 
 
