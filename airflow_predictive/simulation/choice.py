@@ -55,10 +55,10 @@ SWITCH_MARGIN = 0.03
 #: current one must save to replace it: it gives up service the pool had, so it must pay for more than
 #: the replay's noise. On bitbrains 407 on 07-25 the issued q0.9 was 3.4% cheaper than yesterday's q0.95,
 #: which the pool followed, and left 0.068% unmet on the replayed days against 0.040%; followed for the
-#: next six days it left 0.0126 points more of the trace's demand than yesterday's q0.95 did, for 0.3% of
-#: its capacity-hours. With this margin: 407 0.780x -> 0.783x reactive's capacity-hours at 0.048% ->
-#: 0.036% unmet; 411 0.838x -> 0.840x at 0.414% -> 0.408%; the held-out columns that change all leave
-#: less unmet for 0.05-2% more capacity (docs/benchmarks.md).
+#: next six days it left 0.012 points more of the trace's demand than yesterday's q0.95 did, for 0.003x
+#: of reactive's capacity-hours. With this margin: 407 0.780x -> 0.783x reactive's capacity-hours at
+#: 0.048% -> 0.036% unmet; 411 0.838x -> 0.840x at 0.414% -> 0.408%; the held-out columns that change
+#: all leave less unmet for 0.05-2% more capacity (docs/benchmarks.md).
 TRADE_MARGIN = 2 * SWITCH_MARGIN
 #: Unmet demand (percentage points) a candidate may leave above the level and still meet it: float noise.
 _EPS_PCT = 1e-9
