@@ -679,15 +679,24 @@ def choose(
     tied = [s for s in met if s.capacity_hours <= cheapest * (1 + tie_share)]
     best = max(tied, key=lambda s: (protection(s.candidate), -s.capacity_hours))
     held = by_name.get(current) if current else None
-    if held is not None and held in met:
-        needed = trade_margin if best.unmet_pct > held.unmet_pct + _EPS_PCT else margin
+    kept = ""
+    if held is not None and held in met and held is not best:
+        gives_up = best.unmet_pct > held.unmet_pct + _EPS_PCT
+        needed = trade_margin if gives_up else margin
         if best.capacity_hours > held.capacity_hours * (1 - needed):
+            saving = 1 - best.capacity_hours / held.capacity_hours if held.capacity_hours > 0 else 0.0
+            kept = (
+                f"; kept over {best.candidate}, {saving:.1%} cheaper"
+                f"{' and more unmet' if gives_up else ''}, under the {needed:.0%} switch margin"
+                if saving > 0
+                else f"; kept over {best.candidate}, no cheaper"
+            )
             best = held
     ratio = best.capacity_hours / reactive.capacity_hours if reactive.capacity_hours > 0 else math.nan
     why = (
-        f"{best.candidate}: cheapest that met {level.describe()} on the replayed days "
-        f"(unmet {best.unmet_pct:.3g}% vs reactive {reactive.unmet_pct:.3g}%, "
-        f"{ratio:.2f}x reactive's capacity-hours)"
+        f"{best.candidate}: {'still met' if kept else 'cheapest that met'} {level.describe()} on the "
+        f"replayed days (unmet {best.unmet_pct:.3g}% vs reactive {reactive.unmet_pct:.3g}%, "
+        f"{ratio:.2f}x reactive's capacity-hours{kept})"
     )
     return decided(best.candidate, why)
 

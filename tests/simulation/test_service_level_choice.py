@@ -82,11 +82,18 @@ def test_a_cheaper_choice_that_served_worse_on_the_replayed_days_replaces_the_cu
         ]
 
     held = "yesterday q0.95 guard 0.9"
-    assert choose(day(765.2, 0.0677), MATCH, now=NOW, current=held).candidate == held  # 3.4%: stay
+    kept = choose(day(765.2, 0.0677), MATCH, now=NOW, current=held)
+    assert kept.candidate == held  # 3.4%: stay
+    # the reason says why the pool stays, not that its setting was the cheapest
+    assert kept.reason.startswith(f"{held}: still met ")
+    assert "kept over q0.9 guard 0.9, 3.4% cheaper and more unmet, under the 6% switch margin" in kept.reason
     assert choose(day(748.0, 0.0677), MATCH, now=NOW, current=held).candidate == held  # 5.6%: stay
     assert choose(day(740.0, 0.0677), MATCH, now=NOW, current=held).candidate == "q0.9 guard 0.9"  # 6.6%
     # a saving that gives up nothing needs only the ordinary margin
     assert choose(day(765.2, 0.0396), MATCH, now=NOW, current=held).candidate == "q0.9 guard 0.9"
+    small = choose(day(780.0, 0.0396), MATCH, now=NOW, current=held)
+    assert small.candidate == held
+    assert small.reason.endswith("; kept over q0.9 guard 0.9, 1.5% cheaper, under the 3% switch margin)")
     # with no current choice the cheapest wins, as ever
     assert choose(day(765.2, 0.0677), MATCH, now=NOW).candidate == "q0.9 guard 0.9"
 
