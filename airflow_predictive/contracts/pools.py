@@ -243,7 +243,8 @@ class ServiceLevel(_Model):
     :param queue_wait_p95_seconds: the 95th percentile of the time tasks of the pool's queue wait for a
         worker slot (queued to running), over the trailing hour; unset: queue wait is measured and
         shown, not judged. A judged hour needs at least 20 tasks; a missed one raises the
-        ``queue_wait_above_target`` alert.
+        ``queue_wait_above_target`` alert. Judged, not planned for: the choice sizes for
+        ``unmet_share`` (or ``match_reactive``), which a pool with a queue-wait target sets beside it.
     """
 
     unmet_share: float | None = None
