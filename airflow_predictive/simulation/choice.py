@@ -679,19 +679,8 @@ def choose(
     tied = [s for s in met if s.capacity_hours <= cheapest * (1 + tie_share)]
     best = max(tied, key=lambda s: (protection(s.candidate), -s.capacity_hours))
     held = by_name.get(current) if current else None
-    kept = ""
-    if held is not None and held in met and held is not best:
-        gives_up = best.unmet_pct > held.unmet_pct + _EPS_PCT
-        needed = trade_margin if gives_up else margin
-        if best.capacity_hours > held.capacity_hours * (1 - needed):
-            saving = 1 - best.capacity_hours / held.capacity_hours if held.capacity_hours > 0 else 0.0
-            kept = (
-                f"; kept over {best.candidate}, {saving:.1%} cheaper"
-                f"{' and more unmet' if gives_up else ''}, under the {needed:.0%} switch margin"
-                if saving > 0
-                else f"; kept over {best.candidate}, no cheaper"
-            )
-            best = held
+    kept = _kept_over(best, held, margin, trade_margin) if held is not None and held in met else ""
+    best = held if kept else best
     ratio = best.capacity_hours / reactive.capacity_hours if reactive.capacity_hours > 0 else math.nan
     why = (
         f"{best.candidate}: {'still met' if kept else 'cheapest that met'} {level.describe()} on the "
@@ -699,6 +688,23 @@ def choose(
         f"{ratio:.2f}x reactive's capacity-hours{kept})"
     )
     return decided(best.candidate, why)
+
+
+def _kept_over(best: Score, held: Score, margin: float, trade_margin: float) -> str:
+    """Why the pool keeps ``held`` (which still met the level) over the new ``best``, for the choice's
+    reason; "" when the new one is cheaper by the margin it needs (``trade_margin`` when it left more
+    unmet on the replayed days) and replaces it."""
+    if held is best:
+        return ""
+    gives_up = best.unmet_pct > held.unmet_pct + _EPS_PCT
+    needed = trade_margin if gives_up else margin
+    if best.capacity_hours <= held.capacity_hours * (1 - needed):
+        return ""
+    saving = 1 - best.capacity_hours / held.capacity_hours if held.capacity_hours > 0 else 0.0
+    if saving <= 0:
+        return f"; kept over {best.candidate}, no cheaper"
+    more = " and more unmet" if gives_up else ""
+    return f"; kept over {best.candidate}, {saving:.1%} cheaper{more}, under the {needed:.0%} switch margin"
 
 
 def choose_by_replay(
