@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -785,9 +786,8 @@ class OnlineChoicePolicy:
             steps[c["candidate"]] = steps.get(c["candidate"], 0) + c["steps"]
         # Steps sized on the seasonal-naive baseline are counted by the baseline's policy: the pool's
         # steps under each rule are both policies' together.
-        rules = dict(self.forecasts.rules)
-        for rule, n in (self._baseline.rules if self._baseline is not None else {}).items():
-            rules[rule] = rules.get(rule, 0) + n
+        baseline = self._baseline.rules if self._baseline is not None else {}
+        rules = dict(Counter(self.forecasts.rules) + Counter(baseline))
         return {
             **self.forecasts.settings(),
             **({"steps_by_rule": rules} if rules else {}),
