@@ -241,10 +241,14 @@ class ServiceLevel(_Model):
         the same demand. The feedback loop replays the last days'
         demand under a few sizing candidates and the pool follows the cheapest one that met it.
     :param queue_wait_p95_seconds: the 95th percentile of the time tasks of the pool's queue wait for a
-        worker slot (queued to running), over the trailing hour; unset: queue wait is measured and
-        shown, not judged. A judged hour needs at least 20 tasks; a missed one raises the
-        ``queue_wait_above_target`` alert. Judged, not planned for: the choice sizes for
-        ``unmet_share`` (or ``match_reactive``), which a pool with a queue-wait target sets beside it.
+        worker slot (queued to running); unset: queue wait is measured and shown, not judged.
+        Planned for: the daily choice replays the pool's recorded tries through each candidate's
+        worker slots (:mod:`airflow_predictive.simulation.task_queue`) and holds the least capacity
+        whose replayed p95 met it over the last days and on each of them. On a pool bound by task
+        slots, without ``unmet_share``, the wait alone decides; otherwise the unmet rule
+        (``unmet_share`` or ``match_reactive``) must hold too. Judged live over the trailing hour: a
+        judged hour needs at least 20 tasks, and a missed one raises the ``queue_wait_above_target``
+        alert.
     """
 
     unmet_share: float | None = None
@@ -278,9 +282,15 @@ class ServiceLevel(_Model):
 
     def describe(self) -> str:
         """The level in words, for plan reasons and the UI."""
-        if self.matches_reactive:
-            return "unmet demand no higher than the reactive rule's"
-        return f"at most {self.unmet_share * 100:g}% of demand unmet"
+        unmet = (
+            "unmet demand no higher than the reactive rule's"
+            if self.matches_reactive
+            else f"at most {self.unmet_share * 100:g}% of demand unmet"
+        )
+        if self.queue_wait_p95_seconds is None:
+            return unmet
+        wait = f"queue wait p95 at most {self.queue_wait_p95_seconds:g} s"
+        return wait if self.matches_reactive else f"{unmet}, {wait}"
 
 
 class Prices(_Model):

@@ -37,6 +37,7 @@ class TaskHistoryReader(Protocol):
         start: datetime | None = None,
         end: datetime | None = None,
         dag_ids: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> pd.DataFrame: ...
 
     def dag_runs(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame: ...
@@ -307,8 +308,10 @@ class FeedbackStore(
     pool's sizing for its service level, prune."""
 
 
-class ServiceLevelChoiceStore(DemandReader, ForecastReader, SummaryReader, SummaryWriter, Protocol):
-    """The service-level choice: recent demand and issued forecasts in; each pool's choice out."""
+class ServiceLevelChoiceStore(
+    DemandReader, ForecastReader, TaskHistoryReader, SummaryReader, SummaryWriter, Protocol
+):
+    """The service-level choice: recent demand, issued forecasts and task tries in; each pool's choice out."""
 
 
 class ForecastPageStore(

@@ -141,6 +141,8 @@ def choice_text(choice: dict[str, Any] | None) -> str:
             f"; replayed unmet {chosen['unmet_pct']:.3g}% vs reactive {reactive['unmet_pct']:.3g}%, "
             f"{ratio:.2f}x reactive's capacity-hours"
         )
+        if chosen.get("wait_p95_s") is not None and reactive.get("wait_p95_s") is not None:
+            text += f"; replayed queue wait p95 {chosen['wait_p95_s']:.0f} s vs reactive {reactive['wait_p95_s']:.0f} s"
     if choice.get("resource", "cpu") != "cpu":
         text += f"; replayed on {choice['resource']}"
     if choice.get("stuck_value") is not None and choice["candidate"] != "reactive":

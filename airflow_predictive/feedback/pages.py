@@ -268,7 +268,8 @@ def _pool_entry(
     ]
     target = config.service_level.queue_wait_p95_seconds if config else None
     promises = [config.service_level.describe()] if config else []
-    promises += [f"queue wait p95 <= {target:g} s over the trailing hour"] if target else []
+    # the level's words name the wait target; the page also says how it is judged live
+    promises += ["queue wait judged live over the trailing hour"] if target else []
     state = learning.learning_state(
         demand, forecast, pool_plans, interval=interval, now=now, service_level="; ".join(promises) or None
     )

@@ -160,7 +160,8 @@ def _segments(
     return out
 
 
-def _pool_slots(runs: pd.DataFrame) -> np.ndarray:
+def try_slots(runs: pd.DataFrame) -> np.ndarray:
+    """Slots each try holds: its ``pool_slots``, one where none was recorded."""
     raw = runs["pool_slots"] if "pool_slots" in runs else pd.Series(np.nan, index=runs.index)
     slots = pd.to_numeric(raw, errors="coerce").to_numpy(float)
     return np.where(np.isfinite(slots) & (slots >= 1), slots, 1.0)  # Airflow's default: one slot
@@ -195,14 +196,14 @@ def _waiting_slot_segments(
     queued = _timestamps(waiting, "queued_at")
     until = wait_ends(waiting, now_s)
     keep = np.isfinite(queued) & np.isfinite(until) & (until > queued)
-    return [(waiting["_pool"].to_numpy(int)[keep], queued[keep], until[keep], _pool_slots(waiting)[keep])]
+    return [(waiting["_pool"].to_numpy(int)[keep], queued[keep], until[keep], try_slots(waiting)[keep])]
 
 
 def _slot_segments(
     runs: pd.DataFrame, start_s: np.ndarray, end_s: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Slots each try holds: its ``pool_slots`` while queued (queued time to start) and while running."""
-    slots = _pool_slots(runs)
+    slots = try_slots(runs)
     pool_idx = runs["_pool"].to_numpy(int)
     queued = _timestamps(runs, "queued_at")
     waited = np.isfinite(queued) & (queued < start_s)

@@ -26,6 +26,7 @@ from airflow_predictive.contracts.forecast import KNOWN
 from airflow_predictive.contracts.pools import CapacityPool, ForecastSource, Signal
 from airflow_predictive.contracts.stores import DemandReader, ServiceLevelChoiceStore, SummaryReader
 from airflow_predictive.planning.planner import ForecastView, seasonal_floor_buckets
+from airflow_predictive.profiling.demand_series import try_slots
 from airflow_predictive.runtime.baseline_forecast import BASELINE_WINDOW, baseline_views, step_means
 from airflow_predictive.simulation.choice import (
     REACTIVE,
@@ -37,6 +38,7 @@ from airflow_predictive.simulation.choice import (
     floor_days,
 )
 from airflow_predictive.simulation.replay import REPLAYED_RESOURCES
+from airflow_predictive.simulation.task_queue import Tries
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +237,48 @@ def pool_evidence(
         settle=min(round(SETTLE_S / step.total_seconds()), max(0, len(index) - start - 1)),
         resource=resource,
         baseline_forecasts=baseline,
+        tries=pool_tries(store, pool, start=index[start], end=end)
+        if pool.service_level.queue_wait_p95_seconds
+        else None,
     )
+
+
+def pool_tries(
+    store: ServiceLevelChoiceStore, pool: CapacityPool, *, start: pd.Timestamp, end: pd.Timestamp
+) -> Tries:
+    """The pool's task tries over the replayed window, for a queue-wait level's replay.
+
+    Each try counts from its queued time (its start when none was recorded) for its run time. One
+    still running at ``end`` runs until then; one still queued runs as long as the window's median
+    try (its own run time is not known yet). A try queued before ``start`` holds its slots from
+    ``start`` for what was left of its run.
+
+    :param store: the ProfileStore.
+    :param pool: the pool (its tries are those of the queue its workers consume).
+    :param start: the replayed window's first step.
+    :param end: its end.
+    """
+    # the tries of the queue the pool's workers consume
+    runs = store.task_runs(start=start.to_pydatetime(), end=end.to_pydatetime(), queues=[pool.queue_name])
+    if runs.empty:
+        return Tries(np.zeros(0), np.zeros(0), np.zeros(0), float(pool.slots))
+    origin, close = start.timestamp(), end.timestamp()
+
+    def seconds(column: str) -> np.ndarray:  # NaN where none was recorded
+        stamps = pd.to_datetime(runs[column], utc=True)
+        return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(float)
+
+    began, ended, queued = seconds("start_date"), seconds("end_date"), seconds("queued_at")
+    queued = np.where(np.isnan(queued), began, queued)
+    run = np.minimum(np.nan_to_num(ended, nan=close), close) - began
+    median = float(np.nanmedian(run)) if np.isfinite(run).any() else 0.0
+    run = np.where(np.isnan(began), median, run)
+    # queued before the window: from its start, for what was left of its run
+    early = queued < origin
+    run = np.where(early & ~np.isnan(began), np.minimum(began + run, close) - np.maximum(began, origin), run)
+    slots = try_slots(runs)
+    keep = np.isfinite(queued) & (run > 0)
+    return Tries(queued[keep] - origin, run[keep], slots[keep], float(pool.slots))
 
 
 def observed_demand(

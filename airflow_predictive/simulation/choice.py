@@ -48,6 +48,7 @@ from airflow_predictive.simulation.policies import (
     build_policy,
 )
 from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
+from airflow_predictive.simulation.task_queue import Tries, replay_waits
 
 #: A new choice must be this much cheaper (share of the current one's capacity-hours) to replace a
 #: current choice that still meets the level: day-to-day noise in the replay must not flap the pool.
@@ -106,6 +107,9 @@ MATCH_TOLERANCE_PCT = 0.002
 #: 0.053 points more than the reactive rule over the trace, 0.070 of them on that day; with this rule
 #: 0.528% against reactive's 0.531% (docs/benchmarks.md).
 MIN_LIVE_SHARE = 0.5
+#: Tries a replayed day needs for its queue-wait p95 to be judged on its own (the feedback loop judges
+#: an hour's p95 on as many): a p95 of fewer is one try's luck.
+MIN_WAIT_TRIES = 20
 #: The forecasts a candidate may read (:attr:`Candidate.forecast`).
 ISSUED, SEASONAL_NAIVE = ForecastSource.ISSUED.value, ForecastSource.SEASONAL_NAIVE.value
 
@@ -304,6 +308,8 @@ class Evidence:
         ``memory`` or ``slots``); ``instance_capacity`` is in its unit.
     :param baseline_forecasts: step -> the seasonal-naive forecast at that step (what the candidates
         reading :data:`SEASONAL_NAIVE` plan from); empty: those candidates are not replayed.
+    :param tries: the pool's task tries, in seconds from the step ``start`` (None: the pool's queue
+        wait is not replayed, :class:`~airflow_predictive.simulation.task_queue.Tries`).
     """
 
     demand: np.ndarray
@@ -316,6 +322,7 @@ class Evidence:
     settle: int = 0
     resource: str = "cpu"
     baseline_forecasts: Mapping[int, Any] = field(default_factory=dict)
+    tries: Tries | None = None
 
     def forecasts_of(self, candidate: Candidate) -> Mapping[int, Any]:
         """The forecasts ``candidate`` plans from (empty: none on the evidence)."""
@@ -348,6 +355,9 @@ class Score:
     :param daily_unmet_pct: unmet percent of each replayed day, oldest first (empty: not split).
     :param noise_pct: standard error of ``unmet_pct`` from its :data:`NOISE_BLOCK_S` blocks (points):
         how precisely the replayed days pin the candidate's unmet demand down.
+    :param wait_p95_s: the 95th percentile of the replayed tries' queue waits (None: not replayed).
+    :param daily_wait_p95_s: the same per replayed day, oldest first (None: a day of fewer than
+        :data:`MIN_WAIT_TRIES` tries).
     """
 
     candidate: str
@@ -355,15 +365,34 @@ class Score:
     capacity_hours: float
     daily_unmet_pct: tuple[float, ...] = ()
     noise_pct: float = 0.0
+    wait_p95_s: float | None = None
+    daily_wait_p95_s: tuple[float | None, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "candidate": self.candidate,
             "unmet_pct": round(self.unmet_pct, 4),
             "capacity_hours": round(self.capacity_hours, 4),
             "daily_unmet_pct": [round(u, 4) for u in self.daily_unmet_pct],
             "noise_pct": round(self.noise_pct, 4),
         }
+        if self.wait_p95_s is not None:
+            out["wait_p95_s"] = round(self.wait_p95_s, 1)
+            out["daily_wait_p95_s"] = [None if w is None else round(w, 1) for w in self.daily_wait_p95_s]
+        return out
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Score:
+        wait = payload.get("wait_p95_s")
+        return cls(
+            payload["candidate"],
+            payload["unmet_pct"],
+            payload["capacity_hours"],
+            tuple(payload.get("daily_unmet_pct", ())),
+            float(payload.get("noise_pct", 0.0)),
+            None if wait is None else float(wait),
+            tuple(payload.get("daily_wait_p95_s", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -441,16 +470,7 @@ class Choice:
         return cls(
             candidate=str(payload["candidate"]),
             target_unmet_pct=float(payload["target_unmet_pct"]),
-            scores=tuple(
-                Score(
-                    s["candidate"],
-                    s["unmet_pct"],
-                    s["capacity_hours"],
-                    tuple(s.get("daily_unmet_pct", ())),
-                    float(s.get("noise_pct", 0.0)),
-                )
-                for s in payload["scores"]
-            ),
+            scores=tuple(Score.from_dict(s) for s in payload["scores"]),
             reason=str(payload["reason"]),
             chosen_at=pd.Timestamp(payload["chosen_at"]).to_pydatetime(),
             met=bool(payload.get("met", True)),
@@ -554,10 +574,32 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
             unmet_percent(d, c)
             for d, c in zip(np.array_split(scored, days), np.array_split(served, days), strict=True)
         )
-        out.append(
-            Score(candidate.name, m.unmet_pct, m.capacity_hours, daily, _noise_pct(scored, served, context))
+        score = Score(
+            candidate.name, m.unmet_pct, m.capacity_hours, daily, _noise_pct(scored, served, context)
         )
+        if evidence.tries is not None:
+            score = replace(score, **_wait_scores(evidence.tries, outcome.running, settle, days, context))
+        out.append(score)
     return out
+
+
+def _wait_scores(
+    tries: Tries, running: np.ndarray, settle: int, days: int, context: ReplayContext
+) -> dict[str, Any]:
+    """The replayed tries' queue-wait p95 over the scored steps and per day (tries queued in them)."""
+    waits = replay_waits(tries, running, context.interval_s)
+    start_s, end_s = settle * context.interval_s, len(running) * context.interval_s
+    queued = np.asarray(tries.queued_s, dtype=float)
+    scored = (queued >= start_s) & (queued < end_s)
+    edges = np.linspace(start_s, end_s, days + 1)
+    daily = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        day = waits[scored & (queued >= lo) & (queued < hi)]
+        daily.append(float(np.quantile(day, 0.95)) if len(day) >= MIN_WAIT_TRIES else None)
+    return {
+        "wait_p95_s": float(np.quantile(waits[scored], 0.95)) if scored.any() else 0.0,
+        "daily_wait_p95_s": tuple(daily),
+    }
 
 
 def _noise_pct(demand: np.ndarray, served: np.ndarray, context: ReplayContext) -> float:
@@ -580,24 +622,66 @@ def _noise_pct(demand: np.ndarray, served: np.ndarray, context: ReplayContext) -
 
 
 def allowed_unmet_pct(
-    level: ServiceLevel, reactive: Score, tolerance_pct: float = MATCH_TOLERANCE_PCT
+    level: ServiceLevel, reactive: Score, tolerance_pct: float = MATCH_TOLERANCE_PCT, *, by_wait: bool = False
 ) -> float:
     """The unmet demand (percent) the level allows on the replayed days.
 
     :param level: the pool's service level.
     :param reactive: the reactive rule's score on the same days (``match_reactive``'s yardstick).
     :param tolerance_pct: points above reactive's unmet that still match it.
+    :param by_wait: the level is judged by the replayed queue wait alone (:func:`judged_by_wait`):
+        any unmet demand is allowed (100).
     """
+    if by_wait:
+        return 100.0
     if level.matches_reactive:
         return reactive.unmet_pct + tolerance_pct
     return float(level.unmet_share) * 100.0
 
 
-def _meets(score: Score, reactive: Score, level: ServiceLevel, tolerance_pct: float) -> bool:
+def judged_by_wait(level: ServiceLevel, resource: str, scores: Sequence[Score]) -> bool:
+    """Whether a level is judged by the replayed queue wait alone, not by unmet demand too.
+
+    So it is for a queue-wait level without an ``unmet_share`` on a pool bound by task slots whose
+    tries were replayed: there, unmet slots are tasks queued, and the wait says how long they queued,
+    which is what the pool's users were promised. On a pool bound by cpu or memory, unmet demand is
+    work slowed on busy workers, which no queue wait shows: the unmet rule judges it as well.
+
+    :param level: the pool's service level.
+    :param resource: the resource replayed.
+    :param scores: the candidates' scores.
+    """
+    waits = bool(scores) and all(s.wait_p95_s is not None for s in scores)
+    return bool(
+        level.queue_wait_p95_seconds is not None
+        and level.unmet_share is None
+        and waits
+        and resource == "slots"
+    )
+
+
+def _meets_wait(score: Score, level: ServiceLevel) -> bool:
+    """The replayed tries' queue-wait p95 within the level's, over the window and on each day that
+    holds enough tries (met when the level sets none or the tries were not replayed)."""
+    target = level.queue_wait_p95_seconds
+    if target is None or score.wait_p95_s is None:
+        return True
+    days = [w for w in score.daily_wait_p95_s if w is not None]
+    return score.wait_p95_s <= target + _EPS_PCT and all(w <= target + _EPS_PCT for w in days)
+
+
+def _meets(
+    score: Score, reactive: Score, level: ServiceLevel, tolerance_pct: float, by_wait: bool = False
+) -> bool:
     """Met over the replayed days and on each of them: one lucky day must not carry a bad one, since
     the choice then runs on days it has not seen. A candidate other than the reactive rule meets the
     level by :data:`NOISE_MARGIN` standard errors of its unmet: the pool leaves the rule it would
-    otherwise run only on evidence that outlasts the replayed days' luck."""
+    otherwise run only on evidence that outlasts the replayed days' luck. A queue-wait level's wait
+    is judged too (:func:`_meets_wait`), and alone when ``by_wait``."""
+    if not _meets_wait(score, level):
+        return False
+    if by_wait:
+        return True
     margin = 0.0 if score.candidate == REACTIVE.name else NOISE_MARGIN * score.noise_pct
     if score.unmet_pct + margin > allowed_unmet_pct(level, reactive, tolerance_pct) + _EPS_PCT:
         return False
@@ -639,6 +723,7 @@ def choose(
     tolerance_pct: float = MATCH_TOLERANCE_PCT,
     tie_share: float = TIE_SHARE,
     trade_margin: float = TRADE_MARGIN,
+    resource: str = "cpu",
 ) -> Choice:
     """The cheapest candidate that met ``level``, with hysteresis; reactive when nothing beats it.
 
@@ -653,26 +738,31 @@ def choose(
         by the largest noise among them, and within it of the cheapest that met they tie, broken
         toward the most protective (:func:`protection`).
     :param trade_margin: ``margin`` for a new choice that left more unmet than the current one.
+    :param resource: the resource replayed (a queue-wait level on ``slots`` is judged by the wait
+        alone, :func:`judged_by_wait`).
     """
     by_name = {s.candidate: s for s in scores}
     if REACTIVE.name not in by_name:
         raise ValueError("the scores must include the reactive rule's: it is the counterfactual")
     reactive = by_name[REACTIVE.name]
-    allowed = allowed_unmet_pct(level, reactive, tolerance_pct)
+    by_wait = judged_by_wait(level, resource, scores)
+    allowed = allowed_unmet_pct(level, reactive, tolerance_pct, by_wait=by_wait)
     ordered = (reactive, *(s for s in scores if s is not reactive))
     judged = _pooled_noise(ordered, tie_share)
-    met = [s for s, j in zip(ordered, judged, strict=True) if _meets(j, reactive, level, tolerance_pct)]
+    met = [
+        s for s, j in zip(ordered, judged, strict=True) if _meets(j, reactive, level, tolerance_pct, by_wait)
+    ]
 
     def decided(name: str, why: str, ok: bool = True) -> Choice:
         return Choice(name, allowed, ordered, why, now, ok)
 
     if not met:
-        # Nothing met an explicit level: the least unmet is the closest the pool can get.
-        closest = min(ordered, key=lambda s: (s.unmet_pct, s.capacity_hours))
+        # Nothing met an explicit level: the least unmet (or shortest wait) is the closest the pool gets.
+        closest = min(ordered, key=lambda s: (s.wait_p95_s or 0.0, s.unmet_pct, s.capacity_hours))
         return decided(
             closest.candidate,
             f"{closest.candidate}: no candidate met {level.describe()} "
-            f"(allowed {allowed:.3g}%); the least unmet, {closest.unmet_pct:.3g}%",
+            f"(allowed {allowed:.3g}%); the closest, {_outcome(closest)}",
             ok=False,
         )
     cheapest = min(s.capacity_hours for s in met)
@@ -685,26 +775,33 @@ def choose(
     ratio = best.capacity_hours / reactive.capacity_hours if reactive.capacity_hours > 0 else math.nan
     why = (
         f"{best.candidate}: {'still met' if kept else 'cheapest that met'} {level.describe()} on the "
-        f"replayed days (unmet {best.unmet_pct:.3g}% vs reactive {reactive.unmet_pct:.3g}%, "
+        f"replayed days ({_outcome(best)} vs reactive {_outcome(reactive)}, "
         f"{ratio:.2f}x reactive's capacity-hours{kept})"
     )
     return decided(best.candidate, why)
 
 
+def _outcome(score: Score) -> str:
+    """A score's service in words: its unmet demand, and its tries' queue wait where replayed."""
+    text = f"unmet {score.unmet_pct:.3g}%"
+    return text if score.wait_p95_s is None else f"{text}, queue wait p95 {score.wait_p95_s:.0f} s"
+
+
 def _kept_over(best: Score, held: Score, margin: float, trade_margin: float) -> str:
     """Why the pool keeps ``held`` (which still met the level) over the new ``best``, for the choice's
     reason; "" when the new one is cheaper by the margin it needs (``trade_margin`` when it left more
-    unmet on the replayed days) and replaces it."""
+    unmet on the replayed days, or its tries waited longer) and replaces it."""
     if held is best:
         return ""
-    gives_up = best.unmet_pct > held.unmet_pct + _EPS_PCT
+    longer = best.wait_p95_s is not None and held.wait_p95_s is not None and best.wait_p95_s > held.wait_p95_s
+    gives_up = best.unmet_pct > held.unmet_pct + _EPS_PCT or longer
     needed = trade_margin if gives_up else margin
     if best.capacity_hours <= held.capacity_hours * (1 - needed):
         return ""
     saving = 1 - best.capacity_hours / held.capacity_hours if held.capacity_hours > 0 else 0.0
     if saving <= 0:
         return f"; kept over {best.candidate}, no cheaper"
-    more = " and more unmet" if gives_up else ""
+    more = (" and a longer queue wait" if longer else " and more unmet") if gives_up else ""
     return f"; kept over {best.candidate}, {saving:.1%} cheaper{more}, under the {needed:.0%} switch margin"
 
 
@@ -725,7 +822,8 @@ def choose_by_replay(
     :param candidates: the settings to replay.
     """
     distinct = candidates_on(evidence.resource, candidates)
-    choice = choose(score_candidates(evidence, distinct), level, now=now, current=current)
+    scores = score_candidates(evidence, distinct)
+    choice = choose(scores, level, now=now, current=current, resource=evidence.resource)
     return replace(choice, resource=evidence.resource, stuck_value=stuck_value(evidence))
 
 

@@ -73,8 +73,10 @@ class TaskHistory(Part):
         start: datetime | None = None,
         end: datetime | None = None,
         dag_ids: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Task tries that overlap [start, end): started before ``end`` and not ended before ``start``.
+        """Task tries that overlap [start, end): started before ``end`` and not ended before ``start``;
+        of ``dag_ids`` and on ``queues`` when given (a try without a queue is on ``default``).
 
         A try that never started (queued, no ``start_date``) counts from its ``queued_at``: it is in the
         window when it was queued before ``end`` and is still waiting or ended (left the queue) after
@@ -94,6 +96,11 @@ class TaskHistory(Part):
         query = within(query, began, None, end)
         if dag_ids:
             query = query.where(t.c.dag_id.in_(list(dag_ids)))
+        if queues:
+            on = t.c.queue.in_(list(queues))
+            query = query.where(
+                sa.or_(on, t.c.queue.is_(None), t.c.queue == "") if "default" in queues else on
+            )
         return self._db.frame(query.order_by(t.c.start_date), t)
 
     def dag_runs(self, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:

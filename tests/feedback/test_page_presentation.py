@@ -64,7 +64,7 @@ def test_rendered_page_folds_the_unconfigured_pool_below_the_configured_one(tmp_
     folded = html.index('<details class="other-pools">')
     assert html.index(f'data-pool="{POOL}"') < folded < html.index('data-pool="default"')
     # the configured pool states its promise; the unconfigured one has none
-    assert "queue wait p95 &lt;= 60 s over the trailing hour" in html[:folded]
+    assert "queue wait p95 at most 60 s; queue wait judged live over the trailing hour" in html[:folded]
     assert "none set" in html[folded:]
 
 

@@ -21,27 +21,29 @@ from airflow_predictive.runtime.service_level_choice import (
     following,
     stored_choices,
 )
-from airflow_predictive.simulation.choice import Choice, Score
+from airflow_predictive.simulation.choice import TIE_SHARE, Choice, Score
 from tests.allocation.conftest import make_pool
 
 NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
 SID = "pool=etl/resource=cpu"
 
 
-def _demand(steps: int) -> np.ndarray:
-    """A daily cycle of 20-100 vCPUs with one-step bursts of +50% in 5% of the steps."""
+def _demand(steps: int, bursts: float = 0.05) -> np.ndarray:
+    """A daily cycle of 20-100 vCPUs with one-step bursts of +50% in a share ``bursts`` of the steps."""
     hours = np.arange(steps) * 5 / 60
     level = 60.0 - 40.0 * np.cos(2 * np.pi * hours / 24)
-    return level * (1 + 0.5 * (np.random.default_rng(1).random(steps) < 0.05))
+    return level * (1 + 0.5 * (np.random.default_rng(1).random(steps) < bursts))
 
 
-def _fill(store, forecast_scale: float, sid: str = SID, demand_scale: float = 1.0) -> None:
+def _fill(
+    store, forecast_scale: float, sid: str = SID, demand_scale: float = 1.0, bursts: float = 0.05
+) -> None:
     """Two days and a bit of demand (:func:`_demand` x ``demand_scale``); a forecast issued every 5
     minutes over the last 36 hours whose quantiles are the demand that followed, times
     ``forecast_scale``."""
     start = NOW - timedelta(days=2, hours=1)
     ts = pd.date_range(start, NOW, freq="5min", inclusive="left")
-    values = _demand(len(ts)) * demand_scale
+    values = _demand(len(ts), bursts) * demand_scale
     store.write_demand(pd.DataFrame({"series_id": sid, "ts": ts, "value": values}))
     rows = []
     for i in range(len(ts) - 36 * 12, len(ts)):
@@ -225,3 +227,75 @@ def test_a_choice_made_on_stuck_days_falls_back_to_the_reactive_rule_once_the_st
     assert [a.amount for a in p.actions] == [19]  # ceil(90 / (0.6 x 8)): the reactive rule's headroom
     # the stored choice is unchanged: the fall-back is read from demand, and the next choice replaces it
     assert stored_choices(any_store)["etl"] == choice
+
+
+def _tries(queue: str, ts: pd.DatetimeIndex, slots: np.ndarray) -> list[dict]:
+    """One five-minute try per busy slot of each step, queued at the step's start: a slot demand series
+    the tries themselves make up."""
+    return [
+        {"dag_id": "d", "run_id": f"{queue}-{i}", "task_id": f"t{k}", "state": "success", "queue": queue}
+        | {"queued_at": t, "start_date": t, "end_date": t + pd.Timedelta("5min")}
+        for i, (t, n) in enumerate(zip(ts, slots, strict=True))
+        for k in range(round(n))
+    ]
+
+
+def test_a_queue_wait_level_replays_the_pools_own_tries_and_holds_the_least_capacity_that_met_it(store):
+    # a worker pool bound by its task slots (4 per worker) whose users were promised a p95 queue wait
+    # of 2 minutes; bursts of tries in a fifth of the steps, and exact slot forecasts
+    pool = make_pool(
+        name="io",
+        lead_time_minutes={"boot": 5},
+        slots_per_instance=4,
+        service_level={"queue_wait_p95_seconds": 120},
+    )
+    sid = "pool=io/resource=slots"
+    _fill(store, forecast_scale=1.0, sid=sid, demand_scale=0.2, bursts=0.2)
+    demand = store.demand([sid]).sort_values("ts")
+    ts = pd.DatetimeIndex(pd.to_datetime(demand["ts"], utc=True))
+    store.upsert_task_runs(_tries("io", ts, demand["value"].to_numpy(float)))
+    # another queue's flood: not the pool's tries, it must not lengthen the pool's replayed waits
+    store.upsert_task_runs(_tries("other", ts, np.full(len(ts), 50.0)))
+    close_feedback_cycle(store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False)
+    choice = stored_choices(store)["io"]
+    by_name = {s.candidate: s for s in choice.scores}
+    assert all(s.wait_p95_s is not None for s in choice.scores)
+    # the reactive rule (tasks / slots, one boot lead behind) leaves a burst's tries waiting a step: it
+    # misses the level, and the pool holds the least capacity whose tries waited no longer (a tie within
+    # 1% goes to the most protective)
+    assert by_name["reactive"].wait_p95_s > 120
+    chosen = by_name[choice.candidate]
+    assert choice.met and chosen.wait_p95_s <= 120 and choice.candidate != "reactive"
+    met = [s.capacity_hours for s in choice.scores if s.wait_p95_s <= 120]
+    assert chosen.capacity_hours <= min(met) * (1 + TIE_SHARE)
+    text = learning.choice_text(store.summaries(SUMMARY_KIND)["io"])
+    assert "replayed queue wait p95" in text and "queue wait p95 at most 120 s" in choice.reason
+
+
+def test_the_replayed_tries_are_the_pools_own_from_the_windows_start(store):
+    from airflow_predictive.runtime.service_level_choice import pool_tries
+
+    pool = make_pool(name="io", slots_per_instance=4, queue="io-queue")
+    start, end = pd.Timestamp(NOW - timedelta(hours=2)), pd.Timestamp(NOW)
+    minute = timedelta(minutes=1)
+
+    def tried(run_id: str, queue: str, queued, started=None, ended=None, slots=1) -> dict:
+        return {"dag_id": "d", "run_id": run_id, "task_id": "t", "queue": queue, "pool_slots": slots} | {
+            "queued_at": queued, "start_date": started, "end_date": ended,
+        }  # fmt: skip
+
+    store.upsert_task_runs(
+        [
+            # queued and started before the window, ends 10 minutes into it: holds its slots from the start
+            tried("early", "io-queue", start - 30 * minute, start - 20 * minute, start + 10 * minute),
+            tried("done", "io-queue", start + 5 * minute, start + 6 * minute, start + 16 * minute, slots=2),
+            tried("running", "io-queue", end - 10 * minute, end - 9 * minute),  # runs until the window ends
+            tried("waiting", "io-queue", end - 5 * minute),  # never started: the median run, 10 minutes
+            tried("other", "default", start + 5 * minute, start + 5 * minute, start + 15 * minute),
+        ]
+    )
+    got = pool_tries(store, pool, start=start, end=end)
+    order = np.argsort(got.queued_s)
+    assert got.queued_s[order].tolist() == [-1800.0, 300.0, 6600.0, 6900.0]
+    assert got.run_s[order].tolist() == [600.0, 600.0, 540.0, 600.0]
+    assert got.slots[order].tolist() == [1.0, 2.0, 1.0, 1.0] and got.slots_per_instance == 4.0

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from airflow_predictive_tools.bench import live_policies as lp
 from airflow_predictive_tools.bench import live_workload as lw
-from airflow_predictive_tools.bench.live import lost_tasks, wait_summary
+from airflow_predictive_tools.bench.live import lost_tasks, replayed_waits, wait_summary
 
 from airflow_predictive.contracts.pools import Signal, parse_pools
 
@@ -256,3 +256,23 @@ def test_the_workload_starts_on_a_bucket_boundary_a_lead_after_the_warm_up() -> 
     assert workload_start(now.replace(minute=34), 3.0, pools) == datetime(2026, 12, 6, 17, 45, tzinfo=UTC)
     odd = workload_start(now, 1.7, lp.PoolSettings(lead_minutes=1.5, cadence_minutes=1.5))
     assert odd.second == 0 and odd >= now + timedelta(minutes=3.2)
+
+
+def test_the_tries_are_replayed_through_the_worker_slots_the_pool_had() -> None:
+    at = [(START + timedelta(seconds=5 * i)).isoformat() for i in range(40)]
+    # no slot until 60 s (a VM's boot), then one
+    samples = [{"t": t, "predictive": {"slots": 0 if i < 12 else 1}} for i, t in enumerate(at)]
+
+    def tried(queued_s: float, start_s: float, run_s: float) -> dict:
+        iso = (START + timedelta(seconds=queued_s)).isoformat()
+        begin = START + timedelta(seconds=start_s)
+        return {
+            "queued_when": iso,
+            "start_date": begin.isoformat(),
+            "end_date": (begin + timedelta(seconds=run_s)).isoformat(),
+        }
+
+    # two tries queued at 10 s, 30 s each: the first waits for the slot, the second for the first
+    tries = [tried(10, 62, 30), tried(10, 93, 30), {"queued_when": None, "start_date": None}]
+    assert replayed_waits(tries, samples, "predictive") == pytest.approx([50.0, 80.0])
+    assert replayed_waits(tries, samples, "queue") == []

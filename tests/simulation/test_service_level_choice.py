@@ -533,3 +533,100 @@ def test_where_bursts_recur_and_spikes_do_not_the_pool_holds_yesterday_with_the_
         assert scores[name]["unmet_pct"] > reactive["unmet_pct"] + MATCH_TOLERANCE_PCT, (name, scores)
     followed = policy.settings()["online_choice"]["steps_by_candidate"]
     assert followed.get("yesterday q0.99 guard 0.7", 0) >= 288, followed
+
+
+# ------------------------------------------------------------------------------ a queue-wait level
+
+
+def waited(name: str, unmet: float, hours: float, wait: float, daily: tuple = ()) -> Score:
+    return Score(name, unmet, hours, wait_p95_s=wait, daily_wait_p95_s=daily)
+
+
+WAIT_120 = ServiceLevel(queue_wait_p95_seconds=120)
+
+
+def test_a_queue_wait_level_on_task_slots_holds_the_least_capacity_whose_replayed_wait_met_it():
+    scored = [
+        waited("reactive", 0.5, 100.0, 90.0),
+        waited("q0.9 guard 0.9", 0.9, 60.0, 200.0),  # cheapest, but its tries waited too long
+        waited("q0.95 guard 0.9", 0.7, 70.0, 100.0, (100.0, 95.0)),
+    ]
+    got = choose(scored, WAIT_120, now=NOW, resource="slots")
+    # more unmet slots than reactive (tasks queued), but none queued longer than the pool allows
+    assert (got.candidate, got.met) == ("q0.95 guard 0.9", True)
+    assert "queue wait p95 at most 120 s" in got.reason and "queue wait p95 100 s" in got.reason
+    assert got.target_unmet_pct == 100.0  # the wait decides, not the unmet slots
+    # a day of waits over the target is a miss, whatever the window's p95
+    scored[2] = waited("q0.95 guard 0.9", 0.7, 70.0, 100.0, (100.0, 130.0))
+    assert choose(scored, WAIT_120, now=NOW, resource="slots").candidate == "reactive"
+    # stored and read back with its waits (the UI's line names them)
+    back = Choice.from_dict(got.to_dict())
+    assert back.scores == got.scores
+
+
+def test_a_queue_wait_level_on_a_cpu_bound_pool_must_match_reactives_unmet_too():
+    scored = [waited("reactive", 0.5, 100.0, 90.0), waited("q0.95 guard 0.9", 0.7, 70.0, 100.0)]
+    # unmet cpu is work slowed on busy workers, which no queue wait shows
+    assert choose(scored, WAIT_120, now=NOW, resource="cpu").candidate == "reactive"
+    scored[1] = waited("q0.95 guard 0.9", 0.5, 70.0, 130.0)
+    assert choose(scored, WAIT_120, now=NOW, resource="cpu").candidate == "reactive"
+
+
+def test_without_replayed_tries_a_queue_wait_level_chooses_as_match_reactive():
+    got = choose(scores(reactive=(0.5, 100.0), q0_9=(0.9, 60.0)), WAIT_120, now=NOW, resource="slots")
+    assert got.candidate == "reactive" and got.target_unmet_pct == pytest.approx(0.5 + MATCH_TOLERANCE_PCT)
+
+
+def test_when_no_candidate_meets_a_queue_wait_level_the_pool_takes_the_shortest_wait():
+    scored = [waited("reactive", 0.5, 100.0, 300.0), waited("q0.99 guard 0.7", 0.2, 140.0, 150.0)]
+    got = choose(scored, WAIT_120, now=NOW, resource="slots")
+    assert (got.candidate, got.met) == ("q0.99 guard 0.7", False)
+    assert "queue wait p95 150 s" in got.reason
+
+
+def test_the_replay_scores_each_candidates_queue_wait_on_the_pools_tries():
+    from airflow_predictive.simulation.task_queue import Tries
+
+    # task slots, 2 per instance: 4 slots busy all day, and 40 one-minute tries a day queued at a
+    # burst of 8 slots an hour into each day
+    demand = np.r_[np.full(4, 4.0), np.full(12 + 2 * 288, 4.0)]
+    burst = [4 + 12 + 12, 4 + 12 + 288 + 12]
+    demand[burst] = 8.0
+    index = pd.date_range("2026-12-01", periods=len(demand), freq="5min", tz="UTC")
+    queued = np.concatenate([np.full(20, (b - 4) * 300.0 + 30.0) for b in burst])
+    tries = Tries(queued, np.full(40, 60.0), np.ones(40), slots_per_instance=2.0)
+    evidence = Evidence(
+        demand,
+        index,
+        4,
+        {},
+        instance_capacity=2.0,
+        boot_steps=1,
+        max_instances=40,
+        settle=12,
+        resource="slots",
+        tries=tries,
+    )
+    (reactive,) = score_candidates(evidence, [REACTIVE])
+    # (the steady 4 slots stand for work outside these tries: the fleet follows the demand series, the
+    # waits are the tries')
+    # slots are planned full: 4 slots, 2 instances; the burst comes a step before the reactive rule
+    # sees it, so 20 one-minute tries run in 5 waves of 4: the slowest 5% waited 4 minutes
+    assert reactive.wait_p95_s == pytest.approx(240.0)
+    assert reactive.daily_wait_p95_s == (pytest.approx(240.0), pytest.approx(240.0))
+    # a day of fewer tries than a p95 needs is not judged on its own
+    few = replace(evidence, tries=Tries(queued[:25], np.full(25, 60.0), np.ones(25), slots_per_instance=2.0))
+    assert score_candidates(few, [REACTIVE])[0].daily_wait_p95_s == (pytest.approx(240.0), None)
+
+
+def test_a_cheaper_choice_whose_tries_waited_longer_needs_the_clear_saving_to_replace_the_current_one():
+    held = waited("q0.99 guard 0.9", 0.5, 100.0, 40.0)
+    # 4% cheaper, as unmet, but its tries waited longer: under the 6% margin, the pool keeps its choice
+    scored = [waited("reactive", 0.5, 120.0, 300.0), held, waited("q0.95 guard 0.9", 0.5, 96.0, 90.0)]
+    got = choose(scored, WAIT_120, now=NOW, current=held.candidate, resource="slots")
+    assert got.candidate == held.candidate and "and a longer queue wait" in got.reason
+    scored[2] = waited("q0.95 guard 0.9", 0.5, 96.0, 40.0)  # as short a wait: 3% is enough
+    assert (
+        choose(scored, WAIT_120, now=NOW, current=held.candidate, resource="slots").candidate
+        == "q0.95 guard 0.9"
+    )

@@ -114,6 +114,15 @@ def test_reingesting_a_task_run_stores_it_once_and_retries_are_separate_tries(an
     assert runs.start_date.dt.tz is not None
 
 
+def test_task_runs_of_some_queues_a_try_without_a_queue_on_default(any_store):
+    any_store.upsert_task_runs(
+        [_task_run(task_id="a"), _task_run(task_id="b", queue="io"), _task_run(task_id="c", queue=None)]
+    )
+    assert any_store.task_runs(queues=["io"]).task_id.tolist() == ["b"]
+    assert sorted(any_store.task_runs(queues=["etl", "default"]).task_id) == ["a", "c"]
+    assert len(any_store.task_runs()) == 3
+
+
 def test_usage_samples_and_demand_are_idempotent(any_store):
     sample = {
         "dag_id": "etl",

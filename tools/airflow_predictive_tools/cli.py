@@ -102,6 +102,12 @@ def register(commands: Any, bench: Any) -> None:
         default=126.3,
         help="the control loop's cycle at 1,000 series to compare with (126.3 s, docs/benchmarks.md)",
     )
+    chooser.add_argument(
+        "--tries-per-day",
+        type=int,
+        default=0,
+        help="task tries a day per pool, with a queue-wait level whose replay reads them (0: none)",
+    )
     chooser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
     chooser.set_defaults(func=_bench_choice)
 
@@ -125,7 +131,7 @@ def _bench_choice(args: argparse.Namespace) -> int:
     from airflow_predictive_tools.bench.choice import run
 
     try:
-        result = run(args.pools, args.loop_cycle_seconds)
+        result = run(args.pools, args.loop_cycle_seconds, args.tries_per_day)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

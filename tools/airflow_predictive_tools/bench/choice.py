@@ -9,6 +9,10 @@ choosing. The JSON gives the median seconds per pool and what that costs a cycle
 :func:`~airflow_predictive.runtime.service_level_choice.due_pools` spreads a day's choices over the
 day's cycles, so a cycle chooses for ``ceil(pools x 5 min / 1 day)`` pools. Wall and CPU seconds
 are both reported: on the shared machine the wall time moves with the load.
+
+With ``--tries-per-day N`` each pool also promises a queue-wait p95 and holds ``N`` task tries a day
+in the store's task history, which the choice reads and replays through every candidate's worker
+slots (:mod:`airflow_predictive.simulation.task_queue`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
 INTERVAL = timedelta(minutes=5)
 
 
-def _pool(name: str) -> CapacityPool:
+def _pool(name: str, queue_wait: bool = False) -> CapacityPool:
     return CapacityPool(
         name=name,
         project="bench-project",
@@ -43,6 +47,22 @@ def _pool(name: str) -> CapacityPool:
         machine_type="n2-standard-8",
         max_instances=40,
         lead_time_minutes={"boot": 5},
+        service_level={"queue_wait_p95_seconds": 120} if queue_wait else "match_reactive",
+    )
+
+
+def _seed_tries(store: ProfileStore, pool: str, per_day: int, seed: int) -> None:
+    """``per_day`` tries a day of the pool's queue over the replayed window, queued at uniform random
+    times, each running 1-30 minutes."""
+    rng = np.random.default_rng(seed)
+    start = NOW - timedelta(days=2, hours=1)
+    n = round(per_day * (NOW - start) / timedelta(days=1))
+    queued = start + pd.to_timedelta(np.sort(rng.uniform(0, (NOW - start).total_seconds(), n)), unit="s")
+    runs = pd.to_timedelta(rng.uniform(60, 1800, n), unit="s")
+    store.upsert_task_runs(
+        {"dag_id": "bench", "run_id": f"{pool}-{i}", "task_id": "t", "state": "success", "queue": pool}
+        | {"queued_at": q, "start_date": q, "end_date": q + r}
+        for i, (q, r) in enumerate(zip(queued, runs, strict=True))
     )
 
 
@@ -75,20 +95,26 @@ def _daily_cycle(ts: pd.DatetimeIndex, rng: np.random.Generator) -> np.ndarray:
     return (60 - 40 * np.cos(2 * np.pi * hours / 24)) * (1 + 0.5 * (rng.random(len(ts)) < 0.05))
 
 
-def run(pools: int, loop_cycle_seconds: float) -> dict[str, Any]:
+def run(pools: int, loop_cycle_seconds: float, tries_per_day: int = 0) -> dict[str, Any]:
     """Seed, time one choice per pool, and extrapolate to a cycle at 1,000 series.
 
     :param pools: pools to time (each one cpu series).
     :param loop_cycle_seconds: the control loop's cycle at 1,000 series to compare with.
+    :param tries_per_day: task tries a day per pool, whose queue wait the choice replays (0: none,
+        and no queue-wait level).
     """
     if pools < 1:
         raise ValueError("--pools must be at least 1")
+    if tries_per_day < 0:
+        raise ValueError("--tries-per-day must be 0 or more")
     with tempfile.TemporaryDirectory() as tmp:
         store = ProfileStore.sqlite(Path(tmp) / "bench.db")
         try:
-            configured = [_pool(f"bench-{i}") for i in range(pools)]
+            configured = [_pool(f"bench-{i}", queue_wait=tries_per_day > 0) for i in range(pools)]
             for i, pool in enumerate(configured):
                 _seed(store, pool.name, i)
+                if tries_per_day:
+                    _seed_tries(store, pool.name, tries_per_day, i)
             seconds, cpu, chosen = [], [], []
             for pool in configured:
                 started, started_cpu = time.perf_counter(), time.process_time()
@@ -103,6 +129,7 @@ def run(pools: int, loop_cycle_seconds: float) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "pools_timed": pools,
+        "tries_per_day": tries_per_day,
         "candidates": [c.name for c in CANDIDATES],
         "seconds_per_pool": [round(s, 3) for s in seconds],
         "cpu_seconds_per_pool": [round(s, 3) for s in cpu],

@@ -527,6 +527,41 @@ def wait_summary(waits: list[float]) -> dict[str, Any]:
     }
 
 
+def replayed_waits(tries: list[dict[str, Any]], samples: list[dict[str, Any]], policy: str) -> list[float]:
+    """Each started try's wait replayed through the worker slots the policy's pool had.
+
+    The service-level choice's queue model (``simulation/task_queue.py``: each try at its queued
+    time for its own run time, first in first out) on the slots the sampler saw registered, step by
+    step: set beside the waits Airflow measured, it says how far the model a queue-wait level is
+    chosen by is from the real queue.
+
+    :param tries: the policy's tries (REST API rows).
+    :param samples: the sampler's rows (``t`` and ``{policy: {"slots": ...}}``).
+    :param policy: the policy.
+    """
+    import numpy as np
+
+    from airflow_predictive.simulation.task_queue import Tries, replay_waits
+
+    seen = [(_ts(row["t"]), row[policy]["slots"]) for row in samples if policy in row]
+    started = [t for t in tries if _ts(t.get("queued_when")) and _ts(t.get("start_date"))]
+    if len(seen) < 2 or not started:
+        return []
+    origin = seen[0][0]
+    step = statistics.median((b[0] - a[0]).total_seconds() for a, b in zip(seen, seen[1:], strict=False))
+    steps = math.ceil((seen[-1][0] - origin).total_seconds() / step) + 1
+    slots = np.zeros(steps)
+    for at, n in seen:  # each sample's slots hold from its step until the next sample's
+        slots[int((at - origin).total_seconds() // step) :] = n
+    queued = [(_ts(t["queued_when"]) - origin).total_seconds() for t in started]
+    run = [
+        ((_ts(t.get("end_date")) or _ts(t["start_date"])) - _ts(t["start_date"])).total_seconds()
+        for t in started
+    ]
+    replay = Tries(np.array(queued), np.array(run), np.ones(len(started)), slots_per_instance=1.0)
+    return [float(w) for w in replay_waits(replay, slots, step)]
+
+
 def vm_hours(vms: dict[str, dict[str, Any]], pool: str, end: datetime) -> float:
     """VM-hours of a pool: each VM from its creation to the last sample that saw it, clipped at ``end``."""
     total = 0.0
@@ -748,6 +783,7 @@ def _result(
         hours = vm_hours(sampler.vms, pool, work_end)
         policies[policy] = {
             "queue_wait": wait_summary(queue_waits(tries)),
+            "queue_wait_replayed": wait_summary(replayed_waits(tries, sampler.rows, policy)),
             "vm_hours": round(hours, 3),
             "cost_usd": round(hours * price, 3),
             "tasks": len({_key(t) for t in tries}),

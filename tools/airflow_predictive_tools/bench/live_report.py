@@ -24,6 +24,8 @@ def metrics_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "wait p95 s": wait.get("p95_s"),
                 "wait max s": wait.get("max_s"),
                 "waited > 30 s": wait.get("share_over_30s"),
+                # the queue model a queue-wait level is chosen by, on the slots this pool had
+                "replayed p95 s": (m.get("queue_wait_replayed") or {}).get("p95_s"),
                 "VM-hours": m["vm_hours"],
                 "cost $": m["cost_usd"],
                 "tasks lost": m["tasks_lost"],
