@@ -107,8 +107,9 @@ MATCH_TOLERANCE_PCT = 0.002
 #: 0.053 points more than the reactive rule over the trace, 0.070 of them on that day; with this rule
 #: 0.528% against reactive's 0.531% (docs/benchmarks.md).
 MIN_LIVE_SHARE = 0.5
-#: Tries a replayed day needs for its queue-wait p95 to be judged on its own (the feedback loop judges
-#: an hour's p95 on as many): a p95 of fewer is one try's luck.
+#: Tries a replayed day needs for its queue-wait p95 to be judged on its own, and the replayed window for
+#: a queue-wait level to be judged at all (the feedback loop judges an hour's p95 on as many): a p95 of
+#: fewer is one try's luck. With fewer in the window the level chooses as ``match_reactive``.
 MIN_WAIT_TRIES = 20
 #: The forecasts a candidate may read (:attr:`Candidate.forecast`).
 ISSUED, SEASONAL_NAIVE = ForecastSource.ISSUED.value, ForecastSource.SEASONAL_NAIVE.value
@@ -586,18 +587,21 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
 def _wait_scores(
     tries: Tries, running: np.ndarray, settle: int, days: int, context: ReplayContext
 ) -> dict[str, Any]:
-    """The replayed tries' queue-wait p95 over the scored steps and per day (tries queued in them)."""
-    waits = replay_waits(tries, running, context.interval_s)
+    """The replayed tries' queue-wait p95 over the scored steps and per day (tries queued in them);
+    none when the scored steps hold fewer than :data:`MIN_WAIT_TRIES` tries: no wait to judge by."""
     start_s, end_s = settle * context.interval_s, len(running) * context.interval_s
     queued = np.asarray(tries.queued_s, dtype=float)
     scored = (queued >= start_s) & (queued < end_s)
+    if scored.sum() < MIN_WAIT_TRIES:
+        return {}
+    waits = replay_waits(tries, running, context.interval_s)
     edges = np.linspace(start_s, end_s, days + 1)
     daily = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         day = waits[scored & (queued >= lo) & (queued < hi)]
         daily.append(float(np.quantile(day, 0.95)) if len(day) >= MIN_WAIT_TRIES else None)
     return {
-        "wait_p95_s": float(np.quantile(waits[scored], 0.95)) if scored.any() else 0.0,
+        "wait_p95_s": float(np.quantile(waits[scored], 0.95)),
         "daily_wait_p95_s": tuple(daily),
     }
 

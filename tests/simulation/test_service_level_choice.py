@@ -617,6 +617,9 @@ def test_the_replay_scores_each_candidates_queue_wait_on_the_pools_tries():
     # a day of fewer tries than a p95 needs is not judged on its own
     few = replace(evidence, tries=Tries(queued[:25], np.full(25, 60.0), np.ones(25), slots_per_instance=2.0))
     assert score_candidates(few, [REACTIVE])[0].daily_wait_p95_s == (pytest.approx(240.0), None)
+    # under 20 tries in the window: no wait to judge by, and the level chooses as match_reactive
+    none = replace(evidence, tries=Tries(queued[:19], np.full(19, 60.0), np.ones(19), slots_per_instance=2.0))
+    assert score_candidates(none, [REACTIVE])[0].wait_p95_s is None
 
 
 def test_a_cheaper_choice_whose_tries_waited_longer_needs_the_clear_saving_to_replace_the_current_one():
