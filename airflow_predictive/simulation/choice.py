@@ -1,16 +1,18 @@
 """The service-level choice: which sizing rule a pool follows, chosen by replaying its recent demand.
 
 A pool states what it buys (:class:`~airflow_predictive.contracts.pools.ServiceLevel`: no more unmet
-demand than the reactive rule it replaces, or an explicit share unmet). No single setting is the
+demand than the reactive rule it replaces, or an explicit share unmet, and a queue-wait p95). No single setting is the
 cheapest way to meet that on every pool: a quantile that suits a bursty pool wastes capacity on a
 quiet one, and on some pools no forecast beats the reactive rule. So every day, per pool:
 
 1. **Replay.** The last days of observed demand go through THE planner (:func:`planner.plan`, via the
    simulation's fleet replay) under each :data:`CANDIDATES` setting: the reactive rule, and the
    forecast rule at a few quantiles and guards, fed with the forecasts the pool was actually issued.
-2. **Score.** Unmet demand (percent of demand) and capacity-hours per candidate.
-3. **Choose** (:func:`choose`). The cheapest candidate whose unmet meets the level, a candidate other
-   than the reactive rule by a margin of its own noise on the replayed days; the pool keeps
+2. **Score.** Unmet demand (percent of demand) and capacity-hours per candidate; for a pool with a
+   queue-wait level, also its recorded tries' p95 wait on the candidate's worker slots
+   (:mod:`~airflow_predictive.simulation.task_queue`).
+3. **Choose** (:func:`choose`). The cheapest candidate whose unmet (and wait) meets the level, a
+   candidate other than the reactive rule by a margin of its own noise on the replayed days; the pool keeps
    its current choice unless the new one is cheaper by :data:`SWITCH_MARGIN` (:data:`TRADE_MARGIN`
    when the new one left more unmet on the replayed days) or the current one misses (hysteresis: no
    flapping, and no service given up for a saving inside the replay's noise); reactive when nothing
