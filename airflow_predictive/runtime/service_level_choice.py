@@ -275,7 +275,7 @@ def pool_tries(
     run = np.where(np.isnan(began), median, run)
     # queued before the window: from its start, for what was left of its run
     early = queued < origin
-    run = np.where(early & ~np.isnan(began), np.minimum(began + run, close) - np.maximum(began, origin), run)
+    run = np.where(early & ~np.isnan(began), began + run - np.maximum(began, origin), run)
     slots = try_slots(runs)
     keep = np.isfinite(queued) & (run > 0)
     return Tries(queued[keep] - origin, run[keep], slots[keep], float(pool.slots))

@@ -673,7 +673,7 @@ def _meets_wait(score: Score, level: ServiceLevel) -> bool:
     if target is None or score.wait_p95_s is None:
         return True
     days = [w for w in score.daily_wait_p95_s if w is not None]
-    return score.wait_p95_s <= target + _EPS_PCT and all(w <= target + _EPS_PCT for w in days)
+    return score.wait_p95_s <= target and all(w <= target for w in days)
 
 
 def _meets(

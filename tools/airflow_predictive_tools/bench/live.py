@@ -550,9 +550,11 @@ def replayed_waits(tries: list[dict[str, Any]], samples: list[dict[str, Any]], p
     origin = seen[0][0]
     step = statistics.median((b[0] - a[0]).total_seconds() for a, b in zip(seen, seen[1:], strict=False))
     steps = math.ceil((seen[-1][0] - origin).total_seconds() / step) + 1
-    slots = np.zeros(steps)
-    for at, n in seen:  # each sample's slots hold from its step until the next sample's
-        slots[int((at - origin).total_seconds() // step) :] = n
+    # each sample's slots hold from its step until the next sample's
+    at = np.array([int((t - origin).total_seconds() // step) for t, _ in seen])
+    slots = np.array([n for _, n in seen], dtype=float)[
+        np.searchsorted(at, np.arange(steps), side="right") - 1
+    ]
     queued = [(_ts(t["queued_when"]) - origin).total_seconds() for t in started]
     run = [
         ((_ts(t.get("end_date")) or _ts(t["start_date"])) - _ts(t["start_date"])).total_seconds()
