@@ -309,9 +309,10 @@ class FeedbackStore(
 
 
 class ServiceLevelChoiceStore(
-    DemandReader, ForecastReader, TaskHistoryReader, SummaryReader, SummaryWriter, Protocol
+    DemandReader, ForecastReader, TaskHistoryReader, CapacityReader, SummaryReader, SummaryWriter, Protocol
 ):
-    """The service-level choice: recent demand, issued forecasts and task tries in; each pool's choice out."""
+    """The service-level choice: recent demand, issued forecasts, task tries and the fleet held in; each
+    pool's choice out."""
 
 
 class ForecastPageStore(

@@ -143,6 +143,8 @@ def choice_text(choice: dict[str, Any] | None) -> str:
         )
         if chosen.get("wait_p95_s") is not None and reactive.get("wait_p95_s") is not None:
             text += f"; replayed queue wait p95 {chosen['wait_p95_s']:.0f} s vs reactive {reactive['wait_p95_s']:.0f} s"
+            if chosen.get("wait_pickup_s", 0.0) >= 0.5:
+                text += f" (each with {chosen['wait_pickup_s']:.0f} s of Airflow's pickup, measured)"
     if choice.get("resource", "cpu") != "cpu":
         text += f"; replayed on {choice['resource']}"
     if choice.get("stuck_value") is not None and choice["candidate"] != "reactive":

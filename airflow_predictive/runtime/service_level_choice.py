@@ -240,7 +240,31 @@ def pool_evidence(
         tries=pool_tries(store, pool, start=index[start], end=end)
         if pool.service_level.queue_wait_p95_seconds
         else None,
+        held=held_instances(store, pool, index) if pool.service_level.queue_wait_p95_seconds else None,
     )
+
+
+#: How far before the window the fleet's last record may lie and still say what it held at the start
+#: (the allocation cycle records it every run, a few minutes apart).
+HELD_LOOKBACK = timedelta(hours=1)
+
+
+def held_instances(store: ServiceLevelChoiceStore, pool: CapacityPool, index: pd.DatetimeIndex) -> np.ndarray:
+    """Instances the pool held in each step of ``index``, from the task slots the allocation cycle
+    recorded it holding (each record holds until the next; NaN before the first).
+
+    :param store: the ProfileStore.
+    :param pool: the pool.
+    :param index: the window's steps.
+    """
+    since = (index[0] - pd.Timedelta(HELD_LOOKBACK)).to_pydatetime()
+    rows = store.capacity(pool=pool.name, since=since).rename(columns=str)
+    rows = rows[rows["resource"] == "slots"] if not rows.empty else rows
+    if rows.empty or pool.slots <= 0:
+        return np.full(len(index), np.nan)
+    held = pd.Series(rows["value"].to_numpy(float), index=pd.to_datetime(rows["ts"], utc=True)).sort_index()
+    held = held[~held.index.duplicated(keep="last")]
+    return held.reindex(index, method="ffill").to_numpy(float) / float(pool.slots)
 
 
 def pool_tries(
@@ -269,6 +293,7 @@ def pool_tries(
         return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(float)
 
     began, ended, queued = seconds("start_date"), seconds("end_date"), seconds("queued_at")
+    waited = began - queued  # NaN: not started, or queued time not recorded
     queued = np.where(np.isnan(queued), began, queued)
     run = np.minimum(np.nan_to_num(ended, nan=close), close) - began
     median = float(np.nanmedian(run)) if np.isfinite(run).any() else 0.0
@@ -278,7 +303,7 @@ def pool_tries(
     run = np.where(early & ~np.isnan(began), began + run - np.maximum(began, origin), run)
     slots = try_slots(runs)
     keep = np.isfinite(queued) & (run > 0)
-    return Tries(queued[keep] - origin, run[keep], slots[keep], float(pool.slots))
+    return Tries(queued[keep] - origin, run[keep], slots[keep], float(pool.slots), waited[keep])
 
 
 def observed_demand(

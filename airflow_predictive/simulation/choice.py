@@ -50,7 +50,7 @@ from airflow_predictive.simulation.policies import (
     build_policy,
 )
 from airflow_predictive.simulation.replay import Fleet, ReplayContext, replay
-from airflow_predictive.simulation.task_queue import Tries, replay_waits
+from airflow_predictive.simulation.task_queue import Tries, pickup_s, replay_waits
 
 #: A new choice must be this much cheaper (share of the current one's capacity-hours) to replace a
 #: current choice that still meets the level: day-to-day noise in the replay must not flap the pool.
@@ -313,6 +313,8 @@ class Evidence:
         reading :data:`SEASONAL_NAIVE` plan from); empty: those candidates are not replayed.
     :param tries: the pool's task tries, in seconds from the step ``start`` (None: the pool's queue
         wait is not replayed, :class:`~airflow_predictive.simulation.task_queue.Tries`).
+    :param held: instances the pool really held in each step of ``index`` (NaN: not recorded; None:
+        not read), to measure Airflow's pickup against the replay (:func:`~.task_queue.pickup_s`).
     """
 
     demand: np.ndarray
@@ -326,6 +328,7 @@ class Evidence:
     resource: str = "cpu"
     baseline_forecasts: Mapping[int, Any] = field(default_factory=dict)
     tries: Tries | None = None
+    held: np.ndarray | None = None
 
     def forecasts_of(self, candidate: Candidate) -> Mapping[int, Any]:
         """The forecasts ``candidate`` plans from (empty: none on the evidence)."""
@@ -361,6 +364,8 @@ class Score:
     :param wait_p95_s: the 95th percentile of the replayed tries' queue waits (None: not replayed).
     :param daily_wait_p95_s: the same per replayed day, oldest first (None: a day of fewer than
         :data:`MIN_WAIT_TRIES` tries).
+    :param wait_pickup_s: the seconds of each wait that are Airflow's pickup, measured on the pool's
+        own tries and added to the replay (:func:`~.task_queue.pickup_s`); the same for every candidate.
     """
 
     candidate: str
@@ -370,6 +375,7 @@ class Score:
     noise_pct: float = 0.0
     wait_p95_s: float | None = None
     daily_wait_p95_s: tuple[float | None, ...] = ()
+    wait_pickup_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -382,6 +388,7 @@ class Score:
         if self.wait_p95_s is not None:
             out["wait_p95_s"] = round(self.wait_p95_s, 1)
             out["daily_wait_p95_s"] = [None if w is None else round(w, 1) for w in self.daily_wait_p95_s]
+            out["wait_pickup_s"] = round(self.wait_pickup_s, 1)
         return out
 
     @classmethod
@@ -395,6 +402,7 @@ class Score:
             float(payload.get("noise_pct", 0.0)),
             None if wait is None else float(wait),
             tuple(payload.get("daily_wait_p95_s", ())),
+            float(payload.get("wait_pickup_s", 0.0)),
         )
 
 
@@ -552,6 +560,7 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
     context = evidence.context()
     settle = min(evidence.settle, max(0, len(context.demand) - context.start - 1))
     scored = context.demand[context.start + settle :]
+    pickup = _pickup(evidence, settle)
     out = []
     for candidate in candidates:
         if candidate.reactive:
@@ -581,22 +590,40 @@ def score_candidates(evidence: Evidence, candidates: Sequence[Candidate] = CANDI
             candidate.name, m.unmet_pct, m.capacity_hours, daily, _noise_pct(scored, served, context)
         )
         if evidence.tries is not None:
-            score = replace(score, **_wait_scores(evidence.tries, outcome.running, settle, days, context))
+            waits = _wait_scores(evidence.tries, outcome.running, settle, days, context, pickup)
+            score = replace(score, **waits)
         out.append(score)
     return out
 
 
-def _wait_scores(
-    tries: Tries, running: np.ndarray, settle: int, days: int, context: ReplayContext
-) -> dict[str, Any]:
-    """The replayed tries' queue-wait p95 over the scored steps and per day (tries queued in them);
-    none when the scored steps hold fewer than :data:`MIN_WAIT_TRIES` tries: no wait to judge by."""
-    start_s, end_s = settle * context.interval_s, len(running) * context.interval_s
+def _scored_tries(tries: Tries, settle: int, steps: int, interval_s: int) -> np.ndarray:
+    """Which tries were queued in the scored steps (after ``settle``, before ``steps``)."""
     queued = np.asarray(tries.queued_s, dtype=float)
-    scored = (queued >= start_s) & (queued < end_s)
+    return (queued >= settle * interval_s) & (queued < steps * interval_s)
+
+
+def _pickup(evidence: Evidence, settle: int) -> float:
+    """Airflow's pickup over the replay on the fleet the pool held (0: no tries or no fleet record)."""
+    if evidence.tries is None or evidence.held is None:
+        return 0.0
+    held = np.asarray(evidence.held, dtype=float)[evidence.start :]
+    scored = _scored_tries(evidence.tries, settle, held.size, evidence.interval_s)
+    return pickup_s(evidence.tries, held, evidence.interval_s, scored)
+
+
+def _wait_scores(
+    tries: Tries, running: np.ndarray, settle: int, days: int, context: ReplayContext, pickup: float = 0.0
+) -> dict[str, Any]:
+    """The replayed tries' queue-wait p95 over the scored steps and per day (tries queued in them),
+    plus Airflow's measured ``pickup``; none when the scored steps hold fewer than
+    :data:`MIN_WAIT_TRIES` tries: no wait to judge by."""
+    start_s = settle * context.interval_s
+    queued = np.asarray(tries.queued_s, dtype=float)
+    scored = _scored_tries(tries, settle, len(running), context.interval_s)
+    end_s = len(running) * context.interval_s
     if scored.sum() < MIN_WAIT_TRIES:
         return {}
-    waits = replay_waits(tries, running, context.interval_s)
+    waits = replay_waits(tries, running, context.interval_s) + pickup
     edges = np.linspace(start_s, end_s, days + 1)
     daily = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -605,6 +632,7 @@ def _wait_scores(
     return {
         "wait_p95_s": float(np.quantile(waits[scored], 0.95)),
         "daily_wait_p95_s": tuple(daily),
+        "wait_pickup_s": pickup,
     }
 
 
@@ -790,7 +818,10 @@ def choose(
 def _outcome(score: Score) -> str:
     """A score's service in words: its unmet demand, and its tries' queue wait where replayed."""
     text = f"unmet {score.unmet_pct:.3g}%"
-    return text if score.wait_p95_s is None else f"{text}, queue wait p95 {score.wait_p95_s:.0f} s"
+    if score.wait_p95_s is None:
+        return text
+    pickup = f" with {score.wait_pickup_s:.0f} s of Airflow's pickup" if score.wait_pickup_s >= 0.5 else ""
+    return f"{text}, queue wait p95 {score.wait_p95_s:.0f} s{pickup}"
 
 
 def _kept_over(best: Score, held: Score, margin: float, trade_margin: float) -> str:

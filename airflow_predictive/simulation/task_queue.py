@@ -10,6 +10,12 @@ stops a busy worker), it only starts nothing.
 
 What it does not model: a downstream task is queued when its upstream ends, so a wait upstream delays
 its arrival; replayed at its recorded time it arrives as early as it did on the fleet that ran it.
+
+What Airflow adds beyond the slots: a try with a free slot still waits for the scheduler to send it
+and a worker to take it, and a worker booting counts as held before it serves. :func:`pickup_s`
+measures that on the pool's own tries: their measured waits against their replay on the fleet the
+pool really held, over the same window (bench live, 2026-12-07: the replay read 3-6 s low where no try
+lacked a slot, 8-10% low where tries waited for capacity).
 """
 
 from __future__ import annotations
@@ -34,17 +40,22 @@ class Tries:
     :param slots: slots each holds while queued and running (its ``pool_slots``, as the demand series
         counts them).
     :param slots_per_instance: task slots one of the pool's instances brings.
+    :param waited_s: each try's measured wait, queued to started (NaN: not started, or not recorded;
+        None: none measured).
     """
 
     queued_s: np.ndarray
     run_s: np.ndarray
     slots: np.ndarray
     slots_per_instance: float
+    waited_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.queued_s)
         if len(self.run_s) != n or len(self.slots) != n:
             raise ValueError("queued_s, run_s and slots must hold one value per try")
+        if self.waited_s is not None and len(self.waited_s) != n:
+            raise ValueError("waited_s must hold one value per try")
 
 
 def replay_waits(tries: Tries, instances: np.ndarray, step_s: float) -> np.ndarray:
@@ -86,3 +97,34 @@ def replay_waits(tries: Tries, instances: np.ndarray, step_s: float) -> np.ndarr
     out = np.empty(len(order))
     out[order] = waits
     return out
+
+
+#: Fewest tries measured and replayed a pickup needs; fewer, and none is added.
+MIN_PICKUP_TRIES = 20
+
+
+def pickup_s(tries: Tries, held: np.ndarray | None, step_s: float, scored: np.ndarray) -> float:
+    """Seconds by which Airflow's measured queue-wait p95 exceeded the replay's on the fleet the pool
+    really held (0: it did not, or too little to tell). A candidate's replayed p95 plus this is what
+    the pool's users would have measured on it.
+
+    A difference of p95s, not of each try's waits: the replay is FIFO across the pool, Airflow is not
+    quite, so a try's own two waits need not pair up, while the two distributions' tails do.
+
+    :param tries: the pool's tries, with their measured waits.
+    :param held: instances the pool held in each step of the window (NaN: not recorded).
+    :param step_s: step width in seconds.
+    :param scored: which tries are judged (queued in the scored steps).
+    """
+    if held is None or tries.waited_s is None:
+        return 0.0
+    held = np.asarray(held, dtype=float)
+    if held.size == 0 or np.isnan(held).any():
+        return 0.0  # a step of unknown fleet: no replay of what the pool held
+    measured = np.asarray(tries.waited_s, dtype=float)
+    both = np.asarray(scored, dtype=bool) & np.isfinite(measured)
+    if both.sum() < MIN_PICKUP_TRIES:
+        return 0.0
+    replayed = replay_waits(tries, held, step_s)
+    gap = float(np.quantile(measured[both], 0.95) - np.quantile(replayed[both], 0.95))
+    return max(0.0, gap)

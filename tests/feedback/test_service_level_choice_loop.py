@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from airflow_predictive.contracts.capacity import PoolState
 from airflow_predictive.contracts.forecast import DEFAULT_QUANTILES, quantile_column
@@ -229,12 +230,13 @@ def test_a_choice_made_on_stuck_days_falls_back_to_the_reactive_rule_once_the_st
     assert stored_choices(any_store)["etl"] == choice
 
 
-def _tries(queue: str, ts: pd.DatetimeIndex, slots: np.ndarray) -> list[dict]:
-    """One five-minute try per busy slot of each step, queued at the step's start: a slot demand series
-    the tries themselves make up."""
+def _tries(queue: str, ts: pd.DatetimeIndex, slots: np.ndarray, waited_s: float = 0.0) -> list[dict]:
+    """One five-minute try per busy slot of each step, queued at the step's start and started
+    ``waited_s`` later: a slot demand series the tries themselves make up."""
+    wait = pd.Timedelta(seconds=waited_s)
     return [
         {"dag_id": "d", "run_id": f"{queue}-{i}", "task_id": f"t{k}", "state": "success", "queue": queue}
-        | {"queued_at": t, "start_date": t, "end_date": t + pd.Timedelta("5min")}
+        | {"queued_at": t, "start_date": t + wait, "end_date": t + wait + pd.Timedelta("5min")}
         for i, (t, n) in enumerate(zip(ts, slots, strict=True))
         for k in range(round(n))
     ]
@@ -272,6 +274,51 @@ def test_a_queue_wait_level_replays_the_pools_own_tries_and_holds_the_least_capa
     assert "replayed queue wait p95" in text and "queue wait p95 at most 120 s" in choice.reason
 
 
+def test_airflows_pickup_measured_on_the_fleet_the_pool_held_is_added_to_every_replayed_wait(store):
+    # the same pool; its tries each measured a 45 s wait while the allocation cycle recorded it holding
+    # far more slots than they needed: the 45 s are Airflow's pickup, which no fleet size removes
+    pool = make_pool(
+        name="io",
+        lead_time_minutes={"boot": 5},
+        slots_per_instance=4,
+        service_level={"queue_wait_p95_seconds": 120},
+    )
+    sid = "pool=io/resource=slots"
+    _fill(store, forecast_scale=1.0, sid=sid, demand_scale=0.2, bursts=0.2)
+    demand = store.demand([sid]).sort_values("ts")
+    ts = pd.DatetimeIndex(pd.to_datetime(demand["ts"], utc=True))
+    store.upsert_task_runs(_tries("io", ts, demand["value"].to_numpy(float), waited_s=45.0))
+    store.record_capacity([{"pool": "io", "resource": "slots", "ts": t, "value": 400.0} for t in ts])
+    close_feedback_cycle(store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False)
+    choice = stored_choices(store)["io"]
+    assert [s.wait_pickup_s for s in choice.scores] == [pytest.approx(45.0)] * len(choice.scores)
+    assert all(s.wait_p95_s >= 45.0 for s in choice.scores)
+    assert "s of Airflow's pickup" in choice.reason
+    text = learning.choice_text(store.summaries(SUMMARY_KIND)["io"])
+    assert "(each with 45 s of Airflow's pickup, measured)" in text
+
+
+def test_the_fleet_the_pool_held_is_read_from_the_allocation_cycles_records(any_store):
+    store = any_store
+    from airflow_predictive.runtime.service_level_choice import held_instances
+
+    pool = make_pool(name="io", slots_per_instance=4)
+    index = pd.date_range(NOW, periods=6, freq="5min")
+    store.record_capacity(
+        [
+            {"pool": "io", "resource": "slots", "ts": NOW - timedelta(minutes=2), "value": 8.0},
+            {"pool": "io", "resource": "cpu", "ts": NOW + timedelta(minutes=11), "value": 99.0},
+            {"pool": "io", "resource": "slots", "ts": NOW + timedelta(minutes=12), "value": 16.0},
+            {"pool": "other", "resource": "slots", "ts": NOW, "value": 400.0},
+        ]
+    )
+    # each record holds until the next: 2 instances (8 slots / 4) until 12:12, then 4
+    assert held_instances(store, pool, index).tolist() == [2.0, 2.0, 2.0, 4.0, 4.0, 4.0]
+    # before the first record (within the lookback), nothing is known
+    later = pd.date_range(NOW - timedelta(minutes=10), periods=3, freq="5min")
+    assert np.isnan(held_instances(store, pool, later)[:2]).all()
+
+
 def test_the_replayed_tries_are_the_pools_own_from_the_windows_start(store):
     from airflow_predictive.runtime.service_level_choice import pool_tries
 
@@ -299,3 +346,5 @@ def test_the_replayed_tries_are_the_pools_own_from_the_windows_start(store):
     assert got.queued_s[order].tolist() == [-1800.0, 300.0, 6600.0, 6900.0]
     assert got.run_s[order].tolist() == [600.0, 600.0, 540.0, 600.0]
     assert got.slots[order].tolist() == [1.0, 2.0, 1.0, 1.0] and got.slots_per_instance == 4.0
+    # each try's measured wait, queued to started (none for the one still waiting)
+    assert got.waited_s[order][:3].tolist() == [600.0, 60.0, 60.0] and np.isnan(got.waited_s[order][3])

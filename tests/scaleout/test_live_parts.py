@@ -8,7 +8,7 @@ import pytest
 import yaml
 from airflow_predictive_tools.bench import live_policies as lp
 from airflow_predictive_tools.bench import live_workload as lw
-from airflow_predictive_tools.bench.live import lost_tasks, replayed_waits, wait_summary
+from airflow_predictive_tools.bench.live import lost_tasks, pickup_check, replayed_waits, wait_summary
 
 from airflow_predictive.contracts.pools import Signal, parse_pools
 
@@ -276,3 +276,28 @@ def test_the_tries_are_replayed_through_the_worker_slots_the_pool_had() -> None:
     tries = [tried(10, 62, 30), tried(10, 93, 30), {"queued_when": None, "start_date": None}]
     assert replayed_waits(tries, samples, "predictive") == pytest.approx([50.0, 80.0])
     assert replayed_waits(tries, samples, "queue") == []
+
+
+def test_the_pickup_learned_on_the_first_half_of_the_tries_is_checked_on_the_second() -> None:
+    at = [(START + timedelta(seconds=5 * i)).isoformat() for i in range(1000)]
+    samples = [{"t": t, "static": {"slots": 50}} for t in at]  # never short of a slot
+
+    def tried(queued_s: float, waited_s: float) -> dict:
+        begin = START + timedelta(seconds=queued_s + waited_s)
+        return {
+            "queued_when": (START + timedelta(seconds=queued_s)).isoformat(),
+            "start_date": begin.isoformat(),
+            "end_date": (begin + timedelta(seconds=20)).isoformat(),
+        }
+
+    # Airflow took 4 s to pick each try up in the first half and 6 s in the second
+    tries = [tried(100 * i, 4.0) for i in range(25)] + [tried(2500 + 100 * i, 6.0) for i in range(25)]
+    got = pickup_check(tries, samples, "static")
+    assert got == {
+        "pickup_s": 4.0,
+        "second_half_tries": 25,
+        "second_half_measured_p95_s": 6.0,
+        "second_half_replayed_p95_s": 0.0,
+        "second_half_replayed_plus_pickup_p95_s": 4.0,
+    }
+    assert pickup_check(tries[:30], samples, "static") == {}  # too few tries to split

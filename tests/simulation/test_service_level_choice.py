@@ -622,6 +622,40 @@ def test_the_replay_scores_each_candidates_queue_wait_on_the_pools_tries():
     assert score_candidates(none, [REACTIVE])[0].wait_p95_s is None
 
 
+def test_airflows_measured_pickup_is_added_to_every_candidates_replayed_wait_and_can_tip_the_choice():
+    from airflow_predictive.simulation.task_queue import Tries
+
+    # two slots per instance, one instance held all along; 40 ten-second tries an hour apart, each
+    # measured waiting 50 s (Airflow's scheduler and worker pickup: the replay has every slot free)
+    demand = np.full(4 + 12 + 2 * 288, 1.0)
+    index = pd.date_range("2026-12-01", periods=len(demand), freq="5min", tz="UTC")
+    queued = 3600.0 + np.arange(40) * 3600.0
+    measured = Tries(queued, np.full(40, 10.0), np.ones(40), 2.0, np.full(40, 50.0))
+    evidence = Evidence(
+        demand,
+        index,
+        4,
+        {},
+        2.0,
+        1,
+        40,
+        settle=12,
+        resource="slots",
+        tries=measured,
+        held=np.ones(len(index)),
+    )
+    (reactive,) = score_candidates(evidence, [REACTIVE])
+    assert reactive.wait_pickup_s == pytest.approx(50.0)
+    assert reactive.wait_p95_s == pytest.approx(50.0) and reactive.daily_wait_p95_s[0] == pytest.approx(50.0)
+    # without a record of the fleet the pool held, nothing is measured and nothing added
+    assert score_candidates(replace(evidence, held=None), [REACTIVE])[0].wait_p95_s == 0.0
+    # a 40 s promise: met by the replay alone, missed once the pickup Airflow adds is counted
+    level = ServiceLevel(queue_wait_p95_seconds=40)
+    got = choose([reactive, waited("q0.95 guard 0.9", 0.5, 60.0, 50.0)], level, now=NOW, resource="slots")
+    assert not got.met and "with 50 s of Airflow's pickup" in got.reason
+    assert Choice.from_dict(got.to_dict()).scores[0].wait_pickup_s == pytest.approx(50.0)
+
+
 def test_a_cheaper_choice_whose_tries_waited_longer_needs_the_clear_saving_to_replace_the_current_one():
     held = waited("q0.99 guard 0.9", 0.5, 100.0, 40.0)
     # 4% cheaper, as unmet, but its tries waited longer: under the 6% margin, the pool keeps its choice

@@ -53,17 +53,23 @@ def _pool(name: str, queue_wait: bool = False) -> CapacityPool:
 
 def _seed_tries(store: ProfileStore, pool: str, per_day: int, seed: int) -> None:
     """``per_day`` tries a day of the pool's queue over the replayed window, queued at uniform random
-    times, each running 1-30 minutes."""
+    times, each picked up 1-10 s later and running 1-30 minutes; and the fleet the allocation cycle
+    recorded the pool holding every 5 minutes (40 instances' slots), which the choice replays the
+    tries on to measure Airflow's pickup."""
     rng = np.random.default_rng(seed)
     start = NOW - timedelta(days=2, hours=1)
     n = round(per_day * (NOW - start) / timedelta(days=1))
     queued = start + pd.to_timedelta(np.sort(rng.uniform(0, (NOW - start).total_seconds(), n)), unit="s")
     runs = pd.to_timedelta(rng.uniform(60, 1800, n), unit="s")
+    pickups = pd.to_timedelta(rng.uniform(1, 10, n), unit="s")
     store.upsert_task_runs(
         {"dag_id": "bench", "run_id": f"{pool}-{i}", "task_id": "t", "state": "success", "queue": pool}
-        | {"queued_at": q, "start_date": q, "end_date": q + r}
-        for i, (q, r) in enumerate(zip(queued, runs, strict=True))
+        | {"queued_at": q, "start_date": q + p, "end_date": q + p + r}
+        for i, (q, p, r) in enumerate(zip(queued, pickups, runs, strict=True))
     )
+    slots = 40 * _pool(pool).slots
+    held = pd.date_range(start - timedelta(minutes=5), NOW, freq=INTERVAL)
+    store.record_capacity({"pool": pool, "resource": "slots", "ts": t, "value": float(slots)} for t in held)
 
 
 def _seed(store: ProfileStore, pool: str, seed: int) -> None:

@@ -539,14 +539,60 @@ def replayed_waits(tries: list[dict[str, Any]], samples: list[dict[str, Any]], p
     :param samples: the sampler's rows (``t`` and ``{policy: {"slots": ...}}``).
     :param policy: the policy.
     """
+    from airflow_predictive.simulation.task_queue import replay_waits
+
+    replay = _replayed_tries(tries, samples, policy)
+    if replay is None:
+        return []
+    measured, slots, step = replay
+    return [float(w) for w in replay_waits(measured, slots, step)]
+
+
+def pickup_check(tries: list[dict[str, Any]], samples: list[dict[str, Any]], policy: str) -> dict[str, Any]:
+    """The choice's pickup (``task_queue.pickup_s``) learned on the first half of the policy's tries
+    and added to the replay of the second half, beside the second half's measured waits: whether a
+    pickup measured on the pool's past tries corrects the replay of its next ones.
+
+    :param tries: the policy's tries (REST API rows).
+    :param samples: the sampler's rows.
+    :param policy: the policy.
+    """
     import numpy as np
 
-    from airflow_predictive.simulation.task_queue import Tries, replay_waits
+    from airflow_predictive.simulation.task_queue import MIN_PICKUP_TRIES, pickup_s, replay_waits
+
+    replay = _replayed_tries(tries, samples, policy)
+    if replay is None or len(replay[0].queued_s) < 2 * MIN_PICKUP_TRIES:
+        return {}
+    measured, slots, step = replay
+    first = measured.queued_s < np.median(measured.queued_s)
+    later = ~first
+    pickup = pickup_s(measured, slots, step, first)
+    replayed = replay_waits(measured, slots, step)[later]
+
+    def p95(values: np.ndarray) -> float:
+        return round(float(np.quantile(values, 0.95)), 1)
+
+    return {
+        "pickup_s": round(pickup, 1),
+        "second_half_tries": int(later.sum()),
+        "second_half_measured_p95_s": p95(measured.waited_s[later]),
+        "second_half_replayed_p95_s": p95(replayed),
+        "second_half_replayed_plus_pickup_p95_s": p95(replayed + pickup),
+    }
+
+
+def _replayed_tries(tries: list[dict[str, Any]], samples: list[dict[str, Any]], policy: str) -> Any:
+    """The policy's started tries (with their measured waits), the slots its pool had per step and
+    the step in seconds; None when there is nothing to replay."""
+    import numpy as np
+
+    from airflow_predictive.simulation.task_queue import Tries
 
     seen = [(_ts(row["t"]), row[policy]["slots"]) for row in samples if policy in row]
     started = [t for t in tries if _ts(t.get("queued_when")) and _ts(t.get("start_date"))]
     if len(seen) < 2 or not started:
-        return []
+        return None
     origin = seen[0][0]
     step = statistics.median((b[0] - a[0]).total_seconds() for a, b in zip(seen, seen[1:], strict=False))
     steps = math.ceil((seen[-1][0] - origin).total_seconds() / step) + 1
@@ -560,8 +606,9 @@ def replayed_waits(tries: list[dict[str, Any]], samples: list[dict[str, Any]], p
         ((_ts(t.get("end_date")) or _ts(t["start_date"])) - _ts(t["start_date"])).total_seconds()
         for t in started
     ]
-    replay = Tries(np.array(queued), np.array(run), np.ones(len(started)), slots_per_instance=1.0)
-    return [float(w) for w in replay_waits(replay, slots, step)]
+    waited = [(_ts(t["start_date"]) - _ts(t["queued_when"])).total_seconds() for t in started]
+    replay = Tries(np.array(queued), np.array(run), np.ones(len(started)), 1.0, np.array(waited))
+    return replay, slots, step
 
 
 def vm_hours(vms: dict[str, dict[str, Any]], pool: str, end: datetime) -> float:
@@ -786,6 +833,7 @@ def _result(
         policies[policy] = {
             "queue_wait": wait_summary(queue_waits(tries)),
             "queue_wait_replayed": wait_summary(replayed_waits(tries, sampler.rows, policy)),
+            "queue_wait_pickup": pickup_check(tries, sampler.rows, policy),
             "vm_hours": round(hours, 3),
             "cost_usd": round(hours * price, 3),
             "tasks": len({_key(t) for t in tries}),
