@@ -242,9 +242,10 @@ def _tries(queue: str, ts: pd.DatetimeIndex, slots: np.ndarray, waited_s: float 
     ]
 
 
-def test_a_queue_wait_level_replays_the_pools_own_tries_and_holds_the_least_capacity_that_met_it(store):
-    # a worker pool bound by its task slots (4 per worker) whose users were promised a p95 queue wait
-    # of 2 minutes; bursts of tries in a fifth of the steps, and exact slot forecasts
+def _io_pool(store, waited_s: float = 0.0):
+    """A worker pool bound by its task slots (4 per worker) whose users were promised a p95 queue wait
+    of 2 minutes; bursts of tries in a fifth of the steps, each measured waiting ``waited_s``, and
+    exact slot forecasts. Returns the pool and the steps."""
     pool = make_pool(
         name="io",
         lead_time_minutes={"boot": 5},
@@ -255,7 +256,12 @@ def test_a_queue_wait_level_replays_the_pools_own_tries_and_holds_the_least_capa
     _fill(store, forecast_scale=1.0, sid=sid, demand_scale=0.2, bursts=0.2)
     demand = store.demand([sid]).sort_values("ts")
     ts = pd.DatetimeIndex(pd.to_datetime(demand["ts"], utc=True))
-    store.upsert_task_runs(_tries("io", ts, demand["value"].to_numpy(float)))
+    store.upsert_task_runs(_tries("io", ts, demand["value"].to_numpy(float), waited_s=waited_s))
+    return pool, ts
+
+
+def test_a_queue_wait_level_replays_the_pools_own_tries_and_holds_the_least_capacity_that_met_it(store):
+    pool, ts = _io_pool(store)
     # another queue's flood: not the pool's tries, it must not lengthen the pool's replayed waits
     store.upsert_task_runs(_tries("other", ts, np.full(len(ts), 50.0)))
     close_feedback_cycle(store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False)
@@ -277,17 +283,7 @@ def test_a_queue_wait_level_replays_the_pools_own_tries_and_holds_the_least_capa
 def test_airflows_pickup_measured_on_the_fleet_the_pool_held_is_added_to_every_replayed_wait(store):
     # the same pool; its tries each measured a 45 s wait while the allocation cycle recorded it holding
     # far more slots than they needed: the 45 s are Airflow's pickup, which no fleet size removes
-    pool = make_pool(
-        name="io",
-        lead_time_minutes={"boot": 5},
-        slots_per_instance=4,
-        service_level={"queue_wait_p95_seconds": 120},
-    )
-    sid = "pool=io/resource=slots"
-    _fill(store, forecast_scale=1.0, sid=sid, demand_scale=0.2, bursts=0.2)
-    demand = store.demand([sid]).sort_values("ts")
-    ts = pd.DatetimeIndex(pd.to_datetime(demand["ts"], utc=True))
-    store.upsert_task_runs(_tries("io", ts, demand["value"].to_numpy(float), waited_s=45.0))
+    pool, ts = _io_pool(store, waited_s=45.0)
     store.record_capacity([{"pool": "io", "resource": "slots", "ts": t, "value": 400.0} for t in ts])
     close_feedback_cycle(store, now=NOW, policy=FeedbackPolicy(capacity_pools=(pool,)), emit_metrics=False)
     choice = stored_choices(store)["io"]
