@@ -225,6 +225,8 @@ def pool_evidence(
     start = max(pre, min(forecasts))  # replay only where the pool had a forecast to follow
     horizon = max(len(v.series[resource][0]) for v in forecasts.values())
     baseline = baseline_views(read[resource], index, first=start, resource=resource, steps=horizon)
+    # a queue-wait level replays the pool's tries, and measures Airflow's pickup on the fleet it held
+    waits = bool(pool.service_level.queue_wait_p95_seconds)
     return Evidence(
         demand=values.interpolate(limit_direction="both").to_numpy(float),
         index=index,
@@ -237,10 +239,8 @@ def pool_evidence(
         settle=min(round(SETTLE_S / step.total_seconds()), max(0, len(index) - start - 1)),
         resource=resource,
         baseline_forecasts=baseline,
-        tries=pool_tries(store, pool, start=index[start], end=end)
-        if pool.service_level.queue_wait_p95_seconds
-        else None,
-        held=held_instances(store, pool, index) if pool.service_level.queue_wait_p95_seconds else None,
+        tries=pool_tries(store, pool, start=index[start], end=end) if waits else None,
+        held=held_instances(store, pool, index) if waits else None,
     )
 
 
@@ -259,7 +259,7 @@ def held_instances(store: ServiceLevelChoiceStore, pool: CapacityPool, index: pd
     """
     since = (index[0] - pd.Timedelta(HELD_LOOKBACK)).to_pydatetime()
     rows = store.capacity(pool=pool.name, since=since).rename(columns=str)
-    rows = rows[rows["resource"] == "slots"] if not rows.empty else rows
+    rows = rows[rows["resource"] == "slots"]
     if rows.empty or pool.slots <= 0:
         return np.full(len(index), np.nan)
     held = pd.Series(rows["value"].to_numpy(float), index=pd.to_datetime(rows["ts"], utc=True)).sort_index()

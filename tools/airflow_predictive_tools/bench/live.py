@@ -544,8 +544,8 @@ def replayed_waits(tries: list[dict[str, Any]], samples: list[dict[str, Any]], p
     replay = _replayed_tries(tries, samples, policy)
     if replay is None:
         return []
-    measured, slots, step = replay
-    return [float(w) for w in replay_waits(measured, slots, step)]
+    recorded, slots, step = replay
+    return [float(w) for w in replay_waits(recorded, slots, step)]
 
 
 def pickup_check(tries: list[dict[str, Any]], samples: list[dict[str, Any]], policy: str) -> dict[str, Any]:
@@ -564,11 +564,11 @@ def pickup_check(tries: list[dict[str, Any]], samples: list[dict[str, Any]], pol
     replay = _replayed_tries(tries, samples, policy)
     if replay is None or len(replay[0].queued_s) < 2 * MIN_PICKUP_TRIES:
         return {}
-    measured, slots, step = replay
-    first = measured.queued_s < np.median(measured.queued_s)
+    recorded, slots, step = replay
+    first = recorded.queued_s < np.median(recorded.queued_s)
     later = ~first
-    pickup = pickup_s(measured, slots, step, first)
-    replayed = replay_waits(measured, slots, step)[later]
+    pickup = pickup_s(recorded, slots, step, first)
+    replayed = replay_waits(recorded, slots, step)[later]
 
     def p95(values: np.ndarray) -> float:
         return round(float(np.quantile(values, 0.95)), 1)
@@ -576,7 +576,7 @@ def pickup_check(tries: list[dict[str, Any]], samples: list[dict[str, Any]], pol
     return {
         "pickup_s": round(pickup, 1),
         "second_half_tries": int(later.sum()),
-        "second_half_measured_p95_s": p95(measured.waited_s[later]),
+        "second_half_measured_p95_s": p95(recorded.waited_s[later]),
         "second_half_replayed_p95_s": p95(replayed),
         "second_half_replayed_plus_pickup_p95_s": p95(replayed + pickup),
     }
