@@ -111,6 +111,22 @@ def register(commands: Any, bench: Any) -> None:
     chooser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
     chooser.set_defaults(func=_bench_choice)
 
+    target = bench.add_parser(
+        "target-bound",
+        help="what an explicit unmet target costs rules that read the hour and recent demand (JSON)",
+        description=(
+            "Per trace and set of signals (hour of the day, last steps, last hour, yesterday), the least "
+            "capacity-hours that leave at most --unmet-share unmet with sizes fitted in hindsight (a lower "
+            "bound), and the same fit applied to days it did not see (two-fold), against the reactive rule."
+        ),
+    )
+    target.add_argument("traces", nargs="+", type=Path, metavar="TRACE.csv", help="trace files")
+    target.add_argument("--unmet-share", type=float, default=0.005, help="the explicit target (0.005)")
+    target.add_argument("--history", default="3d", help="warm-up history, not scored (3d, as the backtest)")
+    target.add_argument("--peak-instances", type=int, default=20, help="instance = p99 / this (20)")
+    target.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
+    target.set_defaults(func=_bench_target_bound)
+
     combination = bench.add_parser(
         "combination",
         help="backtest: statistical alone vs combined with the structural forecast (trace + synthetic schedule)",
@@ -130,16 +146,31 @@ def register(commands: Any, bench: Any) -> None:
 def _bench_choice(args: argparse.Namespace) -> int:
     from airflow_predictive_tools.bench.choice import run
 
+    return _json_result(lambda: run(args.pools, args.loop_cycle_seconds, args.tries_per_day), args.json_out)
+
+
+def _json_result(compute: Any, json_out: str | None) -> int:
+    """Print ``compute()`` as JSON (and write it to ``json_out``); a ``ValueError`` is the user's input:
+    one line on stderr, exit status 2."""
     try:
-        result = run(args.pools, args.loop_cycle_seconds, args.tries_per_day)
+        result = compute()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)
     print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    if json_out:
+        Path(json_out).write_text(text + "\n")
     return 0
+
+
+def _bench_target_bound(args: argparse.Namespace) -> int:
+    from airflow_predictive.simulation.backtest import BacktestOptions
+    from airflow_predictive_tools.bench.target_bound import run
+
+    options = BacktestOptions(history=args.history, peak_instances=args.peak_instances)
+    # a trace that cannot be read or an option out of range raises ValueError
+    return _json_result(lambda: run(args.traces, args.unmet_share, options), args.json_out)
 
 
 def _demo(args: argparse.Namespace) -> int:
