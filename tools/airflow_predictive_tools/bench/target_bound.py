@@ -5,7 +5,9 @@ an explicit target (``--unmet-share``) and every product rule misses it, the que
 rule from the past could meet it for less than the reactive rule. This benchmark answers it for the
 rules whose fleet at a step depends only on a few signals: the hour of the day, the demand of the
 last steps, the last hour's peak, the demand at this time yesterday. Each signal is cut into bands of
-demand (in instances); a rule gives each combination of bands (a cell) one fleet size.
+demand (in instances); a rule gives each combination of bands (a cell) one fleet size. A rule reads
+the demand up to the step before the one it sizes, a step more than a fleet that boots for a step can
+know (the backtest decides it a boot lead ahead): the bound is generous to the rules.
 
 Two numbers per set of signals:
 
