@@ -69,6 +69,16 @@ def test_spikes_at_random_steps_cost_more_than_the_reactive_rule_to_meet_the_tar
         assert rule["two_fold_unmet_pct"] > 100 * SHARE or rule["two_fold_x_reactive"] > 1.0, rule
 
 
+def test_a_target_the_full_pool_cannot_meet_is_reported_with_no_rules():
+    steps = np.arange(7 * 288)
+    trace = _trace("daily", (steps % 288) // 12 == 13)
+    # 40 a spike, 2 an instance: 20 instances serve it; a pool of 10 leaves half of every spike unmet
+    result = bound_trace(trace, BacktestOptions(max_instances=10), SHARE)
+    assert result["least_unmet_pct"] > 100 * SHARE
+    assert result["rules"] == []
+    assert bound_trace(trace, BacktestOptions(), SHARE)["least_unmet_pct"] == 0
+
+
 def test_the_command_writes_json_and_names_a_bad_target(tmp_path, capsys):
     steps = np.arange(7 * 288)
     trace = _trace("daily", (steps % 288) // 12 == 13)

@@ -124,6 +124,7 @@ def register(commands: Any, bench: Any) -> None:
     target.add_argument("--unmet-share", type=float, default=0.005, help="the explicit target (0.005)")
     target.add_argument("--history", default="3d", help="warm-up history, not scored (3d, as the backtest)")
     target.add_argument("--peak-instances", type=int, default=20, help="instance = p99 / this (20)")
+    target.add_argument("--max-instances", type=int, default=40, help="the pool's maximum size (40)")
     target.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
     target.set_defaults(func=_bench_target_bound)
 
@@ -168,7 +169,9 @@ def _bench_target_bound(args: argparse.Namespace) -> int:
     from airflow_predictive.simulation.backtest import BacktestOptions
     from airflow_predictive_tools.bench.target_bound import run
 
-    options = BacktestOptions(history=args.history, peak_instances=args.peak_instances)
+    options = BacktestOptions(
+        history=args.history, peak_instances=args.peak_instances, max_instances=args.max_instances
+    )
     # a trace that cannot be read or an option out of range raises ValueError
     return _json_result(lambda: run(args.traces, args.unmet_share, options), args.json_out)
 

@@ -157,7 +157,9 @@ def bound_trace(series: Any, options: BacktestOptions, share: float) -> dict[str
     """Every signal set's bound and two-fold result on one trace, against the reactive rule.
 
     :param series: a trace from :func:`~airflow_predictive.simulation.traces.load_trace`.
-    :param options: the backtest's options (history, boot delay, peak instances).
+    :param options: the backtest's options (history, boot delay, peak and maximum instances).
+    :returns: the rules' results; none where even the pool at its maximum at every step leaves more
+        than the target unmet (``least_unmet_pct``): there no rule, nor the oracle, meets it.
     :param share: the explicit target, a share of demand that may be left unmet.
     """
     if not 0 < share < 1:
@@ -171,16 +173,29 @@ def bound_trace(series: Any, options: BacktestOptions, share: float) -> dict[str
     values = signals(demand, context.index.hour.to_numpy(), context.start, context.instance_capacity, per_day)
     scored = demand[context.start :]
     day = np.arange(scored.size) // per_day
-    sizes = np.arange(int(math.ceil(scored.max() / context.instance_capacity)) + 1)
+    # the pool's maximum bounds every rule, the oracle's too (the backtest's ``max_instances``)
+    largest = min(int(math.ceil(scored.max() / context.instance_capacity)), int(context.max_instances))
+    sizes = np.arange(largest + 1)
     total = float(scored.sum())
-    rules = []
+    least = float(np.maximum(scored - largest * context.instance_capacity, 0.0).sum())
+    out = {
+        "trace": str(series.name),
+        "unmet_share": share,
+        "reactive_capacity_hours": reactive["policies"]["reactive"]["capacity_hours"],
+        "reactive_unmet_pct": reactive["policies"]["reactive"]["unmet_pct"],
+        # the pool at its maximum at every step: no rule leaves less
+        "least_unmet_pct": round(100 * least / total, 3),
+        "rules": [],
+    }
+    if least > share * total:
+        return out
     for names in SIGNAL_SETS:
         cells = cells_of(values, names)
         count = np.bincount(cells)
         unmet = unmet_by_size(scored, cells, context.instance_capacity, sizes, count.size)
         bound, _ = cheapest(count, unmet, sizes, share * total)
         steps, unmet = two_fold(scored, cells, day, context.instance_capacity, sizes, share)
-        rules.append(
+        out["rules"].append(
             {
                 "signals": list(names),
                 "cells": int(count.size),
@@ -189,13 +204,7 @@ def bound_trace(series: Any, options: BacktestOptions, share: float) -> dict[str
                 "two_fold_unmet_pct": round(100 * unmet / total, 3),
             }
         )
-    return {
-        "trace": str(series.name),
-        "unmet_share": share,
-        "reactive_capacity_hours": reactive["policies"]["reactive"]["capacity_hours"],
-        "reactive_unmet_pct": reactive["policies"]["reactive"]["unmet_pct"],
-        "rules": rules,
-    }
+    return out
 
 
 def run(paths: Sequence[Path], share: float, options: BacktestOptions, load: Callable = load_trace) -> dict:
