@@ -63,7 +63,8 @@ def signals(
     :param capacity: demand one instance serves.
     :param per_day: steps per day.
     """
-    if start < per_day + 12:
+    hour_steps = max(1, per_day // 24)
+    if start < per_day + hour_steps:
         raise ValueError(
             f"the scored steps need a day and an hour of history before them; {start} steps given"
         )
@@ -79,7 +80,7 @@ def signals(
         "hour": hours[at].astype(np.int64),
         "last step": band(demand[at - 1]),
         "last two steps": band(peak((-1, -2))),
-        "last hour": band(peak(range(-12, 0))),
+        "last hour": band(peak(range(-hour_steps, 0))),
         # within a step of this time yesterday: a recurring job drifts by a few minutes
         "yesterday": band(peak((-per_day - 1, -per_day, -per_day + 1))),
     }
