@@ -26,7 +26,7 @@ own replay, so the ratios read like its table.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,9 @@ def bound_trace(series: Any, options: BacktestOptions, share: float) -> dict[str
     return out
 
 
-def run(paths: Sequence[Path], share: float, options: BacktestOptions, load: Callable = load_trace) -> dict:
+def run(paths: Sequence[Path], share: float, options: BacktestOptions) -> dict:
     """``bench target-bound`` over trace files (JSON-ready)."""
-    return {"benchmark": "target-bound", "traces": [bound_trace(load(p), options, share) for p in paths]}
+    return {
+        "benchmark": "target-bound",
+        "traces": [bound_trace(load_trace(p), options, share) for p in paths],
+    }
