@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,10 @@ def register(commands: Any, bench: Any) -> None:
     )
     target.add_argument("traces", nargs="+", type=Path, metavar="TRACE.csv", help="trace files")
     target.add_argument("--unmet-share", type=float, default=0.005, help="the explicit target (0.005)")
-    target.add_argument("--history", default="3d", help="warm-up history, not scored (3d, as the backtest)")
-    target.add_argument("--peak-instances", type=int, default=20, help="instance = p99 / this (20)")
-    target.add_argument("--max-instances", type=int, default=40, help="the pool's maximum size (40)")
+    # None: the backtest's own default (read when the command runs: the backtest is slow to import)
+    target.add_argument("--history", help="warm-up, not scored (the backtest's default, 3d)")
+    target.add_argument("--peak-instances", type=int, help="p99 / instance (the backtest's default, 20)")
+    target.add_argument("--max-instances", type=int, help="pool maximum (the backtest's default, 40)")
     target.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON here")
     target.set_defaults(func=_bench_target_bound)
 
@@ -150,7 +152,7 @@ def _bench_choice(args: argparse.Namespace) -> int:
     return _json_result(lambda: run(args.pools, args.loop_cycle_seconds, args.tries_per_day), args.json_out)
 
 
-def _json_result(compute: Any, json_out: str | None) -> int:
+def _json_result(compute: Callable[[], Any], json_out: str | None) -> int:
     """Print ``compute()`` as JSON (and write it to ``json_out``); a ``ValueError`` is the user's input:
     one line on stderr, exit status 2."""
     try:
@@ -169,9 +171,8 @@ def _bench_target_bound(args: argparse.Namespace) -> int:
     from airflow_predictive.simulation.backtest import BacktestOptions
     from airflow_predictive_tools.bench.target_bound import run
 
-    options = BacktestOptions(
-        history=args.history, peak_instances=args.peak_instances, max_instances=args.max_instances
-    )
+    given = {k: getattr(args, k) for k in ("history", "peak_instances", "max_instances")}
+    options = BacktestOptions(**{k: v for k, v in given.items() if v is not None})
     # a trace that cannot be read or an option out of range raises ValueError
     return _json_result(lambda: run(args.traces, args.unmet_share, options), args.json_out)
 
